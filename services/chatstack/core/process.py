@@ -1,0 +1,127 @@
+"""Start a service (or redis-server) as a child process and wait until it is healthy.
+
+Shared by `make run` (chatstack.local_stack) and the integration tests' fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def health_status(address: str, service: str = "", timeout: float = 1.0) -> int | None:
+    """The gRPC health status of `service` at `address`, or None if unreachable."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError:
+            return None
+        return int(reply.status)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               alive: Callable[[], bool] | None = None, interval: float = 0.1) -> None:
+    """Poll `predicate` until true; TimeoutError after `timeout`, RuntimeError if `alive` fails."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if alive is not None and not alive():
+            raise RuntimeError(f"process died while waiting for {what}")
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class ManagedProcess:
+    """A child process with its log in a file; SIGTERM on stop, SIGKILL if it lingers."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path,
+                 env: Mapping[str, str] | None = None, cwd: str | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        """Start the process (its output goes to log_path)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                     env=self.env, cwd=self.cwd, start_new_session=True)
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send a signal to the process."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL the process group. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def tail(self, lines: int = 40) -> str:
+        """The last lines of the log (for failure messages)."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def service_argv(module: str, *flags: str) -> list[str]:
+    """argv that runs `python -m chatstack.<module>` with the current interpreter."""
+    return [sys.executable, "-m", f"chatstack.{module}", *flags]
+
+
+def start_grpc_service(name: str, module: str, port: int, metrics_port: int, log_dir: Path,
+                       flags: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                       health_service: str = "", timeout: float = 180.0) -> ManagedProcess:
+    """Start a chatstack service and block until its health says SERVING."""
+    proc = ManagedProcess(
+        name,
+        service_argv(module, "--port", str(port), "--metrics-port", str(metrics_port), *flags),
+        log_dir / f"{name}.log", env=env,
+    ).start()
+    address = f"127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: health_status(address, health_service) == health_pb2.HealthCheckResponse.SERVING,
+            timeout, f"{name} SERVING on {address}", alive=proc.alive, interval=0.2,
+        )
+    except (TimeoutError, RuntimeError) as exc:
+        proc.stop(5)
+        raise RuntimeError(f"{exc}\n--- {proc.log_path} ---\n{proc.tail()}") from exc
+    return proc

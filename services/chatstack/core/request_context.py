@@ -1,0 +1,70 @@
+"""Request ids: taken from `x-request-id` metadata or made, carried into logs and downstream calls."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+from collections.abc import Iterable
+
+REQUEST_ID_KEY = "x-request-id"
+OWNER_KEY = "x-chatstack-owner"
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def new_request_id() -> str:
+    """A fresh random request id."""
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str:
+    """The request id of the RPC being served by this task, or "-" outside one."""
+    return _request_id.get()
+
+
+def set_request_id(request_id: str) -> contextvars.Token[str]:
+    """Bind a request id to the current task; returns the token to reset it."""
+    return _request_id.set(request_id)
+
+
+def reset_request_id(token: contextvars.Token[str]) -> None:
+    """Undo `set_request_id`."""
+    _request_id.reset(token)
+
+
+def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    """First value of `key` in gRPC invocation metadata, or None."""
+    for k, v in metadata or ():
+        if k == key:
+            return v.decode() if isinstance(v, bytes) else v
+    return None
+
+
+def downstream_metadata(**extra: str) -> tuple[tuple[str, str], ...]:
+    """Metadata for a downstream call: the current request id plus `extra` (key=value)."""
+    pairs = [(REQUEST_ID_KEY, current_request_id())]
+    pairs.extend((k.replace("_", "-"), v) for k, v in extra.items())
+    return tuple(pairs)
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Adds `request_id` to every log record so the format can print it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current_request_id()
+        return True
+
+
+def configure_logging(level: str, service: str) -> None:
+    """Log lines with time, level, service, request id and logger name."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdLogFilter())
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s %(levelname)s {service} [%(request_id)s] %(name)s: %(message)s"
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

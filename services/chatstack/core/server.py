@@ -1,0 +1,183 @@
+"""The standalone gRPC runtime: one `grpc.aio` server per service, started the same way.
+
+Lifecycle: bind the port with health NOT_SERVING → start the backend (model load, Redis
+connect) → SERVING → on SIGTERM/SIGINT: NOT_SERVING, stop taking new RPCs, let in-flight ones
+(streams included) finish within `grace_seconds`, close the backend, exit. If the backend reports
+a fatal failure, health goes NOT_SERVING and the process exits non-zero so an orchestrator
+restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from chatstack.core.config import ServerConfig
+from chatstack.core.interceptor import ServiceInterceptor
+from chatstack.core.metrics import MetricsServer, RpcMetrics
+from chatstack.core.request_context import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass
+class ServiceSpec:
+    """What a service plugs into the runtime: its servicers and its backend's lifecycle."""
+
+    #: Full proto names of the services it serves, e.g. "chatstack.v1.TokenizerService".
+    service_names: Sequence[str]
+    #: Adds the servicers to the server.
+    register: Callable[[grpc.aio.Server], None]
+    #: Makes the backend ready (load a model, connect to Redis); health turns SERVING after it.
+    start: Callable[[], Awaitable[None]] = _nothing
+    #: Releases the backend after the server stopped.
+    stop: Callable[[], Awaitable[None]] = _nothing
+    #: Set by the runtime: call with a reason when the backend died (exits non-zero).
+    on_fatal: Callable[[str], None] = field(default=lambda reason: None)
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC channel arguments of every chatstack server, each with why it is set."""
+    return [
+        # Batch RPCs (64 texts, long prompts) exceed the 4 MiB default; bound both directions.
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        # Ping idle connections so dead peers (node gone, NAT dropped) are noticed and their
+        # streams cancelled, which aborts the engine request behind them.
+        ("grpc.keepalive_time_ms", config.keepalive_time_seconds * 1000),
+        ("grpc.keepalive_timeout_ms", config.keepalive_timeout_seconds * 1000),
+        # Accept client keepalive pings (gateway → backends) as often as every 10 s, even
+        # without active calls, instead of answering them with GOAWAY "too_many_pings".
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Don't let one port be bound by two servers by accident (SO_REUSEPORT).
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class ServiceRuntime:
+    """Runs one service as a standalone gRPC server (see module docstring)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        spec: ServiceSpec,
+        registry: CollectorRegistry,
+        service: str,
+    ) -> None:
+        self.config = config
+        self.spec = spec
+        self.service = service
+        self.registry = registry
+        self.health = health.aio.HealthServicer()
+        self.metrics_server = MetricsServer(registry, config.metrics_host, config.metrics_port)
+        self.server = grpc.aio.server(
+            interceptors=[ServiceInterceptor(RpcMetrics(registry, service))],
+            options=server_options(config),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        )
+        self.port = 0
+        self._stop_requested = asyncio.Event()
+        self.fatal_reason: str | None = None
+        spec.on_fatal = self._fatal
+
+    async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for name in ("", *self.spec.service_names):
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        """Bind, serve health (NOT_SERVING), start the backend, then turn SERVING."""
+        self.spec.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*self.spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {self.config.host}:{self.config.port}")
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        self.metrics_server.start()
+        log.info(
+            "%s listening on %s:%d (metrics on :%d); starting backend",
+            self.service, self.config.host, self.port, self.metrics_server.port,
+        )
+        await self.spec.start()
+        await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+        log.info("%s SERVING", self.service)
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (signal handlers call this)."""
+        self._stop_requested.set()
+
+    def _fatal(self, reason: str) -> None:
+        log.error("backend failed: %s; stopping with a non-zero exit", reason)
+        self.fatal_reason = reason
+        self._stop_requested.set()
+
+    async def stop(self) -> None:
+        """NOT_SERVING, drain in-flight RPCs within the grace period, close the backend."""
+        await self.health.enter_graceful_shutdown()
+        log.info("%s stopping: draining in-flight RPCs (grace %.1fs)", self.service,
+                 self.config.grace_seconds)
+        try:
+            await self.server.stop(self.config.grace_seconds)
+        finally:
+            try:
+                await self.spec.stop()
+            finally:
+                self.metrics_server.stop()
+        log.info("%s stopped", self.service)
+
+    async def run_until_stopped(self) -> int:
+        """Start, serve until SIGTERM/SIGINT or a fatal backend error, stop. Returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            start = asyncio.create_task(self.start())
+            stop_wait = asyncio.create_task(self._stop_requested.wait())
+            done, _ = await asyncio.wait({start, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if start in done:
+                start.result()  # raise if the backend failed to start
+                await stop_wait
+            else:
+                start.cancel()
+                await asyncio.gather(start, return_exceptions=True)
+        except Exception:
+            log.exception("%s failed to start", self.service)
+            await self.stop()
+            return 1
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        await self.stop()
+        return 1 if self.fatal_reason else 0
+
+
+def run_service(
+    config: ServerConfig,
+    service: str,
+    build: Callable[[CollectorRegistry], ServiceSpec],
+) -> int:
+    """Configure logging, build the service's spec with a fresh metrics registry, run it."""
+    configure_logging(config.log_level, service)
+    registry = CollectorRegistry()
+
+    async def main() -> int:
+        runtime = ServiceRuntime(config, build(registry), registry, service)
+        return await runtime.run_until_stopped()
+
+    return asyncio.run(main())

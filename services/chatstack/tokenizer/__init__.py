@@ -1,0 +1,1 @@
+"""The tokenizer service: HF `tokenizers` (Rust) behind gRPC."""

@@ -1,0 +1,89 @@
+"""TokenizerService servicer: proto <-> engine, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from chatstack.core.proto_convert import messages_from_proto
+from chatstack.tokenizer.engine import EncodedText, TokenizerEngine, TokenizerInfo
+from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
+
+# Batches below this many characters run inline: a thread hop costs more than the encode.
+INLINE_CHARS = 16_384
+
+
+def encode_response(encoded: list[EncodedText]) -> tokenizer_pb2.EncodeResponse:
+    """EncodedTexts -> EncodeResponse, built in place (passing sub-messages to a constructor
+    copies each one through serialize + parse, which dominated large batches)."""
+    response = tokenizer_pb2.EncodeResponse()
+    for item in encoded:
+        message = response.encodings.add()
+        message.ids.extend(item.ids)
+        for start, end in item.offsets:
+            offset = message.offsets.add()
+            offset.start, offset.end = start, end
+    return response
+
+
+def info_to_proto(info: TokenizerInfo) -> tokenizer_pb2.GetInfoResponse:
+    """TokenizerInfo -> GetInfoResponse."""
+    return tokenizer_pb2.GetInfoResponse(
+        model_name=info.model_name,
+        vocab_size=info.vocab_size,
+        max_length_tokens=info.max_length_tokens,
+        special_tokens=[
+            tokenizer_pb2.SpecialToken(kind=k, content=c, id=i) for k, c, i in info.special_tokens
+        ],
+        has_chat_template=info.has_chat_template,
+    )
+
+
+class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServiceServicer):
+    """Serves TokenizerService from a TokenizerEngine."""
+
+    def __init__(self, engine: TokenizerEngine) -> None:
+        self.engine = engine
+
+    async def Encode(
+        self, request: tokenizer_pb2.EncodeRequest, context: grpc.aio.ServicerContext
+    ) -> tokenizer_pb2.EncodeResponse:
+        """Encode a batch of texts."""
+        texts = list(request.texts)
+        args = (texts, request.add_special_tokens, request.return_offsets)
+        if sum(map(len, texts)) <= INLINE_CHARS:
+            encoded = self.engine.encode(*args)
+        else:  # the Rust batch path releases the GIL: keep the event loop free meanwhile
+            encoded = await asyncio.to_thread(self.engine.encode, *args)
+        return encode_response(encoded)
+
+    async def Decode(
+        self, request: tokenizer_pb2.DecodeRequest, context: grpc.aio.ServicerContext
+    ) -> tokenizer_pb2.DecodeResponse:
+        """Decode a batch of id sequences."""
+        sequences = [list(s.ids) for s in request.sequences]
+        texts = self.engine.decode(sequences, request.skip_special_tokens)
+        return tokenizer_pb2.DecodeResponse(texts=texts)
+
+    async def CountTokens(
+        self, request: tokenizer_pb2.CountTokensRequest, context: grpc.aio.ServicerContext
+    ) -> tokenizer_pb2.CountTokensResponse:
+        """Count tokens per text."""
+        counts = self.engine.count(list(request.texts), request.add_special_tokens)
+        return tokenizer_pb2.CountTokensResponse(counts=counts, total_tokens=sum(counts))
+
+    async def ApplyChatTemplate(
+        self, request: tokenizer_pb2.ApplyChatTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> tokenizer_pb2.ApplyChatTemplateResponse:
+        """Render the conversation with the model's chat template."""
+        prompt, ids = self.engine.apply_chat_template(
+            messages_from_proto(list(request.messages)), request.add_generation_prompt
+        )
+        return tokenizer_pb2.ApplyChatTemplateResponse(prompt=prompt, token_ids=ids)
+
+    async def GetInfo(
+        self, request: tokenizer_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
+    ) -> tokenizer_pb2.GetInfoResponse:
+        """Describe the tokenizer."""
+        return info_to_proto(self.engine.info())

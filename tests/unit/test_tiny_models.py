@@ -1,0 +1,21 @@
+"""The tiny models build deterministically and have the shapes vLLM needs."""
+
+import json
+from pathlib import Path
+
+from chatstack.models.tiny import TinyModelSpec, build_tiny_models, fingerprint
+
+
+def test_build_is_deterministic(tmp_path: Path, models_dir: Path) -> None:
+    build_tiny_models(tmp_path / "again")
+    assert fingerprint(tmp_path / "again") == fingerprint(models_dir)
+
+
+def test_lm_has_head_dim_64_and_reward_one_label(models_dir: Path) -> None:
+    lm = json.loads((models_dir / "lm" / "config.json").read_text())
+    rm = json.loads((models_dir / "reward" / "config.json").read_text())
+    assert lm["architectures"] == ["LlamaForCausalLM"]
+    assert lm["hidden_size"] // lm["num_attention_heads"] == 64
+    assert rm["architectures"] == ["LlamaForSequenceClassification"]
+    assert len(rm["id2label"]) == 1
+    assert lm["vocab_size"] == TinyModelSpec().vocab_size

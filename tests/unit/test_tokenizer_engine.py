@@ -1,0 +1,71 @@
+"""TokenizerEngine against in-process `tokenizers`, and its validation messages."""
+
+from pathlib import Path
+
+import pytest
+from chatstack.core.errors import InvalidRequest
+from chatstack.tokenizer.engine import TokenizerEngine, TokenizerLimits
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def engine(lm_dir: Path) -> TokenizerEngine:
+    return TokenizerEngine.from_dir(lm_dir, limits=TokenizerLimits(
+        max_batch_items=4, max_text_chars=50, max_sequence_tokens=10, max_messages=3))
+
+
+@pytest.fixture(scope="module")
+def reference(lm_dir: Path) -> Tokenizer:
+    return Tokenizer.from_file(str(lm_dir / "tokenizer.json"))
+
+
+@settings(max_examples=50, deadline=None)
+@given(texts=st.lists(st.text(max_size=50), min_size=1, max_size=4), special=st.booleans())
+def test_encode_equals_in_process_tokenizers(
+    engine: TokenizerEngine, reference: Tokenizer, texts: list[str], special: bool
+) -> None:
+    got = engine.encode(texts, special, return_offsets=True)
+    want = reference.encode_batch(texts, add_special_tokens=special)
+    assert [g.ids for g in got] == [w.ids for w in want]
+    assert [g.offsets for g in got] == [list(w.offsets) for w in want]
+
+
+def test_decode_round_trips_plain_text(engine: TokenizerEngine) -> None:
+    ids = engine.encode(["ka to ri"], add_special_tokens=True)[0].ids
+    assert engine.decode([ids], skip_special_tokens=True) == ["ka to ri"]
+    assert engine.decode([ids], skip_special_tokens=False)[0].startswith("<s>")
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda e: e.encode([], True), "texts: empty batch"),
+        (lambda e: e.encode(["a"] * 5, True), "5 items exceed the limit of 4"),
+        (lambda e: e.encode(["ok", "x" * 51], True), "texts[1]: 51 characters"),
+        (lambda e: e.count(["x" * 51], True), "texts[0]: 51 characters"),
+        (lambda e: e.decode([[1], [1, 5000]], True), "sequences[1].ids[1]: id 5000 is outside"),
+        (lambda e: e.decode([list(range(11))], True), "sequences[0]: 11 ids exceed"),
+        (lambda e: e.apply_chat_template([("user", "a"), ("robot", "b")], True),
+         "messages[1].role: robot"),
+        (lambda e: e.apply_chat_template([], True), "messages: empty"),
+        (lambda e: e.apply_chat_template([("user", "a")] * 4, True), "messages: 4 exceed"),
+    ],
+)
+def test_bad_input_names_the_offending_item(engine: TokenizerEngine, call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidRequest, match=message.replace("[", r"\[").replace("]", r"\]")):
+        call(engine)
+
+
+def test_chat_template_renders_roles_and_generation_prompt(engine: TokenizerEngine) -> None:
+    prompt, ids = engine.apply_chat_template([("system", "be brief"), ("user", "hi")], True)
+    assert prompt == "<s><|system|>\nbe brief<|end|>\n<|user|>\nhi<|end|>\n<|assistant|>\n"
+    assert ids[0] == engine.info().special_tokens[0][2]  # BOS written once, by the template
+    assert ids.count(ids[0]) == 1
+
+
+def test_info_reports_vocab_and_specials(engine: TokenizerEngine) -> None:
+    info = engine.info()
+    assert info.vocab_size == 2048 and info.max_length_tokens == 2048
+    assert ("bos", "<s>", 1) in info.special_tokens and info.has_chat_template
