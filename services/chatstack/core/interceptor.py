@@ -24,6 +24,7 @@ from chatstack.core.request_context import (
     metadata_value,
     new_request_id,
     reset_request_id,
+    set_deadline,
     set_request_id,
 )
 
@@ -50,6 +51,7 @@ class _CallRecorder:
         self.start = time.perf_counter()
         rid = metadata_value(context.invocation_metadata(), REQUEST_ID_KEY) or new_request_id()
         self.token = set_request_id(rid)
+        set_deadline(context.time_remaining())
         self.request_id = rid
         metrics.in_flight.labels(metrics.service, method).inc()
 

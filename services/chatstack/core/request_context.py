@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -11,6 +12,7 @@ REQUEST_ID_KEY = "x-request-id"
 OWNER_KEY = "x-chatstack-owner"
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
 
 
 def new_request_id() -> str:
@@ -31,6 +33,25 @@ def set_request_id(request_id: str) -> contextvars.Token[str]:
 def reset_request_id(token: contextvars.Token[str]) -> None:
     """Undo `set_request_id`."""
     _request_id.reset(token)
+
+
+def set_deadline(remaining_seconds: float | None) -> None:
+    """Bind the RPC's deadline (seconds from now, None = none) to the current task."""
+    _deadline.set(None if remaining_seconds is None else time.monotonic() + remaining_seconds)
+
+
+def remaining_seconds() -> float | None:
+    """Seconds left until the current RPC's deadline, or None if it has none."""
+    deadline = _deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def bounded_timeout(limit: float, margin: float = 0.05) -> float:
+    """`limit`, shortened to end `margin` seconds before the RPC's deadline (at least 1 ms)."""
+    left = remaining_seconds()
+    if left is None:
+        return limit
+    return max(0.001, min(limit, left - margin))
 
 
 def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:

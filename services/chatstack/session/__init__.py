@@ -1,0 +1,1 @@
+"""The session service: stack-based multi-turn context in Redis."""

@@ -1,0 +1,9 @@
+-- KEYS: header, turns, prefix_sums, ids   ARGV: owner, offset, count
+-- Returns {version, base, turn_count, turn_json...} from offset (0 = bottom), oldest first.
+local hd = header(KEYS[1], ARGV[1])
+if not hd then return redis.error_reply('NOTFOUND') end
+touch(KEYS, hd.ttl)
+local off, cnt = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {hd.version, hd.base, hd.next - hd.base}
+for _, t in ipairs(redis.call('LRANGE', KEYS[2], off, off + cnt - 1)) do out[#out + 1] = t end
+return out

@@ -1,0 +1,35 @@
+-- KEYS: header, turns, prefix_sums, ids
+-- ARGV: owner, expected_version, now_ms, turn_body_json (object without its opening brace),
+--       token_count, turn_id, max_turns (0 = unlimited), policy ('reject' | 'evict')
+-- Returns {version, position, evicted}. A retried push (same turn_id) returns the stored result.
+local h, turns, z, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local hd = header(h, ARGV[1])
+if not hd then return redis.error_reply('NOTFOUND') end
+local done = redis.call('HGET', ids, ARGV[6])
+if done then
+  return {hd.version, tonumber(done) - hd.base, 0}
+end
+local err = check_version(hd, ARGV[2])
+if err then return err end
+local tc, max_turns = tonumber(ARGV[5]), tonumber(ARGV[7])
+local base, nxt, tok_base, tok_end = hd.base, hd.next, hd.tok_base, hd.tok_end
+local evicted = 0
+if max_turns > 0 and nxt - base >= max_turns then
+  if ARGV[8] ~= 'evict' then
+    return redis.error_reply('FULL ' .. (nxt - base))
+  end
+  local old = cjson.decode(redis.call('LPOP', turns))
+  redis.call('ZREM', z, member(base))
+  redis.call('HDEL', ids, old.id)
+  tok_base = tok_base + old.t
+  base = base + 1
+  evicted = 1
+end
+redis.call('RPUSH', turns, '{"a":' .. nxt .. ',' .. ARGV[4])
+redis.call('ZADD', z, tok_end, member(nxt))
+redis.call('HSET', ids, ARGV[6], nxt)
+local version = hd.version + 1
+redis.call('HSET', h, 'base', base, 'next', nxt + 1, 'tok_base', tok_base,
+  'tok_end', tok_end + tc, 'version', version, 'updated_ms', ARGV[3])
+touch(KEYS, hd.ttl)
+return {version, nxt - base, evicted}

@@ -1,0 +1,52 @@
+"""Entry point of the standalone session service: `python -m chatstack.session`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from chatstack.core.errors import BackendUnavailable
+from chatstack.core.server import ServiceSpec, run_service
+from chatstack.session.config import SessionConfig
+from chatstack.session.metrics import SessionMetrics
+from chatstack.session.servicer import SessionServicer
+from chatstack.session.store import RedisSessionStore
+from chatstack.v1 import session_pb2, session_pb2_grpc
+
+SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
+log = logging.getLogger(__name__)
+
+
+def build_spec(config: SessionConfig, registry: CollectorRegistry) -> ServiceSpec:
+    """The session service's spec: SERVING once Redis answers a PING."""
+    store = RedisSessionStore(config, SessionMetrics(registry))
+
+    def register(server: grpc.aio.Server) -> None:
+        session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(store), server)
+
+    async def start() -> None:
+        while True:  # wait for Redis; health stays NOT_SERVING meanwhile
+            try:
+                await store.ping()
+                return
+            except BackendUnavailable as exc:
+                log.warning("waiting for redis at %s: %s", config.redis_url, exc)
+                await asyncio.sleep(1.0)
+
+    return ServiceSpec(service_names=[SERVICE_NAME], register=register, start=start,
+                       stop=store.close)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the session service until SIGTERM."""
+    config = SessionConfig.load(sys.argv[1:] if argv is None else argv)
+    return run_service(config, "session", lambda registry: build_spec(config, registry))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

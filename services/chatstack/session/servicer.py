@@ -1,0 +1,192 @@
+"""SessionService servicer: owner from metadata, proto <-> store, nothing else."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from chatstack.core.errors import InvalidRequest, Unauthenticated
+from chatstack.core.proto_convert import role_name, role_value
+from chatstack.core.request_context import OWNER_KEY, metadata_value
+from chatstack.session.model import (
+    ContextWindow,
+    NewSession,
+    NewTurn,
+    PopResult,
+    PushResult,
+    SessionHeader,
+    SessionPage,
+    Turn,
+    TurnPage,
+)
+from chatstack.v1 import session_pb2, session_pb2_grpc
+
+DEFAULT_SESSION_PAGE, MAX_SESSION_PAGE = 50, 500
+DEFAULT_TURN_PAGE, MAX_TURN_PAGE = 100, 1000
+
+
+class SessionStore(Protocol):
+    """What the servicer needs from a store (RedisSessionStore implements it)."""
+
+    async def create(self, owner: str, new: NewSession) -> SessionHeader: ...
+    async def get(self, owner: str, sid: str) -> SessionHeader: ...
+    async def delete(self, owner: str, sid: str, expected_version: int | None = None) -> None: ...
+    async def push(self, owner: str, sid: str, turn: NewTurn,
+                   expected_version: int | None = None) -> PushResult: ...
+    async def pop(self, owner: str, sid: str, expected_version: int | None = None) -> PopResult: ...
+    async def peek(self, owner: str, sid: str, n: int) -> TurnPage: ...
+    async def list_turns(self, owner: str, sid: str, offset: int, limit: int) -> TurnPage: ...
+    async def context(self, owner: str, sid: str, token_budget: int) -> ContextWindow: ...
+    async def fork(self, owner: str, sid: str, keep_turns: int | None, before_turn_id: str = "",
+                   expected_version: int | None = None,
+                   metadata: dict[str, str] | None = None) -> SessionHeader: ...
+    async def list_sessions(self, owner: str, offset: int, limit: int) -> SessionPage: ...
+
+
+def _timestamp(ms: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def header_to_proto(h: SessionHeader) -> session_pb2.Session:
+    """SessionHeader -> Session."""
+    return session_pb2.Session(
+        session_id=h.session_id, owner=h.owner, create_time=_timestamp(h.create_time_ms),
+        update_time=_timestamp(h.update_time_ms), ttl_seconds=h.ttl_seconds,
+        metadata=h.metadata, system_prompt=h.system_prompt,
+        system_prompt_tokens=h.system_prompt_tokens, version=h.version,
+        turn_count=h.turn_count, total_tokens=h.total_tokens,
+    )
+
+
+def turn_to_proto(t: Turn) -> session_pb2.Turn:
+    """Turn -> Turn message."""
+    return session_pb2.Turn(
+        turn_id=t.turn_id, role=role_value(t.role), content=t.content,  # type: ignore[arg-type]
+        token_count=t.token_count, create_time=_timestamp(t.create_time_ms),
+        metadata=t.metadata, position=t.position,
+    )
+
+
+def context_to_proto(w: ContextWindow) -> session_pb2.GetContextResponse:
+    """ContextWindow -> GetContextResponse."""
+    return session_pb2.GetContextResponse(
+        system_prompt=w.system_prompt, system_prompt_tokens=w.system_prompt_tokens,
+        turns=[turn_to_proto(t) for t in w.turns], total_tokens=w.total_tokens,
+        truncated=w.truncated, omitted_turns=w.omitted_turns, version=w.version,
+    )
+
+
+def page_offset(token: str) -> int:
+    """A page token (an offset) -> int; INVALID_ARGUMENT if malformed."""
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise InvalidRequest("page_token: not a token this service issued")
+    return int(token)
+
+
+def page_size(requested: int, default: int, maximum: int) -> int:
+    """Clamp a requested page size."""
+    return min(requested or default, maximum)
+
+
+def owner_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's owner id from `x-chatstack-owner` metadata."""
+    owner = metadata_value(context.invocation_metadata(), OWNER_KEY)
+    if not owner:
+        raise Unauthenticated(f"missing owner identity ({OWNER_KEY} metadata)")
+    return owner
+
+
+def _expected(request: object) -> int | None:
+    return request.expected_version if request.HasField("expected_version") else None  # type: ignore[attr-defined]
+
+
+class SessionServicer(session_pb2_grpc.SessionServiceServicer):
+    """Serves SessionService from a SessionStore."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+
+    async def CreateSession(self, request: session_pb2.CreateSessionRequest,
+                            context: grpc.aio.ServicerContext) -> session_pb2.CreateSessionResponse:
+        """Create a session."""
+        header = await self.store.create(owner_of(context), NewSession(
+            session_id=request.session_id, system_prompt=request.system_prompt,
+            system_prompt_tokens=request.system_prompt_tokens, metadata=dict(request.metadata),
+            ttl_seconds=request.ttl_seconds))
+        return session_pb2.CreateSessionResponse(session=header_to_proto(header))
+
+    async def GetSession(self, request: session_pb2.GetSessionRequest,
+                         context: grpc.aio.ServicerContext) -> session_pb2.GetSessionResponse:
+        """Read a session header."""
+        header = await self.store.get(owner_of(context), request.session_id)
+        return session_pb2.GetSessionResponse(session=header_to_proto(header))
+
+    async def DeleteSession(self, request: session_pb2.DeleteSessionRequest,
+                            context: grpc.aio.ServicerContext) -> session_pb2.DeleteSessionResponse:
+        """Delete a session."""
+        await self.store.delete(owner_of(context), request.session_id, _expected(request))
+        return session_pb2.DeleteSessionResponse()
+
+    async def ListSessions(self, request: session_pb2.ListSessionsRequest,
+                           context: grpc.aio.ServicerContext) -> session_pb2.ListSessionsResponse:
+        """List the caller's sessions, newest first."""
+        page = await self.store.list_sessions(
+            owner_of(context), page_offset(request.page_token),
+            page_size(request.page_size, DEFAULT_SESSION_PAGE, MAX_SESSION_PAGE))
+        return session_pb2.ListSessionsResponse(
+            sessions=[header_to_proto(h) for h in page.sessions],
+            next_page_token="" if page.next_offset is None else str(page.next_offset))
+
+    async def PushTurn(self, request: session_pb2.PushTurnRequest,
+                       context: grpc.aio.ServicerContext) -> session_pb2.PushTurnResponse:
+        """Push a turn."""
+        result = await self.store.push(owner_of(context), request.session_id, NewTurn(
+            role=role_name(request.role), content=request.content,
+            token_count=request.token_count, metadata=dict(request.metadata)), _expected(request))
+        return session_pb2.PushTurnResponse(turn=turn_to_proto(result.turn), version=result.version,
+                                            evicted_turns=result.evicted_turns)
+
+    async def PopTurn(self, request: session_pb2.PopTurnRequest,
+                      context: grpc.aio.ServicerContext) -> session_pb2.PopTurnResponse:
+        """Pop the top turn."""
+        result = await self.store.pop(owner_of(context), request.session_id, _expected(request))
+        return session_pb2.PopTurnResponse(turn=turn_to_proto(result.turn), version=result.version)
+
+    async def PeekTurns(self, request: session_pb2.PeekTurnsRequest,
+                        context: grpc.aio.ServicerContext) -> session_pb2.PeekTurnsResponse:
+        """The top n turns, top first."""
+        page = await self.store.peek(owner_of(context), request.session_id, request.n)
+        return session_pb2.PeekTurnsResponse(turns=[turn_to_proto(t) for t in page.turns],
+                                             version=page.version)
+
+    async def ListTurns(self, request: session_pb2.ListTurnsRequest,
+                        context: grpc.aio.ServicerContext) -> session_pb2.ListTurnsResponse:
+        """Turns oldest first, paged."""
+        page = await self.store.list_turns(
+            owner_of(context), request.session_id, page_offset(request.page_token),
+            page_size(request.page_size, DEFAULT_TURN_PAGE, MAX_TURN_PAGE))
+        return session_pb2.ListTurnsResponse(
+            turns=[turn_to_proto(t) for t in page.turns], version=page.version,
+            next_page_token="" if page.next_offset is None else str(page.next_offset))
+
+    async def GetContext(self, request: session_pb2.GetContextRequest,
+                         context: grpc.aio.ServicerContext) -> session_pb2.GetContextResponse:
+        """The context window for a token budget."""
+        window = await self.store.context(owner_of(context), request.session_id,
+                                          request.token_budget)
+        return context_to_proto(window)
+
+    async def ForkSession(self, request: session_pb2.ForkSessionRequest,
+                          context: grpc.aio.ServicerContext) -> session_pb2.ForkSessionResponse:
+        """Fork the bottom turns into a new session."""
+        header = await self.store.fork(
+            owner_of(context), request.session_id,
+            None if request.before_turn_id else request.keep_turns,
+            request.before_turn_id, _expected(request), dict(request.metadata))
+        return session_pb2.ForkSessionResponse(session=header_to_proto(header))

@@ -1,0 +1,316 @@
+"""RedisSessionStore: the session stack in Redis, one Lua script per operation.
+
+Every mutation is one atomic round trip (EVALSHA of a script) and increments the session's
+version; `expected_version` mismatches change nothing. PushTurn and PopTurn are O(1); GetContext
+costs O(log n) plus the turns it returns (token prefix sums live in a sorted set). The store knows
+nothing of gRPC: it raises the domain errors of `chatstack.core.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chatstack.core.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    FailedPrecondition,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    VersionConflict,
+)
+from chatstack.core.request_context import bounded_timeout, current_request_id
+from chatstack.session.config import SessionConfig
+from chatstack.session.metrics import SessionMetrics
+from chatstack.session.model import (
+    TURN_ROLES,
+    ContextWindow,
+    NewSession,
+    NewTurn,
+    PopResult,
+    PushResult,
+    SessionHeader,
+    SessionPage,
+    Turn,
+    TurnPage,
+)
+
+T = TypeVar("T")
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+SCRIPTS = ("create", "get", "delete", "push", "pop", "peek", "list_turns", "context", "fork",
+           "list_sessions")
+
+
+def _load_script(name: str) -> str:
+    lua = resources.files("chatstack.session") / "lua"
+    return (lua / "_common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RedisSessionStore:
+    """Sessions as stacks of turns in Redis (see module docstring)."""
+
+    def __init__(self, config: SessionConfig, metrics: SessionMetrics,
+                 client: aioredis.Redis | None = None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.redis = client or aioredis.Redis.from_url(
+            config.redis_url,
+            max_connections=config.pool_size,
+            socket_timeout=config.redis_timeout_seconds,
+            socket_connect_timeout=config.redis_connect_timeout_seconds,
+            # One quick retry replaces a connection that died while Redis restarted. Every
+            # mutation is idempotent under a retry (push by turn id, pop by op id).
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
+            retry_on_error=[RedisConnectionError],
+            health_check_interval=5,
+        )
+        self.scripts = {name: self.redis.register_script(_load_script(name)) for name in SCRIPTS}
+        self.prefix = config.key_prefix
+
+    # -- keys -----------------------------------------------------------------------------
+    def _keys(self, sid: str) -> list[str]:
+        base = f"{self.prefix}{{{sid}}}"
+        return [f"{base}:h", f"{base}:turns", f"{base}:z", f"{base}:ids"]
+
+    def _owner_index(self, owner: str) -> str:
+        return f"{self.prefix}owner:{owner}"
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def _run(self, op: str, keys: list[str], args: list[Any]) -> Any:
+        """Run script `op` within the Redis timeout cut to the RPC deadline; map errors."""
+        return await self._call(op, lambda: self.scripts[op](keys=keys, args=args))
+
+    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+        timeout = bounded_timeout(self.config.redis_timeout_seconds)
+        start = time.perf_counter()
+        try:
+            return await asyncio.wait_for(fn(), timeout)
+        except ResponseError as exc:
+            raise _domain_error(str(exc)) from exc
+        except (TimeoutError, RedisTimeoutError) as exc:
+            raise BackendUnavailable(f"redis did not answer within {timeout:.2f}s") from exc
+        except (RedisConnectionError, OSError) as exc:
+            raise BackendUnavailable(f"redis is unreachable: {exc}") from exc
+        finally:
+            self.metrics.redis_duration.labels(op).observe(time.perf_counter() - start)
+
+    async def ping(self) -> None:
+        """Round trip to Redis (readiness)."""
+        await self._call("ping", self.redis.ping)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.redis.aclose()
+
+    # -- validation -----------------------------------------------------------------------
+    def _check_session_id(self, sid: str) -> None:
+        if not SESSION_ID_RE.match(sid):
+            raise InvalidRequest(
+                "session_id: must be 1-128 characters of letters, digits, '_', '.', ':' or '-'"
+            )
+
+    def _check_turn(self, turn: NewTurn) -> None:
+        if turn.role not in TURN_ROLES:
+            raise InvalidRequest(
+                f"role: {turn.role or 'unspecified'} is not a turn role (user or assistant; "
+                "the system prompt belongs to the session)"
+            )
+        if not turn.content:
+            raise InvalidRequest("content: empty")
+        size = len(turn.content.encode())
+        if size > self.config.max_content_bytes:
+            raise InvalidRequest(
+                f"content: {size} bytes exceed the limit of {self.config.max_content_bytes}"
+            )
+        if turn.token_count < 0:
+            raise InvalidRequest("token_count: must be >= 0")
+
+    # -- operations -----------------------------------------------------------------------
+    async def create(self, owner: str, new: NewSession) -> SessionHeader:
+        """Create a session (ALREADY_EXISTS if a given id is taken)."""
+        sid = new.session_id or uuid.uuid4().hex
+        self._check_session_id(sid)
+        if len(new.system_prompt.encode()) > self.config.max_system_prompt_bytes:
+            raise InvalidRequest(
+                f"system_prompt: exceeds the limit of {self.config.max_system_prompt_bytes} bytes"
+            )
+        ttl = new.ttl_seconds or self.config.default_ttl_seconds
+        if ttl > self.config.max_ttl_seconds:
+            raise InvalidRequest(f"ttl_seconds: {ttl} exceeds the limit of {self.config.max_ttl_seconds}")
+        raw = await self._run("create", [self._keys(sid)[0], self._owner_index(owner)], [
+            owner, sid, _now_ms(), ttl, new.system_prompt, new.system_prompt_tokens,
+            json.dumps(new.metadata), self.config.max_ttl_seconds,
+        ])
+        self.metrics.sessions_created.inc()
+        return _header(sid, raw)
+
+    async def get(self, owner: str, sid: str) -> SessionHeader:
+        """A session's header (NOT_FOUND if missing or another owner's)."""
+        self._check_session_id(sid)
+        return _header(sid, await self._run("get", self._keys(sid), [owner]))
+
+    async def delete(self, owner: str, sid: str, expected_version: int | None = None) -> None:
+        """Delete a session and its turns."""
+        self._check_session_id(sid)
+        await self._run("delete", [*self._keys(sid), self._owner_index(owner)],
+                        [owner, _ver(expected_version), sid])
+        self.metrics.sessions_deleted.inc()
+
+    async def push(self, owner: str, sid: str, turn: NewTurn,
+                   expected_version: int | None = None) -> PushResult:
+        """Push a turn on top (O(1))."""
+        self._check_session_id(sid)
+        self._check_turn(turn)
+        turn_id = uuid.uuid4().hex[:16]
+        now = _now_ms()
+        body = json.dumps({"id": turn_id, "r": turn.role, "c": turn.content, "t": turn.token_count,
+                           "ts": now, "m": turn.metadata}, ensure_ascii=False, separators=(",", ":"))
+        policy = "evict" if self.config.max_turns_policy == "evict_oldest" else "reject"
+        version, position, evicted = await self._run("push", self._keys(sid), [
+            owner, _ver(expected_version), now, body[1:], turn.token_count, turn_id,
+            self.config.max_turns, policy,
+        ])
+        self.metrics.turns_pushed.inc()
+        self.metrics.turns_evicted.inc(int(evicted))
+        stored = Turn(turn_id, turn.role, turn.content, turn.token_count, now,
+                      dict(turn.metadata), int(position))
+        return PushResult(stored, int(version), int(evicted))
+
+    async def pop(self, owner: str, sid: str, expected_version: int | None = None) -> PopResult:
+        """Pop the top turn (O(1)); FAILED_PRECONDITION on an empty stack."""
+        self._check_session_id(sid)
+        op_id = f"{current_request_id()}:{uuid.uuid4().hex[:8]}"
+        version, raw, position = await self._run(
+            "pop", self._keys(sid), [owner, _ver(expected_version), _now_ms(), op_id])
+        self.metrics.turns_popped.inc()
+        return PopResult(_turn(raw, 0, int(position)), int(version))
+
+    async def peek(self, owner: str, sid: str, n: int) -> TurnPage:
+        """The top n turns, top first."""
+        self._check_session_id(sid)
+        if n <= 0:
+            raise InvalidRequest("n: must be >= 1")
+        version, base, *raws = await self._run("peek", self._keys(sid), [owner, n])
+        turns = [_turn(r, int(base)) for r in raws]
+        return TurnPage(list(reversed(turns)), int(version))
+
+    async def list_turns(self, owner: str, sid: str, offset: int, limit: int) -> TurnPage:
+        """Turns from `offset` (0 = bottom), oldest first."""
+        self._check_session_id(sid)
+        version, base, count, *raws = await self._run(
+            "list_turns", self._keys(sid), [owner, offset, limit])
+        turns = [_turn(r, int(base)) for r in raws]
+        end = offset + len(turns)
+        return TurnPage(turns, int(version), end if end < int(count) else None)
+
+    async def context(self, owner: str, sid: str, token_budget: int) -> ContextWindow:
+        """The system prompt plus the longest run of newest whole turns within the budget."""
+        self._check_session_id(sid)
+        if token_budget <= 0:
+            raise InvalidRequest(f"token_budget: must be > 0, got {token_budget}")
+        version, base, count, sys, sys_tokens, *raws = await self._run(
+            "context", self._keys(sid), [owner, token_budget])
+        turns = [_turn(r, int(base)) for r in raws]
+        sys_t = int(sys_tokens)
+        return ContextWindow(
+            system_prompt=_s(sys), system_prompt_tokens=sys_t, turns=turns,
+            total_tokens=sys_t + sum(t.token_count for t in turns),
+            omitted_turns=int(count) - len(turns), version=int(version),
+        )
+
+    async def fork(self, owner: str, sid: str, keep_turns: int | None,
+                   before_turn_id: str = "", expected_version: int | None = None,
+                   metadata: dict[str, str] | None = None) -> SessionHeader:
+        """A new session with the bottom `keep_turns` turns (or those below `before_turn_id`)."""
+        self._check_session_id(sid)
+        if keep_turns is None and not before_turn_id:
+            raise InvalidRequest("keep_turns or before_turn_id: give one")
+        new_sid = uuid.uuid4().hex
+        src, new = self._keys(sid), self._keys(new_sid)
+        raw = await self._run("fork", [src[0], src[1], src[3], *new, self._owner_index(owner)], [
+            owner, _ver(expected_version), -1 if keep_turns is None else keep_turns,
+            before_turn_id, new_sid, _now_ms(), json.dumps(metadata or {}),
+            self.config.max_ttl_seconds,
+        ])
+        self.metrics.sessions_created.inc()
+        return _header(new_sid, raw)
+
+    async def list_sessions(self, owner: str, offset: int, limit: int) -> SessionPage:
+        """The owner's sessions, newest first."""
+        has_more, *rows = await self._run(
+            "list_sessions", [self._owner_index(owner)], [self.prefix, offset, limit])
+        sessions = []
+        for row in rows:
+            fields = _pairs(row)
+            sessions.append(_header(fields.pop("sid"), row))
+        return SessionPage(sessions, offset + len(sessions) if int(has_more) else None)
+
+
+# -- decoding -----------------------------------------------------------------------------
+def _ver(expected: int | None) -> str:
+    return "" if expected is None else str(expected)
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _header(sid: str, flat: list[Any]) -> SessionHeader:
+    f = _pairs(flat)
+    return SessionHeader(
+        session_id=sid, owner=f["owner"], create_time_ms=int(f["created_ms"]),
+        update_time_ms=int(f["updated_ms"]), ttl_seconds=int(f["ttl"]),
+        metadata=json.loads(f.get("meta") or "{}"), system_prompt=f.get("sys", ""),
+        system_prompt_tokens=int(f.get("sys_tokens") or 0), version=int(f["version"]),
+        turn_count=int(f["next"]) - int(f["base"]),
+        total_tokens=int(f["tok_end"]) - int(f["tok_base"]),
+    )
+
+
+def _turn(raw: Any, base: int, position: int | None = None) -> Turn:
+    d = json.loads(_s(raw))
+    return Turn(turn_id=d["id"], role=d["r"], content=d["c"], token_count=int(d["t"]),
+                create_time_ms=int(d["ts"]), metadata=dict(d.get("m") or {}),
+                position=int(d["a"]) - base if position is None else position)
+
+
+_ERRORS: dict[str, Callable[[str], Exception]] = {
+    "NOTFOUND": lambda rest: NotFound("session not found"),
+    "NOTURN": lambda rest: NotFound("turn not found in the session"),
+    "VERSION": lambda rest: VersionConflict(f"version conflict: the session is at version {rest}"),
+    "EMPTY": lambda rest: FailedPrecondition("the session's turn stack is empty"),
+    "FULL": lambda rest: LimitExceeded(f"the session holds {rest} turns, the maximum"),
+    "EXISTS": lambda rest: AlreadyExists("session_id: already exists"),
+    "RANGE": lambda rest: InvalidRequest(f"keep_turns: exceeds the session's {rest} turns"),
+}
+
+
+def _domain_error(message: str) -> Exception:
+    """Map a Lua error reply (`CODE rest`) to a domain error."""
+    code, _, rest = message.partition(" ")
+    factory = _ERRORS.get(code)
+    if factory is None:
+        return BackendUnavailable(f"redis error: {message}")
+    return factory(rest)
