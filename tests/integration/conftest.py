@@ -1,0 +1,48 @@
+"""Fixtures that start real servers: redis-server and the session service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
+from chatstack.core.redis_process import RedisProcess
+from chatstack.v1 import session_pb2_grpc
+
+SESSION_SERVICE = "chatstack.v1.SessionService"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A real redis-server (AOF with appendfsync always) on a free port."""
+    server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis"), appendfsync="always")
+    server.start()
+    yield server
+    server.stop()
+
+
+def start_session_service(redis_url: str, log_dir: Path, *flags: str,
+                          name: str = "session") -> tuple[ManagedProcess, str, int]:
+    """Start the session service against `redis_url`; returns (process, address, metrics port)."""
+    port, metrics_port = free_port(), free_port()
+    proc = start_grpc_service(name, "session", port, metrics_port, log_dir,
+                              ("--redis-url", redis_url, *flags), health_service=SESSION_SERVICE)
+    return proc, f"127.0.0.1:{port}", metrics_port
+
+
+@pytest.fixture(scope="session")
+def session_service(redis_server: RedisProcess, log_dir: Path) -> Iterator[tuple[str, int]]:
+    """The session service on the shared redis; yields (address, metrics port)."""
+    proc, address, metrics_port = start_session_service(
+        redis_server.url, log_dir, "--max-turns", "0", "--max-content-bytes", "1024")
+    yield address, metrics_port
+    assert proc.stop() == 0, proc.tail()
+
+
+@pytest.fixture(scope="session")
+def session_stub(session_service: tuple[str, int]) -> Iterator[session_pb2_grpc.SessionServiceStub]:
+    """A sync stub on the shared session service."""
+    with grpc.insecure_channel(session_service[0]) as channel:
+        yield session_pb2_grpc.SessionServiceStub(channel)
