@@ -81,6 +81,7 @@ test-integration: setup
 
 bench: setup  ## benchmarks (ratios against in-process baselines)
 	$(PY) -m tests.benchmarks.bench_tokenizer --models-dir $(MODELS_DIR)
+	$(PY) -m tests.benchmarks.bench_session
 
 run: setup  ## start every service on localhost (Ctrl-C stops all)
 	$(VENV)/bin/chatstack run-local --models-dir $(MODELS_DIR)

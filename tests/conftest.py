@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from chatstack.models.tiny import build_tiny_models
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatstack.core.process import ManagedProcess, start_grpc_service
+from chatstack.core.redis_process import RedisProcess
+
+REDIS_PORT = 6390  # not 6379, so a system Redis is left alone
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,11 @@ class LocalService:
     flags: tuple[str, ...]
 
 
-def local_services(models_dir: Path) -> list[LocalService]:
+def local_services(models_dir: Path, redis_url: str) -> list[LocalService]:
     """The services `make run` starts, in dependency order."""
     return [
         LocalService("tokenizer", "tokenizer", 50051, 9101, ("--model-dir", str(models_dir / "lm"))),
+        LocalService("session", "session", 50054, 9104, ("--redis-url", redis_url)),
     ]
 
 
@@ -36,31 +40,42 @@ def run_local_stack(models_dir: str, run_dir: str) -> int:
     """Start every service, print addresses, wait for Ctrl-C, stop all."""
     models, run = Path(models_dir).resolve(), Path(run_dir).resolve()
     started: list[ManagedProcess] = []
-    stop = False
+    state = {"phase": "starting", "stop": False}
 
     def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
+        # Ctrl-C / SIGTERM: abort a start-up in progress, end the wait, ignore during cleanup.
+        state["stop"] = True
+        if state["phase"] == "starting":
+            state["phase"] = "aborting"
+            raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    redis = RedisProcess(REDIS_PORT, run / "redis")
     try:
-        for svc in local_services(models):
+        print(f"starting redis-server on 127.0.0.1:{REDIS_PORT} (AOF in {run / 'redis'}) ...", flush=True)
+        redis.start()
+        for svc in local_services(models, redis.url):
             print(f"starting {svc.name} ...", flush=True)
             started.append(start_grpc_service(
                 svc.name, svc.module, svc.port, svc.metrics_port, run / "logs", svc.flags))
             print(f"  {svc.name:<10} grpc 127.0.0.1:{svc.port}   "
                   f"metrics http://127.0.0.1:{svc.metrics_port}/metrics", flush=True)
+        state["phase"] = "up"
         print(f"chatstack is up (logs in {run / 'logs'}); Ctrl-C stops all", flush=True)
-        while not stop and all(p.alive() for p in started):
+        while not state["stop"] and all(p.alive() for p in started):
             time.sleep(0.5)
         dead = [p.name for p in started if not p.alive()]
-        if dead:
+        if dead and not state["stop"]:
             print(f"service(s) exited: {', '.join(dead)}", file=sys.stderr)
             return 1
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
+        state["phase"] = "stopping"
         print("stopping ...", flush=True)
         for proc in reversed(started):
             proc.stop()
+        redis.stop()
+        print("stopped", flush=True)

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from tokenizers import Tokenizer
+
 from chatstack.core.process import free_port, start_grpc_service
 from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
-from tokenizers import Tokenizer
 
 
 def make_texts(n: int = 64, size: int = 1024, seed: int = 7) -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.v1 import session_pb2_grpc

@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
+
 from chatstack.core.config import ServerConfig
 from chatstack.core.errors import NotFound
 from chatstack.core.server import ServiceRuntime, ServiceSpec
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ import uuid
 
 import grpc
 import pytest
-from chatstack.v1 import common_pb2, session_pb2, session_pb2_grpc
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
 
+from chatstack.v1 import common_pb2, session_pb2, session_pb2_grpc
 from tests.reference_session import ReferenceSessions, RefTurn
 
 pytestmark = pytest.mark.integration

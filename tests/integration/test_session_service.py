@@ -13,10 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 import redis
+
 from chatstack.core.process import free_port
 from chatstack.core.redis_process import RedisProcess
 from chatstack.v1 import common_pb2, session_pb2, session_pb2_grpc
-
 from tests.integration.conftest import start_session_service
 
 pytestmark = pytest.mark.integration

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+
 from chatstack.core.errors import LimitExceeded
 from chatstack.core.redis_process import RedisProcess
 from chatstack.session.config import SessionConfig

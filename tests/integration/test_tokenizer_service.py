@@ -10,8 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
-from chatstack.v1 import common_pb2, tokenizer_pb2, tokenizer_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -19,6 +17,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
+
+from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
+from chatstack.v1 import common_pb2, tokenizer_pb2, tokenizer_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,7 @@
 """Config objects: env vars and CLI flags map onto the same fields."""
 
 import pytest
+
 from chatstack.tokenizer.config import TokenizerConfig
 
 

@@ -2,6 +2,7 @@
 
 import grpc
 import pytest
+
 from chatstack.core import errors
 
 

@@ -1,6 +1,7 @@
 """Session servicer converters and the Lua error mapping (no Redis, no gRPC server)."""
 
 import pytest
+
 from chatstack.core import errors
 from chatstack.session.model import ContextWindow, Turn
 from chatstack.session.servicer import context_to_proto, page_offset, page_size, turn_to_proto

@@ -3,11 +3,12 @@
 from pathlib import Path
 
 import pytest
-from chatstack.core.errors import InvalidRequest
-from chatstack.tokenizer.engine import TokenizerEngine, TokenizerLimits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
+
+from chatstack.core.errors import InvalidRequest
+from chatstack.tokenizer.engine import TokenizerEngine, TokenizerLimits
 
 
 @pytest.fixture(scope="module")
