@@ -47,3 +47,26 @@ def session_stub(session_service: tuple[str, int]) -> Iterator[session_pb2_grpc.
     """A sync stub on the shared session service."""
     with grpc.insecure_channel(session_service[0]) as channel:
         yield session_pb2_grpc.SessionServiceStub(channel)
+
+
+GENERATION_SERVICE = "chatstack.v1.GenerationService"
+GENERATION_FLAGS = ("--max-in-flight", "24", "--max-num-seqs", "32", "--cpu-kvcache-space-gib", "1",
+                    "--max-n", "4", "--log-level", "WARNING")
+
+
+def start_generation_service(model_dir: Path, log_dir: Path, *flags: str,
+                             name: str = "generation") -> tuple[ManagedProcess, str, int]:
+    """Start the generation service (a real vLLM engine); returns (process, address, metrics port)."""
+    port, metrics_port = free_port(), free_port()
+    proc = start_grpc_service(name, "generation", port, metrics_port, log_dir,
+                              ("--model", str(model_dir), *GENERATION_FLAGS, *flags),
+                              health_service=GENERATION_SERVICE, timeout=300)
+    return proc, f"127.0.0.1:{port}", metrics_port
+
+
+@pytest.fixture(scope="session")
+def generation_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, int]]:
+    """One generation service (vLLM on the tiny LM) for the whole test session."""
+    proc, address, metrics_port = start_generation_service(models_dir / "lm", log_dir)
+    yield address, metrics_port
+    assert proc.stop(60) == 0, proc.tail()

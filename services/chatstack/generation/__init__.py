@@ -1,0 +1,1 @@
+"""The generation service: vLLM's AsyncLLM behind gRPC, streaming, with real cancellation."""

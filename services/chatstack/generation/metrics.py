@@ -1,0 +1,58 @@
+"""Generation-service metrics, with buckets aligned to vLLM's own histograms."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# The buckets of vllm:time_to_first_token_seconds, vllm:inter_token_latency_seconds and
+# vllm:e2e_request_latency_seconds (vLLM 0.32), so dashboards compare layer by layer.
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+               10.0, 20.0, 40.0, 80.0)
+E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+               120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+
+
+class GenerationMetrics:
+    """TTFT/ITL/E2E histograms, token counters, engine queue gauges, aborts and rejections."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = registry or CollectorRegistry()
+        self.ttft = Histogram(
+            "chatstack_generation_time_to_first_token_seconds",
+            "Time from a request's arrival in the service to its first generated token.",
+            buckets=TTFT_BUCKETS, registry=registry)
+        self.itl = Histogram(
+            "chatstack_generation_inter_token_latency_seconds",
+            "Time between consecutive generated tokens of a choice.",
+            buckets=ITL_BUCKETS, registry=registry)
+        self.e2e = Histogram(
+            "chatstack_generation_e2e_request_latency_seconds",
+            "Time from a request's arrival in the service to its last token.",
+            buckets=E2E_BUCKETS, registry=registry)
+        self.prompt_tokens = Counter(
+            "chatstack_generation_prompt_tokens", "Prompt tokens of admitted requests.",
+            registry=registry)
+        self.generated_tokens = Counter(
+            "chatstack_generation_generated_tokens", "Tokens generated, all choices.",
+            registry=registry)
+        self.running = Gauge(
+            "chatstack_generation_engine_running_requests",
+            "Requests the engine's scheduler is running (from vLLM's scheduler stats).",
+            registry=registry)
+        self.waiting = Gauge(
+            "chatstack_generation_engine_waiting_requests",
+            "Requests waiting in the engine's scheduler (from vLLM's scheduler stats).",
+            registry=registry)
+        self.in_flight = Gauge(
+            "chatstack_generation_in_flight_requests",
+            "Requests admitted by the service and not finished.", registry=registry)
+        self.aborted = Counter(
+            "chatstack_generation_aborted_requests",
+            "Requests aborted in the engine because the client cancelled or its deadline passed.",
+            registry=registry)
+        self.rejected = Counter(
+            "chatstack_generation_rejected_requests",
+            "Requests refused at once because max_in_flight requests were running.",
+            registry=registry)

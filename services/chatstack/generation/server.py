@@ -1,0 +1,41 @@
+"""Entry point of the standalone generation service: `python -m chatstack.generation`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from chatstack.core.server import ServiceSpec, run_service
+from chatstack.generation.config import GenerationConfig
+from chatstack.generation.engine import VllmGenerationEngine
+from chatstack.generation.metrics import GenerationMetrics
+from chatstack.generation.servicer import GenerationServicer
+from chatstack.v1 import generation_pb2, generation_pb2_grpc
+
+SERVICE_NAME = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
+
+
+def build_spec(config: GenerationConfig, registry: CollectorRegistry) -> ServiceSpec:
+    """The generation service's spec: SERVING once the vLLM engine is up."""
+    engine = VllmGenerationEngine(config, GenerationMetrics(registry))
+
+    def register(server: grpc.aio.Server) -> None:
+        generation_pb2_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(engine), server)
+
+    spec = ServiceSpec(service_names=[SERVICE_NAME], register=register, start=engine.start,
+                       stop=engine.close)
+    engine.on_fatal = lambda reason: spec.on_fatal(reason)
+    return spec
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the generation service until SIGTERM (exits non-zero if the engine dies)."""
+    config = GenerationConfig.load(sys.argv[1:] if argv is None else argv)
+    return run_service(config, "generation", lambda registry: build_spec(config, registry))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""The generation service with a real vLLM engine on the tiny model, over loopback gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+
+from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+
+pytestmark = pytest.mark.integration
+PROMPT = [1, 300, 301, 302]  # BOS + three ordinary tokens
+
+
+def metric(metrics_port: int, name: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+    match = re.search(rf"^{re.escape(name)} ([-+\d.e]+)$", body, re.M)
+    assert match, f"{name} not exported"
+    return float(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def stub(generation_service: tuple[str, int]) -> Iterator[generation_pb2_grpc.GenerationServiceStub]:
+    with grpc.insecure_channel(generation_service[0]) as channel:
+        yield generation_pb2_grpc.GenerationServiceStub(channel)
+
+
+@pytest.fixture
+async def astub(generation_service: tuple[str, int]) -> AsyncIterator[generation_pb2_grpc.GenerationServiceStub]:
+    async with grpc.aio.insecure_channel(generation_service[0]) as channel:
+        yield generation_pb2_grpc.GenerationServiceStub(channel)
+
+
+def ids_prompt(**sampling: object) -> generation_pb2.GenerateRequest:
+    return generation_pb2.GenerateRequest(token_ids=common_pb2.TokenIds(ids=PROMPT),
+                                          sampling=generation_pb2.SamplingParams(**sampling))
+
+
+def stream_all(stub: generation_pb2_grpc.GenerationServiceStub, request: generation_pb2.GenerateRequest
+               ) -> tuple[list[generation_pb2.GenerationDelta], generation_pb2.GenerateResponse]:
+    streamed = generation_pb2.GenerateStreamRequest()
+    streamed.ParseFromString(request.SerializeToString())  # same fields, same numbers
+    deltas, finals = [], []
+    for message in stub.GenerateStream(streamed, timeout=60):
+        (deltas if message.HasField("delta") else finals).append(
+            message.delta if message.HasField("delta") else message.final)
+    assert len(finals) == 1, "exactly one final message, sent last"
+    return deltas, finals[0]
+
+
+def test_model_info_describes_the_tiny_model(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    info = stub.GetModelInfo(generation_pb2.GetModelInfoRequest())
+    assert (info.max_model_len, info.vocab_size, info.max_n) == (2048, 2048, 4)
+
+
+def test_streamed_and_unary_results_agree(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    request = ids_prompt(max_tokens=24, temperature=0.0)
+    unary = stub.Generate(request, timeout=60)
+    deltas, final = stream_all(stub, request)
+    assert final.choices[0].token_ids == unary.choices[0].token_ids
+    assert "".join(d.text for d in deltas) == final.choices[0].text == unary.choices[0].text
+    assert [t for d in deltas for t in d.token_ids] == list(unary.choices[0].token_ids)
+    assert final.usage == unary.usage and unary.usage.prompt_tokens == len(PROMPT)
+
+
+def test_same_seed_gives_same_tokens(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    a = stub.Generate(ids_prompt(max_tokens=16, temperature=1.0, seed=1234), timeout=60)
+    b = stub.Generate(ids_prompt(max_tokens=16, temperature=1.0, seed=1234), timeout=60)
+    c = stub.Generate(ids_prompt(max_tokens=16, temperature=1.0, seed=99), timeout=60)
+    assert a.choices[0].token_ids == b.choices[0].token_ids
+    assert a.choices[0].token_ids != c.choices[0].token_ids
+
+
+def test_max_tokens_ends_with_length(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    reply = stub.Generate(ids_prompt(max_tokens=7, temperature=0.0, ignore_eos=True), timeout=60)
+    assert len(reply.choices[0].token_ids) == 7
+    assert reply.choices[0].finish_reason == common_pb2.FINISH_REASON_LENGTH
+
+
+def test_stop_string_ends_with_stop_and_is_not_included(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    full = stub.Generate(ids_prompt(max_tokens=40, temperature=0.0, ignore_eos=True), timeout=60).choices[0].text
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    assert stop.strip(), full
+    reply = stub.Generate(ids_prompt(max_tokens=40, temperature=0.0, ignore_eos=True, stop=[stop]), timeout=60)
+    choice = reply.choices[0]
+    assert choice.finish_reason == common_pb2.FINISH_REASON_STOP and choice.stop_reason == stop
+    assert choice.text == full[: full.index(stop)]
+
+
+def test_stop_token_id_ends_with_stop(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    ids = stub.Generate(ids_prompt(max_tokens=20, temperature=0.0, ignore_eos=True), timeout=60).choices[0].token_ids
+    reply = stub.Generate(ids_prompt(max_tokens=20, temperature=0.0, ignore_eos=True, stop_token_ids=[ids[5]]), timeout=60)
+    assert reply.choices[0].finish_reason == common_pb2.FINISH_REASON_STOP
+    assert list(reply.choices[0].token_ids)[-1] == ids[5] and len(reply.choices[0].token_ids) <= 6
+
+
+def test_n_greater_than_one_returns_n_choices(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    reply = stub.Generate(ids_prompt(n=3, max_tokens=8, temperature=1.0, seed=5), timeout=60)
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    assert len({tuple(c.token_ids) for c in reply.choices}) > 1
+    deltas, final = stream_all(stub, ids_prompt(n=3, max_tokens=8, temperature=1.0, seed=5))
+    assert {d.index for d in deltas} == {0, 1, 2} and len(final.choices) == 3
+    for choice in final.choices:
+        assert "".join(d.text for d in deltas if d.index == choice.index) == choice.text
+
+
+def test_text_prompt_is_tokenized_by_the_service(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    reply = stub.Generate(generation_pb2.GenerateRequest(
+        text="ka to ri", sampling=generation_pb2.SamplingParams(max_tokens=4, temperature=0)), timeout=60)
+    assert reply.usage.prompt_tokens >= 2 and len(reply.choices[0].token_ids) == 4
+
+
+def test_logprobs_are_returned_when_asked(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    choice = stub.Generate(ids_prompt(max_tokens=4, temperature=0.0, logprobs=3), timeout=60).choices[0]
+    assert len(choice.logprobs) == 4
+    for position, token_id in zip(choice.logprobs, choice.token_ids, strict=True):
+        assert position.sampled.token_id == token_id and len(position.top) == 3
+        assert position.sampled.logprob == max(t.logprob for t in position.top)  # greedy
+
+
+@pytest.mark.parametrize(
+    ("request_", "needle"),
+    [
+        (ids_prompt(temperature=-0.5), "sampling.temperature"),
+        (ids_prompt(top_p=0.0), "sampling.top_p"),
+        (ids_prompt(top_p=1.5), "sampling.top_p"),
+        (ids_prompt(n=5), "sampling.n"),
+        (ids_prompt(max_tokens=2045), "4 prompt tokens + 2045 max_tokens = 2049 exceed max_model_len 2048"),
+        (generation_pb2.GenerateRequest(sampling=generation_pb2.SamplingParams(max_tokens=4)), "prompt: empty"),
+        (generation_pb2.GenerateRequest(text=""), "prompt: empty"),
+        (generation_pb2.GenerateRequest(token_ids=common_pb2.TokenIds()), "prompt.token_ids: empty"),
+        (generation_pb2.GenerateRequest(token_ids=common_pb2.TokenIds(ids=[1, 2048])),
+         "prompt.token_ids[1]: id 2048 is outside the vocabulary [0, 2048)"),
+        (ids_prompt(logprobs=50), "sampling.logprobs"),
+        (ids_prompt(presence_penalty=3.0), "sampling.presence_penalty"),
+    ],
+)
+def test_invalid_request_is_invalid_argument_naming_the_field(
+    stub: generation_pb2_grpc.GenerationServiceStub, request_: generation_pb2.GenerateRequest, needle: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(request_, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in err.value.details()
+
+
+def long_stream(stub: generation_pb2_grpc.GenerationServiceStub, timeout: float | None = None):  # type: ignore[no-untyped-def]
+    return stub.GenerateStream(generation_pb2.GenerateStreamRequest(
+        token_ids=common_pb2.TokenIds(ids=PROMPT),
+        sampling=generation_pb2.SamplingParams(max_tokens=1800, ignore_eos=True)), timeout=timeout)
+
+
+async def wait_engine_idle(metrics_port: int, within: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        running = metric(metrics_port, "chatstack_generation_engine_running_requests")
+        waiting = metric(metrics_port, "chatstack_generation_engine_waiting_requests")
+        if running == 0 and waiting == 0:
+            return time.monotonic() - start
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"engine still busy after {within}s: running={running} waiting={waiting}")
+
+
+async def test_cancelling_20_streams_aborts_them_in_the_engine(
+    astub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
+) -> None:
+    port = generation_service[1]
+    aborted = metric(port, "chatstack_generation_aborted_requests_total")
+    calls = [long_stream(astub) for _ in range(20)]
+    for call in calls:
+        await call.read()  # each is decoding
+    assert metric(port, "chatstack_generation_engine_running_requests") > 0
+    for call in calls:
+        call.cancel()
+    await wait_engine_idle(port, within=1.0)
+    tokens = metric(port, "chatstack_generation_generated_tokens_total")
+    await asyncio.sleep(0.3)
+    assert metric(port, "chatstack_generation_generated_tokens_total") == tokens  # nobody decodes
+    assert metric(port, "chatstack_generation_aborted_requests_total") == aborted + 20
+
+
+async def test_deadlines_abort_20_streams_in_the_engine(
+    astub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
+) -> None:
+    port = generation_service[1]
+    aborted = metric(port, "chatstack_generation_aborted_requests_total")
+    calls = [long_stream(astub, timeout=2.0) for _ in range(20)]
+
+    async def drain(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+        try:
+            async for _ in call:
+                pass
+        except grpc.aio.AioRpcError as err:
+            return err.code()
+        return grpc.StatusCode.OK
+
+    codes = await asyncio.gather(*[drain(c) for c in calls])
+    assert set(codes) == {grpc.StatusCode.DEADLINE_EXCEEDED}
+    await wait_engine_idle(port, within=1.0)
+    deadline = time.monotonic() + 1.0
+    while metric(port, "chatstack_generation_aborted_requests_total") < aborted + 20 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert metric(port, "chatstack_generation_aborted_requests_total") == aborted + 20
+
+
+async def test_past_the_in_flight_limit_is_resource_exhausted_and_others_still_served(
+    astub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
+) -> None:
+    holders = [long_stream(astub) for _ in range(24)]  # the configured limit
+    for call in holders:
+        await call.read()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await astub.Generate(ids_prompt(max_tokens=2), timeout=5)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit of 24" in (err.value.details() or "")
+    assert metric(generation_service[1], "chatstack_generation_rejected_requests_total") >= 1
+    holders[0].cancel()  # one slot frees up: the service keeps serving
+    await asyncio.sleep(0.2)
+    reply = await astub.Generate(ids_prompt(max_tokens=3, temperature=0.0), timeout=30)
+    assert len(reply.choices[0].token_ids) == 3
+    for call in holders[1:]:
+        call.cancel()
+    await wait_engine_idle(generation_service[1], within=2.0)
+
+
+def test_metrics_are_promtool_clean(stub: generation_pb2_grpc.GenerationServiceStub,
+                                    generation_service: tuple[str, int]) -> None:
+    stub.Generate(ids_prompt(max_tokens=3), timeout=60)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{generation_service[1]}/metrics").read()
+    for name in ("chatstack_generation_time_to_first_token_seconds_bucket",
+                 "chatstack_generation_inter_token_latency_seconds_bucket",
+                 "chatstack_generation_e2e_request_latency_seconds_bucket"):
+        assert name.encode() in body
+    check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
+    assert (check.returncode, check.stdout, check.stderr) == (0, b"", b"")
