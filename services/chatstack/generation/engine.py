@@ -40,11 +40,14 @@ def engine_args_from_config(config: GenerationConfig) -> Any:
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{config.cpu_kvcache_space_gib:g}"
     from vllm import AsyncEngineArgs
 
+    optional: dict[str, Any] = {}
+    if config.max_model_len is not None:
+        optional["max_model_len"] = config.max_model_len
     return AsyncEngineArgs(
         model=config.model,
+        **optional,
         served_model_name=[config.served_model_name] if config.served_model_name else None,
         dtype=config.dtype,
-        max_model_len=config.max_model_len,
         max_num_seqs=config.max_num_seqs,
         gpu_memory_utilization=config.gpu_memory_utilization,
         tensor_parallel_size=config.tensor_parallel_size,
@@ -111,6 +114,13 @@ def _logprobs(token_ids: list[int], entries: Any) -> list[PositionLogprobs]:
             top=tuple(lp(t, v) for t, v in ranked if v.rank and v.rank > 0),
         ))
     return out
+
+
+def _queue_seconds(out: Any) -> float:
+    """Scheduler queue time from vLLM's per-request stats, when it reports them."""
+    stats = getattr(out, "metrics", None)
+    queued, scheduled = getattr(stats, "queued_ts", 0.0), getattr(stats, "scheduled_ts", 0.0)
+    return max(0.0, scheduled - queued) if queued and scheduled else 0.0
 
 
 class VllmGenerationEngine:
@@ -242,9 +252,7 @@ class VllmGenerationEngine:
                         yield Delta(o.index, o.text, new_ids, lps)
                 if out.finished:
                     finished = True
-                    stats = getattr(out, "metrics", None)
-                    if stats is not None and getattr(stats, "scheduled_ts", 0) and getattr(stats, "queued_ts", 0):
-                        queue_seconds = max(0.0, stats.scheduled_ts - stats.queued_ts)
+                    queue_seconds = _queue_seconds(out)
         except EngineDeadError as exc:
             self.on_fatal(f"vLLM engine died: {exc}")
             raise BackendUnavailable("the generation engine died; the service is restarting") from exc
