@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -21,7 +23,8 @@ class GenerationConfig(ServerConfig):
     # -- engine ---------------------------------------------------------------------------
     model: str = Field(".models/tiny/lm", description="HF model directory or hub id.")
     served_model_name: str = Field("", description="Name reported to clients (default: model).")
-    dtype: str = Field("auto", description="Weights/activation dtype (auto, float32, bfloat16...).")
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(
+        "auto", description="Weights/activation dtype.")
     max_model_len: int | None = Field(2048, ge=16, description="Context length (None = model's).")
     max_num_seqs: int = Field(64, ge=1, description="Most sequences the engine batches at once.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU memory fraction (GPU).")
