@@ -33,6 +33,11 @@ def local_services(models_dir: Path, redis_url: str) -> list[LocalService]:
     return [
         LocalService("tokenizer", "tokenizer", 50051, 9101, ("--model-dir", str(models_dir / "lm"))),
         LocalService("session", "session", 50054, 9104, ("--redis-url", redis_url)),
+        LocalService("generation", "generation", 50052, 9102,
+                     ("--model", str(models_dir / "lm"), "--cpu-kvcache-space-gib", "1")),
+        LocalService("reward", "reward", 50053, 9103,
+                     ("--model", str(models_dir / "reward"), "--dtype", "float32",
+                      "--cpu-kvcache-space-gib", "1")),
     ]
 
 

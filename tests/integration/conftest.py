@@ -70,3 +70,19 @@ def generation_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, i
     proc, address, metrics_port = start_generation_service(models_dir / "lm", log_dir)
     yield address, metrics_port
     assert proc.stop(60) == 0, proc.tail()
+
+
+REWARD_SERVICE = "chatstack.v1.RewardService"
+
+
+@pytest.fixture(scope="session")
+def reward_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, int]]:
+    """One reward service (vLLM pooling runner on the tiny reward model) for the session."""
+    port, metrics_port = free_port(), free_port()
+    proc = start_grpc_service(
+        "reward", "reward", port, metrics_port, log_dir,
+        ("--model", str(models_dir / "reward"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1", "--max-candidates", "8",
+         "--max-batch-items", "64", "--max-model-len", "512", "--log-level", "WARNING"),
+        health_service=REWARD_SERVICE, timeout=300)
+    yield f"127.0.0.1:{port}", metrics_port
+    assert proc.stop(60) == 0, proc.tail()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from chatstack.core.request_context import current_request_id
+from chatstack.core.vllm_config import engine_args, watch_engine
 from chatstack.generation.config import GenerationConfig
 from chatstack.generation.metrics import GenerationMetrics
 from chatstack.generation.model import (
@@ -33,29 +33,6 @@ from chatstack.generation.model import (
 from chatstack.generation.validation import validate_length, validate_prompt, validate_sampling
 
 log = logging.getLogger(__name__)
-
-
-def engine_args_from_config(config: GenerationConfig) -> Any:
-    """vLLM AsyncEngineArgs for a config (also used by the benchmark's in-process baseline)."""
-    os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{config.cpu_kvcache_space_gib:g}"
-    from vllm import AsyncEngineArgs
-
-    optional: dict[str, Any] = {}
-    if config.max_model_len is not None:
-        optional["max_model_len"] = config.max_model_len
-    return AsyncEngineArgs(
-        model=config.model,
-        **optional,
-        served_model_name=[config.served_model_name] if config.served_model_name else None,
-        dtype=config.dtype,
-        max_num_seqs=config.max_num_seqs,
-        gpu_memory_utilization=config.gpu_memory_utilization,
-        tensor_parallel_size=config.tensor_parallel_size,
-        enforce_eager=config.enforce_eager,
-        seed=config.seed,
-        disable_log_stats=False,  # scheduler stats feed the running/waiting gauges
-        enable_log_requests=False,
-    )
 
 
 def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
@@ -142,14 +119,14 @@ class VllmGenerationEngine:
         """Start the engine (model load, ~20 s on CPU with the tiny model) off the event loop."""
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = engine_args_from_config(self.config)
+        args = engine_args(self.config)
         self.llm = await asyncio.to_thread(
             AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger_class(self.metrics)])
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.model_config.max_model_len)
         self.vocab_size = int(self.llm.model_config.get_vocab_size())
         await self._warm_up()
-        self._watchdog = asyncio.create_task(self._watch())
+        self._watchdog = asyncio.create_task(watch_engine(self.llm, self.on_fatal))
 
     async def _warm_up(self) -> None:
         """One short generation so the first client request does not pay for lazy init."""
@@ -160,14 +137,6 @@ class VllmGenerationEngine:
         async for _ in self.llm.generate({"prompt_token_ids": [0, 1, 2]}, params, "warm-up"):
             pass
         log.info("engine warm-up took %.1fs", time.perf_counter() - started)
-
-    async def _watch(self) -> None:
-        """Report a dead engine so the process exits non-zero and gets restarted."""
-        while True:
-            await asyncio.sleep(1.0)
-            if self.llm is not None and self.llm.errored:
-                self.on_fatal(f"vLLM engine died: {self.llm.dead_error}")
-                return
 
     async def close(self) -> None:
         """Shut the engine down."""

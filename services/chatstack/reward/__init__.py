@@ -1,0 +1,1 @@
+"""The reward service: a reward model (sequence classifier, one label) scoring answers via vLLM."""

@@ -1,0 +1,161 @@
+"""VllmRewardEngine: scores (conversation, response) items with a reward model in vLLM.
+
+The conversation plus the response (as an assistant turn) is rendered with the reward model's own
+chat template, as it was trained, and scored by vLLM's pooling runner (`classify` task) with the
+activation OFF: a score is the model's raw logit, no sigmoid. Items of one call are submitted
+together so the engine batches them. Knows nothing of gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
+from chatstack.core.request_context import current_request_id
+from chatstack.core.vllm_config import engine_args, watch_engine
+from chatstack.reward.config import RewardConfig
+from chatstack.reward.metrics import RewardMetrics
+from chatstack.reward.model import Ranked, RewardModelInfo, Score, ScoreItem, rank_order
+
+log = logging.getLogger(__name__)
+ROLES = frozenset({"system", "user", "assistant"})
+
+
+class VllmRewardEngine:
+    """Reward model on vLLM's pooling runner, with validation, admission and abort-on-cancel."""
+
+    def __init__(self, config: RewardConfig, metrics: RewardMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.llm: Any = None
+        self.tokenizer: Any = None
+        self.max_model_len = 0
+        self.in_flight = 0
+        self.model_name = config.served_model_name or config.model
+        self._watchdog: asyncio.Task[None] | None = None
+        self.on_fatal: Callable[[str], None] = lambda reason: None
+
+    async def start(self) -> None:
+        """Load the tokenizer (for the chat template) and start the pooling engine."""
+        from transformers import AutoTokenizer
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.config.model)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"reward model {self.config.model} has no chat template")
+        self.llm = await asyncio.to_thread(
+            AsyncLLM.from_engine_args, engine_args(self.config, runner="pooling"))
+        self.max_model_len = int(self.llm.model_config.max_model_len)
+        await self.score([ScoreItem((("user", "warm up"),), "ok")])  # pay lazy init now
+        self._watchdog = asyncio.create_task(watch_engine(self.llm, self.on_fatal))
+
+    async def close(self) -> None:
+        """Shut the engine down."""
+        if self._watchdog:
+            self._watchdog.cancel()
+        if self.llm is not None:
+            await asyncio.to_thread(self.llm.shutdown)
+            self.llm = None
+
+    def info(self) -> RewardModelInfo:
+        """Model name and limits."""
+        return RewardModelInfo(self.model_name, self.max_model_len, self.config.max_batch_items,
+                               self.config.max_candidates)
+
+    # -- rendering ----------------------------------------------------------------------------
+    def check_conversation(self, conversation: Sequence[tuple[str, str]], where: str) -> None:
+        """Non-empty, within limits, every role known; messages name the offending item."""
+        if not conversation:
+            raise InvalidRequest(f"{where}: empty")
+        if len(conversation) > self.config.max_messages:
+            raise InvalidRequest(f"{where}: {len(conversation)} messages exceed the limit of "
+                                 f"{self.config.max_messages}")
+        for j, (role, _) in enumerate(conversation):
+            if role not in ROLES:
+                raise InvalidRequest(f"{where}[{j}].role: {role or 'unspecified'} is not one of "
+                                     f"{sorted(ROLES)}")
+
+    def render(self, item: ScoreItem, response_where: str) -> list[int]:
+        """Token ids of the conversation plus the response, via the model's chat template."""
+        if not item.response:
+            raise InvalidRequest(f"{response_where}: empty response")
+        messages = [{"role": r, "content": c} for r, c in item.conversation]
+        messages.append({"role": "assistant", "content": item.response})
+        ids = list(self.tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=False, return_dict=False))
+        if len(ids) > self.max_model_len:
+            raise InvalidRequest(f"{response_where}: {len(ids)} tokens exceed the reward model's "
+                                 f"max_model_len {self.max_model_len}")
+        return ids
+
+    # -- scoring ------------------------------------------------------------------------------
+    async def score(self, items: Sequence[ScoreItem], what: str = "items") -> list[Score]:
+        """Raw scores of items, in order, batched through the engine in one go.
+
+        `what` names the items in error messages ("items" or "candidates")."""
+        if not items:
+            raise InvalidRequest(f"{what}: empty, give at least one")
+        if what == "items":
+            for i, item in enumerate(items):
+                self.check_conversation(item.conversation, f"items[{i}].conversation")
+        where = "items[{}].response" if what == "items" else "candidates[{}]"
+        rendered = [self.render(item, where.format(i)) for i, item in enumerate(items)]
+        if self.in_flight + len(items) > self.config.max_in_flight:
+            self.metrics.rejected.inc()
+            raise Overloaded(f"reward is at its limit of {self.config.max_in_flight} in-flight "
+                             "items; retry later")
+        self.in_flight += len(items)
+        self.metrics.in_flight.inc(len(items))
+        started = time.perf_counter()
+        base = f"{current_request_id()}-{uuid.uuid4().hex[:8]}"
+        try:
+            scores = await asyncio.gather(*[self._score_one(ids, f"{base}-{i}")
+                                            for i, ids in enumerate(rendered)])
+        finally:
+            self.in_flight -= len(items)
+            self.metrics.in_flight.dec(len(items))
+        self.metrics.scoring_duration.observe(time.perf_counter() - started)
+        self.metrics.batch_items.observe(len(items))
+        self.metrics.items.inc(len(items))
+        return [Score(s, len(ids)) for s, ids in zip(scores, rendered, strict=True)]
+
+    async def _score_one(self, ids: list[int], request_id: str) -> float:
+        from vllm import PoolingParams
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        params = PoolingParams(task="classify", use_activation=False)  # raw logit
+        value: float | None = None
+        try:
+            async for out in self.llm.encode({"prompt_token_ids": ids}, params, request_id):
+                value = float(out.outputs.data.reshape(-1)[0])
+        except EngineDeadError as exc:
+            self.on_fatal(f"vLLM engine died: {exc}")
+            raise BackendUnavailable("the reward engine died; the service is restarting") from exc
+        finally:
+            if value is None:
+                self.metrics.aborted.inc()
+        assert value is not None
+        return value
+
+    async def rank(self, conversation: tuple[tuple[str, str], ...],
+                   candidates: Sequence[str]) -> list[Ranked]:
+        """Candidates best first (ties: lower request index first)."""
+        if not candidates:
+            raise InvalidRequest("candidates: empty, give at least one")
+        if len(candidates) > self.config.max_candidates:
+            raise InvalidRequest(f"candidates: {len(candidates)} exceed the limit of "
+                                 f"{self.config.max_candidates}")
+        self.check_conversation(conversation, "conversation")
+        scores = await self.score([ScoreItem(conversation, c) for c in candidates], "candidates")
+        values = [s.score for s in scores]
+        return [Ranked(i, values[i], candidates[i]) for i in rank_order(values)]
+
+    def check_batch(self, n: int) -> None:
+        """ScoreBatch's item-count limit."""
+        if n > self.config.max_batch_items:
+            raise InvalidRequest(f"items: {n} exceed the limit of {self.config.max_batch_items}")
