@@ -1,5 +1,7 @@
 """Best-of-n ordering without an engine."""
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,5 +16,5 @@ def test_ties_keep_request_order() -> None:
 def test_order_is_descending_and_stable(scores: list[float]) -> None:
     order = rank_order(scores)
     assert sorted(order) == list(range(len(scores)))
-    for a, b in zip(order, order[1:], strict=False):
+    for a, b in itertools.pairwise(order):
         assert scores[a] > scores[b] or (scores[a] == scores[b] and a < b)
