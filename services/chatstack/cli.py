@@ -1,5 +1,5 @@
-"""The `chatstack` command: `chatstack models build-tiny DIR`, `chatstack serve SERVICE ...`,
-`chatstack run-local`."""
+"""The `chatstack` command: `models build-tiny DIR`, `serve SERVICE ...`, `chat`, `keys`,
+`run-local`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,23 @@ from collections.abc import Callable, Sequence
 
 
 def _serve_entrypoints() -> dict[str, Callable[[Sequence[str]], int]]:
+    from chatstack.gateway.server import main as gateway_main
+    from chatstack.generation.server import main as generation_main
+    from chatstack.reward.server import main as reward_main
+    from chatstack.session.server import main as session_main
     from chatstack.tokenizer.server import main as tokenizer_main
 
-    return {"tokenizer": tokenizer_main}
+    return {"gateway": gateway_main, "tokenizer": tokenizer_main, "generation": generation_main,
+            "reward": reward_main, "session": session_main}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the subcommand."""
     args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["chat"]:  # the REPL parses its own flags
+        from chatstack.chat_cli import main as chat_main
+
+        return chat_main(args_in[1:])
     if args_in[:1] == ["serve"]:  # service flags are parsed by the service's own config
         services = _serve_entrypoints()
         if len(args_in) < 2 or args_in[1] not in services:
@@ -33,6 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     build = models.add_parser("build-tiny", help="build the deterministic tiny models")
     build.add_argument("dir", help="output directory (gets lm/ and reward/)")
     sub.add_parser("serve", help="run one service: chatstack serve tokenizer --port ...")
+    sub.add_parser("chat", help="interactive chat with the gateway (chatstack chat --help)")
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    new_key = keys.add_parser("new", help="make a key for OWNER; prints the key and its keys-file line")
+    new_key.add_argument("owner")
+    hash_cmd = keys.add_parser("hash", help="the keys-file hash of KEY")
+    hash_cmd.add_argument("key")
     local = sub.add_parser("run-local", help="start every service on localhost (make run)")
     local.add_argument("--models-dir", default=".models/tiny")
     local.add_argument("--run-dir", default=".run")
@@ -44,6 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         dirs = build_tiny_models(args.dir)
         print(json.dumps({k: str(v) for k, v in dirs.items()}, indent=2))
         print(f"fingerprint: {len(fingerprint(args.dir))} files hashed into {args.dir}/MANIFEST.json")
+        return 0
+    if args.command == "keys":
+        from chatstack.gateway.auth import hash_key, new_key_line
+
+        if args.keys_command == "new":
+            key, line = new_key_line(args.owner)
+            print(f"key:  {key}\nline: {line}")
+        else:
+            print(hash_key(args.key))
         return 0
     if args.command == "run-local":
         from chatstack.local_stack import run_local_stack

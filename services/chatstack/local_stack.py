@@ -28,7 +28,21 @@ class LocalService:
     flags: tuple[str, ...]
 
 
-def local_services(models_dir: Path, redis_url: str) -> list[LocalService]:
+def dev_api_key(run: Path) -> tuple[str, Path]:
+    """The local developer's API key (made once, kept in run/dev-api-key) and the hashed keys file."""
+    from chatstack.gateway.auth import new_key_line
+
+    key_file, keys = run / "dev-api-key", run / "api-keys"
+    if not key_file.is_file() or not keys.is_file():
+        run.mkdir(parents=True, exist_ok=True)
+        key, line = new_key_line("dev")
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        keys.write_text(line + "\n")
+    return key_file.read_text().strip(), keys
+
+
+def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[LocalService]:
     """The services `make run` starts, in dependency order."""
     return [
         LocalService("tokenizer", "tokenizer", 50051, 9101, ("--model-dir", str(models_dir / "lm"))),
@@ -38,6 +52,7 @@ def local_services(models_dir: Path, redis_url: str) -> list[LocalService]:
         LocalService("reward", "reward", 50053, 9103,
                      ("--model", str(models_dir / "reward"), "--dtype", "float32",
                       "--cpu-kvcache-space-gib", "1")),
+        LocalService("gateway", "gateway", 50050, 9100, ("--api-keys-file", str(keys_file))),
     ]
 
 
@@ -60,7 +75,8 @@ def run_local_stack(models_dir: str, run_dir: str) -> int:
     try:
         print(f"starting redis-server on 127.0.0.1:{REDIS_PORT} (AOF in {run / 'redis'}) ...", flush=True)
         redis.start()
-        for svc in local_services(models, redis.url):
+        key, keys_file = dev_api_key(run)
+        for svc in local_services(models, redis.url, keys_file):
             print(f"starting {svc.name} ...", flush=True)
             started.append(start_grpc_service(
                 svc.name, svc.module, svc.port, svc.metrics_port, run / "logs", svc.flags))
@@ -68,6 +84,8 @@ def run_local_stack(models_dir: str, run_dir: str) -> int:
                   f"metrics http://127.0.0.1:{svc.metrics_port}/metrics", flush=True)
         state["phase"] = "up"
         print(f"chatstack is up (logs in {run / 'logs'}); Ctrl-C stops all", flush=True)
+        print(f"dev API key: {key}\n  chat: .venv/bin/chatstack chat --api-key $(cat {run / 'dev-api-key'})",
+              flush=True)
         while not state["stop"] and all(p.alive() for p in started):
             time.sleep(0.5)
         dead = [p.name for p in started if not p.alive()]

@@ -96,7 +96,7 @@ async def test_score_batch_of_64_equals_64_score_calls(reward_service: tuple[str
                                         candidates=["c"] * 9), "candidates: 9 exceed the limit of 8"),
         ("Rank", reward_pb2.RankRequest(candidates=["c"]), "conversation: empty"),
         ("Rank", reward_pb2.RankRequest(conversation=item([("user", "a")], "x").conversation,
-                                        candidates=["ok", ""]), "candidates[1]: empty response"),
+                                        candidates=["ok", "y " * 600]), "candidates[1]: "),
         ("ScoreBatch", reward_pb2.ScoreBatchRequest(), "items: empty"),
         ("ScoreBatch", reward_pb2.ScoreBatchRequest(items=[item([("user", "a")], "b")] * 65),
          "items: 65 exceed the limit of 64"),

@@ -43,6 +43,7 @@ def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
     kwargs: dict[str, Any] = {
         "n": options.n, "max_tokens": max_tokens, "stop": list(options.stop),
         "stop_token_ids": list(options.stop_token_ids), "ignore_eos": options.ignore_eos,
+        "min_tokens": options.min_tokens,
         "presence_penalty": options.presence_penalty,
         "frequency_penalty": options.frequency_penalty,
         "output_kind": RequestOutputKind.DELTA,

@@ -23,6 +23,7 @@ class SamplingOptions:
     repetition_penalty: float | None = None
     logprobs: int | None = None
     ignore_eos: bool = False
+    min_tokens: int = 0
 
 
 @dataclass(frozen=True)

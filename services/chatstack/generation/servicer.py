@@ -43,7 +43,7 @@ def sampling_options_from_proto(p: generation_pb2.SamplingParams) -> SamplingOpt
         stop_token_ids=tuple(p.stop_token_ids), seed=opt("seed"),
         presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
         repetition_penalty=opt("repetition_penalty"), logprobs=opt("logprobs"),
-        ignore_eos=p.ignore_eos,
+        ignore_eos=p.ignore_eos, min_tokens=p.min_tokens,
     )
 
 

@@ -26,6 +26,8 @@ def validate_sampling(s: SamplingOptions, max_n: int, max_logprobs: int) -> None
         raise InvalidRequest(f"sampling.repetition_penalty: must be > 0, got {s.repetition_penalty}")
     if s.logprobs is not None and s.logprobs > max_logprobs:
         raise InvalidRequest(f"sampling.logprobs: {s.logprobs} exceeds the limit of {max_logprobs}")
+    if s.max_tokens and s.min_tokens > s.max_tokens:
+        raise InvalidRequest(f"sampling.min_tokens: {s.min_tokens} exceeds max_tokens {s.max_tokens}")
     if any(not stop for stop in s.stop):
         raise InvalidRequest("sampling.stop: stop strings must be non-empty")
 

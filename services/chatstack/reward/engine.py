@@ -81,9 +81,9 @@ class VllmRewardEngine:
                                      f"{sorted(ROLES)}")
 
     def render(self, item: ScoreItem, response_where: str) -> list[int]:
-        """Token ids of the conversation plus the response, via the model's chat template."""
-        if not item.response:
-            raise InvalidRequest(f"{response_where}: empty response")
+        """Token ids of the conversation plus the response, via the model's chat template.
+
+        An empty response is scored like any other (the model said nothing)."""
         messages = [{"role": r, "content": c} for r, c in item.conversation]
         messages.append({"role": "assistant", "content": item.response})
         ids = list(self.tokenizer.apply_chat_template(

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChatOptions(_message.Message):
-    __slots__ = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of", "context_token_budget")
+    __slots__ = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of", "context_token_budget", "echo_prompt")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class ChatOptions(_message.Message):
     STOP_FIELD_NUMBER: _ClassVar[int]
     BEST_OF_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    ECHO_PROMPT_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
     top_p: float
@@ -26,7 +27,8 @@ class ChatOptions(_message.Message):
     stop: _containers.RepeatedScalarFieldContainer[str]
     best_of: int
     context_token_budget: int
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., best_of: _Optional[int] = ..., context_token_budget: _Optional[int] = ...) -> None: ...
+    echo_prompt: bool
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., best_of: _Optional[int] = ..., context_token_budget: _Optional[int] = ..., echo_prompt: _Optional[bool] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("session_id", "system_prompt", "message", "options")
@@ -41,20 +43,22 @@ class ChatRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., message: _Optional[str] = ..., options: _Optional[_Union[ChatOptions, _Mapping]] = ...) -> None: ...
 
 class ChatSessionInfo(_message.Message):
-    __slots__ = ("session_id", "created", "user_turn_id", "context_turns", "context_truncated", "prompt_tokens")
+    __slots__ = ("session_id", "created", "user_turn_id", "context_turns", "context_truncated", "prompt_tokens", "prompt")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     USER_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_TURNS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     created: bool
     user_turn_id: str
     context_turns: int
     context_truncated: bool
     prompt_tokens: int
-    def __init__(self, session_id: _Optional[str] = ..., created: _Optional[bool] = ..., user_turn_id: _Optional[str] = ..., context_turns: _Optional[int] = ..., context_truncated: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...
+    prompt: str
+    def __init__(self, session_id: _Optional[str] = ..., created: _Optional[bool] = ..., user_turn_id: _Optional[str] = ..., context_turns: _Optional[int] = ..., context_truncated: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., prompt: _Optional[str] = ...) -> None: ...
 
 class ChatDelta(_message.Message):
     __slots__ = ("text", "token_ids")

@@ -1,0 +1,140 @@
+"""`chatstack chat`: an interactive terminal client of the gateway.
+
+Type a message to chat. Commands: /new [system prompt], /regenerate, /undo,
+/edit N <new text> (N = the user message number shown by /history), /history, /quit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from chatstack.client import ChatClient, ChatResult
+from chatstack.v1 import common_pb2
+
+HELP = "commands: /new [system prompt]  /regenerate  /undo  /edit N <text>  /history  /quit"
+
+
+def _print_delta(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _summary(result: ChatResult, started: float) -> str:
+    parts = [f"reward {result.reward_score:+.3f}"]
+    if result.candidates:
+        parts.append("best of " + ", ".join(
+            f"{'*' if c.chosen else ''}{c.reward_score:+.2f}" for c in result.candidates))
+    if result.usage is not None:
+        parts.append(f"{result.usage.completion_tokens} tokens")
+    parts.append(f"{time.perf_counter() - started:.2f}s")
+    if result.context_truncated:
+        parts.append(f"context: newest {result.context_turns} turns")
+    return "[" + " | ".join(parts) + "]"
+
+
+class ChatRepl:
+    """The REPL state: one client, the current session."""
+
+    def __init__(self, client: ChatClient, options: dict[str, Any], system_prompt: str) -> None:
+        self.client = client
+        self.options = options
+        self.system_prompt = system_prompt
+        self.session_id = ""
+
+    def answer(self, call: Any) -> None:
+        started = time.perf_counter()
+        sys.stdout.write("assistant> ")
+        result: ChatResult = call(on_delta=_print_delta)
+        self.session_id = result.session_id or self.session_id
+        print(f"\n{_summary(result, started)}")
+
+    def user_turns(self) -> list[Any]:
+        if not self.session_id:
+            return []
+        _, turns = self.client.history(self.session_id)
+        return [t for t in turns if t.role == common_pb2.ROLE_USER]
+
+    def handle(self, line: str) -> bool:
+        """Run one line; False means quit."""
+        if not line.startswith("/"):
+            self.answer(lambda on_delta: self.client.chat(
+                line, self.session_id, self.system_prompt, on_delta=on_delta, **self.options))
+            return True
+        command, _, rest = line.partition(" ")
+        if command in ("/quit", "/exit"):
+            return False
+        if command == "/new":
+            self.session_id, self.system_prompt = "", rest.strip() or self.system_prompt
+            print("(new conversation)")
+        elif command == "/regenerate":
+            self.answer(lambda on_delta: self.client.regenerate(self.session_id, on_delta=on_delta,
+                                                                **self.options))
+        elif command == "/undo":
+            removed = self.client.undo(self.session_id).removed_turns
+            print(f"(removed {len(removed)} turn(s))")
+        elif command == "/history":
+            system, turns = self.client.history(self.session_id) if self.session_id else ("", [])
+            if system:
+                print(f"system: {system}")
+            number = 0
+            for turn in turns:
+                if turn.role == common_pb2.ROLE_USER:
+                    number += 1
+                    print(f"[{number}] you: {turn.content}")
+                else:
+                    score = turn.metadata.get("reward_score", "")
+                    suffix = f"  (reward {float(score):+.3f})" if score else ""
+                    print(f"    assistant: {turn.content}{suffix}")
+        elif command == "/edit":
+            index, _, text = rest.strip().partition(" ")
+            users = self.user_turns()
+            if not index.isdigit() or not 1 <= int(index) <= len(users) or not text:
+                print("usage: /edit N <new text>  (N from /history)")
+                return True
+            turn_id = users[int(index) - 1].turn_id
+            self.answer(lambda on_delta: self.client.edit(self.session_id, turn_id, text,
+                                                          on_delta=on_delta, **self.options))
+        else:
+            print(HELP)
+        return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the REPL."""
+    parser = argparse.ArgumentParser(prog="chatstack chat", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default=os.environ.get("CHATSTACK_TARGET", "127.0.0.1:50050"))
+    parser.add_argument("--api-key", default=os.environ.get("CHATSTACK_API_KEY", ""),
+                        help="API key (or env CHATSTACK_API_KEY)")
+    parser.add_argument("--system", default="", help="system prompt of new conversations")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--best-of", type=int, default=1)
+    parser.add_argument("--temperature", type=float, default=None)
+    args = parser.parse_args(argv)
+    if not args.api_key:
+        parser.error("give --api-key or set CHATSTACK_API_KEY")
+    options = {"max_tokens": args.max_tokens, "best_of": args.best_of, "temperature": args.temperature}
+    repl = ChatRepl(ChatClient(args.target, args.api_key), options, args.system)
+    print(f"chatstack chat on {args.target} — {HELP}")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not line:
+            continue
+        try:
+            if not repl.handle(line):
+                return 0
+        except grpc.RpcError as err:
+            print(f"\nerror: {err.code().name}: {err.details()}")
+        except KeyboardInterrupt:
+            print("\n(interrupted)")

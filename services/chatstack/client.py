@@ -1,0 +1,173 @@
+"""ChatClient: a small synchronous client of the gateway, used by the CLI, tests and load tests.
+
+    client = ChatClient("127.0.0.1:50050", api_key)
+    result = client.chat("hello", on_delta=lambda text: print(text, end=""))
+    client.chat("and then?", session_id=result.session_id)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from chatstack.v1 import chat_pb2, chat_pb2_grpc, session_pb2
+
+OPTION_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of",
+                 "context_token_budget", "echo_prompt")
+
+
+@dataclass
+class ChatResult:
+    """Everything one Chat/Regenerate/Edit call returned."""
+
+    session_id: str = ""
+    created: bool = False
+    user_turn_id: str = ""
+    context_turns: int = 0
+    context_truncated: bool = False
+    prompt_tokens: int = 0
+    prompt: str = ""
+    text: str = ""
+    assistant_turn_id: str = ""
+    reward_score: float = 0.0
+    candidates: list[chat_pb2.CandidateScore] = field(default_factory=list)
+    usage: Any = None
+    timings: Any = None
+    finish_reason: int = 0
+    session_version: int = 0
+    ttft_seconds: float = 0.0  # measured by the client: call start to first delta
+
+
+def chat_options(**options: Any) -> chat_pb2.ChatOptions:
+    """ChatOptions from keyword arguments (max_tokens=64, best_of=4, ...)."""
+    unknown = set(options) - set(OPTION_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown chat options: {sorted(unknown)}")
+    message = chat_pb2.ChatOptions()
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name == "stop":
+            message.stop.extend(value)
+        else:
+            setattr(message, name, value)
+    return message
+
+
+def collect(events: Iterator[Any], on_delta: Callable[[str], None] | None = None) -> ChatResult:
+    """Fold a stream of Chat/Regenerate/Edit responses into a ChatResult."""
+    import time
+
+    start = time.perf_counter()
+    result = ChatResult()
+    for event in events:
+        kind = event.WhichOneof("event")
+        if kind == "session":
+            s = event.session
+            result.session_id, result.created, result.user_turn_id = s.session_id, s.created, s.user_turn_id
+            result.context_turns, result.context_truncated = s.context_turns, s.context_truncated
+            result.prompt_tokens, result.prompt = s.prompt_tokens, s.prompt
+        elif kind == "delta":
+            if not result.ttft_seconds:
+                result.ttft_seconds = time.perf_counter() - start
+            if on_delta:
+                on_delta(event.delta.text)
+        elif kind == "final":
+            f = event.final
+            result.text, result.assistant_turn_id = f.text, f.assistant_turn_id
+            result.reward_score = f.reward_score
+            result.candidates, result.usage, result.timings = list(f.candidates), f.usage, f.timings
+            result.finish_reason, result.session_version = f.finish_reason, f.session_version
+    return result
+
+
+class ChatClient:
+    """Talks to the gateway with an API key; every call has a deadline."""
+
+    def __init__(self, target: str, api_key: str, timeout: float = 120.0,
+                 channel: grpc.Channel | None = None) -> None:
+        self.channel = channel or grpc.insecure_channel(target)
+        self.stub = chat_pb2_grpc.ChatServiceStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {api_key}"),)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- streaming calls: the returned iterator has .cancel() --------------------------------
+    def chat_stream(self, message: str, session_id: str = "", system_prompt: str = "",
+                    **options: Any) -> Any:
+        """The raw Chat stream (iterate it; call .cancel() to stop)."""
+        return self.stub.Chat(chat_pb2.ChatRequest(
+            session_id=session_id, system_prompt=system_prompt, message=message,
+            options=chat_options(**options)), metadata=self.metadata, timeout=self.timeout)
+
+    def chat(self, message: str, session_id: str = "", system_prompt: str = "",
+             on_delta: Callable[[str], None] | None = None, **options: Any) -> ChatResult:
+        """Send a message (new session if session_id is empty) and return the full answer."""
+        return collect(self.chat_stream(message, session_id, system_prompt, **options), on_delta)
+
+    def regenerate(self, session_id: str, on_delta: Callable[[str], None] | None = None,
+                   **options: Any) -> ChatResult:
+        """Answer the last user message again."""
+        return collect(self.stub.Regenerate(chat_pb2.RegenerateRequest(
+            session_id=session_id, options=chat_options(**options)),
+            metadata=self.metadata, timeout=self.timeout), on_delta)
+
+    def edit(self, session_id: str, turn_id: str, message: str,
+             on_delta: Callable[[str], None] | None = None, **options: Any) -> ChatResult:
+        """Replace a user turn (in a fork of the session) and answer it."""
+        return collect(self.stub.Edit(chat_pb2.EditRequest(
+            session_id=session_id, turn_id=turn_id, message=message,
+            options=chat_options(**options)), metadata=self.metadata, timeout=self.timeout), on_delta)
+
+    # -- unary calls -------------------------------------------------------------------------
+    def undo(self, session_id: str) -> chat_pb2.UndoResponse:
+        """Remove the last exchange."""
+        return self.stub.Undo(chat_pb2.UndoRequest(session_id=session_id),
+                              metadata=self.metadata, timeout=self.timeout)
+
+    def create_session(self, system_prompt: str = "") -> session_pb2.Session:
+        """A new, empty session."""
+        return self.stub.CreateSession(chat_pb2.ChatServiceCreateSessionRequest(
+            system_prompt=system_prompt), metadata=self.metadata, timeout=self.timeout).session
+
+    def get_session(self, session_id: str) -> session_pb2.Session:
+        """A session header."""
+        return self.stub.GetSession(chat_pb2.ChatServiceGetSessionRequest(session_id=session_id),
+                                    metadata=self.metadata, timeout=self.timeout).session
+
+    def list_sessions(self, page_size: int = 50,
+                      page_token: str = "") -> chat_pb2.ChatServiceListSessionsResponse:
+        """One page of the caller's sessions."""
+        return self.stub.ListSessions(chat_pb2.ChatServiceListSessionsRequest(
+            page_size=page_size, page_token=page_token), metadata=self.metadata, timeout=self.timeout)
+
+    def delete_session(self, session_id: str) -> None:
+        """Delete a session."""
+        self.stub.DeleteSession(chat_pb2.ChatServiceDeleteSessionRequest(session_id=session_id),
+                                metadata=self.metadata, timeout=self.timeout)
+
+    def history(self, session_id: str) -> tuple[str, list[session_pb2.Turn]]:
+        """The system prompt and every turn, oldest first (all pages)."""
+        turns: list[session_pb2.Turn] = []
+        token, system = "", ""
+        while True:
+            page = self.stub.GetHistory(chat_pb2.GetHistoryRequest(
+                session_id=session_id, page_size=500, page_token=token),
+                metadata=self.metadata, timeout=self.timeout)
+            system = page.system_prompt
+            turns.extend(page.turns)
+            token = page.next_page_token
+            if not token:
+                return system, turns

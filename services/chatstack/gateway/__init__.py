@@ -1,0 +1,1 @@
+"""The gateway (ChatService): one Chat call runs session -> tokenizer -> generation -> reward -> session."""

@@ -1,0 +1,28 @@
+"""Gateway metrics beside the per-RPC ones."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from chatstack.core.metrics import LATENCY_BUCKETS_SECONDS
+
+STAGES = ("session_read", "template", "ttft", "generation", "reward", "session_write", "total")
+
+
+class GatewayMetrics:
+    """Per-stage latency of Chat calls, best-of-n usage and rollbacks."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = registry or CollectorRegistry()
+        self.stage = Histogram(
+            "chatstack_gateway_stage_duration_seconds",
+            "Wall-clock seconds of each stage of a successful Chat/Regenerate/Edit call.",
+            ["stage"], buckets=LATENCY_BUCKETS_SECONDS, registry=registry)
+        self.best_of = Counter(
+            "chatstack_gateway_best_of_requests",
+            "Chat calls that generated several candidates and kept the reward model's best, by n.",
+            ["n"], registry=registry)
+        self.rollbacks = Counter(
+            "chatstack_gateway_rollbacks",
+            "Failed or cancelled calls whose session writes were undone, by outcome.",
+            ["outcome"], registry=registry)

@@ -1,0 +1,48 @@
+"""Entry point of the standalone gateway: `python -m chatstack.gateway`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from chatstack.core.server import ServiceSpec, run_service
+from chatstack.gateway.auth import ApiKeyAuthenticator
+from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.downstream import Downstream
+from chatstack.gateway.metrics import GatewayMetrics
+from chatstack.gateway.orchestrator import ChatOrchestrator
+from chatstack.gateway.servicer import ChatServicer
+from chatstack.v1 import chat_pb2, chat_pb2_grpc
+
+SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+
+
+def build_spec(config: GatewayConfig, registry: CollectorRegistry) -> ServiceSpec:
+    """The gateway's spec. It is SERVING once its keys load: downstream outages are reported per
+    call (UNAVAILABLE naming the service), not by taking the gateway out of rotation."""
+    auth = ApiKeyAuthenticator.from_config(config.api_keys_file, config.api_keys)
+    holder: dict[str, Downstream] = {}
+
+    def register(server: grpc.aio.Server) -> None:
+        downstream = Downstream(config)
+        holder["downstream"] = downstream
+        flow = ChatOrchestrator(config, downstream, GatewayMetrics(registry))
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(flow, auth), server)
+
+    async def stop() -> None:
+        await holder["downstream"].close()
+
+    return ServiceSpec(service_names=[SERVICE_NAME], register=register, stop=stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the gateway until SIGTERM."""
+    config = GatewayConfig.load(sys.argv[1:] if argv is None else argv)
+    return run_service(config, "gateway", lambda registry: build_spec(config, registry))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""ChatService servicer: authenticate, convert, call the orchestrator — nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from chatstack.core.errors import InvalidRequest
+from chatstack.core.request_context import metadata_value
+from chatstack.gateway.auth import ApiKeyAuthenticator
+from chatstack.gateway.model import ChatEvent, ChatOptions, DeltaEvent, SessionEvent
+from chatstack.gateway.orchestrator import ChatOrchestrator
+from chatstack.v1 import chat_pb2, chat_pb2_grpc, session_pb2
+
+
+def options_from_proto(o: chat_pb2.ChatOptions) -> ChatOptions:
+    """ChatOptions message -> ChatOptions."""
+    def opt(name: str) -> Any:
+        return getattr(o, name) if o.HasField(name) else None
+
+    return ChatOptions(max_tokens=o.max_tokens, temperature=opt("temperature"), top_p=opt("top_p"),
+                       top_k=opt("top_k"), seed=opt("seed"), stop=tuple(o.stop),
+                       best_of=max(1, o.best_of), context_token_budget=o.context_token_budget,
+                       echo_prompt=o.echo_prompt)
+
+
+def fill_event(message: Any, event: ChatEvent) -> Any:
+    """Write a chat event into a ChatResponse / RegenerateResponse / EditResponse."""
+    if isinstance(event, SessionEvent):
+        message.session.CopyFrom(chat_pb2.ChatSessionInfo(
+            session_id=event.session_id, created=event.created, user_turn_id=event.user_turn_id,
+            context_turns=event.context_turns, context_truncated=event.context_truncated,
+            prompt_tokens=event.prompt_tokens, prompt=event.prompt))
+    elif isinstance(event, DeltaEvent):
+        message.delta.text = event.text
+        message.delta.token_ids.extend(event.token_ids)
+    else:
+        final = message.final
+        final.assistant_turn_id, final.text = event.assistant_turn_id, event.text
+        final.reward_score, final.finish_reason = event.reward_score, event.finish_reason
+        final.session_version = event.session_version
+        final.candidates.extend(chat_pb2.CandidateScore(
+            index=c.index, reward_score=c.reward_score, text=c.text,
+            completion_tokens=c.completion_tokens, chosen=c.chosen) for c in event.candidates)
+        final.usage.prompt_tokens = event.prompt_tokens
+        final.usage.completion_tokens = event.completion_tokens
+        final.usage.total_tokens = event.prompt_tokens + event.completion_tokens
+        for stage, seconds in event.timings.items():
+            setattr(final.timings, f"{stage}_seconds", seconds)
+    return message
+
+
+class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    """Serves ChatService: every RPC authenticates the API key and acts as its owner."""
+
+    def __init__(self, orchestrator: ChatOrchestrator, auth: ApiKeyAuthenticator) -> None:
+        self.flow = orchestrator
+        self.auth = auth
+
+    def _owner(self, context: grpc.aio.ServicerContext) -> str:
+        return self.auth.owner_for(metadata_value(context.invocation_metadata(), "authorization"))
+
+    async def Chat(self, request: chat_pb2.ChatRequest,
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.ChatResponse]:
+        """Send a message and stream the answer."""
+        owner = self._owner(context)
+        async for event in self.flow.chat(owner, request.session_id, request.system_prompt,
+                                          request.message, options_from_proto(request.options)):
+            yield fill_event(chat_pb2.ChatResponse(), event)
+
+    async def Regenerate(self, request: chat_pb2.RegenerateRequest,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.RegenerateResponse]:
+        """Answer the last user turn again."""
+        owner = self._owner(context)
+        if not request.session_id:
+            raise InvalidRequest("session_id: empty")
+        async for event in self.flow.regenerate(owner, request.session_id,
+                                                options_from_proto(request.options)):
+            yield fill_event(chat_pb2.RegenerateResponse(), event)
+
+    async def Edit(self, request: chat_pb2.EditRequest,
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.EditResponse]:
+        """Fork below a user turn and chat there."""
+        owner = self._owner(context)
+        async for event in self.flow.edit(owner, request.session_id, request.turn_id, request.message,
+                                          options_from_proto(request.options)):
+            yield fill_event(chat_pb2.EditResponse(), event)
+
+    async def Undo(self, request: chat_pb2.UndoRequest,
+                   context: grpc.aio.ServicerContext) -> chat_pb2.UndoResponse:
+        """Remove the last exchange."""
+        removed, version = await self.flow.undo_last(self._owner(context), request.session_id)
+        return chat_pb2.UndoResponse(removed_turns=removed, session_version=version)
+
+    async def CreateSession(self, request: chat_pb2.ChatServiceCreateSessionRequest,
+                            context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceCreateSessionResponse:
+        """Create a session."""
+        session = await self.flow.create_session(self._owner(context), request.system_prompt,
+                                                 dict(request.metadata))
+        return chat_pb2.ChatServiceCreateSessionResponse(session=session)
+
+    async def GetSession(self, request: chat_pb2.ChatServiceGetSessionRequest,
+                         context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceGetSessionResponse:
+        """Read a session header."""
+        ds = self.flow.ds
+        reply = await ds.call("session", ds.session.GetSession, session_pb2.GetSessionRequest(
+            session_id=request.session_id), owner=self._owner(context))
+        return chat_pb2.ChatServiceGetSessionResponse(session=reply.session)
+
+    async def ListSessions(self, request: chat_pb2.ChatServiceListSessionsRequest,
+                           context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceListSessionsResponse:
+        """List the caller's sessions."""
+        ds = self.flow.ds
+        reply = await ds.call("session", ds.session.ListSessions, session_pb2.ListSessionsRequest(
+            page_size=request.page_size, page_token=request.page_token), owner=self._owner(context))
+        return chat_pb2.ChatServiceListSessionsResponse(sessions=reply.sessions,
+                                                        next_page_token=reply.next_page_token)
+
+    async def DeleteSession(self, request: chat_pb2.ChatServiceDeleteSessionRequest,
+                            context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceDeleteSessionResponse:
+        """Delete a session."""
+        ds = self.flow.ds
+        await ds.call("session", ds.session.DeleteSession, session_pb2.DeleteSessionRequest(
+            session_id=request.session_id), owner=self._owner(context))
+        return chat_pb2.ChatServiceDeleteSessionResponse()
+
+    async def GetHistory(self, request: chat_pb2.GetHistoryRequest,
+                         context: grpc.aio.ServicerContext) -> chat_pb2.GetHistoryResponse:
+        """The full history, oldest first, paged."""
+        ds, owner = self.flow.ds, self._owner(context)
+        session = await ds.call("session", ds.session.GetSession, session_pb2.GetSessionRequest(
+            session_id=request.session_id), owner=owner)
+        turns = await ds.call("session", ds.session.ListTurns, session_pb2.ListTurnsRequest(
+            session_id=request.session_id, page_size=request.page_size, page_token=request.page_token),
+            owner=owner)
+        return chat_pb2.GetHistoryResponse(system_prompt=session.session.system_prompt, turns=turns.turns,
+                                           next_page_token=turns.next_page_token)
