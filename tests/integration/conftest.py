@@ -86,3 +86,46 @@ def reward_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, int]]
         health_service=REWARD_SERVICE, timeout=300)
     yield f"127.0.0.1:{port}", metrics_port
     assert proc.stop(60) == 0, proc.tail()
+
+
+TOKENIZER_SERVICE = "chatstack.v1.TokenizerService"
+CHAT_SERVICE = "chatstack.v1.ChatService"
+ALICE_KEY, BOB_KEY = "alice-secret-key", "bob-secret-key"
+
+
+@pytest.fixture(scope="session")
+def tokenizer_address(models_dir: Path, log_dir: Path) -> Iterator[str]:
+    """One tokenizer service for the session's gateway tests."""
+    port = free_port()
+    proc = start_grpc_service("tokenizer-shared", "tokenizer", port, free_port(), log_dir,
+                              ("--model-dir", str(models_dir / "lm")), health_service=TOKENIZER_SERVICE)
+    yield f"127.0.0.1:{port}"
+    proc.stop()
+
+
+def start_gateway(log_dir: Path, name: str = "gateway", **addresses: str) -> tuple[ManagedProcess, str, int]:
+    """A gateway with keys for alice and bob; addresses: tokenizer=..., generation=..., etc."""
+    from chatstack.gateway.auth import hash_key
+
+    port, metrics_port = free_port(), free_port()
+    flags = ["--api-keys", f"alice:{hash_key(ALICE_KEY)},bob:{hash_key(BOB_KEY)}", "--log-level", "WARNING"]
+    for service, address in addresses.items():
+        flags += [f"--{service}-address", address]
+    proc = start_grpc_service(name, "gateway", port, metrics_port, log_dir, flags, health_service=CHAT_SERVICE)
+    return proc, f"127.0.0.1:{port}", metrics_port
+
+
+@pytest.fixture(scope="session")
+def stack_addresses(tokenizer_address: str, session_service: tuple[str, int],
+                    generation_service: tuple[str, int], reward_service: tuple[str, int]) -> dict[str, str]:
+    """Addresses of the four real backend services."""
+    return {"tokenizer": tokenizer_address, "session": session_service[0],
+            "generation": generation_service[0], "reward": reward_service[0]}
+
+
+@pytest.fixture(scope="session")
+def gateway(stack_addresses: dict[str, str], log_dir: Path) -> Iterator[tuple[str, int]]:
+    """The gateway over the real stack; yields (address, metrics port)."""
+    proc, address, metrics_port = start_gateway(log_dir, **stack_addresses)
+    yield address, metrics_port
+    assert proc.stop() == 0, proc.tail()

@@ -48,6 +48,7 @@ class _Prompt:
     """The rendered context sent to the model."""
 
     messages: list[common_pb2.ChatMessage]
+    message_tokens: list[int]  # content tokens of each message
     prompt: str
     ids: list[int]
     context_turns: int
@@ -62,6 +63,7 @@ class ChatOrchestrator:
         self.ds = downstream
         self.metrics = metrics
         self._max_model_len: int | None = None
+        self._reward_max_len: int | None = None
         self._overhead: tuple[int, int] | None = None  # (fixed, per message)
 
     # -- cached model facts ----------------------------------------------------------------
@@ -72,6 +74,29 @@ class ChatOrchestrator:
                                       generation_pb2.GetModelInfoRequest())
             self._max_model_len = int(info.max_model_len)
         return self._max_model_len
+
+    async def reward_max_len(self) -> int:
+        """The reward model's context length (asked once)."""
+        if self._reward_max_len is None:
+            info = await self.ds.call("reward", self.ds.reward.GetModelInfo,
+                                      reward_pb2.RewardServiceGetModelInfoRequest())
+            self._reward_max_len = int(info.max_model_len)
+        return self._reward_max_len
+
+    async def reward_conversation(self, prompt: _Prompt, answer_tokens: int) -> list[common_pb2.ChatMessage]:
+        """The newest messages that, with the answer, fit the reward model's window (it may be
+        shorter than the generator's): older turns are dropped first, the system prompt last."""
+        limit = await self.reward_max_len()
+        fixed, per_message = await self.template_overhead()
+        messages, tokens = list(prompt.messages), list(prompt.message_tokens)
+        total = fixed + sum(tokens) + per_message * (len(messages) + 1) + answer_tokens
+        has_system = bool(messages) and messages[0].role == common_pb2.ROLE_SYSTEM
+        while total > limit and len(messages) > 1:
+            drop = 1 if has_system and len(messages) > 2 else 0
+            total -= tokens.pop(drop) + per_message
+            messages.pop(drop)
+            has_system = has_system and drop == 1
+        return messages
 
     async def template_overhead(self) -> tuple[int, int]:
         """Tokens the chat template adds: fixed (BOS, generation prompt) and per message."""
@@ -260,12 +285,14 @@ class ChatOrchestrator:
                 break  # the message itself does not fit
             messages = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=ctx.system_prompt)] \
                 if ctx.system_prompt else []
+            tokens = [ctx.system_prompt_tokens] if ctx.system_prompt else []
             messages += [common_pb2.ChatMessage(role=turn.role, content=turn.content) for turn in turns]
+            tokens += [turn.token_count for turn in turns]
             text, ids = await self._render(messages)
             clock.add("template", t)
             excess = len(ids) + max_tokens - limit
             if excess <= 0:
-                return _Prompt(messages, text, ids, len(turns), ctx.omitted_turns > 0)
+                return _Prompt(messages, tokens, text, ids, len(turns), ctx.omitted_turns > 0)
             budget -= excess + per_message
         raise InvalidRequest(f"message: does not fit the context window ({limit} tokens) with "
                              f"max_tokens {max_tokens}; shorten it or lower max_tokens")
@@ -306,8 +333,10 @@ class ChatOrchestrator:
         self.metrics.best_of.labels(str(n)).inc()
         answer.completion_tokens = reply.usage.completion_tokens
         t = time.perf_counter()
+        longest = max(len(c.token_ids) for c in reply.choices)
         ranked = await self.ds.call("reward", self.ds.reward.Rank, reward_pb2.RankRequest(
-            conversation=prompt.messages, candidates=[c.text for c in reply.choices]))
+            conversation=await self.reward_conversation(prompt, longest),
+            candidates=[c.text for c in reply.choices]))
         clock.add("reward", t)
         best = ranked.ranked[0].index
         answer.candidates = [Candidate(r.index, r.score, r.text, len(reply.choices[r.index].token_ids),
@@ -321,8 +350,9 @@ class ChatOrchestrator:
     async def _reward(self, prompt: _Prompt, answer: Answer) -> None:
         if answer.candidates:
             return  # best-of-n: Rank already scored every candidate
+        conversation = await self.reward_conversation(prompt, len(answer.token_ids))
         reply = await self.ds.call("reward", self.ds.reward.Score, reward_pb2.ScoreRequest(
-            item=reward_pb2.ScoreItem(conversation=prompt.messages, response=answer.text)))
+            item=reward_pb2.ScoreItem(conversation=conversation, response=answer.text)))
         answer.reward_score = reply.score
 
     async def _store(self, owner: str, session_id: str, version: int, replace_turn_id: str | None,
