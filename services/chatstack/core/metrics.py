@@ -7,6 +7,8 @@ under `chatstack_` with a unit suffix, and has bounded labels (service, method, 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -18,30 +20,60 @@ LATENCY_BUCKETS_SECONDS: tuple[float, ...] = (
 )
 
 
+class MetricFactory(Protocol):
+    """Makes metrics with prometheus_client's API (`.labels(...).observe/inc/dec/set`).
+
+    The standalone runtime uses `PrometheusMetricFactory` (served on the metrics port); the Ray
+    Serve runtime uses `chatstack.serve.ray_metrics.RayMetricFactory` (exported by Ray), so every
+    service records the same metric names in both runtimes.
+    """
+
+    def histogram(self, name: str, documentation: str, labelnames: Sequence[str] = (),
+                  buckets: Sequence[float] = LATENCY_BUCKETS_SECONDS) -> Any: ...
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Any: ...
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Any: ...
+
+
+class PrometheusMetricFactory:
+    """prometheus_client metrics in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+
+    def histogram(self, name: str, documentation: str, labelnames: Sequence[str] = (),
+                  buckets: Sequence[float] = LATENCY_BUCKETS_SECONDS) -> Histogram:
+        return Histogram(name, documentation, labelnames, buckets=buckets, registry=self.registry)
+
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
+        return Counter(name, documentation, labelnames, registry=self.registry)
+
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, documentation, labelnames, registry=self.registry)
+
+
+def metric_factory(source: CollectorRegistry | MetricFactory | None) -> MetricFactory:
+    """A factory from a registry (standalone), a factory (Serve) or nothing (tests)."""
+    if source is None or isinstance(source, CollectorRegistry):
+        return PrometheusMetricFactory(source)
+    return source
+
+
 class RpcMetrics:
     """Per-RPC latency histogram, request counter by status code, and in-flight gauge."""
 
-    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+    def __init__(self, registry: CollectorRegistry | MetricFactory | None, service: str) -> None:
+        f = metric_factory(registry)
         self.service = service
-        self.duration = Histogram(
+        self.duration = f.histogram(
             "chatstack_rpc_duration_seconds",
             "Server-side latency of a gRPC call, from handler start to its last message.",
-            ["service", "method"],
-            buckets=LATENCY_BUCKETS_SECONDS,
-            registry=registry,
-        )
-        self.requests = Counter(
-            "chatstack_rpc_requests",
-            "gRPC calls handled, by method and final status code.",
-            ["service", "method", "code"],
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "chatstack_rpc_in_flight_requests",
-            "gRPC calls being handled right now.",
-            ["service", "method"],
-            registry=registry,
-        )
+            ["service", "method"], LATENCY_BUCKETS_SECONDS)
+        self.requests = f.counter(
+            "chatstack_rpc_requests", "gRPC calls handled, by method and final status code.",
+            ["service", "method", "code"])
+        self.in_flight = f.gauge(
+            "chatstack_rpc_in_flight_requests", "gRPC calls being handled right now.",
+            ["service", "method"])
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         """Record one finished call."""

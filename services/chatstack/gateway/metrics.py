@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
-from chatstack.core.metrics import LATENCY_BUCKETS_SECONDS
+from chatstack.core.metrics import LATENCY_BUCKETS_SECONDS, MetricFactory, metric_factory
 
 STAGES = ("session_read", "template", "ttft", "generation", "reward", "session_write", "total")
 
@@ -12,17 +12,17 @@ STAGES = ("session_read", "template", "ttft", "generation", "reward", "session_w
 class GatewayMetrics:
     """Per-stage latency of Chat calls, best-of-n usage and rollbacks."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        registry = registry or CollectorRegistry()
-        self.stage = Histogram(
+    def __init__(self, registry: CollectorRegistry | MetricFactory | None = None) -> None:
+        f = metric_factory(registry)
+        self.stage = f.histogram(
             "chatstack_gateway_stage_duration_seconds",
             "Wall-clock seconds of each stage of a successful Chat/Regenerate/Edit call.",
-            ["stage"], buckets=LATENCY_BUCKETS_SECONDS, registry=registry)
-        self.best_of = Counter(
+            ["stage"], buckets=LATENCY_BUCKETS_SECONDS)
+        self.best_of = f.counter(
             "chatstack_gateway_best_of_requests",
             "Chat calls that generated several candidates and kept the reward model's best, by n.",
-            ["n"], registry=registry)
-        self.rollbacks = Counter(
+            ["n"])
+        self.rollbacks = f.counter(
             "chatstack_gateway_rollbacks",
             "Failed or cancelled calls whose session writes were undone, by outcome.",
-            ["outcome"], registry=registry)
+            ["outcome"])

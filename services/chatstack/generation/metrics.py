@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+
+from chatstack.core.metrics import MetricFactory, metric_factory
 
 # The buckets of vllm:time_to_first_token_seconds, vllm:inter_token_latency_seconds and
 # vllm:e2e_request_latency_seconds (vLLM 0.32), so dashboards compare layer by layer.
@@ -17,42 +19,34 @@ E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 4
 class GenerationMetrics:
     """TTFT/ITL/E2E histograms, token counters, engine queue gauges, aborts and rejections."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        registry = registry or CollectorRegistry()
-        self.ttft = Histogram(
+    def __init__(self, registry: CollectorRegistry | MetricFactory | None = None) -> None:
+        f = metric_factory(registry)
+        self.ttft = f.histogram(
             "chatstack_generation_time_to_first_token_seconds",
             "Time from a request's arrival in the service to its first generated token.",
-            buckets=TTFT_BUCKETS, registry=registry)
-        self.itl = Histogram(
+            buckets=TTFT_BUCKETS)
+        self.itl = f.histogram(
             "chatstack_generation_inter_token_latency_seconds",
-            "Time between consecutive generated tokens of a choice.",
-            buckets=ITL_BUCKETS, registry=registry)
-        self.e2e = Histogram(
+            "Time between consecutive generated tokens of a choice.", buckets=ITL_BUCKETS)
+        self.e2e = f.histogram(
             "chatstack_generation_e2e_request_latency_seconds",
-            "Time from a request's arrival in the service to its last token.",
-            buckets=E2E_BUCKETS, registry=registry)
-        self.prompt_tokens = Counter(
-            "chatstack_generation_prompt_tokens", "Prompt tokens of admitted requests.",
-            registry=registry)
-        self.generated_tokens = Counter(
-            "chatstack_generation_generated_tokens", "Tokens generated, all choices.",
-            registry=registry)
-        self.running = Gauge(
+            "Time from a request's arrival in the service to its last token.", buckets=E2E_BUCKETS)
+        self.prompt_tokens = f.counter(
+            "chatstack_generation_prompt_tokens", "Prompt tokens of admitted requests.")
+        self.generated_tokens = f.counter(
+            "chatstack_generation_generated_tokens", "Tokens generated, all choices.")
+        self.running = f.gauge(
             "chatstack_generation_engine_running_requests",
-            "Requests the engine's scheduler is running (from vLLM's scheduler stats).",
-            registry=registry)
-        self.waiting = Gauge(
+            "Requests the engine's scheduler is running (from vLLM's scheduler stats).")
+        self.waiting = f.gauge(
             "chatstack_generation_engine_waiting_requests",
-            "Requests waiting in the engine's scheduler (from vLLM's scheduler stats).",
-            registry=registry)
-        self.in_flight = Gauge(
+            "Requests waiting in the engine's scheduler (from vLLM's scheduler stats).")
+        self.in_flight = f.gauge(
             "chatstack_generation_in_flight_requests",
-            "Requests admitted by the service and not finished.", registry=registry)
-        self.aborted = Counter(
+            "Requests admitted by the service and not finished.")
+        self.aborted = f.counter(
             "chatstack_generation_aborted_requests",
-            "Requests aborted in the engine because the client cancelled or its deadline passed.",
-            registry=registry)
-        self.rejected = Counter(
+            "Requests aborted in the engine because the client cancelled or its deadline passed.")
+        self.rejected = f.counter(
             "chatstack_generation_rejected_requests",
-            "Requests refused at once because max_in_flight requests were running.",
-            registry=registry)
+            "Requests refused at once because max_in_flight requests were running.")

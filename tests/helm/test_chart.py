@@ -1,0 +1,727 @@
+"""The Helm chart charts/chatstack, rendered offline through helm-python-sdk (Helm's own Go code).
+
+Every values file in deploy/helm renders under both runtimes, its core manifests validate against
+the Kubernetes schemas, and the CRDs (Prometheus Operator, KubeRay, KEDA) are checked for shape.
+The alerts pass promtool and fire on synthetic series; the dashboard's and alerts' metric names are
+checked against the /metrics of real running services (integration).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from chatstack.v1 import (
+    common_pb2,
+    generation_pb2,
+    generation_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+    tokenizer_pb2,
+    tokenizer_pb2_grpc,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "chatstack"
+VALUES_DIR = ROOT / "deploy" / "helm"
+SERVE_CONFIG = ROOT / "deploy" / "ray" / "serve-config.yaml"
+DOCKER_DIR = ROOT / "deploy" / "docker"
+RELEASE, NAMESPACE = "chatstack", "chat"
+KUBE_VERSION = "1.37.0"  # the newest schemas kubernetes-validate ships
+VALUES_FILES = ("values-dev-cpu.yaml", "values-gpu.yaml", "values-ray.yaml")
+RUNTIMES = ("kubernetes", "ray")
+KUBERNETES_FILES = ("values-dev-cpu.yaml", "values-gpu.yaml")
+
+# service -> (gRPC port, metrics port, the proto service its gRPC health reports)
+SERVICES = {
+    "gateway": (50050, 9100, "chatstack.v1.ChatService"),
+    "tokenizer": (50051, 9101, "chatstack.v1.TokenizerService"),
+    "generation": (50052, 9102, "chatstack.v1.GenerationService"),
+    "reward": (50053, 9103, "chatstack.v1.RewardService"),
+    "session": (50054, 9104, "chatstack.v1.SessionService"),
+}
+CORE_KINDS = {"Deployment", "Service", "StatefulSet", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+              "Secret", "ConfigMap", "PersistentVolumeClaim", "ServiceAccount"}
+CRD_API_VERSIONS = {
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+    "PodMonitor": "monitoring.coreos.com/v1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
+    "RayService": "ray.io/v1",
+    "ScaledObject": "keda.sh/v1alpha1",
+}
+PLAINTEXT_KEY = "cs-test-key-7f3a9c21d4e8b6a0"
+METRIC_NAME = re.compile(r"chatstack_[a-z0-9_]+")
+
+helm.disable_logging()
+
+
+# -- rendering helpers --------------------------------------------------------------------
+def merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge values layers like Helm's -f a -f b (maps merge, everything else is replaced)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def values(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((VALUES_DIR / name).read_text())
+    return loaded
+
+
+class Rendered:
+    """The templates a release renders: raw text per template and the parsed manifests."""
+
+    def __init__(self, files: dict[str, str]) -> None:
+        self.files = files
+        self.notes = files.get("chatstack/templates/NOTES.txt", "")
+        self.text = "\n".join(files.values())
+        self.docs: list[dict[str, Any]] = [
+            doc for path, text in sorted(files.items()) if not path.endswith("NOTES.txt")
+            for doc in yaml.safe_load_all(text) if doc
+        ]
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind: str, name: str) -> dict[str, Any]:
+        found = [d for d in self.all(kind) if d["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+        return found[0]
+
+
+@functools.cache
+def chart() -> helm.Chart:
+    return helm.Chart.load(CHART)
+
+
+@functools.cache
+def _render(values_json: str) -> Rendered:
+    return Rendered(chart().render(json.loads(values_json), name=RELEASE, namespace=NAMESPACE))
+
+
+def render(*layers: dict[str, Any]) -> Rendered:
+    """Render the chart with the merged layers (cached: tests must not modify the result)."""
+    return _render(json.dumps(merge(*layers), sort_keys=True))
+
+
+def render_error(*layers: dict[str, Any]) -> str:
+    """The message Helm fails with for these values."""
+    with pytest.raises(helm.HelmError) as failure:
+        chart().render(merge(*layers), name=RELEASE, namespace=NAMESPACE)
+    return str(failure.value)
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(c: dict[str, Any]) -> dict[str, Any]:
+    """name -> value (or the valueFrom mapping) of a container's env."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def component(name: str) -> str:
+    return f"{RELEASE}-{name}"
+
+
+# -- lint, render, validate ---------------------------------------------------------------
+def test_deploy_helm_holds_exactly_the_three_environments() -> None:
+    assert sorted(p.name for p in VALUES_DIR.glob("*.yaml")) == sorted(VALUES_FILES)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_lint_passes_without_warnings(values_file: str, runtime: str) -> None:
+    report = helm.lint(CHART, merge(values(values_file), {"runtime": runtime}), strict=True,
+                       namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert (report["errors"], problems) == ([], [])
+
+
+def check_crd_shape(doc: dict[str, Any]) -> None:
+    """The fields each CRD's controller needs (no schema for them ships with kubernetes-validate)."""
+    kind, spec = doc["kind"], doc["spec"]
+    assert doc["apiVersion"] == CRD_API_VERSIONS[kind]
+    if kind == "ServiceMonitor":
+        assert spec["selector"]["matchLabels"] and spec["namespaceSelector"]["matchNames"] == [NAMESPACE]
+        assert all(e["port"] and e["path"] == "/metrics" for e in spec["endpoints"])
+    elif kind == "PodMonitor":
+        assert spec["selector"]["matchLabels"] and spec["podMetricsEndpoints"][0]["port"] == "metrics"
+    elif kind == "PrometheusRule":
+        rules = [r for g in spec["groups"] for r in g["rules"]]
+        assert rules and all(r["alert"] and r["expr"] and r["labels"]["severity"] for r in rules)
+    elif kind == "ScaledObject":
+        assert spec["scaleTargetRef"]["name"] and spec["triggers"][0]["type"] == "prometheus"
+        assert spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    elif kind == "RayService":
+        assert isinstance(yaml.safe_load(spec["serveConfigV2"]), dict)
+        cluster = spec["rayClusterConfig"]
+        for group in cluster["workerGroupSpecs"]:
+            assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        # The pod templates are ordinary pods: validate them as such.
+        templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+        for template in templates:
+            pod = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "ray", **template["metadata"]}, "spec": template["spec"]}
+            kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_every_environment_renders_valid_manifests_under_both_runtimes(values_file: str, runtime: str) -> None:
+    rendered = render(values(values_file), {"runtime": runtime})
+    kinds = {d["kind"] for d in rendered.docs}
+    assert kinds <= CORE_KINDS | set(CRD_API_VERSIONS), f"unexpected kinds {kinds}"
+    for doc in rendered.docs:
+        assert doc["metadata"]["namespace"] == NAMESPACE
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        if doc["kind"] in CORE_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        else:
+            check_crd_shape(doc)
+    assert len(rendered.all("StatefulSet")) == 1, "Redis runs in both runtimes"
+    if runtime == "kubernetes":
+        assert {d["metadata"]["name"] for d in rendered.all("Deployment")} == {component(s) for s in SERVICES}
+        assert rendered.all("RayService") == []
+    else:
+        assert rendered.all("Deployment") == [] and len(rendered.all("RayService")) == 1
+
+
+# -- the services' pods ---------------------------------------------------------------------
+@pytest.mark.parametrize("values_file", KUBERNETES_FILES)
+def test_probes_are_native_grpc_on_the_service_port_asking_its_proto_service(values_file: str) -> None:
+    rendered = render(values(values_file))
+    for name, (port, metrics_port, proto) in SERVICES.items():
+        c = container(rendered.one("Deployment", component(name)))
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": port, "metrics": metrics_port}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"] == {"port": port, "service": proto}, f"{name} {probe}"
+        env = env_of(c)
+        prefix = f"CHATSTACK_{name.upper()}_"
+        assert (env[prefix + "HOST"], env[prefix + "PORT"]) == ("0.0.0.0", str(port))
+        assert (env[prefix + "METRICS_HOST"], env[prefix + "METRICS_PORT"]) == ("0.0.0.0", str(metrics_port))
+
+
+@pytest.mark.parametrize("values_file", KUBERNETES_FILES)
+def test_pods_get_their_drain_time_before_sigkill(values_file: str) -> None:
+    merged = merge(chart().values, values(values_file))
+    rendered = render(values(values_file))
+    for name in SERVICES:
+        svc = merged[name]
+        deployment = rendered.one("Deployment", component(name))
+        c = container(deployment)
+        assert env_of(c)[f"CHATSTACK_{name.upper()}_GRACE_SECONDS"] == str(svc["graceSeconds"])
+        assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == svc["preStopSleepSeconds"]
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > svc["graceSeconds"] + svc["preStopSleepSeconds"]
+
+
+def test_gpu_environment_requests_gpus_on_gpu_nodes_for_generation_and_reward() -> None:
+    rendered = render(values("values-gpu.yaml"))
+    for name in ("generation", "reward"):
+        pod = rendered.one("Deployment", component(name))["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+        shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+        assert shm["emptyDir"]["medium"] == "Memory"
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+    for name in ("gateway", "tokenizer", "session"):
+        c = container(rendered.one("Deployment", component(name)))
+        assert "nvidia.com/gpu" not in json.dumps(c["resources"])
+
+
+def test_cpu_environment_requests_no_gpu_anywhere() -> None:
+    assert "nvidia.com/gpu" not in render(values("values-dev-cpu.yaml")).text
+
+
+def test_ray_runtime_has_a_head_and_cpu_and_gpu_worker_groups() -> None:
+    ray = render(values("values-ray.yaml")).one("RayService", RELEASE)["spec"]["rayClusterConfig"]
+    groups = {g["groupName"]: g for g in ray["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "gpu"}
+    gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    cpu_limits = groups["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu_limits["nvidia.com/gpu"] == 1 and "nvidia.com/gpu" not in cpu_limits
+    assert ray["headGroupSpec"]["template"]["spec"]["containers"][0]["name"] == "ray-head"
+
+
+def test_rayservice_serve_config_is_deploy_ray_serve_config() -> None:
+    rayservice = render(values("values-ray.yaml")).one("RayService", RELEASE)
+    assert yaml.safe_load(rayservice["spec"]["serveConfigV2"]) == yaml.safe_load(SERVE_CONFIG.read_text())
+
+
+def test_ray_runtime_refuses_a_release_the_serve_config_cannot_reach() -> None:
+    wrong_redis = render_error(values("values-ray.yaml"), {"fullnameOverride": "other"})
+    assert "redis://chatstack-redis:6379/0" in wrong_redis and "fullnameOverride" in wrong_redis
+    no_models = render_error(values("values-ray.yaml"), {"models": {"pvc": {"enabled": False}}})
+    assert "/models/tiny/lm" in no_models and "models.pvc" in no_models
+
+
+def test_config_values_become_the_services_env_vars() -> None:
+    rendered = render(values("values-dev-cpu.yaml"), {"tokenizer": {"config": {"max_text_chars": 1000000}}})
+    generation = env_of(container(rendered.one("Deployment", component("generation"))))
+    assert generation["CHATSTACK_GENERATION_MAX_NUM_SEQS"] == "32"
+    assert generation["CHATSTACK_GENERATION_DTYPE"] == "float32"
+    assert generation["CHATSTACK_GENERATION_ENFORCE_EAGER"] == "true"
+    tokenizer = env_of(container(rendered.one("Deployment", component("tokenizer"))))
+    assert tokenizer["CHATSTACK_TOKENIZER_MAX_TEXT_CHARS"] == "1000000"  # not 1e+06
+    gpu = env_of(container(render(values("values-gpu.yaml")).one("Deployment", component("generation"))))
+    assert "CHATSTACK_GENERATION_CPU_KVCACHE_SPACE_GIB" not in gpu, "null drops a default"
+
+
+def test_config_cannot_shadow_a_setting_the_chart_manages() -> None:
+    assert "tokenizer.config.port: use <service>.port" in render_error(
+        values("values-dev-cpu.yaml"), {"tokenizer": {"config": {"port": 1234}}})
+
+
+def test_gateway_addresses_name_the_backend_services_and_ports() -> None:
+    rendered = render(values("values-dev-cpu.yaml"))
+    env = env_of(container(rendered.one("Deployment", component("gateway"))))
+    for backend in ("tokenizer", "generation", "reward", "session"):
+        host, port = env[f"CHATSTACK_GATEWAY_{backend.upper()}_ADDRESS"].split(":")
+        service = rendered.one("Service", host)
+        assert {"name": "grpc", "port": int(port)}.items() <= service["spec"]["ports"][0].items()
+        assert service["spec"]["selector"]["app.kubernetes.io/component"] == backend
+
+
+def test_models_on_the_pvc_are_mounted_read_only_and_built_once_in_dev() -> None:
+    rendered = render(values("values-dev-cpu.yaml"))
+    assert rendered.one("PersistentVolumeClaim", component("models"))
+    for name, path in (("generation", "tiny/lm"), ("reward", "tiny/reward"), ("tokenizer", "tiny/lm")):
+        pod = rendered.one("Deployment", component(name))["spec"]["template"]["spec"]
+        env = env_of(pod["containers"][0])
+        assert env.get(f"CHATSTACK_{name.upper()}_MODEL", env.get("CHATSTACK_TOKENIZER_MODEL_DIR")) == f"/models/{path}"
+        assert {"name": "models", "mountPath": "/models", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+        assert {"name": "models", "persistentVolumeClaim": {"claimName": component("models")}} in pod["volumes"]
+        assert [i["name"] for i in pod["initContainers"]] == ["build-tiny-models"]
+
+
+def test_hub_models_get_the_token_secret_and_the_tokenizer_files_fetched() -> None:
+    rendered = render(values("values-gpu.yaml"))
+    token = {"secretKeyRef": {"name": "hf-token", "key": "token"}}
+    for name in ("generation", "reward"):
+        pod = rendered.one("Deployment", component(name))["spec"]["template"]["spec"]
+        env = env_of(pod["containers"][0])
+        assert env[f"CHATSTACK_{name.upper()}_MODEL"] == values("values-gpu.yaml")[name]["model"]["hfId"]
+        assert env["HF_TOKEN"] == token
+        assert "models" not in {v["name"] for v in pod["volumes"]}
+    tokenizer = rendered.one("Deployment", component("tokenizer"))["spec"]["template"]["spec"]
+    fetch = tokenizer["initContainers"][0]
+    assert fetch["name"] == "fetch-tokenizer" and env_of(fetch)["HF_TOKEN"] == token
+    assert env_of(tokenizer["containers"][0])["CHATSTACK_TOKENIZER_MODEL_DIR"] == env_of(fetch)["TARGET"]
+
+
+def test_pod_disruption_budgets_select_each_services_pods() -> None:
+    rendered = render(values("values-gpu.yaml"))
+    for name in SERVICES:
+        pdb = rendered.one("PodDisruptionBudget", component(name))
+        deployment = rendered.one("Deployment", component(name))
+        assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+
+# -- API keys -------------------------------------------------------------------------------
+def test_api_keys_secret_holds_only_sha256_lines_and_the_gateway_mounts_it_by_name() -> None:
+    hashed = hashlib.sha256(b"bobs-key-0123456789").hexdigest()
+    rendered = render(values("values-dev-cpu.yaml"), {"gateway": {"apiKeys": {"keys": [
+        {"owner": "alice", "key": PLAINTEXT_KEY}, {"owner": "bob", "sha256": hashed}]}}})
+    for leaked in (PLAINTEXT_KEY, base64.b64encode(PLAINTEXT_KEY.encode()).decode()):
+        assert leaked not in rendered.text
+    secret = rendered.one("Secret", component("api-keys"))
+    keys_file = base64.b64decode(secret["data"]["keys"]).decode()
+    assert keys_file == f"alice:{hashlib.sha256(PLAINTEXT_KEY.encode()).hexdigest()}\nbob:{hashed}\n"
+
+    pod = rendered.one("Deployment", component("gateway"))["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-keys")
+    path = env_of(pod["containers"][0])["CHATSTACK_GATEWAY_API_KEYS_FILE"]
+    assert path == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}" and mount["readOnly"]
+    assert hashed not in json.dumps([c.get("env") for d in rendered.all("Deployment") for c in container_list(d)])
+
+
+def container_list(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = deployment["spec"]["template"]["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def test_existing_api_keys_secret_is_mounted_and_none_is_created() -> None:
+    rendered = render(values("values-gpu.yaml"))
+    assert rendered.all("Secret") == []
+    pod = rendered.one("Deployment", component("gateway"))["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    assert volume["secret"]["secretName"] == "chatstack-api-keys"
+    assert env_of(pod["containers"][0])["CHATSTACK_GATEWAY_API_KEYS_FILE"] == "/etc/chatstack/api-keys/keys"
+
+
+def test_a_gateway_without_api_keys_is_refused() -> None:
+    message = render_error(values("values-dev-cpu.yaml"), {"gateway": {"apiKeys": {"keys": []}}})
+    assert "gateway.apiKeys: set existingSecret" in message
+
+
+# -- Redis ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("values_file", "fsync"), [("values-dev-cpu.yaml", "everysec"),
+                                                    ("values-gpu.yaml", "always")])
+def test_redis_runs_with_appendonly_and_the_configured_fsync_on_a_volume(values_file: str, fsync: str) -> None:
+    rendered = render(values(values_file))
+    statefulset = rendered.one("StatefulSet", component("redis"))
+    redis = statefulset["spec"]["template"]["spec"]["containers"][0]
+    args = redis["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendfsync") + 1] == fsync
+    assert args[args.index("--dir") + 1] == "/data"
+    assert {"name": "data", "mountPath": "/data"} in redis["volumeMounts"]
+    assert [t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]] == ["data"]
+    session = env_of(container(rendered.one("Deployment", component("session"))))
+    assert session["CHATSTACK_SESSION_REDIS_URL"] == f"redis://{component('redis')}:6379/0"
+    assert rendered.one("Service", component("redis"))["spec"]["ports"][0]["port"] == 6379
+
+
+def test_redis_appendfsync_defaults_to_everysec() -> None:
+    assert chart().values["redis"]["appendfsync"] == "everysec"
+
+
+def test_external_redis_replaces_the_statefulset() -> None:
+    url = "redis://redis.example.internal:6379/2"
+    rendered = render(values("values-dev-cpu.yaml"), {"redis": {"external": {"url": url}}})
+    assert rendered.all("StatefulSet") == [] and component("redis") not in {
+        s["metadata"]["name"] for s in rendered.all("Service")}
+    assert env_of(container(rendered.one("Deployment", component("session"))))["CHATSTACK_SESSION_REDIS_URL"] == url
+    from_secret = render(values("values-dev-cpu.yaml"), {"redis": {"external": {"existingSecret": "redis-url"}}})
+    env = env_of(container(from_secret.one("Deployment", component("session"))))
+    assert env["CHATSTACK_SESSION_REDIS_URL"] == {"secretKeyRef": {"name": "redis-url", "key": "url"}}
+
+
+# -- bad values -----------------------------------------------------------------------------
+BAD_VALUES = {
+    "negative replicas": ({"tokenizer": {"replicas": -1}}, "at '/tokenizer/replicas': minimum: got -1, want 0"),
+    "unknown runtime": ({"runtime": "nomad"}, "at '/runtime': value must be one of 'kubernetes', 'ray'"),
+    "gpu without count": ({"generation": {"gpu": {"enabled": True}}}, "at '/generation/gpu': missing property 'count'"),
+    "ray gpu group without count": ({"ray": {"gpuWorkers": {"gpu": {"count": None}}}},
+                                    "at '/ray/gpuWorkers/gpu': missing property 'count'"),
+    "misspelt key": ({"session": {"replica": 3}}, "additional properties 'replica' not allowed"),
+    "unknown appendfsync": ({"redis": {"appendfsync": "sometimes"}}, "at '/redis/appendfsync': value must be one of"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_bad_values_are_rejected_by_render_and_lint_with_the_offending_key(case: str) -> None:
+    bad, message = BAD_VALUES[case]
+    layers = (values("values-dev-cpu.yaml"), bad)
+    with pytest.raises(helm.HelmValuesError, match=re.escape(message)):
+        chart().render(merge(*layers), name=RELEASE, namespace=NAMESPACE)
+    report = helm.lint(CHART, merge(*layers), namespace=NAMESPACE)
+    assert any(message in error for error in report["errors"]), report["errors"]
+
+
+def test_tensor_parallel_beyond_the_gpu_count_is_refused() -> None:
+    message = render_error(values("values-gpu.yaml"), {"generation": {"config": {"tensor_parallel_size": 2}}})
+    assert "generation.config.tensor_parallel_size (2) needs at least that many GPUs" in message
+
+
+# -- schema ---------------------------------------------------------------------------------
+def schema_properties(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every (path, schema) under a `properties` anywhere in the schema (definitions and items too)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        for key, child in node.items():
+            if key == "properties" and isinstance(child, dict):
+                for name, prop in child.items():
+                    found.append((f"{path}.{name}", prop))
+                    found.extend(schema_properties(prop, f"{path}.{name}"))
+            else:
+                found.extend(schema_properties(child, f"{path}/{key}" if key != "properties" else path))
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            found.extend(schema_properties(child, f"{path}[{i}]"))
+    return found
+
+
+def test_every_schema_property_has_a_description() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    properties = schema_properties(schema)
+    assert len(properties) > 200
+    missing = [path for path, prop in properties if not str(prop.get("description", "")).strip()]
+    assert missing == []
+
+
+def test_schema_types_replicas_runtime_and_gpu_count() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    props = schema["properties"]
+    assert props["runtime"]["enum"] == ["kubernetes", "ray"]
+    for name in SERVICES:
+        assert props[name]["properties"]["replicas"] == {
+            "description": props[name]["properties"]["replicas"]["description"], "type": "integer", "minimum": 0}
+    gpu = schema["definitions"]["gpu"]
+    assert gpu["then"] == {"required": ["count"]} and gpu["properties"]["count"]["minimum"] == 1
+
+
+def test_chart_defaults_satisfy_the_schema() -> None:
+    chart().validate_schema(chart().values)
+
+
+# -- autoscaling ----------------------------------------------------------------------------
+def test_llm_signals_scale_generation_on_waiting_requests_per_pod() -> None:
+    rendered = render(values("values-gpu.yaml"))
+    hpa = rendered.one("HorizontalPodAutoscaler", component("generation"))
+    assert hpa["spec"]["metrics"] == [{"type": "Pods", "pods": {
+        "metric": {"name": "chatstack_generation_engine_waiting_requests"},
+        "target": {"type": "AverageValue", "averageValue": "4"}}}]
+    assert "replicas" not in rendered.one("Deployment", component("generation"))["spec"]
+    gateway = rendered.one("HorizontalPodAutoscaler", component("gateway"))
+    assert gateway["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert "replicas" not in rendered.one("Deployment", component("gateway"))["spec"]
+    assert rendered.one("Deployment", component("reward"))["spec"]["replicas"] == 1
+
+
+def test_keda_replaces_the_generation_hpa_with_a_prometheus_scaled_object() -> None:
+    rendered = render(values("values-dev-cpu.yaml"), {"keda": {
+        "enabled": True, "prometheus": {"serverAddress": "http://prometheus.monitoring.svc:9090"}}})
+    scaled = rendered.one("ScaledObject", component("generation"))
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["metadata"]["serverAddress"] == "http://prometheus.monitoring.svc:9090"
+    assert "chatstack_generation_engine_waiting_requests" in trigger["metadata"]["query"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == component("generation")
+    assert rendered.all("HorizontalPodAutoscaler") == []
+    assert "replicas" not in rendered.one("Deployment", component("generation"))["spec"]
+
+
+def test_keda_and_llm_signals_cannot_both_scale_generation() -> None:
+    message = render_error(values("values-gpu.yaml"), {"keda": {
+        "enabled": True, "prometheus": {"serverAddress": "http://prometheus:9090"}}})
+    assert "enable one" in message
+
+
+# -- observability --------------------------------------------------------------------------
+def test_service_monitors_scrape_the_metrics_port_their_service_defines() -> None:
+    rendered = render(values("values-gpu.yaml"))
+    monitors = rendered.all("ServiceMonitor")
+    assert {m["metadata"]["name"] for m in monitors} == {component(s) for s in [*SERVICES, "redis"]}
+    for monitor in monitors:
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        services = [s for s in rendered.all("Service")
+                    if selector.items() <= s["metadata"]["labels"].items() and s["spec"].get("clusterIP") != "None"]
+        assert len(services) == 1, monitor["metadata"]["name"]
+        endpoint = monitor["spec"]["endpoints"][0]
+        port = next(p for p in services[0]["spec"]["ports"] if p["name"] == endpoint["port"])
+        pods = [w for w in rendered.docs if w["kind"] in ("Deployment", "StatefulSet")
+                and w["spec"]["selector"]["matchLabels"].items() <= services[0]["spec"]["selector"].items()]
+        container_ports = {p["name"]: p["containerPort"] for w in pods
+                           for c in w["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        name = monitor["metadata"]["name"].removeprefix(f"{RELEASE}-")
+        if name in SERVICES:
+            assert container_ports[port["targetPort"]] == SERVICES[name][1]
+            # The metrics carry their own `service` label; honorLabels keeps it.
+            assert endpoint["honorLabels"] is True
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def prometheus_rule(*layers: dict[str, Any]) -> dict[str, Any]:
+    rules = render(*layers).all("PrometheusRule")
+    assert len(rules) == 1
+    return rules[0]
+
+
+def test_prometheus_rules_pass_promtool(tmp_path: Path) -> None:
+    for values_file in VALUES_FILES:
+        rules = tmp_path / f"rules-{values_file}"
+        rule = prometheus_rule(values(values_file), {"observability": {"prometheusRule": {"enabled": True}}})
+        rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+        check = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "SUCCESS: 5 rules found" in check.stdout
+
+
+def test_alerts_fire_on_trouble_and_stay_quiet_otherwise(tmp_path: Path) -> None:
+    rule = prometheus_rule(values("values-dev-cpu.yaml"), {"observability": {"prometheusRule": {"enabled": True}}})
+    groups = copy.deepcopy(rule["spec"]["groups"])
+    for group in groups:  # promtool compares annotations too; these tests are about when alerts fire
+        for r in group["rules"]:
+            r.pop("annotations")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    rpc = 'chatstack_rpc_requests_total{namespace="chat", service="%s", method="M", code="%s"}'
+    ttft = 'chatstack_generation_time_to_first_token_seconds_bucket{namespace="chat", le="%s"}'
+    waiting = 'chatstack_generation_engine_waiting_requests{namespace="chat", pod="g-0"}'
+    ns = {"namespace": "chat"}
+
+    def case(series: dict[str, str], alert: str, fires: dict[str, str] | None) -> dict[str, Any]:
+        return {"interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                "alert_rule_test": [{"eval_time": "30m", "alertname": alert,
+                                     "exp_alerts": [{"exp_labels": fires}] if fires else []}]}
+
+    tests = [
+        # 10% INTERNAL on the tokenizer fires; a third INVALID_ARGUMENT on the session (the callers'
+        # fault) does not.
+        case({rpc % ("tokenizer", "OK"): "0+90x40", rpc % ("tokenizer", "INTERNAL"): "0+10x40",
+              rpc % ("session", "OK"): "0+100x40", rpc % ("session", "INVALID_ARGUMENT"): "0+50x40"},
+             "ChatstackHighErrorRate", {**ns, "service": "tokenizer", "severity": "warning"}),
+        case({rpc % ("tokenizer", "OK"): "0+99x40", rpc % ("tokenizer", "UNAVAILABLE"): "0+1x40"},
+             "ChatstackHighErrorRate", None),
+        # 90% of first tokens between 2.5 s and 5 s: p95 ~ 4.9 s > 2 s.
+        case({ttft % "1": "0+1x40", ttft % "2.5": "0+1x40", ttft % "5": "0+10x40", ttft % "+Inf": "0+10x40"},
+             "ChatstackTimeToFirstTokenHigh", {**ns, "severity": "warning"}),
+        case({ttft % "1": "0+10x40", ttft % "2.5": "0+10x40", ttft % "5": "0+10x40", ttft % "+Inf": "0+10x40"},
+             "ChatstackTimeToFirstTokenHigh", None),
+        # One more waiting request every minute fires; a long but steady queue does not.
+        case({waiting: "0+1x40"}, "ChatstackGenerationQueueGrowing", {**ns, "severity": "warning"}),
+        case({waiting: "20x40"}, "ChatstackGenerationQueueGrowing", None),
+        case({'up{namespace="chat", job="chatstack-redis"}': "1x5 0x35"},
+             "ChatstackRedisDown", {**ns, "job": "chatstack-redis", "severity": "critical"}),
+        case({'up{namespace="chat", job="chatstack-redis"}': "1x40",
+              'redis_up{namespace="chat", job="chatstack-redis"}': "1x40"}, "ChatstackRedisDown", None),
+        case({rpc % ("session", "OK"): "0+100x40", rpc % ("session", "UNAVAILABLE"): "0+5x40"},
+             "ChatstackSessionRedisUnavailable", {**ns, "severity": "critical"}),
+        case({rpc % ("session", "OK"): "0+100x40"}, "ChatstackSessionRedisUnavailable", None),
+    ]
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(
+        {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}))
+    run = subprocess.run(["promtool", "test", "rules", "tests.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def dashboard() -> dict[str, Any]:
+    configmap = render(values("values-gpu.yaml")).one("ConfigMap", component("dashboards"))
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    loaded: dict[str, Any] = json.loads(configmap["data"]["chatstack.json"])
+    return loaded
+
+
+def test_dashboard_has_latency_ttft_itl_tokens_and_error_panels() -> None:
+    board = dashboard()
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in panels}
+    assert "chatstack_rpc_duration_seconds_bucket" in exprs["Per-RPC latency p95"]
+    assert "chatstack_generation_time_to_first_token_seconds_bucket" in exprs["Time to first token"]
+    assert "chatstack_generation_inter_token_latency_seconds_bucket" in exprs["Inter-token latency"]
+    assert "rate(chatstack_generation_generated_tokens_total" in exprs["Tokens per second"]
+    assert 'code!="OK"' in exprs["Error ratio by service (non-OK / all)"]
+
+
+def referenced_metric_names() -> dict[str, set[str]]:
+    """Metric names in every query the chart renders: dashboard, alerts, HPA and KEDA."""
+    board = dashboard()
+    queries = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    queries += [v["query"]["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    rules = [r["expr"] for g in prometheus_rule(values("values-gpu.yaml"))["spec"]["groups"] for r in g["rules"]]
+    hpa = render(values("values-gpu.yaml")).one("HorizontalPodAutoscaler", component("generation"))
+    keda = render(values("values-dev-cpu.yaml"), {"keda": {"enabled": True, "prometheus": {
+        "serverAddress": "http://p:9090"}}}).one("ScaledObject", component("generation"))
+    autoscalers = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]]
+    autoscalers += [t["metadata"]["query"] for t in keda["spec"]["triggers"]]
+    return {source: {n for q in texts for n in METRIC_NAME.findall(q)}
+            for source, texts in (("dashboard", queries), ("alerts", rules), ("autoscalers", autoscalers))}
+
+
+def base_name(sample: str) -> str:
+    return re.sub(r"_(bucket|sum|count|created)$", "", sample)
+
+
+def test_queries_reference_the_rpc_generation_and_session_metric_families() -> None:
+    names = referenced_metric_names()
+    assert {"chatstack_rpc_requests_total", "chatstack_rpc_duration_seconds_bucket",
+            "chatstack_generation_time_to_first_token_seconds_bucket",
+            "chatstack_generation_inter_token_latency_seconds_bucket",
+            "chatstack_generation_e2e_request_latency_seconds_bucket",
+            "chatstack_session_redis_duration_seconds_bucket"} <= names["dashboard"]
+    assert {"chatstack_rpc_requests_total", "chatstack_generation_time_to_first_token_seconds_bucket",
+            "chatstack_generation_engine_waiting_requests"} <= names["alerts"]
+    assert names["autoscalers"] == {"chatstack_generation_engine_waiting_requests"}
+
+
+def scrape(metrics_port: int) -> set[str]:
+    """Sample names on a live /metrics endpoint."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", body, re.M)}
+
+
+@pytest.mark.integration
+def test_dashboard_and_alerts_use_only_metric_names_the_services_export(
+    helm_tokenizer_service: tuple[str, int], session_service: tuple[str, int],
+    generation_service: tuple[str, int],
+) -> None:
+    # One call on each service, so the labelled series and the histograms' buckets exist.
+    with grpc.insecure_channel(helm_tokenizer_service[0]) as channel:
+        tokenizer_pb2_grpc.TokenizerServiceStub(channel).Encode(
+            tokenizer_pb2.EncodeRequest(texts=["hello"]), timeout=30)
+    with grpc.insecure_channel(session_service[0]) as channel:
+        stub = session_pb2_grpc.SessionServiceStub(channel)
+        md = (("x-chatstack-owner", f"helm-{uuid.uuid4().hex[:8]}"),)
+        session = stub.CreateSession(session_pb2.CreateSessionRequest(), metadata=md, timeout=30).session
+        stub.PushTurn(session_pb2.PushTurnRequest(session_id=session.session_id, role=common_pb2.ROLE_USER,
+                                                  content="hi", token_count=1), metadata=md, timeout=30)
+    with grpc.insecure_channel(generation_service[0]) as channel:
+        generation_pb2_grpc.GenerationServiceStub(channel).Generate(generation_pb2.GenerateRequest(
+            token_ids=common_pb2.TokenIds(ids=[1, 300, 301, 302]),
+            sampling=generation_pb2.SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)), timeout=120)
+
+    exported = set().union(*(scrape(port) for port in (
+        helm_tokenizer_service[1], session_service[1], generation_service[1])))
+    assert {"chatstack_rpc_requests_total", "chatstack_generation_inter_token_latency_seconds_bucket",
+            "chatstack_session_redis_duration_seconds_bucket"} <= exported
+    for source, names in referenced_metric_names().items():
+        assert names - exported == set(), f"{source} queries series no service exports"
+    # Names in the dashboard's text (descriptions too) are metric families that exist.
+    mentioned = {base_name(n) for n in METRIC_NAME.findall(json.dumps(dashboard()))}
+    assert mentioned - {base_name(n) for n in exported} == set()
+
+
+# -- NOTES and images -----------------------------------------------------------------------
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_notes_explain_how_to_reach_the_gateway_and_chat(values_file: str) -> None:
+    notes = render(values(values_file)).notes
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{component('gateway')} 50050" in notes
+    assert "chatstack chat --target localhost:50050 --api-key <your-api-key>" in notes
+
+
+def entrypoint_script(dockerfile: Path) -> str:
+    match = re.search(r'<<"ENTRYPOINT_SH" /usr/local/bin/chatstack-entrypoint\n(.*?)\nENTRYPOINT_SH\n',
+                      dockerfile.read_text(), re.S)
+    assert match, f"no entrypoint heredoc in {dockerfile}"
+    return match.group(1) + "\n"
+
+
+def test_images_run_non_root_with_pinned_torch_and_their_vllm_extra() -> None:
+    for flavour in ("cpu", "gpu"):
+        text = (DOCKER_DIR / f"Dockerfile.{flavour}").read_text()
+        assert "ARG TORCH_VERSION=2.13.0" in text and '"torch==${TORCH_VERSION}"' in text
+        assert f'".[{flavour}]"' in text
+        assert "USER 10001:10001" in text
+        assert '"/usr/local/bin/chatstack-entrypoint"]' in text
+    assert "pip uninstall -y torchvision torchaudio torchcodec" in (DOCKER_DIR / "Dockerfile.cpu").read_text()
+    assert (DOCKER_DIR / "Dockerfile.cpu").read_text().startswith("# syntax=docker/dockerfile:1.7")
+
+
+def test_image_entrypoint_runs_the_named_service_module(tmp_path: Path) -> None:
+    script = entrypoint_script(DOCKER_DIR / "Dockerfile.cpu")
+    assert script == entrypoint_script(DOCKER_DIR / "Dockerfile.gpu")
+    (tmp_path / "entrypoint").write_text(script)
+    bin_dir = str(Path(sys.executable).parent)
+    run = subprocess.run(["sh", str(tmp_path / "entrypoint"), "tokenizer", "--help"], capture_output=True,
+                         text=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "--model-dir" in run.stdout
