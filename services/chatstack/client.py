@@ -88,10 +88,13 @@ class ChatClient:
     """Talks to the gateway with an API key; every call has a deadline."""
 
     def __init__(self, target: str, api_key: str, timeout: float = 120.0,
-                 channel: grpc.Channel | None = None) -> None:
+                 channel: grpc.Channel | None = None, application: str = "") -> None:
+        """`application`: the Ray Serve application name, when `target` is Serve's gRPC proxy."""
         self.channel = channel or grpc.insecure_channel(target)
         self.stub = chat_pb2_grpc.ChatServiceStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {api_key}"),)
+        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),)
+        if application:
+            self.metadata += (("application", application),)
         self.timeout = timeout
 
     def close(self) -> None:

@@ -34,5 +34,8 @@ class GatewayConfig(ServerConfig):
     default_temperature: float = Field(0.8, ge=0, description="Temperature when unset.")
     downstream_timeout_seconds: float = Field(
         120.0, gt=0, description="Deadline of a downstream call when the client set none.")
+    via_serve_proxy: bool = Field(
+        False, description="Backends are Ray Serve applications behind one gRPC proxy: add the "
+        "`application: <service>` metadata Serve routes on (the Ray runtime sets this).")
     rollback_timeout_seconds: float = Field(
         5.0, gt=0, description="Deadline of the calls that undo a failed Chat's session writes.")

@@ -102,6 +102,8 @@ class Downstream:
         """One unary call with deadline, metadata and error mapping (`timeout` is the gRPC
         deadline of this call, default: the client's remaining deadline)."""
         extra = {OWNER_KEY.replace("-", "_"): owner} if owner else {}
+        if self.config.via_serve_proxy:
+            extra["application"] = service
         try:
             return await fn(request, timeout=timeout or self.timeout(),
                             metadata=downstream_metadata(**extra))
@@ -112,8 +114,9 @@ class Downstream:
                               ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
         """GenerateStream; closing the iterator (or cancelling the task) cancels the RPC,
         which aborts the request in the engine."""
+        extra = {"application": "generation"} if self.config.via_serve_proxy else {}
         call = self.generation.GenerateStream(request, timeout=self.timeout(),
-                                              metadata=downstream_metadata())
+                                              metadata=downstream_metadata(**extra))
         try:
             async for message in call:
                 yield message

@@ -1,0 +1,2 @@
+"""The Ray Serve runtime: the same servicers as the standalone runtime, as autoscaled Serve
+applications behind Serve's gRPC proxy."""

@@ -1,0 +1,147 @@
+"""The Ray Serve runtime on a local Ray instance: the same services, autoscaled, over Serve's
+gRPC proxy — with real Redis and real vLLM engines on the tiny models."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from chatstack.client import ChatClient
+from chatstack.core.process import free_port
+from chatstack.core.redis_process import RedisProcess
+from chatstack.gateway.auth import hash_key
+from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
+
+pytestmark = pytest.mark.integration
+KEY = "serve-test-key"
+
+
+@pytest.fixture(scope="module")
+def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """Ray (8 logical CPUs on this 2-core machine) with Serve's gRPC proxy; yields its port."""
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from chatstack.serve.apps import GRPC_SERVICER_FUNCTIONS
+
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, namespace="chatstack-test",
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    grpc_port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
+                grpc_options={"port": grpc_port, "grpc_servicer_functions": GRPC_SERVICER_FUNCTIONS})
+    yield grpc_port
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def serve_stack(serve_instance: int, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[int]:
+    """Every chatstack application deployed on Serve (apps deploy in parallel)."""
+    from ray import serve
+
+    from chatstack.serve import apps
+
+    redis = RedisProcess(free_port(), tmp_path_factory.mktemp("serve-redis")).start()
+    small = {"num_cpus": 0.1, "num_gpus": 0}
+    one = {"min_replicas": 1, "max_replicas": 1}
+    specs: list[tuple[str, Any, dict[str, Any]]] = [
+        ("tokenizer", apps.TokenizerDeployment, {"model_dir": str(models_dir / "lm")}),
+        ("session", apps.SessionDeployment, {"redis_url": redis.url}),
+        ("generation", apps.GenerationDeployment, {"model": str(models_dir / "lm"), "cpu_kvcache_space_gib": 1}),
+        ("reward", apps.RewardDeployment, {"model": str(models_dir / "reward"), "dtype": "float32",
+                                           "cpu_kvcache_space_gib": 1}),
+        ("gateway", apps.GatewayDeployment, {"api_keys": f"alice:{hash_key(KEY)}",
+                                             "serve_proxy_address": f"127.0.0.1:{serve_instance}"}),
+    ]
+    serve.run_many([  # deploy all five at once; the engines load in parallel
+        serve.RunTarget(deployment.options(ray_actor_options=small, autoscaling_config=one).bind(args),
+                        name=name, route_prefix=f"/{name}")
+        for name, deployment, args in specs], wait_for_applications_running=False)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        statuses = {name: serve.status().applications[name].status for name, *_ in specs
+                    if name in serve.status().applications}
+        if len(statuses) == len(specs) and all(s == "RUNNING" for s in statuses.values()):
+            break
+        if any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values()):
+            raise RuntimeError(f"Serve applications failed: {serve.status()}")
+        time.sleep(1)
+    else:
+        raise TimeoutError(f"Serve applications not RUNNING: {serve.status()}")
+    yield serve_instance
+    for name, *_ in specs:
+        serve.delete(name)
+    redis.stop()
+
+
+def test_chat_end_to_end_through_serve(serve_stack: int) -> None:
+    with ChatClient(f"127.0.0.1:{serve_stack}", KEY, timeout=120, application="gateway") as client:
+        first = client.chat("ka to ri", system_prompt="be terse", max_tokens=8, echo_prompt=True)
+        assert first.created and first.text and first.reward_score != 0.0
+        second = client.chat("sa mo", session_id=first.session_id, max_tokens=8, best_of=2, echo_prompt=True)
+        assert f"<|assistant|>\n{first.text}<|end|>" in second.prompt
+        assert len(second.candidates) == 2 and second.text in {c.text for c in second.candidates}
+        _, turns = client.history(first.session_id)
+        assert [t.content for t in turns] == ["ka to ri", first.text, "sa mo", second.text]
+        with pytest.raises(grpc.RpcError) as err:
+            client.chat("x", session_id="missing", max_tokens=4)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # status codes cross the proxy
+    with ChatClient(f"127.0.0.1:{serve_stack}", "wrong", application="gateway") as intruder, \
+            pytest.raises(grpc.RpcError) as err:
+        intruder.chat("x", max_tokens=4)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def replicas(app: str, deployment: str) -> int:
+    from ray import serve
+
+    status = serve.status().applications[app].deployments[deployment]
+    return int(status.replica_states.get("RUNNING", 0))
+
+
+def test_a_burst_scales_the_deployment_up_and_it_returns_to_one(serve_instance: int, models_dir: Path) -> None:
+    from ray import serve
+
+    from chatstack.serve import apps
+
+    autoscaling = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1,
+                   "upscale_delay_s": 0.5, "downscale_delay_s": 3, "metrics_interval_s": 0.5,
+                   "look_back_period_s": 2}
+    serve.run(apps.TokenizerDeployment.options(ray_actor_options={"num_cpus": 0.1}, autoscaling_config=autoscaling)
+              .bind({"model_dir": str(models_dir / "lm")}), name="autoscale", route_prefix="/autoscale")
+    assert replicas("autoscale", "TokenizerDeployment") == 1
+    texts = ["ka to ri sa mo lu pe di " * 400] * 32  # ~100 ms per call: a standing queue
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{serve_instance}") as channel:
+            stub = tokenizer_pb2_grpc.TokenizerServiceStub(channel)
+            while not stop.is_set():
+                stub.Encode(tokenizer_pb2.EncodeRequest(texts=texts), metadata=(("application", "autoscale"),),
+                            timeout=30)
+
+    workers = [threading.Thread(target=hammer) for _ in range(12)]
+    for w in workers:
+        w.start()
+    try:
+        peak, deadline = 1, time.monotonic() + 90
+        while time.monotonic() < deadline and peak < 2:
+            peak = max(peak, replicas("autoscale", "TokenizerDeployment"))
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(60)
+    assert peak >= 2, serve.status().applications["autoscale"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and replicas("autoscale", "TokenizerDeployment") != 1:
+        time.sleep(1)
+    assert replicas("autoscale", "TokenizerDeployment") == 1
+    serve.delete("autoscale")
