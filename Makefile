@@ -16,7 +16,7 @@ MODELS_DIR ?= .models/tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup system-deps tools venv models protos check-protos lint test test-unit \
-        test-integration bench run clean
+        test-integration bench run run-ray loadtest clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -85,6 +85,9 @@ bench: setup  ## benchmarks (ratios against in-process baselines)
 
 run: setup  ## start every service on localhost (Ctrl-C stops all)
 	$(VENV)/bin/chatstack run-local --models-dir $(MODELS_DIR)
+
+run-ray: setup  ## the same stack on a local Ray Serve, from deploy/ray/serve-config.yaml
+	$(VENV)/bin/chatstack run-ray --config deploy/ray/serve-config.yaml --models-dir $(MODELS_DIR)
 
 clean:  ## remove the venv, tools, models and run state
 	rm -rf $(VENV) $(TOOLS) .models .run

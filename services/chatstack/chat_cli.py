@@ -113,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", default=os.environ.get("CHATSTACK_TARGET", "127.0.0.1:50050"))
     parser.add_argument("--api-key", default=os.environ.get("CHATSTACK_API_KEY", ""),
                         help="API key (or env CHATSTACK_API_KEY)")
+    parser.add_argument("--application", default="",
+                        help="Ray Serve application name when --target is Serve's gRPC proxy (gateway)")
     parser.add_argument("--system", default="", help="system prompt of new conversations")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--best-of", type=int, default=1)
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.api_key:
         parser.error("give --api-key or set CHATSTACK_API_KEY")
     options = {"max_tokens": args.max_tokens, "best_of": args.best_of, "temperature": args.temperature}
-    repl = ChatRepl(ChatClient(args.target, args.api_key), options, args.system)
+    repl = ChatRepl(ChatClient(args.target, args.api_key, application=args.application), options, args.system)
     print(f"chatstack chat on {args.target} — {HELP}")
     while True:
         try:

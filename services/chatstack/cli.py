@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     local = sub.add_parser("run-local", help="start every service on localhost (make run)")
     local.add_argument("--models-dir", default=".models/tiny")
     local.add_argument("--run-dir", default=".run")
+    ray_local = sub.add_parser("run-ray", help="start the stack on a local Ray Serve (make run-ray)")
+    ray_local.add_argument("--config", default="deploy/ray/serve-config.yaml")
+    ray_local.add_argument("--models-dir", default=".models/tiny")
+    ray_local.add_argument("--run-dir", default=".run")
     args = parser.parse_args(args_in)
 
     if args.command == "models" and args.models_command == "build-tiny":
@@ -69,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(hash_key(args.key))
         return 0
+    if args.command == "run-ray":
+        from chatstack.serve.local import run_ray_stack
+
+        return run_ray_stack(args.config, args.models_dir, args.run_dir)
     if args.command == "run-local":
         from chatstack.local_stack import run_local_stack
 
