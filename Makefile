@@ -82,6 +82,9 @@ test-integration: setup
 bench: setup  ## benchmarks (ratios against in-process baselines)
 	$(PY) -m tests.benchmarks.bench_tokenizer --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_session
+	$(PY) -m tests.benchmarks.bench_generation --models-dir $(MODELS_DIR)
+	$(PY) -m tests.benchmarks.bench_reward --models-dir $(MODELS_DIR)
+	$(PY) -m tests.benchmarks.bench_gateway --models-dir $(MODELS_DIR)
 
 run: setup  ## start every service on localhost (Ctrl-C stops all)
 	$(VENV)/bin/chatstack run-local --models-dir $(MODELS_DIR)
