@@ -10,6 +10,9 @@ import pytest
 
 from chatstack.models.tiny import build_tiny_models
 
+# The real-server fixtures, registered once for every directory (tests/stack_fixtures.py).
+pytest_plugins = ["tests.stack_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

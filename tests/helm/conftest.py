@@ -1,7 +1,8 @@
 """Fixtures of the chart tests: the real services whose /metrics the dashboard and alerts must match.
 
-The session and generation services (and the Redis behind the session service) come from the
-integration fixtures, so a run of the whole suite starts each of them once.
+The session and generation services (and the Redis behind the session service) come from
+tests/stack_fixtures.py (registered in tests/conftest.py), so a run of the whole suite starts
+each of them once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from chatstack.core.process import free_port, start_grpc_service
-from tests.integration.conftest import generation_service, redis_server, session_service  # noqa: F401
 
 TOKENIZER_SERVICE = "chatstack.v1.TokenizerService"
 

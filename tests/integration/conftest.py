@@ -1,131 +1,14 @@
-"""Fixtures that start real servers: redis-server and the session service."""
+"""Helpers of the integration tests (the fixtures themselves live in tests/stack_fixtures.py)."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
-
-import grpc
-import pytest
-
-from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
-from chatstack.core.redis_process import RedisProcess
-from chatstack.v1 import session_pb2_grpc
-
-SESSION_SERVICE = "chatstack.v1.SessionService"
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """A real redis-server (AOF with appendfsync always) on a free port."""
-    server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis"), appendfsync="always")
-    server.start()
-    yield server
-    server.stop()
-
-
-def start_session_service(redis_url: str, log_dir: Path, *flags: str,
-                          name: str = "session") -> tuple[ManagedProcess, str, int]:
-    """Start the session service against `redis_url`; returns (process, address, metrics port)."""
-    port, metrics_port = free_port(), free_port()
-    proc = start_grpc_service(name, "session", port, metrics_port, log_dir,
-                              ("--redis-url", redis_url, *flags), health_service=SESSION_SERVICE)
-    return proc, f"127.0.0.1:{port}", metrics_port
-
-
-@pytest.fixture(scope="session")
-def session_service(redis_server: RedisProcess, log_dir: Path) -> Iterator[tuple[str, int]]:
-    """The session service on the shared redis; yields (address, metrics port)."""
-    proc, address, metrics_port = start_session_service(
-        redis_server.url, log_dir, "--max-turns", "0", "--max-content-bytes", "1024")
-    yield address, metrics_port
-    assert proc.stop() == 0, proc.tail()
-
-
-@pytest.fixture(scope="session")
-def session_stub(session_service: tuple[str, int]) -> Iterator[session_pb2_grpc.SessionServiceStub]:
-    """A sync stub on the shared session service."""
-    with grpc.insecure_channel(session_service[0]) as channel:
-        yield session_pb2_grpc.SessionServiceStub(channel)
-
-
-GENERATION_SERVICE = "chatstack.v1.GenerationService"
-GENERATION_FLAGS = ("--max-in-flight", "24", "--max-num-seqs", "32", "--cpu-kvcache-space-gib", "1",
-                    "--max-n", "4", "--log-level", "WARNING")
-
-
-def start_generation_service(model_dir: Path, log_dir: Path, *flags: str,
-                             name: str = "generation") -> tuple[ManagedProcess, str, int]:
-    """Start the generation service (a real vLLM engine); returns (process, address, metrics port)."""
-    port, metrics_port = free_port(), free_port()
-    proc = start_grpc_service(name, "generation", port, metrics_port, log_dir,
-                              ("--model", str(model_dir), *GENERATION_FLAGS, *flags),
-                              health_service=GENERATION_SERVICE, timeout=300)
-    return proc, f"127.0.0.1:{port}", metrics_port
-
-
-@pytest.fixture(scope="session")
-def generation_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, int]]:
-    """One generation service (vLLM on the tiny LM) for the whole test session."""
-    proc, address, metrics_port = start_generation_service(models_dir / "lm", log_dir)
-    yield address, metrics_port
-    assert proc.stop(60) == 0, proc.tail()
-
-
-REWARD_SERVICE = "chatstack.v1.RewardService"
-
-
-@pytest.fixture(scope="session")
-def reward_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, int]]:
-    """One reward service (vLLM pooling runner on the tiny reward model) for the session."""
-    port, metrics_port = free_port(), free_port()
-    proc = start_grpc_service(
-        "reward", "reward", port, metrics_port, log_dir,
-        ("--model", str(models_dir / "reward"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1", "--max-candidates", "8",
-         "--max-batch-items", "64", "--max-model-len", "512", "--log-level", "WARNING"),
-        health_service=REWARD_SERVICE, timeout=300)
-    yield f"127.0.0.1:{port}", metrics_port
-    assert proc.stop(60) == 0, proc.tail()
-
-
-TOKENIZER_SERVICE = "chatstack.v1.TokenizerService"
-CHAT_SERVICE = "chatstack.v1.ChatService"
-ALICE_KEY, BOB_KEY = "alice-secret-key", "bob-secret-key"
-
-
-@pytest.fixture(scope="session")
-def tokenizer_address(models_dir: Path, log_dir: Path) -> Iterator[str]:
-    """One tokenizer service for the session's gateway tests."""
-    port = free_port()
-    proc = start_grpc_service("tokenizer-shared", "tokenizer", port, free_port(), log_dir,
-                              ("--model-dir", str(models_dir / "lm")), health_service=TOKENIZER_SERVICE)
-    yield f"127.0.0.1:{port}"
-    proc.stop()
-
-
-def start_gateway(log_dir: Path, name: str = "gateway", **addresses: str) -> tuple[ManagedProcess, str, int]:
-    """A gateway with keys for alice and bob; addresses: tokenizer=..., generation=..., etc."""
-    from chatstack.gateway.auth import hash_key
-
-    port, metrics_port = free_port(), free_port()
-    flags = ["--api-keys", f"alice:{hash_key(ALICE_KEY)},bob:{hash_key(BOB_KEY)}", "--log-level", "WARNING"]
-    for service, address in addresses.items():
-        flags += [f"--{service}-address", address]
-    proc = start_grpc_service(name, "gateway", port, metrics_port, log_dir, flags, health_service=CHAT_SERVICE)
-    return proc, f"127.0.0.1:{port}", metrics_port
-
-
-@pytest.fixture(scope="session")
-def stack_addresses(tokenizer_address: str, session_service: tuple[str, int],
-                    generation_service: tuple[str, int], reward_service: tuple[str, int]) -> dict[str, str]:
-    """Addresses of the four real backend services."""
-    return {"tokenizer": tokenizer_address, "session": session_service[0],
-            "generation": generation_service[0], "reward": reward_service[0]}
-
-
-@pytest.fixture(scope="session")
-def gateway(stack_addresses: dict[str, str], log_dir: Path) -> Iterator[tuple[str, int]]:
-    """The gateway over the real stack; yields (address, metrics port)."""
-    proc, address, metrics_port = start_gateway(log_dir, **stack_addresses)
-    yield address, metrics_port
-    assert proc.stop() == 0, proc.tail()
+from tests.stack_fixtures import (  # noqa: F401
+    ALICE_KEY,
+    BOB_KEY,
+    CHAT_SERVICE,
+    GENERATION_SERVICE,
+    REWARD_SERVICE,
+    SESSION_SERVICE,
+    TOKENIZER_SERVICE,
+    start_gateway,
+    start_generation_service,
+    start_session_service,
+)
