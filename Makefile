@@ -85,6 +85,7 @@ bench: setup  ## benchmarks (ratios against in-process baselines)
 	$(PY) -m tests.benchmarks.bench_generation --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_reward --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_gateway --models-dir $(MODELS_DIR)
+	$(PY) -m tests.benchmarks.bench_serve --models-dir $(MODELS_DIR)
 
 run: setup  ## start every service on localhost (Ctrl-C stops all)
 	$(VENV)/bin/chatstack run-local --models-dir $(MODELS_DIR)
