@@ -67,7 +67,7 @@ check-protos: tools venv  ## buf lint + format, and fail if the committed stubs 
 	done && rm -rf $$tmp && echo "protos: lint, format and stubs OK"
 
 lint: venv  ## ruff and mypy
-	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff check services tests loadtest
 	$(VENV)/bin/mypy
 
 test: setup check-protos lint  ## every check, then the whole test suite
@@ -92,6 +92,9 @@ run: setup  ## start every service on localhost (Ctrl-C stops all)
 
 run-ray: setup  ## the same stack on a local Ray Serve, from deploy/ray/serve-config.yaml
 	$(VENV)/bin/chatstack run-ray --config deploy/ray/serve-config.yaml --models-dir $(MODELS_DIR)
+
+loadtest: setup  ## Locust against a running `make run` (60 s, 8 users): CSV/HTML/PNG in loadtest/reports
+	$(PY) -m loadtest.run --users 8 --spawn-rate 4 --run-time 60s --out loadtest/reports
 
 clean:  ## remove the venv, tools, models and run state
 	rm -rf $(VENV) $(TOOLS) .models .run

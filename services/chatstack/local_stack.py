@@ -5,6 +5,7 @@ Ports are fixed so clients and docs can name them; Ctrl-C (or SIGTERM) stops eve
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -42,16 +43,28 @@ def dev_api_key(run: Path) -> tuple[str, Path]:
     return key_file.read_text().strip(), keys
 
 
+def engine_cores(index: int) -> str:
+    """Disjoint cores for the two vLLM engines (generation 0, reward 1): vLLM's 'auto' binding
+    would pin both to the same first cores and the reward engine would starve generation."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "auto"
+    half = len(cpus) // 2
+    chosen = cpus[:half] if index == 0 else cpus[half:]
+    return ",".join(map(str, chosen))
+
+
 def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[LocalService]:
     """The services `make run` starts, in dependency order."""
     return [
         LocalService("tokenizer", "tokenizer", 50051, 9101, ("--model-dir", str(models_dir / "lm"))),
         LocalService("session", "session", 50054, 9104, ("--redis-url", redis_url)),
         LocalService("generation", "generation", 50052, 9102,
-                     ("--model", str(models_dir / "lm"), "--cpu-kvcache-space-gib", "1")),
+                     ("--model", str(models_dir / "lm"), "--cpu-kvcache-space-gib", "1",
+                      "--cpu-threads-bind", engine_cores(0))),
         LocalService("reward", "reward", 50053, 9103,
                      ("--model", str(models_dir / "reward"), "--dtype", "float32",
-                      "--cpu-kvcache-space-gib", "1")),
+                      "--cpu-kvcache-space-gib", "1", "--cpu-threads-bind", engine_cores(1))),
         LocalService("gateway", "gateway", 50050, 9100, ("--api-keys-file", str(keys_file))),
     ]
 

@@ -16,6 +16,7 @@ from chatstack.client import ChatClient
 from chatstack.core.process import free_port
 from chatstack.core.redis_process import RedisProcess
 from chatstack.gateway.auth import hash_key
+from chatstack.local_stack import engine_cores
 from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -54,9 +55,10 @@ def serve_stack(serve_instance: int, models_dir: Path, tmp_path_factory: pytest.
     specs: list[tuple[str, Any, dict[str, Any]]] = [
         ("tokenizer", apps.TokenizerDeployment, {"model_dir": str(models_dir / "lm")}),
         ("session", apps.SessionDeployment, {"redis_url": redis.url}),
-        ("generation", apps.GenerationDeployment, {"model": str(models_dir / "lm"), "cpu_kvcache_space_gib": 1}),
+        ("generation", apps.GenerationDeployment, {"model": str(models_dir / "lm"), "cpu_kvcache_space_gib": 1,
+                                                   "cpu_threads_bind": engine_cores(0)}),
         ("reward", apps.RewardDeployment, {"model": str(models_dir / "reward"), "dtype": "float32",
-                                           "cpu_kvcache_space_gib": 1}),
+                                           "cpu_kvcache_space_gib": 1, "cpu_threads_bind": engine_cores(1)}),
         ("gateway", apps.GatewayDeployment, {"api_keys": f"alice:{hash_key(KEY)}",
                                              "serve_proxy_address": f"127.0.0.1:{serve_instance}"}),
     ]

@@ -28,6 +28,10 @@ class VllmEngineConfig(ServerConfig):
     cpu_kvcache_space_gib: float = Field(
         1.0, gt=0, description="KV-cache size on CPU, GiB (sets VLLM_CPU_KVCACHE_SPACE)."
     )
+    cpu_threads_bind: str = Field(
+        "auto", description="CPU cores of the engine's OpenMP threads, e.g. '0-3' or 'nobind' (sets "
+        "VLLM_CPU_OMP_THREADS_BIND). Two engines on one machine must not share cores: 'auto' pins "
+        "every engine to the same first cores.")
     max_in_flight: int = Field(
         128, ge=1, description="Work admitted at once; more gets RESOURCE_EXHAUSTED at once."
     )
@@ -36,6 +40,7 @@ class VllmEngineConfig(ServerConfig):
 def engine_args(config: VllmEngineConfig, runner: str = "generate") -> Any:
     """vLLM AsyncEngineArgs for a config (also used by benchmarks' in-process baselines)."""
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{config.cpu_kvcache_space_gib:g}"
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
     from vllm import AsyncEngineArgs
 
     optional: dict[str, Any] = {}

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from chatstack.core.redis_process import RedisProcess
+from chatstack.local_stack import engine_cores
 
 REDIS_PORT = 6391
 
@@ -29,8 +30,10 @@ def localize(config: dict[str, Any], models: Path, redis_url: str, keys_file: Pa
     local: dict[str, dict[str, Any]] = {
         "tokenizer": {"model_dir": str(models / "lm")},
         "session": {"redis_url": redis_url},
-        "generation": {"model": str(models / "lm"), "cpu_kvcache_space_gib": 1},
-        "reward": {"model": str(models / "reward"), "dtype": "float32", "cpu_kvcache_space_gib": 1},
+        "generation": {"model": str(models / "lm"), "cpu_kvcache_space_gib": 1,
+                       "cpu_threads_bind": engine_cores(0)},
+        "reward": {"model": str(models / "reward"), "dtype": "float32", "cpu_kvcache_space_gib": 1,
+                   "cpu_threads_bind": engine_cores(1)},
         "gateway": {"api_keys_file": str(keys_file),
                     "serve_proxy_address": f"127.0.0.1:{config['grpc_options']['port']}"},
     }
