@@ -26,6 +26,7 @@ from chatstack.client import ChatClient
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.gateway.auth import hash_key
+from chatstack.local_stack import engine_cores
 from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
 KEY = "bench-serve-key"
@@ -62,8 +63,10 @@ def standalone(models: Path, tmp: Path, clients: int, seconds: float, max_tokens
         flags = {
             "tokenizer": ("--model-dir", str(models / "lm")),
             "session": ("--redis-url", redis.url),
-            "generation": ("--model", str(models / "lm"), "--cpu-kvcache-space-gib", "1"),
-            "reward": ("--model", str(models / "reward"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1"),
+            "generation": ("--model", str(models / "lm"), "--cpu-kvcache-space-gib", "1",
+                           "--cpu-threads-bind", engine_cores(0)),
+            "reward": ("--model", str(models / "reward"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1",
+                       "--cpu-threads-bind", engine_cores(1)),
             "gateway": ("--api-keys", f"bench:{hash_key(KEY)}",
                         *[arg for s in ("tokenizer", "session", "generation", "reward")
                           for arg in (f"--{s}-address", f"127.0.0.1:{ports[s]}")]),
@@ -98,9 +101,10 @@ def on_serve(models: Path, tmp: Path, clients: int, seconds: float,
         specs = [
             ("tokenizer", apps.TokenizerDeployment, {"model_dir": str(models / "lm")}),
             ("session", apps.SessionDeployment, {"redis_url": redis.url}),
-            ("generation", apps.GenerationDeployment, {"model": str(models / "lm"), "cpu_kvcache_space_gib": 1}),
+            ("generation", apps.GenerationDeployment, {"model": str(models / "lm"), "cpu_kvcache_space_gib": 1,
+                                                       "cpu_threads_bind": engine_cores(0)}),
             ("reward", apps.RewardDeployment, {"model": str(models / "reward"), "dtype": "float32",
-                                               "cpu_kvcache_space_gib": 1}),
+                                               "cpu_kvcache_space_gib": 1, "cpu_threads_bind": engine_cores(1)}),
             ("gateway", apps.GatewayDeployment, {"api_keys": f"bench:{hash_key(KEY)}",
                                                  "serve_proxy_address": f"127.0.0.1:{port}"}),
         ]
