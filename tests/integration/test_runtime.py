@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from chatstack.core.config import ServerConfig
 from chatstack.core.errors import NotFound
 from chatstack.core.server import ServiceRuntime, ServiceSpec
+from tests.polling import await_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +30,8 @@ class ProbeBackend:
 
     def __init__(self) -> None:
         self.ready = asyncio.Event()
+        self.held = asyncio.Event()  # a Hold call is inside its handler
+        self.release = asyncio.Event()  # lets held calls and streams finish
         self.closed = False
 
     async def start(self) -> None:
@@ -37,13 +40,15 @@ class ProbeBackend:
     async def stop(self) -> None:
         self.closed = True
 
-    async def sleep(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        await asyncio.sleep(float(request.decode()))
-        return b"slept"
+    async def hold(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        self.held.set()
+        await self.release.wait()
+        return b"released"
 
     async def ticks(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        for i in range(int(request.decode())):
-            await asyncio.sleep(0.1)
+        yield b"0"
+        await self.release.wait()
+        for i in range(1, int(request.decode())):
             yield str(i).encode()
 
     async def missing(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -54,7 +59,7 @@ class ProbeBackend:
 
     def register(self, server: grpc.aio.Server) -> None:
         handlers = {
-            "Sleep": grpc.unary_unary_rpc_method_handler(self.sleep),
+            "Hold": grpc.unary_unary_rpc_method_handler(self.hold),
             "Missing": grpc.unary_unary_rpc_method_handler(self.missing),
             "Boom": grpc.unary_unary_rpc_method_handler(self.boom),
             "Ticks": grpc.unary_stream_rpc_method_handler(self.ticks),
@@ -76,11 +81,8 @@ async def health_of(channel: grpc.aio.Channel, service: str = SERVICE) -> int:
 
 
 async def wait_for_port(runtime: ServiceRuntime) -> str:
-    for _ in range(100):
-        if runtime.port:
-            return f"127.0.0.1:{runtime.port}"
-        await asyncio.sleep(0.02)
-    raise TimeoutError("runtime did not bind")
+    await await_until(lambda: bool(runtime.port), 5, "the runtime to bind its port")
+    return f"127.0.0.1:{runtime.port}"
 
 
 async def test_health_is_not_serving_until_the_backend_is_ready() -> None:
@@ -89,9 +91,12 @@ async def test_health_is_not_serving_until_the_backend_is_ready() -> None:
     starting = asyncio.create_task(runtime.start())
     address = await wait_for_port(runtime)
     async with grpc.aio.insecure_channel(address) as channel:
-        await asyncio.sleep(0.2)
-        assert await health_of(channel) == NOT_SERVING
+        assert await health_of(channel) == NOT_SERVING  # the backend is held: deterministic
         assert await health_of(channel, "") == NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as early:  # RPCs before readiness: UNAVAILABLE
+            await channel.unary_unary(f"/{SERVICE}/Missing")(b"")
+        assert early.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "is starting" in (early.value.details() or "")
         backend.ready.set()
         await starting
         assert await health_of(channel) == SERVING
@@ -106,19 +111,22 @@ async def test_sigterm_turns_not_serving_and_lets_in_flight_calls_finish() -> No
     running = asyncio.create_task(runtime.run_until_stopped())
     address = await wait_for_port(runtime)
     async with grpc.aio.insecure_channel(address) as channel:
-        for _ in range(100):
-            if await health_of(channel) == SERVING:
-                break
-            await asyncio.sleep(0.05)
+        async def serving() -> bool:
+            return await health_of(channel) == SERVING
+
+        await await_until(serving, 10, "SERVING")
         watch = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service=SERVICE))
         assert (await watch.read()).status == SERVING
-        unary = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/Sleep")(b"1.0"))
+        unary = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/Hold")(b""))
         stream = channel.unary_stream(f"/{SERVICE}/Ticks")(b"8")
         first = await stream.read()
+        await backend.held.wait()  # both calls are inside their handlers
         os.kill(os.getpid(), signal.SIGTERM)
         assert (await watch.read()).status == NOT_SERVING
-        assert await unary == b"slept"  # in flight when SIGTERM came: finished
+        assert not unary.done()
+        backend.release.set()  # only now may the in-flight calls finish, during the stop
+        assert await unary == b"released"
         received = [first]
         while (message := await stream.read()) is not grpc.aio.EOF:
             received.append(message)

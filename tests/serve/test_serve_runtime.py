@@ -4,7 +4,6 @@ gRPC proxy — with real Redis and real vLLM engines on the tiny models."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import grpc
 import pytest
 
 from chatstack.client import ChatClient
-from chatstack.core.process import free_port
+from chatstack.core.process import free_port, wait_until
 from chatstack.core.redis_process import RedisProcess
 from chatstack.gateway.auth import hash_key
 from chatstack.local_stack import engine_cores
@@ -66,17 +65,14 @@ def serve_stack(serve_instance: int, models_dir: Path, tmp_path_factory: pytest.
         serve.RunTarget(deployment.options(ray_actor_options=small, autoscaling_config=one).bind(args),
                         name=name, route_prefix=f"/{name}")
         for name, deployment, args in specs], wait_for_applications_running=False)
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline:
-        statuses = {name: serve.status().applications[name].status for name, *_ in specs
-                    if name in serve.status().applications}
-        if len(statuses) == len(specs) and all(s == "RUNNING" for s in statuses.values()):
-            break
+    def all_running() -> bool:
+        apps_now = serve.status().applications
+        statuses = {name: apps_now[name].status for name, *_ in specs if name in apps_now}
         if any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values()):
             raise RuntimeError(f"Serve applications failed: {serve.status()}")
-        time.sleep(1)
-    else:
-        raise TimeoutError(f"Serve applications not RUNNING: {serve.status()}")
+        return len(statuses) == len(specs) and all(s == "RUNNING" for s in statuses.values())
+
+    wait_until(all_running, 400, "every Serve application RUNNING", interval=0.5)
     yield serve_instance
     for name, *_ in specs:
         serve.delete(name)
@@ -133,17 +129,12 @@ def test_a_burst_scales_the_deployment_up_and_it_returns_to_one(serve_instance: 
     for w in workers:
         w.start()
     try:
-        peak, deadline = 1, time.monotonic() + 90
-        while time.monotonic() < deadline and peak < 2:
-            peak = max(peak, replicas("autoscale", "TokenizerDeployment"))
-            time.sleep(0.5)
+        wait_until(lambda: replicas("autoscale", "TokenizerDeployment") >= 2, 90,
+                   "the burst to scale the deployment to 2+ replicas", interval=0.25)
     finally:
         stop.set()
         for w in workers:
             w.join(60)
-    assert peak >= 2, serve.status().applications["autoscale"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and replicas("autoscale", "TokenizerDeployment") != 1:
-        time.sleep(1)
-    assert replicas("autoscale", "TokenizerDeployment") == 1
+    wait_until(lambda: replicas("autoscale", "TokenizerDeployment") == 1, 120,
+               "the deployment to scale back to 1 replica", interval=0.5)
     serve.delete("autoscale")

@@ -85,11 +85,25 @@ class _CallRecorder:
         reset_request_id(self.token)
 
 
+def _unavailable_handler(handler: grpc.RpcMethodHandler, service: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape that answers UNAVAILABLE (the backend is starting)."""
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{service} is starting; retry shortly")
+
+    factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream is not None
+               else grpc.unary_unary_rpc_method_handler)
+    return factory(refuse, request_deserializer=handler.request_deserializer,
+                   response_serializer=handler.response_serializer)
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary and unary-stream handler (see module docstring)."""
 
-    def __init__(self, metrics: RpcMetrics) -> None:
+    def __init__(self, metrics: RpcMetrics, gated_services: frozenset[str] = frozenset(),
+                 is_ready: Callable[[], bool] = lambda: True) -> None:
         self._metrics = metrics
+        self._gated = gated_services
+        self._is_ready = is_ready
 
     async def intercept_service(
         self,
@@ -100,6 +114,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = _method_name(handler_call_details.method)
+        service = handler_call_details.method.lstrip("/").rpartition("/")[0]
+        if service in self._gated and not self._is_ready():
+            # The backend (model, Redis) is not ready: every service answers the same way.
+            # Health and reflection are not gated, so probes see NOT_SERVING meanwhile.
+            return _unavailable_handler(handler, service)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),

@@ -62,11 +62,9 @@ def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str)
     return None
 
 
-def downstream_metadata(**extra: str) -> tuple[tuple[str, str], ...]:
-    """Metadata for a downstream call: the current request id plus `extra` (key=value)."""
-    pairs = [(REQUEST_ID_KEY, current_request_id())]
-    pairs.extend((k.replace("_", "-"), v) for k, v in extra.items())
-    return tuple(pairs)
+def downstream_metadata(extra: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """Metadata for a downstream call: the current request id plus `extra` {key: value}."""
+    return ((REQUEST_ID_KEY, current_request_id()), *(extra or {}).items())
 
 
 class RequestIdLogFilter(logging.Filter):

@@ -14,6 +14,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -46,6 +47,25 @@ class ServiceSpec:
     stop: Callable[[], Awaitable[None]] = _nothing
     #: Set by the runtime: call with a reason when the backend died (exits non-zero).
     on_fatal: Callable[[str], None] = field(default=lambda reason: None)
+
+
+class Engine(Protocol):
+    """A backend with a lifecycle that may die (the vLLM-backed engines)."""
+
+    on_fatal: Callable[[str], None]
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+def engine_service_spec(service_name: str, engine: Engine,
+                        register: Callable[[grpc.aio.Server], None]) -> ServiceSpec:
+    """The spec of a service backed by an engine: SERVING once `engine.start()` returns, and a
+    dead engine stops the process with a non-zero exit."""
+    spec = ServiceSpec(service_names=[service_name], register=register, start=engine.start,
+                       stop=engine.close)
+    engine.on_fatal = lambda reason: spec.on_fatal(reason)  # the runtime sets spec.on_fatal later
+    return spec
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -83,8 +103,10 @@ class ServiceRuntime:
         self.registry = registry
         self.health = health.aio.HealthServicer()
         self.metrics_server = MetricsServer(registry, config.metrics_host, config.metrics_port)
+        self.ready = False
         self.server = grpc.aio.server(
-            interceptors=[ServiceInterceptor(RpcMetrics(registry, service))],
+            interceptors=[ServiceInterceptor(RpcMetrics(registry, service),
+                                             frozenset(spec.service_names), lambda: self.ready)],
             options=server_options(config),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
@@ -115,6 +137,7 @@ class ServiceRuntime:
             self.service, self.config.host, self.port, self.metrics_server.port,
         )
         await self.spec.start()
+        self.ready = True
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
         log.info("%s SERVING", self.service)
 

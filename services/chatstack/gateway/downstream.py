@@ -101,12 +101,12 @@ class Downstream:
                    owner: str | None = None, timeout: float | None = None) -> T:  # noqa: ASYNC109
         """One unary call with deadline, metadata and error mapping (`timeout` is the gRPC
         deadline of this call, default: the client's remaining deadline)."""
-        extra = {OWNER_KEY.replace("-", "_"): owner} if owner else {}
+        extra = {OWNER_KEY: owner} if owner else {}
         if self.config.via_serve_proxy:
             extra["application"] = service
         try:
             return await fn(request, timeout=timeout or self.timeout(),
-                            metadata=downstream_metadata(**extra))
+                            metadata=downstream_metadata(extra))
         except grpc.aio.AioRpcError as err:
             raise map_rpc_error(service, err) from err
 
@@ -116,7 +116,7 @@ class Downstream:
         which aborts the request in the engine."""
         extra = {"application": "generation"} if self.config.via_serve_proxy else {}
         call = self.generation.GenerateStream(request, timeout=self.timeout(),
-                                              metadata=downstream_metadata(**extra))
+                                              metadata=downstream_metadata(extra))
         try:
             async for message in call:
                 yield message

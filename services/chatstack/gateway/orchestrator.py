@@ -357,7 +357,7 @@ class ChatOrchestrator:
 
     async def _store(self, owner: str, session_id: str, version: int, replace_turn_id: str | None,
                      answer: Answer) -> session_pb2.PushTurnResponse:
-        (tokens,) = await self.count([answer.text])
+        tokens = len(answer.token_ids)  # the generated ids are the answer's tokens: no recount
         if replace_turn_id:
             popped = await self.ds.call("session", self.ds.session.PopTurn, session_pb2.PopTurnRequest(
                 session_id=session_id, expected_version=version), owner=owner)

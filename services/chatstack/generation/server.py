@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from functools import partial
 
-import grpc
 from prometheus_client import CollectorRegistry
 
-from chatstack.core.server import ServiceSpec, run_service
+from chatstack.core.server import ServiceSpec, engine_service_spec, run_service
 from chatstack.generation.config import GenerationConfig
 from chatstack.generation.engine import VllmGenerationEngine
 from chatstack.generation.metrics import GenerationMetrics
@@ -19,16 +19,11 @@ SERVICE_NAME = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].f
 
 
 def build_spec(config: GenerationConfig, registry: CollectorRegistry) -> ServiceSpec:
-    """The generation service's spec: SERVING once the vLLM engine is up."""
+    """The generation service's spec: SERVING once the vLLM engine is up and warm."""
     engine = VllmGenerationEngine(config, GenerationMetrics(registry))
-
-    def register(server: grpc.aio.Server) -> None:
-        generation_pb2_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(engine), server)
-
-    spec = ServiceSpec(service_names=[SERVICE_NAME], register=register, start=engine.start,
-                       stop=engine.close)
-    engine.on_fatal = lambda reason: spec.on_fatal(reason)
-    return spec
+    servicer = GenerationServicer(engine)
+    return engine_service_spec(SERVICE_NAME, engine,
+                               partial(generation_pb2_grpc.add_GenerationServiceServicer_to_server, servicer))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

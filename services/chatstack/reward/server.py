@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from functools import partial
 
-import grpc
 from prometheus_client import CollectorRegistry
 
-from chatstack.core.server import ServiceSpec, run_service
+from chatstack.core.server import ServiceSpec, engine_service_spec, run_service
 from chatstack.reward.config import RewardConfig
 from chatstack.reward.engine import VllmRewardEngine
 from chatstack.reward.metrics import RewardMetrics
@@ -19,16 +19,11 @@ SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
 
 
 def build_spec(config: RewardConfig, registry: CollectorRegistry) -> ServiceSpec:
-    """The reward service's spec: SERVING once the pooling engine is up and warm."""
+    """The reward service's spec: SERVING once the vLLM engine is up and warm."""
     engine = VllmRewardEngine(config, RewardMetrics(registry))
-
-    def register(server: grpc.aio.Server) -> None:
-        reward_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(engine), server)
-
-    spec = ServiceSpec(service_names=[SERVICE_NAME], register=register, start=engine.start,
-                       stop=engine.close)
-    engine.on_fatal = lambda reason: spec.on_fatal(reason)
-    return spec
+    servicer = RewardServicer(engine)
+    return engine_service_spec(SERVICE_NAME, engine,
+                               partial(reward_pb2_grpc.add_RewardServiceServicer_to_server, servicer))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
