@@ -90,10 +90,13 @@ def on_serve(models: Path, tmp: Path, clients: int, seconds: float,
 
     from chatstack.serve import apps
 
+    from chatstack.serve.ray_head import RayHead
+
     redis = RedisProcess(free_port(), tmp / "redis-serve").start()
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, namespace="chatstack-bench")
+    head = RayHead(tmp / "ray", num_cpus=8, log_path=tmp / "ray-head.log").start()
     port = free_port()
     try:
+        head.connect("chatstack-bench")
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
                     grpc_options={"port": port, "grpc_servicer_functions": apps.GRPC_SERVICER_FUNCTIONS})
         one = {"min_replicas": 1, "max_replicas": 1}
@@ -124,6 +127,7 @@ def on_serve(models: Path, tmp: Path, clients: int, seconds: float,
     finally:
         serve.shutdown()
         ray.shutdown()
+        head.stop()
         redis.stop()
 
 

@@ -30,14 +30,21 @@ def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
     from chatstack.serve.apps import GRPC_SERVICER_FUNCTIONS
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, namespace="chatstack-test",
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    grpc_port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
-                grpc_options={"port": grpc_port, "grpc_servicer_functions": GRPC_SERVICER_FUNCTIONS})
-    yield grpc_port
-    serve.shutdown()
-    ray.shutdown()
+    from chatstack.serve.ray_head import RayHead
+
+    # The head runs in its own process: this (threaded) pytest process only connects (see ray_head).
+    tmp = tmp_path_factory.mktemp("ray")
+    head = RayHead(tmp / "ray", num_cpus=8, log_path=tmp / "ray-head.log").start()
+    try:
+        head.connect("chatstack-test")
+        grpc_port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
+                    grpc_options={"port": grpc_port, "grpc_servicer_functions": GRPC_SERVICER_FUNCTIONS})
+        yield grpc_port
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+        head.stop()
 
 
 @pytest.fixture(scope="module")
