@@ -89,7 +89,6 @@ def on_serve(models: Path, tmp: Path, clients: int, seconds: float,
     from ray import serve
 
     from chatstack.serve import apps
-
     from chatstack.serve.ray_head import RayHead
 
     redis = RedisProcess(free_port(), tmp / "redis-serve").start()

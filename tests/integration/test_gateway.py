@@ -129,6 +129,20 @@ def test_regenerate_undo_and_edit(alice: ChatClient, session_service: tuple[str,
     assert [t.content for t in alice.history(sid)[1]] == ["one", first.text]
 
 
+def test_regenerate_sees_the_window_the_answer_it_replaces_saw(alice: ChatClient) -> None:
+    """Under a tight budget the replaced answer's tokens are not counted against the window, so
+    the regenerated answer is asked with exactly the prompt the first answer was."""
+    sid = ""
+    for i in range(4):
+        sid = alice.chat(f"turn {i} ka to ri sa mo", session_id=sid, context_token_budget=60,
+                         **FAST).session_id
+    last = alice.chat("the last question lu pe", session_id=sid, context_token_budget=60,
+                      echo_prompt=True, max_tokens=24, temperature=1.0)
+    again = alice.regenerate(sid, context_token_budget=60, echo_prompt=True, max_tokens=24, temperature=1.0)
+    assert last.context_truncated and again.prompt == last.prompt
+    assert again.user_turn_id == last.user_turn_id
+
+
 def test_cancel_mid_stream_leaves_the_session_unchanged_and_aborts_generation(
     alice: ChatClient, session_service: tuple[str, int], generation_service: tuple[str, int]
 ) -> None:

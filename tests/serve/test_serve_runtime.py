@@ -29,7 +29,6 @@ def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     from ray import serve
 
     from chatstack.serve.apps import GRPC_SERVICER_FUNCTIONS
-
     from chatstack.serve.ray_head import RayHead
 
     # The head runs in its own process: this (threaded) pytest process only connects (see ray_head).

@@ -1,5 +1,10 @@
 """ChatOrchestrator: one Chat = session -> tokenizer -> generation -> reward -> session.
 
+Latency: the calls before generation run in two rounds, each two calls side by side: (1) count
+the message's tokens and read the session's context window (before the push, see
+`context_window`), then (2) push the user turn (at the version read, so a concurrent change is
+ABORTED rather than answered from a stale window) and render the chat template.
+
 Consistency: a call that fails or is cancelled at any stage undoes its own session writes
 (pops its user turn with the version it produced, or deletes the session it created), so the
 session is exactly as it was before the call. Cancelling the call cancels the downstream
@@ -11,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
-from chatstack.core.errors import FailedPrecondition, InvalidRequest
+from chatstack.core.errors import FailedPrecondition, InvalidRequest, VersionConflict
 from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.context_window import newest_that_fit, turns_to_drop
 from chatstack.gateway.downstream import Downstream, StageClock
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import (
@@ -30,6 +37,8 @@ from chatstack.gateway.model import (
 from chatstack.v1 import common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
 
 log = logging.getLogger(__name__)
+A = TypeVar("A")
+B = TypeVar("B")
 ROLE_PB = {"system": common_pb2.ROLE_SYSTEM, "user": common_pb2.ROLE_USER,
            "assistant": common_pb2.ROLE_ASSISTANT}
 
@@ -41,6 +50,30 @@ class _Undo:
     session_id: str = ""
     created: bool = False
     pushed_version: int | None = None  # version right after our user-turn push
+    pending_push: asyncio.Future[session_pb2.PushTurnResponse] | None = None  # push not yet awaited
+
+    def done(self) -> None:
+        """The call succeeded: nothing to undo any more."""
+        self.created, self.pushed_version, self.pending_push = False, None, None
+
+
+@dataclass
+class _Context:
+    """A session's context as read (system prompt and newest turns, oldest first), plus the
+    message being answered as the last turn once it is appended."""
+
+    system_prompt: str
+    system_tokens: int
+    version: int
+    omitted: int = 0  # older turns the read already left out
+    messages: list[common_pb2.ChatMessage] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    turn_ids: list[str] = field(default_factory=list)
+
+    def append(self, role: int, content: str, tokens: int, turn_id: str = "") -> None:
+        self.messages.append(common_pb2.ChatMessage(role=role, content=content))  # type: ignore[arg-type]
+        self.tokens.append(tokens)
+        self.turn_ids.append(turn_id)
 
 
 @dataclass(frozen=True)
@@ -159,20 +192,34 @@ class ChatOrchestrator:
         clock = StageClock()
         undo = _Undo(session_id=session_id)
         try:
+            budget = await self._budget(max_tokens, options)
             t = time.perf_counter()
-            if not session_id:
-                undo.session_id = (await self.create_session(owner, system_prompt)).session_id
-                undo.created = True
+            if session_id:  # round 1: count the message | read the window
+                (user_tokens,), ctx = await _both(self.count([message]),
+                                                  self._read_context(owner, session_id, budget))
+            else:  # a new session holds only its system prompt, whose count it needs
+                counts = await self.count([message, system_prompt] if system_prompt else [message])
+                user_tokens, system_tokens = counts[0], (counts[1] if system_prompt else 0)
+                session = (await self.ds.call("session", self.ds.session.CreateSession,
+                                              session_pb2.CreateSessionRequest(
+                                                  system_prompt=system_prompt,
+                                                  system_prompt_tokens=system_tokens), owner=owner)).session
+                undo.session_id, undo.created = session.session_id, True
+                ctx = _Context(system_prompt, system_tokens, session.version)
             t = clock.add("session_read", t)
-            (user_tokens,) = await self.count([message])
+            ctx.append(common_pb2.ROLE_USER, message, user_tokens)
+            # round 2: push the user turn | render the prompt
+            undo.pending_push = asyncio.ensure_future(self.ds.call(
+                "session", self.ds.session.PushTurn, session_pb2.PushTurnRequest(
+                    session_id=undo.session_id, role=common_pb2.ROLE_USER, content=message,
+                    token_count=user_tokens, expected_version=ctx.version), owner=owner))
+            prompt = await self._fit_and_render(ctx, budget, max_tokens)
             t = clock.add("template", t)
-            pushed = await self.ds.call("session", self.ds.session.PushTurn, session_pb2.PushTurnRequest(
-                session_id=undo.session_id, role=common_pb2.ROLE_USER, content=message,
-                token_count=user_tokens), owner=owner)
-            undo.pushed_version = pushed.version
-            clock.add("session_read", t)
+            pushed = await asyncio.shield(undo.pending_push)  # a cancel must not cut the push short
+            undo.pushed_version, undo.pending_push = pushed.version, None
+            clock.add("session_write", t)
             async for event in self._answer_and_store(owner, undo, pushed.turn.turn_id, pushed.version,
-                                                      None, max_tokens, options, clock):
+                                                      None, prompt, max_tokens, options, clock):
                 yield event
         except BaseException:
             await self._undo(owner, undo)
@@ -207,19 +254,32 @@ class ChatOrchestrator:
         """Answer the last user turn again; the new answer replaces the last assistant turn."""
         max_tokens = self._check(None, options)
         clock = StageClock()
+        budget = await self._budget(max_tokens, options)
         t = time.perf_counter()
         top = await self.ds.call("session", self.ds.session.PeekTurns, session_pb2.PeekTurnsRequest(
             session_id=session_id, n=2), owner=owner)
-        clock.add("session_read", t)
         turns = list(top.turns)
-        replace: str | None = None
+        replace: session_pb2.Turn | None = None
         if turns and turns[0].role == common_pb2.ROLE_ASSISTANT:
-            replace = turns[0].turn_id
+            replace = turns[0]
             turns = turns[1:]
         if not turns or turns[0].role != common_pb2.ROLE_USER:
             raise FailedPrecondition("nothing to regenerate: the session has no user turn to answer")
+        # The answer being replaced is left out of the window, so its tokens are not budget.
+        ctx = await self._read_context(owner, session_id, budget + (replace.token_count if replace else 0))
+        if replace is not None and ctx.turn_ids and ctx.turn_ids[-1] == replace.turn_id:
+            for column in (ctx.messages, ctx.tokens, ctx.turn_ids):
+                column.pop()
+        if ctx.version != top.version or not ctx.turn_ids or ctx.turn_ids[-1] != turns[0].turn_id:
+            if ctx.version != top.version:
+                raise VersionConflict(f"session {session_id} changed during regenerate; try again")
+            raise InvalidRequest(self._too_long(await self.max_model_len(), max_tokens))
+        t = clock.add("session_read", t)
+        prompt = await self._fit_and_render(ctx, budget, max_tokens)
+        clock.add("template", t)
         undo = _Undo(session_id=session_id)  # nothing is written before the answer is ready
-        async for event in self._answer_and_store(owner, undo, turns[0].turn_id, top.version, replace,
+        async for event in self._answer_and_store(owner, undo, turns[0].turn_id, top.version,
+                                                  replace.turn_id if replace else None, prompt,
                                                   max_tokens, options, clock):
             yield event
 
@@ -242,10 +302,8 @@ class ChatOrchestrator:
 
     # -- the shared middle: context, template, generation, reward, store ------------------
     async def _answer_and_store(self, owner: str, undo: _Undo, user_turn_id: str, version: int,
-                                replace_turn_id: str | None, max_tokens: int, options: ChatOptions,
-                                clock: StageClock) -> AsyncIterator[ChatEvent]:
-        prompt = await self._context_prompt(owner, undo.session_id, user_turn_id, replace_turn_id,
-                                            max_tokens, options, clock)
+                                replace_turn_id: str | None, prompt: _Prompt, max_tokens: int,
+                                options: ChatOptions, clock: StageClock) -> AsyncIterator[ChatEvent]:
         yield SessionEvent(undo.session_id, undo.created, user_turn_id, prompt.context_turns,
                            prompt.truncated, len(prompt.ids), prompt.prompt if options.echo_prompt else "")
         answer = Answer(prompt_tokens=len(prompt.ids))
@@ -258,8 +316,7 @@ class ChatOrchestrator:
         t = clock.add("reward", t)
         stored = await self._store(owner, undo.session_id, version, replace_turn_id, answer)
         clock.add("session_write", t)
-        undo.pushed_version = None  # the call succeeded: nothing to undo any more
-        undo.created = False
+        undo.done()
         clock.seconds["total"] = time.perf_counter() - clock.start
         for stage, seconds in clock.seconds.items():
             self.metrics.stage.labels(stage).observe(seconds)
@@ -267,35 +324,51 @@ class ChatOrchestrator:
                          answer.prompt_tokens, answer.completion_tokens, dict(clock.seconds),
                          answer.finish_reason, stored.version)
 
-    async def _context_prompt(self, owner: str, session_id: str, user_turn_id: str,
-                              replace_turn_id: str | None, max_tokens: int, options: ChatOptions,
-                              clock: StageClock) -> _Prompt:
+    async def _budget(self, max_tokens: int, options: ChatOptions) -> int:
+        """Tokens of context (system prompt + turns) the prompt may hold."""
+        fixed, _ = await self.template_overhead()
+        return options.context_token_budget or (await self.max_model_len() - max_tokens - fixed)
+
+    @staticmethod
+    def _too_long(limit: int, max_tokens: int) -> str:
+        return (f"message: does not fit the context window ({limit} tokens) with max_tokens "
+                f"{max_tokens}; shorten it or lower max_tokens")
+
+    async def _read_context(self, owner: str, session_id: str, budget: int) -> _Context:
+        """The newest turns that fit `budget` (GetContext), as a _Context."""
+        if budget <= 0:
+            raise InvalidRequest(self._too_long(await self.max_model_len(), 0))
+        reply = await self.ds.call("session", self.ds.session.GetContext, session_pb2.GetContextRequest(
+            session_id=session_id, token_budget=budget), owner=owner)
+        ctx = _Context(reply.system_prompt, reply.system_prompt_tokens, reply.version, reply.omitted_turns)
+        for turn in reply.turns:
+            ctx.append(turn.role, turn.content, turn.token_count, turn.turn_id)
+        return ctx
+
+    async def _fit_and_render(self, ctx: _Context, budget: int, max_tokens: int) -> _Prompt:
+        """Keep the newest turns (the last, the one being answered, always) that fit the budget,
+        render them; if the rendered prompt plus max_tokens still exceeds the model's length
+        (template tokens), drop more of the oldest turns and render again."""
         limit = await self.max_model_len()
-        fixed, per_message = await self.template_overhead()
-        budget = options.context_token_budget or (limit - max_tokens - fixed)
+        _, per_message = await self.template_overhead()
+        first = len(ctx.tokens) - newest_that_fit(ctx.tokens, budget - ctx.system_tokens)
+        system = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=ctx.system_prompt)] \
+            if ctx.system_prompt else []
+        system_tokens = [ctx.system_tokens] if ctx.system_prompt else []
         for _ in range(4):
-            if budget <= 0:
-                break
-            t = time.perf_counter()
-            ctx = await self.ds.call("session", self.ds.session.GetContext, session_pb2.GetContextRequest(
-                session_id=session_id, token_budget=budget), owner=owner)
-            t = clock.add("session_read", t)
-            turns = [turn for turn in ctx.turns if turn.turn_id != replace_turn_id]
-            if not turns or turns[-1].turn_id != user_turn_id:
-                break  # the message itself does not fit
-            messages = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=ctx.system_prompt)] \
-                if ctx.system_prompt else []
-            tokens = [ctx.system_prompt_tokens] if ctx.system_prompt else []
-            messages += [common_pb2.ChatMessage(role=turn.role, content=turn.content) for turn in turns]
-            tokens += [turn.token_count for turn in turns]
+            if first >= len(ctx.tokens):
+                break  # not even the message being answered fits
+            messages = system + ctx.messages[first:]
             text, ids = await self._render(messages)
-            clock.add("template", t)
             excess = len(ids) + max_tokens - limit
             if excess <= 0:
-                return _Prompt(messages, tokens, text, ids, len(turns), ctx.omitted_turns > 0)
-            budget -= excess + per_message
-        raise InvalidRequest(f"message: does not fit the context window ({limit} tokens) with "
-                             f"max_tokens {max_tokens}; shorten it or lower max_tokens")
+                return _Prompt(messages, system_tokens + ctx.tokens[first:], text, ids,
+                               len(ctx.tokens) - first, ctx.omitted + first > 0)
+            drop = turns_to_drop(ctx.tokens[first:-1], excess, per_message)
+            if drop is None:
+                break
+            first += drop
+        raise InvalidRequest(self._too_long(limit, max_tokens))
 
     async def _generate(self, prompt: _Prompt, max_tokens: int, options: ChatOptions, answer: Answer,
                         clock: StageClock) -> AsyncIterator[DeltaEvent]:
@@ -372,11 +445,18 @@ class ChatOrchestrator:
 
     async def _undo(self, owner: str, undo: _Undo) -> None:
         """Undo this call's session writes; shielded so a second cancellation cannot cut it short."""
-        if not undo.created and undo.pushed_version is None:
+        if not undo.created and undo.pushed_version is None and undo.pending_push is None:
             return
 
         async def run() -> None:
             timeout = self.config.rollback_timeout_seconds
+            if undo.pending_push is not None and undo.pushed_version is None:
+                try:  # the push may have landed although this call failed or was cancelled
+                    undo.pushed_version = (await asyncio.wait_for(undo.pending_push, timeout)).version
+                except (Exception, asyncio.CancelledError):
+                    pass  # it did not land: nothing to pop
+            if not undo.created and undo.pushed_version is None:
+                return
             if undo.created:
                 await self.ds.call("session", self.ds.session.DeleteSession, session_pb2.DeleteSessionRequest(
                     session_id=undo.session_id), owner=owner, timeout=timeout)
@@ -392,3 +472,14 @@ class ChatOrchestrator:
             self.metrics.rollbacks.labels("failed").inc()
             log.warning("could not undo the session writes of a failed call on %s: %s",
                         undo.session_id, exc)
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Await two calls side by side; both finish before the first failure (in argument order) is
+    raised, so nothing is left running unobserved."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(a, BaseException):
+        raise a
+    if isinstance(b, BaseException):
+        raise b
+    return a, b

@@ -1,0 +1,122 @@
+"""ChatOrchestrator's side-by-side calls before generation, with a fake of its downstream services.
+
+The push of the user turn runs beside the template rendering, so a failure or a cancel can come
+while the push is still in flight. These tests pin the moments the real services cannot be made
+to hit on cue; tests/integration/test_gateway.py runs the same class over the real services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from chatstack.core.errors import BackendUnavailable, VersionConflict
+from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.metrics import GatewayMetrics
+from chatstack.gateway.model import ChatOptions
+from chatstack.gateway.orchestrator import ChatOrchestrator
+from chatstack.v1 import generation_pb2, session_pb2, tokenizer_pb2
+
+MESSAGE = "hello there"
+
+
+class FakeDownstream:
+    """One in-memory session plus a tokenizer that counts words; hooks let a test intervene."""
+
+    def __init__(self) -> None:
+        self.turns: list[session_pb2.Turn] = []
+        self.version = 1
+        self.push_gate: asyncio.Event | None = None  # a push waits on it (then lands)
+        self.push_started = asyncio.Event()
+        self.render_error: Exception | None = None
+        self.after_read: Any = None  # called after GetContext answers
+        self.session = SimpleNamespace(GetContext=self._get_context, PushTurn=self._push, PopTurn=self._pop)
+        self.tokenizer = SimpleNamespace(CountTokens=self._count, ApplyChatTemplate=self._render)
+        self.generation = SimpleNamespace(GetModelInfo=self._model_info)
+
+    async def call(self, service: str, fn: Any, request: Any, owner: str | None = None,
+                   timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        return await fn(request)
+
+    async def _model_info(self, request: Any) -> generation_pb2.GetModelInfoResponse:
+        return generation_pb2.GetModelInfoResponse(max_model_len=2048)
+
+    async def _count(self, request: tokenizer_pb2.CountTokensRequest) -> tokenizer_pb2.CountTokensResponse:
+        return tokenizer_pb2.CountTokensResponse(counts=[len(t.split()) for t in request.texts])
+
+    async def _render(self, request: tokenizer_pb2.ApplyChatTemplateRequest
+                      ) -> tokenizer_pb2.ApplyChatTemplateResponse:
+        if self.render_error is not None and request.messages[-1].content == MESSAGE:  # not the probes
+            raise self.render_error
+        ids = [1] + [7 for m in request.messages for _ in range(len(m.content.split()) + 2)]
+        return tokenizer_pb2.ApplyChatTemplateResponse(prompt="p", token_ids=ids)
+
+    async def _get_context(self, request: session_pb2.GetContextRequest) -> session_pb2.GetContextResponse:
+        reply = session_pb2.GetContextResponse(turns=self.turns, version=self.version)
+        if self.after_read is not None:
+            self.after_read()
+        return reply
+
+    async def _push(self, request: session_pb2.PushTurnRequest) -> session_pb2.PushTurnResponse:
+        self.push_started.set()
+        if self.push_gate is not None:
+            await self.push_gate.wait()
+        if request.HasField("expected_version") and request.expected_version != self.version:
+            raise VersionConflict(f"at version {self.version}, expected {request.expected_version}")
+        turn = session_pb2.Turn(turn_id=f"t{self.version}", role=request.role, content=request.content,
+                                token_count=request.token_count)
+        self.turns.append(turn)
+        self.version += 1
+        return session_pb2.PushTurnResponse(turn=turn, version=self.version)
+
+    async def _pop(self, request: session_pb2.PopTurnRequest) -> session_pb2.PopTurnResponse:
+        if request.HasField("expected_version") and request.expected_version != self.version:
+            raise VersionConflict(f"at version {self.version}, expected {request.expected_version}")
+        turn = self.turns.pop()
+        self.version += 1
+        return session_pb2.PopTurnResponse(turn=turn, version=self.version)
+
+
+def orchestrator(ds: FakeDownstream) -> ChatOrchestrator:
+    return ChatOrchestrator(GatewayConfig(), ds, GatewayMetrics())  # type: ignore[arg-type]
+
+
+async def first_event(flow: ChatOrchestrator) -> Any:
+    async for event in flow.chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8)):
+        return event
+
+
+async def test_a_render_failure_after_the_push_landed_pops_the_user_turn() -> None:
+    ds = FakeDownstream()
+    ds.render_error = BackendUnavailable("tokenizer service unavailable: down")
+    with pytest.raises(BackendUnavailable, match="tokenizer"):
+        await first_event(orchestrator(ds))
+    assert ds.turns == [] and ds.version == 3  # pushed, then popped
+
+
+async def test_a_cancel_while_the_push_is_in_flight_still_undoes_the_push() -> None:
+    ds = FakeDownstream()
+    ds.push_gate = asyncio.Event()
+    task = asyncio.create_task(first_event(orchestrator(ds)))
+    await asyncio.wait_for(ds.push_started.wait(), 5)
+    task.cancel()
+    await asyncio.sleep(0)
+    ds.push_gate.set()  # the push lands after the caller went away
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ds.turns == [] and ds.version == 3
+
+
+async def test_a_session_changed_between_read_and_push_is_aborted_and_nothing_of_ours_is_left() -> None:
+    ds = FakeDownstream()
+
+    def someone_else_pushes() -> None:
+        ds.turns.append(session_pb2.Turn(turn_id="other", content="x", token_count=1))
+        ds.version += 1
+    ds.after_read = someone_else_pushes
+    with pytest.raises(VersionConflict):
+        await first_event(orchestrator(ds))
+    assert [t.turn_id for t in ds.turns] == ["other"] and ds.version == 2
