@@ -69,6 +69,7 @@ class Load:
     tokens: int
     levels: list[int]
     rounds: int
+    stream_interval: int = 1
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Engine:
     max_num_seqs: int
     kvcache_gib: float
     seed: int = 0
+    stream_interval: int = 1
 
 
 def make_prompt(n: int, vocab: int = 2048, seed: int = 7) -> list[int]:
@@ -144,6 +146,7 @@ def run_grpc(engine: Engine, load: Load, log_dir: Path) -> dict[int, Side]:
     flags = ("--model", engine.model, "--dtype", engine.dtype, "--max-model-len", str(engine.max_model_len),
              "--max-num-seqs", str(engine.max_num_seqs), "--cpu-kvcache-space-gib", f"{engine.kvcache_gib:g}",
              "--seed", str(engine.seed), "--max-in-flight", str(max(256, 2 * max(load.levels))),
+             "--stream-interval", str(engine.stream_interval),
              "--log-level", "WARNING")
     proc = start_grpc_service("generation-bench", "generation", port, free_port(), log_dir, flags,
                               health_service=GENERATION_SERVICE, timeout=300)
@@ -164,10 +167,11 @@ async def in_process_side(engine: Engine, load: Load) -> dict[int, Side]:
 
     config = GenerationConfig(model=engine.model, dtype=engine.dtype,  # type: ignore[arg-type]
                               max_model_len=engine.max_model_len, max_num_seqs=engine.max_num_seqs,
-                              cpu_kvcache_space_gib=engine.kvcache_gib, seed=engine.seed)
+                              cpu_kvcache_space_gib=engine.kvcache_gib, seed=engine.seed,
+                              stream_interval=engine.stream_interval)
     params = vllm_sampling_params(SamplingOptions(n=1, temperature=0.0, max_tokens=load.tokens,
                                                   ignore_eos=True), load.tokens)
-    llm = AsyncLLM.from_engine_args(engine_args(config))
+    llm = AsyncLLM.from_engine_args(engine_args(config, stream_interval=config.stream_interval))
     try:
         return await measure(in_process_streams(llm, params, load.prompt), load)
     finally:
@@ -212,7 +216,8 @@ def start_vllm_serve(engine: Engine, port: int, log_dir: Path, timeout: float) -
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", engine.model,
             "--host", "127.0.0.1", "--port", str(port), "--dtype", engine.dtype,
             "--max-model-len", str(engine.max_model_len), "--max-num-seqs", str(engine.max_num_seqs),
-            "--enforce-eager", "--seed", str(engine.seed), "--disable-uvicorn-access-log"]
+            "--enforce-eager", "--seed", str(engine.seed), "--disable-uvicorn-access-log",
+            "--stream-interval", str(engine.stream_interval)]
     proc = ManagedProcess("vllm-serve-bench", argv, log_dir / "vllm-serve-bench.log",
                           env={"VLLM_CPU_KVCACHE_SPACE": f"{engine.kvcache_gib:g}"}).start()
     try:
@@ -276,6 +281,7 @@ def report(load: Load, results: dict[str, dict[int, Side]]) -> None:
     first = results["inproc"][load.levels[0]].outputs[0]
     same = all(out == first for r in results.values() for side in r.values() for out in side.outputs)
     print(f"{load.rounds} waves x C streams of {load.tokens} tokens (ignore_eos, greedy), "
+          f"stream_interval {load.stream_interval}, "
           f"prompt {len(load.prompt)} token ids; identical tokens on every stream and engine: {same}")
     print(f"  {'engine':24s} {'C':>4s} {'tokens/s':>10s} {'TTFT p50 ms':>12s}")
     for key, result in results.items():
@@ -301,13 +307,17 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--cpu-kvcache-space-gib", type=float, default=2.0)
+    parser.add_argument("--stream-interval", type=int, default=1,
+                        help="vLLM stream_interval for all three engines (1 = a message per token)")
     parser.add_argument("--skip-vllm-serve", action="store_true")
     parser.add_argument("--serve-timeout", type=float, default=300.0, help="seconds to wait for vllm serve")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     engine = Engine(model=str(Path(args.models_dir, "lm").resolve()), dtype=args.dtype, max_model_len=2048,
-                    max_num_seqs=args.max_num_seqs, kvcache_gib=args.cpu_kvcache_space_gib)
-    load = Load(prompt=make_prompt(args.prompt_tokens), tokens=args.tokens, levels=levels, rounds=args.rounds)
+                    max_num_seqs=args.max_num_seqs, kvcache_gib=args.cpu_kvcache_space_gib,
+                    stream_interval=args.stream_interval)
+    load = Load(prompt=make_prompt(args.prompt_tokens), tokens=args.tokens, levels=levels, rounds=args.rounds,
+                stream_interval=args.stream_interval)
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{engine.kvcache_gib:g}"
     log_dir = Path(tempfile.mkdtemp(prefix="bench-generation-"))
     results: dict[str, dict[int, Side]] = {}

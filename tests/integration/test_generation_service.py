@@ -7,11 +7,13 @@ import re
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from tests.integration.conftest import start_generation_service
 from tests.polling import await_until
 
 pytestmark = pytest.mark.integration
@@ -234,3 +236,21 @@ def test_metrics_are_promtool_clean(stub: generation_pb2_grpc.GenerationServiceS
         assert name.encode() in body
     check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
     assert (check.returncode, check.stdout, check.stderr) == (0, b"", b"")
+
+
+def test_stream_interval_sends_the_first_token_at_once_then_every_k(
+    stub: generation_pb2_grpc.GenerationServiceStub, models_dir: Path, log_dir: Path
+) -> None:
+    request = ids_prompt(max_tokens=13, temperature=0.0, ignore_eos=True)
+    proc, address, _ = start_generation_service(models_dir / "lm", log_dir, "--stream-interval", "4",
+                                                name="generation-interval-4")
+    try:
+        with grpc.insecure_channel(address) as channel:
+            deltas, final = stream_all(generation_pb2_grpc.GenerationServiceStub(channel), request)
+    finally:
+        assert proc.stop(60) == 0, proc.tail()
+    per_token, per_token_final = stream_all(stub, request)
+    assert [len(d.token_ids) for d in per_token] == [1] * 13
+    assert [len(d.token_ids) for d in deltas] == [1, 4, 4, 4]
+    assert [t for d in deltas for t in d.token_ids] == list(per_token_final.choices[0].token_ids)
+    assert "".join(d.text for d in deltas) == final.choices[0].text == per_token_final.choices[0].text

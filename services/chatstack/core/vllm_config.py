@@ -37,8 +37,9 @@ class VllmEngineConfig(ServerConfig):
     )
 
 
-def engine_args(config: VllmEngineConfig, runner: str = "generate") -> Any:
-    """vLLM AsyncEngineArgs for a config (also used by benchmarks' in-process baselines)."""
+def engine_args(config: VllmEngineConfig, runner: str = "generate", **extra: Any) -> Any:
+    """vLLM AsyncEngineArgs for a config (also used by benchmarks' in-process baselines);
+    `extra` adds service-specific engine arguments (e.g. stream_interval)."""
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{config.cpu_kvcache_space_gib:g}"
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
     from vllm import AsyncEngineArgs
@@ -59,6 +60,7 @@ def engine_args(config: VllmEngineConfig, runner: str = "generate") -> Any:
         disable_log_stats=False,
         enable_log_requests=False,
         **optional,
+        **extra,
     )
 
 

@@ -21,3 +21,6 @@ class GenerationConfig(VllmEngineConfig):
     max_n: int = Field(8, ge=1, description="Largest n (choices per request).")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request leaves it 0.")
     max_logprobs: int = Field(20, ge=0, description="Largest logprobs count per token.")
+    stream_interval: int = Field(
+        1, ge=1, description="Stream a delta every k tokens (vLLM's stream_interval; the first token "
+        "always goes at once). 1 = every token; larger cuts per-token host work on busy CPUs.")

@@ -120,7 +120,7 @@ class VllmGenerationEngine:
         """Start the engine (model load, ~20 s on CPU with the tiny model) off the event loop."""
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = engine_args(self.config)
+        args = engine_args(self.config, stream_interval=self.config.stream_interval)
         self.llm = await asyncio.to_thread(
             AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger_class(self.metrics)])
         self.tokenizer = self.llm.get_tokenizer()
