@@ -38,7 +38,6 @@ from chatstack.v1 import (
     tokenizer_pb2,
     tokenizer_pb2_grpc,
 )
-from tests.benchmarks.fresh_process import in_fresh_process
 
 API_KEY = "bench-secret-key"
 STAGES = ("session_read", "template", "ttft", "generation", "reward", "session_write", "total")
@@ -200,11 +199,6 @@ async def run(addresses: dict[str, str], requests: int, max_tokens: int, warmup:
             await channel.close()
 
 
-def run_client(addresses: dict[str, str], requests: int, max_tokens: int, warmup: int) -> Result:
-    """Both sides' client (a top-level function, so a spawned process can run it)."""
-    return asyncio.run(run(addresses, requests, max_tokens, warmup))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-dir", default=".models/tiny")
@@ -219,8 +213,7 @@ def main() -> None:
     procs: list[ManagedProcess] = []
     try:
         procs, addresses = start_stack(models, tmp, redis.url)
-        # The client runs apart from this launcher, as real clients do (see fresh_process).
-        r = in_fresh_process(run_client, addresses, args.requests, args.max_tokens, args.warmup)
+        r = asyncio.run(run(addresses, args.requests, args.max_tokens, args.warmup))
     finally:
         stop_all(procs)
         redis.stop()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import random
@@ -37,7 +36,6 @@ import grpc
 
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service, wait_until
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
-from tests.benchmarks.fresh_process import in_fresh_process
 
 GENERATION_SERVICE = "chatstack.v1.GenerationService"
 
@@ -152,15 +150,10 @@ def run_grpc(engine: Engine, load: Load, log_dir: Path) -> dict[int, Side]:
              "--log-level", "WARNING")
     proc = start_grpc_service("generation-bench", "generation", port, free_port(), log_dir, flags,
                               health_service=GENERATION_SERVICE, timeout=300)
-    try:  # the client runs apart from this launcher, as real clients do (see fresh_process)
-        return in_fresh_process(run_grpc_client, f"127.0.0.1:{port}", load)
+    try:
+        return asyncio.run(grpc_side(f"127.0.0.1:{port}", load))
     finally:
         proc.stop(60)
-
-
-def run_grpc_client(address: str, load: Load) -> dict[int, Side]:
-    """The gRPC side's client (a top-level function, so a spawned process can run it)."""
-    return asyncio.run(grpc_side(address, load))
 
 
 # -- (b) the same AsyncLLM in this process ----------------------------------------------------
@@ -184,11 +177,8 @@ async def in_process_side(engine: Engine, load: Load) -> dict[int, Side]:
     finally:
         llm.shutdown()
         # vLLM's shutdown leaves this frame referenced (a stored traceback); drop the engine so
-        # its __del__ does not run at interpreter exit, when the modules it needs are gone; and
-        # collect now, so its finalizers (which stop child processes) cannot run later, while
-        # `vllm serve`, also our child, is being measured.
+        # its __del__ does not run at interpreter exit, when the modules it needs are gone.
         del llm
-        gc.collect()
 
 
 def in_process_streams(llm: Any, params: Any, prompt: list[int]) -> Callable[[int], Stream]:
