@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -177,8 +178,10 @@ async def in_process_side(engine: Engine, load: Load) -> dict[int, Side]:
     finally:
         llm.shutdown()
         # vLLM's shutdown leaves this frame referenced (a stored traceback); drop the engine so
-        # its __del__ does not run at interpreter exit, when the modules it needs are gone.
+        # its __del__ does not run at interpreter exit, when the modules it needs are gone; and
+        # collect now, so its finalizers run before `vllm serve` (also our child) is measured.
         del llm
+        gc.collect()
 
 
 def in_process_streams(llm: Any, params: Any, prompt: list[int]) -> Callable[[int], Stream]:
