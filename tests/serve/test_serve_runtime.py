@@ -67,22 +67,24 @@ def serve_stack(serve_instance: int, models_dir: Path, tmp_path_factory: pytest.
         ("gateway", apps.GatewayDeployment, {"api_keys": f"alice:{hash_key(KEY)}",
                                              "serve_proxy_address": f"127.0.0.1:{serve_instance}"}),
     ]
-    serve.run_many([  # deploy all five at once; the engines load in parallel
-        serve.RunTarget(deployment.options(ray_actor_options=small, autoscaling_config=one).bind(args),
-                        name=name, route_prefix=f"/{name}")
-        for name, deployment, args in specs], wait_for_applications_running=False)
-    def all_running() -> bool:
-        apps_now = serve.status().applications
-        statuses = {name: apps_now[name].status for name, *_ in specs if name in apps_now}
-        if any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values()):
-            raise RuntimeError(f"Serve applications failed: {serve.status()}")
-        return len(statuses) == len(specs) and all(s == "RUNNING" for s in statuses.values())
+    try:
+        serve.run_many([  # deploy all five at once; the engines load in parallel
+            serve.RunTarget(deployment.options(ray_actor_options=small, autoscaling_config=one).bind(args),
+                            name=name, route_prefix=f"/{name}")
+            for name, deployment, args in specs], wait_for_applications_running=False)
+        def all_running() -> bool:
+            apps_now = serve.status().applications
+            statuses = {name: apps_now[name].status for name, *_ in specs if name in apps_now}
+            if any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values()):
+                raise RuntimeError(f"Serve applications failed: {serve.status()}")
+            return len(statuses) == len(specs) and all(s == "RUNNING" for s in statuses.values())
 
-    wait_until(all_running, 400, "every Serve application RUNNING", interval=0.5)
-    yield serve_instance
-    for name, *_ in specs:
-        serve.delete(name)
-    redis.stop()
+        wait_until(all_running, 270, "every Serve application RUNNING", interval=0.5)  # < pytest timeout
+        yield serve_instance
+        for name, *_ in specs:
+            serve.delete(name)
+    finally:
+        redis.stop()  # also when a deployment failed
 
 
 def test_chat_end_to_end_through_serve(serve_stack: int) -> None:
