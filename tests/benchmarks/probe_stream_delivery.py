@@ -1,0 +1,68 @@
+"""Probe: does each streamed message reach the client when the service sends it?
+
+An open defect (see the README's open findings): some GenerateStream calls deliver every message
+only when the stream ends. The service yields its first delta ~5 ms after the request (its own
+TTFT, reported in the final message's timings) and grpc accepts the write at once, but the client
+reads the first message only with the rest, ~230-500 ms later. This script starts a generation
+service on the tiny model, runs sequential streams and prints, per stream, the client's TTFT next
+to the service's, and how many streams were held back by more than 50 ms.
+
+Run: `python -m tests.benchmarks.probe_stream_delivery --models-dir .models/tiny`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from chatstack.core.process import free_port, start_grpc_service
+from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+
+HELD_BACK_SECONDS = 0.050
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models-dir", default=".models/tiny")
+    parser.add_argument("--streams", type=int, default=30)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--stream-interval", type=int, default=4)
+    args = parser.parse_args()
+    port = free_port()
+    proc = start_grpc_service("generation-probe", "generation", port, free_port(),
+                              Path(tempfile.mkdtemp(prefix="probe-stream-")),
+                              ("--model", str(Path(args.models_dir, "lm").resolve()),
+                               "--stream-interval", str(args.stream_interval)),
+                              health_service="chatstack.v1.GenerationService", timeout=300)
+    request = generation_pb2.GenerateStreamRequest(
+        token_ids=common_pb2.TokenIds(ids=list(range(100, 132))),
+        sampling=generation_pb2.SamplingParams(max_tokens=args.tokens, temperature=0.0, ignore_eos=True))
+    held = 0
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            for i in range(args.streams):
+                start, first, final = time.perf_counter(), 0.0, None
+                for message in stub.GenerateStream(request, timeout=60):
+                    first = first or time.perf_counter() - start
+                    if message.HasField("final"):
+                        final = message.final
+                total = time.perf_counter() - start
+                assert final is not None
+                late = first - final.timings.ttft_seconds
+                held += late > HELD_BACK_SECONDS
+                print(f"stream {i:3d}: client TTFT {first * 1e3:7.1f} ms, service TTFT "
+                      f"{final.timings.ttft_seconds * 1e3:6.1f} ms, total {total * 1e3:7.1f} ms"
+                      f"{'  <- held back' if late > HELD_BACK_SECONDS else ''}")
+    finally:
+        proc.stop(60)
+    print(f"{held} of {args.streams} streams had their first message held back by more than "
+          f"{HELD_BACK_SECONDS * 1e3:.0f} ms (stream_interval {args.stream_interval})")
+
+
+if __name__ == "__main__":
+    main()
