@@ -172,9 +172,9 @@ async def test_cancelling_20_streams_aborts_them_in_the_engine(
     port = generation_service[1]
     aborted = metric(port, "chatstack_generation_aborted_requests_total")
     calls = [long_stream(astub) for _ in range(20)]
-    for call in calls:
-        await call.read()  # each is decoding
-    assert metric(port, "chatstack_generation_engine_running_requests") > 0
+    # Each is decoding, as the engine reports (not "has read a message": see the backpressure test).
+    await await_until(lambda: metric(port, "chatstack_generation_engine_running_requests") == 20,
+                      30, "20 streams decoding")
     for call in calls:
         call.cancel()
     await wait_engine_idle(port, within=1.0)  # the scheduler dropped them: nobody decodes
