@@ -27,6 +27,7 @@ from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.gateway.auth import hash_key
 from chatstack.local_stack import engine_cores
+from chatstack.serve.local import local_app_args
 from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
 KEY = "bench-serve-key"
@@ -100,18 +101,9 @@ def on_serve(models: Path, tmp: Path, clients: int, seconds: float,
                     grpc_options={"port": port, "grpc_servicer_functions": apps.GRPC_SERVICER_FUNCTIONS})
         one = {"min_replicas": 1, "max_replicas": 1}
         small = {"num_cpus": 0.1}
-        specs = [
-            ("tokenizer", apps.TokenizerDeployment, {"model_dir": str(models / "lm")}),
-            ("session", apps.SessionDeployment, {"redis_url": redis.url}),
-            ("generation", apps.GenerationDeployment, {"model": str(models / "lm"), "cpu_kvcache_space_gib": 1,
-                                                       "cpu_threads_bind": engine_cores(0)}),
-            ("reward", apps.RewardDeployment, {"model": str(models / "reward"), "dtype": "float32",
-                                               "cpu_kvcache_space_gib": 1, "cpu_threads_bind": engine_cores(1)}),
-            ("gateway", apps.GatewayDeployment, {"api_keys": f"bench:{hash_key(KEY)}",
-                                                 "serve_proxy_address": f"127.0.0.1:{port}"}),
-        ]
-        serve.run_many([serve.RunTarget(d.options(autoscaling_config=one, ray_actor_options=small).bind(a),
-                                        name=n, route_prefix=f"/{n}") for n, d, a in specs])
+        args = local_app_args(models, redis.url, port, {"api_keys": f"bench:{hash_key(KEY)}"})
+        serve.run_many([serve.RunTarget(apps.DEPLOYMENTS[n].options(autoscaling_config=one, ray_actor_options=small)
+                                        .bind(a), name=n, route_prefix=f"/{n}") for n, a in args.items()])
         target = f"127.0.0.1:{port}"
 
         def client() -> ChatClient:
@@ -119,7 +111,7 @@ def on_serve(models: Path, tmp: Path, clients: int, seconds: float,
 
         closed_loop(client, 1, 3, max_tokens)  # warm-up
         latencies = closed_loop(client, clients, seconds, max_tokens)
-        for name, *_ in specs:
+        for name in args:
             serve.delete(name)
         scaling = autoscale_step(models, port)
         return latencies, scaling

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -15,7 +14,7 @@ from chatstack.client import ChatClient
 from chatstack.core.process import free_port, wait_until
 from chatstack.core.redis_process import RedisProcess
 from chatstack.gateway.auth import hash_key
-from chatstack.local_stack import engine_cores
+from chatstack.serve.local import local_app_args
 from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -57,31 +56,22 @@ def serve_stack(serve_instance: int, models_dir: Path, tmp_path_factory: pytest.
     redis = RedisProcess(free_port(), tmp_path_factory.mktemp("serve-redis")).start()
     small = {"num_cpus": 0.1, "num_gpus": 0}
     one = {"min_replicas": 1, "max_replicas": 1}
-    specs: list[tuple[str, Any, dict[str, Any]]] = [
-        ("tokenizer", apps.TokenizerDeployment, {"model_dir": str(models_dir / "lm")}),
-        ("session", apps.SessionDeployment, {"redis_url": redis.url}),
-        ("generation", apps.GenerationDeployment, {"model": str(models_dir / "lm"), "cpu_kvcache_space_gib": 1,
-                                                   "cpu_threads_bind": engine_cores(0)}),
-        ("reward", apps.RewardDeployment, {"model": str(models_dir / "reward"), "dtype": "float32",
-                                           "cpu_kvcache_space_gib": 1, "cpu_threads_bind": engine_cores(1)}),
-        ("gateway", apps.GatewayDeployment, {"api_keys": f"alice:{hash_key(KEY)}",
-                                             "serve_proxy_address": f"127.0.0.1:{serve_instance}"}),
-    ]
+    args = local_app_args(models_dir, redis.url, serve_instance, {"api_keys": f"alice:{hash_key(KEY)}"})
     try:
         serve.run_many([  # deploy all five at once; the engines load in parallel
-            serve.RunTarget(deployment.options(ray_actor_options=small, autoscaling_config=one).bind(args),
-                            name=name, route_prefix=f"/{name}")
-            for name, deployment, args in specs], wait_for_applications_running=False)
+            serve.RunTarget(apps.DEPLOYMENTS[name].options(ray_actor_options=small, autoscaling_config=one)
+                            .bind(app_args), name=name, route_prefix=f"/{name}")
+            for name, app_args in args.items()], wait_for_applications_running=False)
         def all_running() -> bool:
             apps_now = serve.status().applications
-            statuses = {name: apps_now[name].status for name, *_ in specs if name in apps_now}
+            statuses = {name: apps_now[name].status for name in args if name in apps_now}
             if any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values()):
                 raise RuntimeError(f"Serve applications failed: {serve.status()}")
-            return len(statuses) == len(specs) and all(s == "RUNNING" for s in statuses.values())
+            return len(statuses) == len(args) and all(s == "RUNNING" for s in statuses.values())
 
         wait_until(all_running, 270, "every Serve application RUNNING", interval=0.5)  # < pytest timeout
         yield serve_instance
-        for name, *_ in specs:
+        for name in args:
             serve.delete(name)
     finally:
         redis.stop()  # also when a deployment failed

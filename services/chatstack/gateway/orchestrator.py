@@ -157,15 +157,18 @@ class ChatOrchestrator:
                                        messages=messages, add_generation_prompt=True))
         return reply.prompt, list(reply.token_ids)
 
-    async def create_session(self, owner: str, system_prompt: str,
-                             metadata: dict[str, str] | None = None) -> session_pb2.Session:
-        """A new session; the system prompt's tokens are counted by the tokenizer."""
-        tokens = (await self.count([system_prompt]))[0] if system_prompt else 0
+    async def create_session(self, owner: str, system_prompt: str, metadata: dict[str, str] | None = None,
+                             also_count: str | None = None) -> tuple[session_pb2.Session, int]:
+        """A new session; the system prompt's tokens are counted by the tokenizer, in the same
+        call as `also_count` (a Chat's first message), whose count is returned (0 if None)."""
+        texts = ([also_count] if also_count is not None else []) + ([system_prompt] if system_prompt else [])
+        counts = await self.count(texts) if texts else []
+        tokens = counts[-1] if system_prompt else 0
         reply = await self.ds.call("session", self.ds.session.CreateSession,
                                    session_pb2.CreateSessionRequest(
                                        system_prompt=system_prompt, system_prompt_tokens=tokens,
                                        metadata=metadata or {}), owner=owner)
-        return reply.session
+        return reply.session, (counts[0] if also_count is not None else 0)
 
     # -- validation ---------------------------------------------------------------------------
     def _check(self, message: str | None, options: ChatOptions) -> int:
@@ -197,15 +200,10 @@ class ChatOrchestrator:
             if session_id:  # round 1: count the message | read the window
                 (user_tokens,), ctx = await _both(self.count([message]),
                                                   self._read_context(owner, session_id, budget))
-            else:  # a new session holds only its system prompt, whose count it needs
-                counts = await self.count([message, system_prompt] if system_prompt else [message])
-                user_tokens, system_tokens = counts[0], (counts[1] if system_prompt else 0)
-                session = (await self.ds.call("session", self.ds.session.CreateSession,
-                                              session_pb2.CreateSessionRequest(
-                                                  system_prompt=system_prompt,
-                                                  system_prompt_tokens=system_tokens), owner=owner)).session
+            else:  # a new session holds only its system prompt: nothing to read
+                session, user_tokens = await self.create_session(owner, system_prompt, also_count=message)
                 undo.session_id, undo.created = session.session_id, True
-                ctx = _Context(system_prompt, system_tokens, session.version)
+                ctx = _Context(session.system_prompt, session.system_prompt_tokens, session.version)
             t = clock.add("session_read", t)
             ctx.append(common_pb2.ROLE_USER, message, user_tokens)
             # round 2: push the user turn | render the prompt

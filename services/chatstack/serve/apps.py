@@ -158,6 +158,11 @@ GatewayDeployment = _deployment(
     ingress_class("GatewayDeployment", _service(chat_pb2, "ChatService"), _GatewayBase),
     "GatewayDeployment", 0.5, CPU_AUTOSCALING)
 
+# Application name (as in deploy/ray/serve-config.yaml) -> its deployment.
+DEPLOYMENTS = {"tokenizer": TokenizerDeployment, "session": SessionDeployment,
+               "generation": GenerationDeployment, "reward": RewardDeployment,
+               "gateway": GatewayDeployment}
+
 
 def tokenizer_app(args: dict[str, Any]) -> Application:
     """Serve application of the tokenizer service."""

@@ -25,18 +25,25 @@ def load_serve_config(path: str | Path) -> dict[str, Any]:
     return dict(yaml.safe_load(Path(path).read_text()))
 
 
-def localize(config: dict[str, Any], models: Path, redis_url: str, keys_file: Path) -> dict[str, Any]:
-    """Args for a laptop: tiny models, local Redis, local keys file, small KV caches."""
-    local: dict[str, dict[str, Any]] = {
+def local_app_args(models: Path, redis_url: str, proxy_port: int,
+                   gateway_keys: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Each application's args on one machine: tiny models, a local Redis, small KV caches, the
+    two engines on disjoint cores; `gateway_keys` is {"api_keys": ...} or {"api_keys_file": ...}."""
+    return {
         "tokenizer": {"model_dir": str(models / "lm")},
         "session": {"redis_url": redis_url},
         "generation": {"model": str(models / "lm"), "cpu_kvcache_space_gib": 1,
                        "cpu_threads_bind": engine_cores(0)},
         "reward": {"model": str(models / "reward"), "dtype": "float32", "cpu_kvcache_space_gib": 1,
                    "cpu_threads_bind": engine_cores(1)},
-        "gateway": {"api_keys_file": str(keys_file),
-                    "serve_proxy_address": f"127.0.0.1:{config['grpc_options']['port']}"},
+        "gateway": {**gateway_keys, "serve_proxy_address": f"127.0.0.1:{proxy_port}"},
     }
+
+
+def localize(config: dict[str, Any], models: Path, redis_url: str, keys_file: Path) -> dict[str, Any]:
+    """Args for a laptop: tiny models, local Redis, local keys file, small KV caches."""
+    local = local_app_args(models, redis_url, config["grpc_options"]["port"],
+                           {"api_keys_file": str(keys_file)})
     for app in config["applications"]:
         app["args"] = {**app.get("args", {}), **local.get(app["name"], {})}
         for deployment in app.get("deployments", []):
@@ -56,9 +63,6 @@ def run_ray_stack(config_path: str, models_dir: str, run_dir: str) -> int:
     redis = RedisProcess(REDIS_PORT, run / "redis-ray").start()
     key, keys_file = dev_api_key(run)
     config = localize(load_serve_config(config_path), models, redis.url, keys_file)
-    deployments = {"tokenizer": apps.TokenizerDeployment, "session": apps.SessionDeployment,
-                   "generation": apps.GenerationDeployment, "reward": apps.RewardDeployment,
-                   "gateway": apps.GatewayDeployment}
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:
@@ -68,7 +72,7 @@ def run_ray_stack(config_path: str, models_dir: str, run_dir: str) -> int:
         targets = []
         for app in config["applications"]:
             options = {k: v for d in app.get("deployments", []) for k, v in d.items() if k != "name"}
-            targets.append(serve.RunTarget(deployments[app["name"]].options(**options).bind(app["args"]),
+            targets.append(serve.RunTarget(apps.DEPLOYMENTS[app["name"]].options(**options).bind(app["args"]),
                                            name=app["name"], route_prefix=app["route_prefix"]))
         names = ", ".join(a["name"] for a in config["applications"])
         print(f"deploying {names} on Ray Serve ...", flush=True)
