@@ -325,7 +325,11 @@ class ChatOrchestrator:
     async def _budget(self, max_tokens: int, options: ChatOptions) -> int:
         """Tokens of context (system prompt + turns) the prompt may hold."""
         fixed, _ = await self.template_overhead()
-        return options.context_token_budget or (await self.max_model_len() - max_tokens - fixed)
+        limit = await self.max_model_len()
+        budget = options.context_token_budget or (limit - max_tokens - fixed)
+        if budget <= 0:
+            raise InvalidRequest(self._too_long(limit, max_tokens))
+        return budget
 
     @staticmethod
     def _too_long(limit: int, max_tokens: int) -> str:
@@ -334,8 +338,6 @@ class ChatOrchestrator:
 
     async def _read_context(self, owner: str, session_id: str, budget: int) -> _Context:
         """The newest turns that fit `budget` (GetContext), as a _Context."""
-        if budget <= 0:
-            raise InvalidRequest(self._too_long(await self.max_model_len(), 0))
         reply = await self.ds.call("session", self.ds.session.GetContext, session_pb2.GetContextRequest(
             session_id=session_id, token_budget=budget), owner=owner)
         ctx = _Context(reply.system_prompt, reply.system_prompt_tokens, reply.version, reply.omitted_turns)
