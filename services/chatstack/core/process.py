@@ -50,7 +50,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
 
 
 class ManagedProcess:
-    """A child process with its log in a file; SIGTERM on stop, SIGKILL if it lingers."""
+    """A child process with its log in a file; SIGTERM on stop, SIGKILL if it lingers.
+
+    The child leads its own process group (so `stop` can kill what it spawned, e.g. vLLM's engine
+    processes) but stays in the caller's session. A new session (`setsid`) would also put it in its
+    own scheduler autogroup (Linux `sched_autogroup_enabled`), and on a machine whose cores a vLLM
+    engine keeps busy, the kernel then left the caller (a test, a benchmark's client, the gateway)
+    without CPU for up to ~250 ms at a time: streamed messages the service had written sat unread
+    until the engine went idle (`tests.benchmarks.probe_stream_delivery`).
+    """
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path,
                  env: Mapping[str, str] | None = None, cwd: str | None = None) -> None:
@@ -66,7 +74,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                     env=self.env, cwd=self.cwd, start_new_session=True)
+                                     env=self.env, cwd=self.cwd, process_group=0)
         log.close()
         return self
 

@@ -1,0 +1,73 @@
+"""ManagedProcess: where its child runs (process group, session) and what `stop` reaches."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chatstack.core.process import ManagedProcess
+
+# A child that starts a grandchild, writes the grandchild's pid, and sleeps.
+SPAWNER = """
+import subprocess, sys, time
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+open(sys.argv[1], "w").write(str(grandchild.pid))
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return status == "Z"
+
+
+def _wait_for(path: Path, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.02)
+    raise TimeoutError(f"{path} was not written")
+
+
+@pytest.fixture
+def spawner(tmp_path: Path):  # type: ignore[no-untyped-def]
+    pid_file = tmp_path / "grandchild.pid"
+    proc = ManagedProcess("spawner", [sys.executable, "-c", SPAWNER, str(pid_file)],
+                          tmp_path / "spawner.log").start()
+    try:
+        yield proc, int(_wait_for(pid_file))
+    finally:
+        proc.stop(5)
+
+
+def test_child_leads_its_own_process_group_in_the_callers_session(spawner) -> None:  # type: ignore[no-untyped-def]
+    # Same session = same scheduler autogroup as the caller: a new session let a busy engine's
+    # autogroup starve the caller's reads for hundreds of ms (see ManagedProcess's docstring).
+    proc, grandchild = spawner
+    assert os.getsid(proc.proc.pid) == os.getsid(0)
+    assert os.getpgid(proc.proc.pid) == proc.proc.pid != os.getpgid(0)
+    assert os.getpgid(grandchild) == proc.proc.pid
+
+
+def test_stop_kills_what_the_child_spawned_when_it_ignores_sigterm(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    stubborn = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + SPAWNER
+    proc = ManagedProcess("stubborn", [sys.executable, "-c", stubborn, str(pid_file)],
+                          tmp_path / "stubborn.log").start()
+    grandchild = int(_wait_for(pid_file))
+    code = proc.stop(timeout=0.5)
+    assert code == -9  # SIGTERM was ignored, the group got SIGKILL
+    deadline = time.monotonic() + 5
+    while not _gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _gone(grandchild)
