@@ -11,6 +11,13 @@ token. The engines run one after another (never two at once), each with a warm-u
   (c) vLLM's OpenAI server (`vllm.entrypoints.openai.api_server`), streamed `/v1/completions`
       with the prompt as token ids, over aiohttp.
 
+CPU placement (`--placement`, default off-engine): on CPU, vLLM binds the model worker's OpenMP
+threads to cores but keeps nothing else off them. With `off-engine`, the service keeps its own
+threads off those cores (its default, `frontend_off_engine_cores`), the in-process baseline's
+process does the same once its engine is up, and this script's client threads stay off them while
+they drive (a) and (c); `vllm serve` runs as shipped. With `none`, nothing is placed (the service
+gets `--no-frontend-off-engine-cores`).
+
 Run: `python -m tests.benchmarks.bench_generation --models-dir .models/tiny`.
 """
 
@@ -28,13 +35,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from chatstack.core.cpu_placement import allowed_cpus, keep_off_engine_cores, pin_this_process
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service, wait_until
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 
@@ -71,6 +80,8 @@ class Load:
     levels: list[int]
     rounds: int
     stream_interval: int = 1
+    #: Keep the frontends and this client off the engine's OpenMP cores (see module docstring).
+    off_engine: bool = True
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,19 @@ class Engine:
     kvcache_gib: float
     seed: int = 0
     stream_interval: int = 1
+
+
+@contextmanager
+def client_placed(load: Load, engine_root_pid: int) -> Iterator[None]:
+    """While driving an engine under `engine_root_pid`: this process off its cores (if asked)."""
+    before = allowed_cpus()
+    cores = keep_off_engine_cores(engine_root_pid) if load.off_engine else None
+    print(f"    client on CPUs {sorted(cores or before)}", flush=True)
+    try:
+        yield
+    finally:
+        if cores is not None:
+            pin_this_process(before)
 
 
 def make_prompt(n: int, vocab: int = 2048, seed: int = 7) -> list[int]:
@@ -148,11 +172,14 @@ def run_grpc(engine: Engine, load: Load, log_dir: Path) -> dict[int, Side]:
              "--max-num-seqs", str(engine.max_num_seqs), "--cpu-kvcache-space-gib", f"{engine.kvcache_gib:g}",
              "--seed", str(engine.seed), "--max-in-flight", str(max(256, 2 * max(load.levels))),
              "--stream-interval", str(engine.stream_interval),
-             "--log-level", "WARNING")
+             "--log-level", "WARNING",
+             "--frontend-off-engine-cores" if load.off_engine else "--no-frontend-off-engine-cores")
     proc = start_grpc_service("generation-bench", "generation", port, free_port(), log_dir, flags,
                               health_service=GENERATION_SERVICE, timeout=300)
     try:
-        return asyncio.run(grpc_side(f"127.0.0.1:{port}", load))
+        assert proc.proc is not None
+        with client_placed(load, proc.proc.pid):
+            return asyncio.run(grpc_side(f"127.0.0.1:{port}", load))
     finally:
         proc.stop(60)
 
@@ -174,7 +201,9 @@ async def in_process_side(engine: Engine, load: Load) -> dict[int, Side]:
                                                   ignore_eos=True), load.tokens)
     llm = AsyncLLM.from_engine_args(engine_args(config, stream_interval=config.stream_interval))
     try:
-        return await measure(in_process_streams(llm, params, load.prompt), load)
+        # The same placement as the service's: this process off the engine's cores, once it is up.
+        with client_placed(load, os.getpid()):
+            return await measure(in_process_streams(llm, params, load.prompt), load)
     finally:
         llm.shutdown()
         # vLLM's shutdown leaves this frame referenced (a stored traceback); drop the engine so
@@ -273,7 +302,9 @@ def run_vllm_serve(engine: Engine, load: Load, log_dir: Path, timeout: float) ->
     port = free_port()
     proc = start_vllm_serve(engine, port, log_dir, timeout)
     try:
-        return asyncio.run(http_side(f"http://127.0.0.1:{port}", engine.model, load))
+        assert proc.proc is not None
+        with client_placed(load, proc.proc.pid):
+            return asyncio.run(http_side(f"http://127.0.0.1:{port}", engine.model, load))
     finally:
         proc.stop(60)
 
@@ -284,7 +315,7 @@ def report(load: Load, results: dict[str, dict[int, Side]]) -> None:
     first = results["inproc"][load.levels[0]].outputs[0]
     same = all(out == first for r in results.values() for side in r.values() for out in side.outputs)
     print(f"{load.rounds} waves x C streams of {load.tokens} tokens (ignore_eos, greedy), "
-          f"stream_interval {load.stream_interval}, "
+          f"stream_interval {load.stream_interval}, placement {'off-engine' if load.off_engine else 'none'}, "
           f"prompt {len(load.prompt)} token ids; identical tokens on every stream and engine: {same}")
     print(f"  {'engine':24s} {'C':>4s} {'tokens/s':>10s} {'TTFT p50 ms':>12s}")
     for key, result in results.items():
@@ -312,6 +343,8 @@ def main() -> None:
     parser.add_argument("--cpu-kvcache-space-gib", type=float, default=2.0)
     parser.add_argument("--stream-interval", type=int, default=1,
                         help="vLLM stream_interval for all three engines (1 = a message per token)")
+    parser.add_argument("--placement", choices=("off-engine", "none"), default="off-engine",
+                        help="keep frontends and the client off the engine's cores (see above)")
     parser.add_argument("--skip-vllm-serve", action="store_true")
     parser.add_argument("--serve-timeout", type=float, default=300.0, help="seconds to wait for vllm serve")
     args = parser.parse_args()
@@ -320,7 +353,7 @@ def main() -> None:
                     max_num_seqs=args.max_num_seqs, kvcache_gib=args.cpu_kvcache_space_gib,
                     stream_interval=args.stream_interval)
     load = Load(prompt=make_prompt(args.prompt_tokens), tokens=args.tokens, levels=levels, rounds=args.rounds,
-                stream_interval=args.stream_interval)
+                stream_interval=args.stream_interval, off_engine=args.placement == "off-engine")
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{engine.kvcache_gib:g}"
     log_dir = Path(tempfile.mkdtemp(prefix="bench-generation-"))
     results: dict[str, dict[int, Side]] = {}

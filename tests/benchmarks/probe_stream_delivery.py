@@ -1,11 +1,15 @@
 """Probe: does each streamed message reach the client when the service sends it?
 
-An open defect (see the README's open findings): some GenerateStream calls deliver every message
-only when the stream ends. The service yields its first delta ~5 ms after the request (its own
-TTFT, reported in the final message's timings) and grpc accepts the write at once, but the client
-reads the first message only with the rest, ~230-500 ms later. This script starts a generation
-service on the tiny model, runs sequential streams and prints, per stream, the client's TTFT next
-to the service's, and how many streams were held back by more than 50 ms.
+A regression check for a fixed defect. Services used to be started in a new session
+(`setsid`), which on Linux also puts them in their own scheduler autogroup. With a vLLM engine
+keeping this machine's two cores busy, the kernel then left the client's autogroup without CPU
+for up to ~250 ms: the service wrote its first delta ~6 ms after the request (grpc traces show
+the TCP write), but the client read it only with the rest of the stream (8-21 of 30 streams held
+back). `ManagedProcess` now keeps its children in the caller's session (0 of 30).
+
+This script starts a generation service on the tiny model, runs sequential streams and prints,
+per stream, the client's TTFT next to the service's, and how many streams were held back by more
+than 50 ms.
 
 Run: `python -m tests.benchmarks.probe_stream_delivery --models-dir .models/tiny`.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, Literal
@@ -10,6 +11,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from chatstack.core.config import ServerConfig
+from chatstack.core.cpu_placement import keep_off_engine_cores
+
+log = logging.getLogger(__name__)
 
 
 class VllmEngineConfig(ServerConfig):
@@ -35,6 +39,10 @@ class VllmEngineConfig(ServerConfig):
     max_in_flight: int = Field(
         128, ge=1, description="Work admitted at once; more gets RESOURCE_EXHAUSTED at once."
     )
+    frontend_off_engine_cores: bool = Field(
+        True, description="Once the engine is up, move this process's own threads (gRPC, vLLM's "
+        "output processing) off the cores the engine's OpenMP threads are bound to, if other cores "
+        "are allowed (CPU only; no effect on GPU or with cpu_threads_bind 'nobind').")
 
 
 def engine_args(config: VllmEngineConfig, runner: str = "generate", **extra: Any) -> Any:
@@ -62,6 +70,15 @@ def engine_args(config: VllmEngineConfig, runner: str = "generate", **extra: Any
         **optional,
         **extra,
     )
+
+
+def place_frontend(config: VllmEngineConfig) -> None:
+    """After the engine started: keep this process off its cores if the config says so."""
+    if not config.frontend_off_engine_cores:
+        return
+    cores = keep_off_engine_cores()
+    if cores is not None:
+        log.info("service threads moved to CPUs %s, off the engine's cores", sorted(cores))
 
 
 async def watch_engine(llm: Any, on_fatal: Callable[[str], None], interval: float = 1.0) -> None:
