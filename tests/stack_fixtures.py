@@ -14,7 +14,7 @@ import pytest
 
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
-from chatstack.local_stack import engine_cores
+from chatstack.local_stack import engine_placement_flags
 from chatstack.v1 import session_pb2_grpc
 
 SESSION_SERVICE = "chatstack.v1.SessionService"
@@ -56,7 +56,7 @@ def session_stub(session_service: tuple[str, int]) -> Iterator[session_pb2_grpc.
 
 GENERATION_SERVICE = "chatstack.v1.GenerationService"
 GENERATION_FLAGS = ("--max-in-flight", "24", "--max-num-seqs", "32", "--cpu-kvcache-space-gib", "1",
-                    "--max-n", "4", "--log-level", "WARNING", "--cpu-threads-bind", engine_cores(0))
+                    "--max-n", "4", "--log-level", "WARNING", *engine_placement_flags(0))
 
 
 def start_generation_service(model_dir: Path, log_dir: Path, *flags: str,
@@ -87,7 +87,7 @@ def reward_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, int]]
     proc = start_grpc_service(
         "reward", "reward", port, metrics_port, log_dir,
         ("--model", str(models_dir / "reward"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1",
-         "--cpu-threads-bind", engine_cores(1), "--max-candidates", "8",
+         *engine_placement_flags(1), "--max-candidates", "8",
          "--max-batch-items", "64", "--max-model-len", "512", "--log-level", "WARNING"),
         health_service=REWARD_SERVICE, timeout=300)
     yield f"127.0.0.1:{port}", metrics_port

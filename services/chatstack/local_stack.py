@@ -54,6 +54,19 @@ def engine_cores(index: int) -> str:
     return ",".join(map(str, chosen))
 
 
+def engine_placement(index: int) -> dict[str, str | bool]:
+    """Settings of engine `index` when both engines share this machine: its half of the cores
+    (`engine_cores`), and its service's own threads left where the scheduler puts them. The two
+    halves cover every core, so moving a service off its engine's cores would only put it on the
+    other engine's (measured: gateway → generation p50 66 → 93 ms)."""
+    return {"cpu_threads_bind": engine_cores(index), "frontend_off_engine_cores": False}
+
+
+def engine_placement_flags(index: int) -> tuple[str, ...]:
+    """`engine_placement` as service CLI flags."""
+    return ("--cpu-threads-bind", engine_cores(index), "--no-frontend-off-engine-cores")
+
+
 def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[LocalService]:
     """The services `make run` starts, in dependency order."""
     return [
@@ -61,10 +74,10 @@ def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[Lo
         LocalService("session", "session", 50054, 9104, ("--redis-url", redis_url)),
         LocalService("generation", "generation", 50052, 9102,
                      ("--model", str(models_dir / "lm"), "--cpu-kvcache-space-gib", "1",
-                      "--cpu-threads-bind", engine_cores(0))),
+                      *engine_placement_flags(0))),
         LocalService("reward", "reward", 50053, 9103,
                      ("--model", str(models_dir / "reward"), "--dtype", "float32",
-                      "--cpu-kvcache-space-gib", "1", "--cpu-threads-bind", engine_cores(1))),
+                      "--cpu-kvcache-space-gib", "1", *engine_placement_flags(1))),
         LocalService("gateway", "gateway", 50050, 9100, ("--api-keys-file", str(keys_file))),
     ]
 

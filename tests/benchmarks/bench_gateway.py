@@ -28,7 +28,7 @@ import grpc
 
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
-from chatstack.local_stack import engine_cores
+from chatstack.local_stack import engine_placement_flags
 from chatstack.v1 import (
     chat_pb2,
     chat_pb2_grpc,
@@ -83,10 +83,10 @@ def start_stack(models: Path, log_dir: Path, redis_url: str) -> tuple[list[Manag
         ("tokenizer", ("--model-dir", str(models / "lm")), "chatstack.v1.TokenizerService"),
         ("session", ("--redis-url", redis_url), "chatstack.v1.SessionService"),
         ("generation", ("--model", str(models / "lm"), "--max-num-seqs", "16", "--cpu-kvcache-space-gib", "1",
-                        "--cpu-threads-bind", engine_cores(0)),
+                        *engine_placement_flags(0)),
          "chatstack.v1.GenerationService"),
         ("reward", ("--model", str(models / "reward"), "--dtype", "float32", "--max-model-len", "512",
-                    "--cpu-kvcache-space-gib", "1", "--cpu-threads-bind", engine_cores(1)),
+                    "--cpu-kvcache-space-gib", "1", *engine_placement_flags(1)),
          "chatstack.v1.RewardService"),
     ]
     try:

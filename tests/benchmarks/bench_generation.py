@@ -43,7 +43,7 @@ from typing import Any
 
 import grpc
 
-from chatstack.core.cpu_placement import allowed_cpus, keep_off_engine_cores, pin_this_process
+from chatstack.core.cpu_placement import allowed_cpus, off_engine_cores
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service, wait_until
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 
@@ -100,14 +100,9 @@ class Engine:
 @contextmanager
 def client_placed(load: Load, engine_root_pid: int) -> Iterator[None]:
     """While driving an engine under `engine_root_pid`: this process off its cores (if asked)."""
-    before = allowed_cpus()
-    cores = keep_off_engine_cores(engine_root_pid) if load.off_engine else None
-    print(f"    client on CPUs {sorted(cores or before)}", flush=True)
-    try:
+    with off_engine_cores(engine_root_pid, enabled=load.off_engine) as cores:
+        print(f"    client on CPUs {sorted(cores or allowed_cpus())}", flush=True)
         yield
-    finally:
-        if cores is not None:
-            pin_this_process(before)
 
 
 def make_prompt(n: int, vocab: int = 2048, seed: int = 7) -> list[int]:

@@ -9,6 +9,10 @@
    service add. The engines run one after another, never at once (2 cores).
 2. Through the service: B concurrent Score calls vs one ScoreBatch of B items (latency of each).
 
+CPU placement as in bench_generation (`--placement`, default off-engine): the service moves its
+threads off the engine's OpenMP cores (`frontend_off_engine_cores`), and so does this process, as
+the in-process baseline once its engine is up and as the service's client.
+
 Run: `python -m tests.benchmarks.bench_reward --models-dir .models/tiny`.
 """
 
@@ -27,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from chatstack.core.cpu_placement import off_engine_cores
 from chatstack.core.process import free_port, start_grpc_service
 from chatstack.v1 import common_pb2, reward_pb2, reward_pb2_grpc
 
@@ -96,7 +101,7 @@ async def timed_batches(score_batch: Callable[[], Awaitable[list[float]]], secon
 
 # -- in-process baseline ----------------------------------------------------------------------
 async def in_process(engine: Engine, items: list[tuple[list[tuple[str, str]], str]],
-                     seconds: float) -> tuple[list[float], list[float]]:
+                     seconds: float, placed: bool) -> tuple[list[float], list[float]]:
     from transformers import AutoTokenizer
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -109,7 +114,8 @@ async def in_process(engine: Engine, items: list[tuple[list[tuple[str, str]], st
     tokenizer = AutoTokenizer.from_pretrained(engine.model)
     llm = AsyncLLM.from_engine_args(engine_args(config, runner="pooling"))
     try:
-        return await timed_batches(in_process_batches(llm, tokenizer, items), seconds)
+        with off_engine_cores(enabled=placed):  # the service's placement, once the engine is up
+            return await timed_batches(in_process_batches(llm, tokenizer, items), seconds)
     finally:
         llm.shutdown()
         # vLLM's shutdown leaves this frame referenced (a stored traceback); drop the engine so
@@ -191,7 +197,10 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=512)
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--cpu-kvcache-space-gib", type=float, default=1.0)
+    parser.add_argument("--placement", choices=("off-engine", "none"), default="off-engine",
+                        help="keep the service, the baseline and the client off the engine's cores")
     args = parser.parse_args()
+    placed = args.placement == "off-engine"
     engine = Engine(model=str(Path(args.models_dir, "reward").resolve()), dtype=args.dtype,
                     max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
                     kvcache_gib=args.cpu_kvcache_space_gib)
@@ -200,16 +209,19 @@ def main() -> None:
     print(f"logs in {log_dir}", flush=True)
 
     print("in-process pooling AsyncLLM ...", flush=True)
-    base_lat, base_scores = asyncio.run(in_process(engine, items, args.seconds))
+    base_lat, base_scores = asyncio.run(in_process(engine, items, args.seconds, placed))
 
     print("RewardService ...", flush=True)
     port = free_port()
     flags = (*engine.flags(), "--max-batch-items", str(max(256, args.items, args.fanout)),
-             "--max-in-flight", str(max(512, 2 * args.items, 2 * args.fanout)), "--log-level", "WARNING")
+             "--max-in-flight", str(max(512, 2 * args.items, 2 * args.fanout)), "--log-level", "WARNING",
+             "--frontend-off-engine-cores" if placed else "--no-frontend-off-engine-cores")
     proc = start_grpc_service("reward-bench", "reward", port, free_port(), log_dir, flags,
                               health_service=REWARD_SERVICE, timeout=300)
     try:
-        r = asyncio.run(service(f"127.0.0.1:{port}", items, args.seconds, args.fanout, args.rounds))
+        assert proc.proc is not None
+        with off_engine_cores(proc.proc.pid, enabled=placed):
+            r = asyncio.run(service(f"127.0.0.1:{port}", items, args.seconds, args.fanout, args.rounds))
     finally:
         proc.stop(60)
 
@@ -219,7 +231,7 @@ def main() -> None:
     diff = max(abs(a - b) for a, b in zip(base_scores, r.scores, strict=True))
     print()
     print(f"ScoreBatch of {n} items (~{sum(len(c[0][1].split()) + len(a.split()) for c, a in items) // n} "
-          f"words each), {args.dtype}; max |score difference| service vs in-process: {diff:.2e}")
+          f"words each), {args.dtype}, placement {args.placement}; max |score difference| service vs in-process: {diff:.2e}")
     print(f"  in-process pooling engine: {base_ips:8.0f} items/s  p50 {statistics.median(base_lat) * 1e3:7.2f} ms"
           f"  p99 {pct(base_lat, 0.99):7.2f} ms  ({len(base_lat)} batches)")
     print(f"  RewardService ScoreBatch : {svc_ips:8.0f} items/s  p50 {statistics.median(r.batch_lat) * 1e3:7.2f} ms"

@@ -26,7 +26,7 @@ from chatstack.client import ChatClient
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.gateway.auth import hash_key
-from chatstack.local_stack import engine_cores
+from chatstack.local_stack import engine_placement_flags
 from chatstack.serve.local import local_app_args
 from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
@@ -65,9 +65,9 @@ def standalone(models: Path, tmp: Path, clients: int, seconds: float, max_tokens
             "tokenizer": ("--model-dir", str(models / "lm")),
             "session": ("--redis-url", redis.url),
             "generation": ("--model", str(models / "lm"), "--cpu-kvcache-space-gib", "1",
-                           "--cpu-threads-bind", engine_cores(0)),
+                           *engine_placement_flags(0)),
             "reward": ("--model", str(models / "reward"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1",
-                       "--cpu-threads-bind", engine_cores(1)),
+                       *engine_placement_flags(1)),
             "gateway": ("--api-keys", f"bench:{hash_key(KEY)}",
                         *[arg for s in ("tokenizer", "session", "generation", "reward")
                           for arg in (f"--{s}-address", f"127.0.0.1:{ports[s]}")]),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import urllib.request
@@ -11,11 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
-import psutil
 import pytest
 
-from chatstack.core.cpu_placement import engine_cpus
-from chatstack.local_stack import engine_cores
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.integration.conftest import start_generation_service
 from tests.polling import await_until
@@ -41,14 +37,6 @@ def stub(generation_service: tuple[str, int]) -> Iterator[generation_pb2_grpc.Ge
 async def astub(generation_service: tuple[str, int]) -> AsyncIterator[generation_pb2_grpc.GenerationServiceStub]:
     async with grpc.aio.insecure_channel(generation_service[0]) as channel:
         yield generation_pb2_grpc.GenerationServiceStub(channel)
-
-
-def listening_pid(port: int) -> int:
-    """The pid of the process listening on a local TCP port."""
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
-            return int(conn.pid)
-    raise LookupError(f"nothing listens on port {port}")
 
 
 def ids_prompt(**sampling: object) -> generation_pb2.GenerateRequest:
@@ -268,17 +256,3 @@ def test_stream_interval_sends_the_first_token_at_once_then_every_k(
     assert [len(d.token_ids) for d in deltas] == [1, 4, 4, 4]
     assert [t for d in deltas for t in d.token_ids] == list(per_token_final.choices[0].token_ids)
     assert "".join(d.text for d in deltas) == final.choices[0].text == per_token_final.choices[0].text
-
-
-def test_service_threads_stay_off_the_cores_its_engine_worker_is_bound_to(
-        generation_service: tuple[str, int]) -> None:
-    # The fixture binds the engine to engine_cores(0); the service (frontend_off_engine_cores on
-    # by default) moves its own threads, the gRPC ones included, to the other allowed cores.
-    if engine_cores(0) == "auto":
-        pytest.skip("needs at least 2 allowed CPUs")
-    worker_cores = {int(c) for c in engine_cores(0).split(",")}
-    service_pid = listening_pid(int(generation_service[0].rsplit(":", 1)[1]))
-    assert engine_cpus(service_pid) == worker_cores
-    service_threads = [int(t) for t in os.listdir(f"/proc/{service_pid}/task")]
-    placements = {frozenset(os.sched_getaffinity(tid)) for tid in service_threads}
-    assert placements == {frozenset(os.sched_getaffinity(0)) - worker_cores}

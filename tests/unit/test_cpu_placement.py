@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(len(CPUS) < 2, reason="needs Linux and at least 
 # binding), optionally one bound to every allowed core, then runs `BODY` and prints its result.
 SCRIPT = textwrap.dedent("""
     import json, os, subprocess, sys, threading, time
-    from chatstack.core.cpu_placement import keep_off_engine_cores
+    from chatstack.core.cpu_placement import keep_off_engine_cores, off_engine_cores
     bound = [int(c) for c in sys.argv[1].split(",") if c]
     worker = None
     if bound:
@@ -30,17 +30,23 @@ SCRIPT = textwrap.dedent("""
     early = threading.Event()
     thread = threading.Thread(target=early.wait, daemon=True)  # started before the move
     thread.start()
-    moved = keep_off_engine_cores()
-    masks = {tid: sorted(os.sched_getaffinity(int(tid))) for tid in os.listdir("/proc/self/task")}
-    print(json.dumps({"moved": sorted(moved) if moved is not None else None,
-                      "masks": sorted(set(map(tuple, masks.values())))}))
+    def masks():
+        return sorted({tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir("/proc/self/task")})
+    if sys.argv[2] == "block":
+        with off_engine_cores() as moved:
+            inside = masks()
+        print(json.dumps({"moved": sorted(moved) if moved is not None else None, "inside": inside,
+                          "masks": masks()}))
+    else:
+        moved = keep_off_engine_cores()
+        print(json.dumps({"moved": sorted(moved) if moved is not None else None, "masks": masks()}))
     if worker:
         worker.kill()
 """)
 
 
-def run(bound: list[int]) -> dict:  # type: ignore[type-arg]
-    out = subprocess.run([sys.executable, "-c", SCRIPT, ",".join(map(str, bound))],
+def run(bound: list[int], how: str = "call") -> dict:  # type: ignore[type-arg]
+    out = subprocess.run([sys.executable, "-c", SCRIPT, ",".join(map(str, bound)), how],
                          capture_output=True, text=True, timeout=60, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -49,6 +55,13 @@ def test_moves_every_thread_off_the_cores_a_child_is_bound_to() -> None:
     result = run([CPUS[0]])
     assert result["moved"] == CPUS[1:]
     assert result["masks"] == [CPUS[1:]]  # every thread, the early one too
+
+
+def test_off_engine_cores_moves_for_the_block_then_puts_every_thread_back() -> None:
+    result = run([CPUS[0]], "block")
+    assert result["moved"] == CPUS[1:]
+    assert result["inside"] == [CPUS[1:]]
+    assert result["masks"] == [CPUS]
 
 
 def test_leaves_placement_alone_without_a_bound_child() -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -94,3 +95,16 @@ def keep_off_engine_cores(root_pid: int | None = None) -> set[int] | None:
         return None
     pin_this_process(free)
     return free
+
+
+@contextmanager
+def off_engine_cores(root_pid: int | None = None, enabled: bool = True) -> Iterator[set[int] | None]:
+    """`keep_off_engine_cores` for the length of a block (e.g. a benchmark's client while it
+    drives an engine), then the placement from before; yields the cores used, or None."""
+    before = allowed_cpus()
+    cores = keep_off_engine_cores(root_pid) if enabled else None
+    try:
+        yield cores
+    finally:
+        if cores is not None:
+            pin_this_process(before)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from chatstack.core.redis_process import RedisProcess
-from chatstack.local_stack import engine_cores
+from chatstack.local_stack import engine_placement
 
 REDIS_PORT = 6391
 
@@ -32,10 +32,9 @@ def local_app_args(models: Path, redis_url: str, proxy_port: int,
     return {
         "tokenizer": {"model_dir": str(models / "lm")},
         "session": {"redis_url": redis_url},
-        "generation": {"model": str(models / "lm"), "cpu_kvcache_space_gib": 1,
-                       "cpu_threads_bind": engine_cores(0)},
+        "generation": {"model": str(models / "lm"), "cpu_kvcache_space_gib": 1, **engine_placement(0)},
         "reward": {"model": str(models / "reward"), "dtype": "float32", "cpu_kvcache_space_gib": 1,
-                   "cpu_threads_bind": engine_cores(1)},
+                   **engine_placement(1)},
         "gateway": {**gateway_keys, "serve_proxy_address": f"127.0.0.1:{proxy_port}"},
     }
 
