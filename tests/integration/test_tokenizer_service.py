@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
+from chatstack.core.process import ManagedProcess, free_port, start_grpc_service, wait_until
 from chatstack.v1 import common_pb2, tokenizer_pb2, tokenizer_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -138,7 +138,9 @@ def test_request_id_from_metadata_reaches_the_logs(
 ) -> None:
     with pytest.raises(grpc.RpcError):
         stub.Encode(tokenizer_pb2.EncodeRequest(), metadata=(("x-request-id", "trace-me-123"),))
-    assert "[trace-me-123]" in tokenizer_server[2].log_path.read_text()
+    # The service logs the call as it ends, so the line can land just after the client has its status.
+    log = tokenizer_server[2].log_path
+    wait_until(lambda: "[trace-me-123]" in log.read_text(), 10, "the request id in the service's log")
 
 
 def test_sigterm_goes_not_serving_then_exits_zero(lm_dir: Path, log_dir: Path) -> None:
