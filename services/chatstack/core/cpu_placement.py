@@ -2,10 +2,11 @@
 
 On CPU, vLLM binds each model worker's OpenMP threads to cores (`VLLM_CPU_OMP_THREADS_BIND`,
 "auto" = the NUMA node's cores minus one reserved "for other processes"), but nothing keeps other
-processes off those cores. The service's own threads (gRPC, vLLM's output processing) then preempt
-the model mid-step whenever the scheduler puts them there. Measured on 2 cores, 64 streams: the
-model worker ran 79% of the time and generation reached 4.8k tokens/s; with the service and the
-benchmark client kept on the reserved core, 97% and 7.4k tokens/s (in-process AsyncLLM: 7.5k).
+processes off those cores. The service's own threads (gRPC, vLLM's output processing) then
+preempt the model mid-step whenever the scheduler puts them there. On 2 cores with 64 streams, the
+model worker ran 79 % of the time behind the service against 96 % in-process; kept on the reserved
+core, the service streamed 3-28 % more tokens/s (medians of alternating waves on one service,
+`tests.benchmarks.bench_placement`).
 
 Linux only (`sched_setaffinity`); elsewhere every function is a no-op.
 """
@@ -73,14 +74,19 @@ def engine_cpus(root_pid: int) -> set[int]:
     return bound
 
 
-def pin_this_process(cpus: Iterable[int]) -> None:
-    """Move every thread of this process (and the threads it starts later) to `cpus`."""
+def pin_process(pid: int, cpus: Iterable[int]) -> None:
+    """Move every thread of process `pid` (and the threads they start later) to `cpus`."""
     target = set(cpus)
-    for tid in _tasks(os.getpid()):
+    for tid in _tasks(pid):
         try:
             os.sched_setaffinity(tid, target)
         except OSError:  # the thread ended meanwhile
             continue
+
+
+def pin_this_process(cpus: Iterable[int]) -> None:
+    """`pin_process` for this process."""
+    pin_process(os.getpid(), cpus)
 
 
 def keep_off_engine_cores(root_pid: int | None = None) -> set[int] | None:
