@@ -45,6 +45,7 @@ import grpc
 
 from chatstack.core.cpu_placement import allowed_cpus, off_engine_cores
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service, wait_until
+from chatstack.generation.config import GenerationConfig
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 
 GENERATION_SERVICE = "chatstack.v1.GenerationService"
@@ -84,17 +85,10 @@ class Load:
     off_engine: bool = True
 
 
-@dataclass(frozen=True)
-class Engine:
-    """Engine arguments shared by all three sides (service flags, GenerationConfig, vllm serve)."""
-
-    model: str
-    dtype: str
-    max_model_len: int
-    max_num_seqs: int
-    kvcache_gib: float
-    seed: int = 0
-    stream_interval: int = 1
+#: The engine settings all three sides share: the service gets them as flags, the in-process
+#: baseline uses the config itself, `vllm serve` gets its own flags for them.
+ENGINE_FIELDS = ("model", "dtype", "max_model_len", "max_num_seqs", "cpu_kvcache_space_gib", "seed",
+                 "enforce_eager", "stream_interval")
 
 
 @contextmanager
@@ -161,14 +155,11 @@ async def grpc_side(address: str, load: Load) -> dict[int, Side]:
         return await measure(stream_for, load)
 
 
-def run_grpc(engine: Engine, load: Load, log_dir: Path) -> dict[int, Side]:
+def run_grpc(engine: GenerationConfig, load: Load, log_dir: Path) -> dict[int, Side]:
     port = free_port()
-    flags = ("--model", engine.model, "--dtype", engine.dtype, "--max-model-len", str(engine.max_model_len),
-             "--max-num-seqs", str(engine.max_num_seqs), "--cpu-kvcache-space-gib", f"{engine.kvcache_gib:g}",
-             "--seed", str(engine.seed), "--max-in-flight", str(max(256, 2 * max(load.levels))),
-             "--stream-interval", str(engine.stream_interval),
-             "--log-level", "WARNING",
-             "--frontend-off-engine-cores" if load.off_engine else "--no-frontend-off-engine-cores")
+    service = engine.model_copy(update={"max_in_flight": max(256, 2 * max(load.levels)), "log_level": "WARNING",
+                                        "frontend_off_engine_cores": load.off_engine})
+    flags = service.cli_args(*ENGINE_FIELDS, "max_in_flight", "log_level", "frontend_off_engine_cores")
     proc = start_grpc_service("generation-bench", "generation", port, free_port(), log_dir, flags,
                               health_service=GENERATION_SERVICE, timeout=300)
     try:
@@ -180,18 +171,13 @@ def run_grpc(engine: Engine, load: Load, log_dir: Path) -> dict[int, Side]:
 
 
 # -- (b) the same AsyncLLM in this process ----------------------------------------------------
-async def in_process_side(engine: Engine, load: Load) -> dict[int, Side]:
+async def in_process_side(config: GenerationConfig, load: Load) -> dict[int, Side]:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     from chatstack.core.vllm_config import engine_args
-    from chatstack.generation.config import GenerationConfig
     from chatstack.generation.engine import vllm_sampling_params
     from chatstack.generation.model import SamplingOptions
 
-    config = GenerationConfig(model=engine.model, dtype=engine.dtype,  # type: ignore[arg-type]
-                              max_model_len=engine.max_model_len, max_num_seqs=engine.max_num_seqs,
-                              cpu_kvcache_space_gib=engine.kvcache_gib, seed=engine.seed,
-                              stream_interval=engine.stream_interval)
     params = vllm_sampling_params(SamplingOptions(n=1, temperature=0.0, max_tokens=load.tokens,
                                                   ignore_eos=True), load.tokens)
     llm = AsyncLLM.from_engine_args(engine_args(config, stream_interval=config.stream_interval))
@@ -239,14 +225,14 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def start_vllm_serve(engine: Engine, port: int, log_dir: Path, timeout: float) -> ManagedProcess:
+def start_vllm_serve(engine: GenerationConfig, port: int, log_dir: Path, timeout: float) -> ManagedProcess:
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", engine.model,
             "--host", "127.0.0.1", "--port", str(port), "--dtype", engine.dtype,
             "--max-model-len", str(engine.max_model_len), "--max-num-seqs", str(engine.max_num_seqs),
-            "--enforce-eager", "--seed", str(engine.seed), "--disable-uvicorn-access-log",
-            "--stream-interval", str(engine.stream_interval)]
+            "--enforce-eager" if engine.enforce_eager else "--no-enforce-eager", "--seed", str(engine.seed),
+            "--disable-uvicorn-access-log", "--stream-interval", str(engine.stream_interval)]
     proc = ManagedProcess("vllm-serve-bench", argv, log_dir / "vllm-serve-bench.log",
-                          env={"VLLM_CPU_KVCACHE_SPACE": f"{engine.kvcache_gib:g}"}).start()
+                          env={"VLLM_CPU_KVCACHE_SPACE": f"{engine.cpu_kvcache_space_gib:g}"}).start()
     try:
         wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/health"), timeout,
                    f"vllm serve on port {port}", alive=proc.alive, interval=0.5)
@@ -293,7 +279,7 @@ async def http_side(base: str, model: str, load: Load) -> dict[int, Side]:
         return await measure(stream_for, load)
 
 
-def run_vllm_serve(engine: Engine, load: Load, log_dir: Path, timeout: float) -> dict[int, Side]:
+def run_vllm_serve(engine: GenerationConfig, load: Load, log_dir: Path, timeout: float) -> dict[int, Side]:
     port = free_port()
     proc = start_vllm_serve(engine, port, log_dir, timeout)
     try:
@@ -344,12 +330,13 @@ def main() -> None:
     parser.add_argument("--serve-timeout", type=float, default=300.0, help="seconds to wait for vllm serve")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    engine = Engine(model=str(Path(args.models_dir, "lm").resolve()), dtype=args.dtype, max_model_len=2048,
-                    max_num_seqs=args.max_num_seqs, kvcache_gib=args.cpu_kvcache_space_gib,
-                    stream_interval=args.stream_interval)
+    engine = GenerationConfig(model=str(Path(args.models_dir, "lm").resolve()), dtype=args.dtype,
+                              max_model_len=2048, max_num_seqs=args.max_num_seqs,
+                              cpu_kvcache_space_gib=args.cpu_kvcache_space_gib, seed=0,
+                              stream_interval=args.stream_interval)
     load = Load(prompt=make_prompt(args.prompt_tokens), tokens=args.tokens, levels=levels, rounds=args.rounds,
                 stream_interval=args.stream_interval, off_engine=args.placement == "off-engine")
-    os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{engine.kvcache_gib:g}"
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{engine.cpu_kvcache_space_gib:g}"
     log_dir = Path(tempfile.mkdtemp(prefix="bench-generation-"))
     results: dict[str, dict[int, Side]] = {}
     print(f"logs in {log_dir}", flush=True)

@@ -27,8 +27,12 @@ import grpc
 
 from chatstack.core.cpu_placement import allowed_cpus, engine_cpus, pin_process
 from chatstack.core.process import free_port, start_grpc_service
+from chatstack.generation.config import GenerationConfig
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
-from tests.benchmarks.bench_generation import GENERATION_SERVICE, make_prompt, wave
+from tests.benchmarks.bench_generation import ENGINE_FIELDS, GENERATION_SERVICE, make_prompt, wave
+
+#: The service's settings (it starts with the placement off; this script places it per wave).
+SETTINGS = (*ENGINE_FIELDS, "max_in_flight", "log_level", "frontend_off_engine_cores")
 
 
 async def alternate(address: str, service_pid: int, levels: list[int], pairs: int, tokens: int
@@ -82,9 +86,9 @@ def main() -> None:
         proc = start_grpc_service(
             "generation-placement", "generation", port, free_port(),
             Path(tempfile.mkdtemp(prefix="bench-placement-")),
-            ("--model", str(Path(args.models_dir, "lm").resolve()), "--max-num-seqs", "64",
-             "--cpu-kvcache-space-gib", "2", "--max-in-flight", "256", "--stream-interval", str(k),
-             "--log-level", "WARNING", "--no-frontend-off-engine-cores"),
+            GenerationConfig(model=str(Path(args.models_dir, "lm").resolve()), max_num_seqs=64,
+                             cpu_kvcache_space_gib=2, max_in_flight=256, stream_interval=k, log_level="WARNING",
+                             frontend_off_engine_cores=False).cli_args(*SETTINGS),
             health_service=GENERATION_SERVICE, timeout=300)
         try:
             assert proc.proc is not None

@@ -33,6 +33,7 @@ import grpc
 
 from chatstack.core.cpu_placement import off_engine_cores
 from chatstack.core.process import free_port, start_grpc_service
+from chatstack.reward.config import RewardConfig
 from chatstack.v1 import common_pb2, reward_pb2, reward_pb2_grpc
 
 REWARD_SERVICE = "chatstack.v1.RewardService"
@@ -40,19 +41,8 @@ WORDS = ("the cat sat on a mat while rain fell over quiet hills and rivers ran t
          "every answer should be short clear and kind to the reader who asked it").split()
 
 
-@dataclass(frozen=True)
-class Engine:
-    """Engine arguments shared by the service (as flags) and the in-process baseline."""
-
-    model: str
-    dtype: str
-    max_model_len: int
-    max_num_seqs: int
-    kvcache_gib: float
-
-    def flags(self) -> tuple[str, ...]:
-        return ("--model", self.model, "--dtype", self.dtype, "--max-model-len", str(self.max_model_len),
-                "--max-num-seqs", str(self.max_num_seqs), "--cpu-kvcache-space-gib", f"{self.kvcache_gib:g}")
+#: The engine settings the service (as flags) and the in-process baseline (the config itself) share.
+ENGINE_FIELDS = ("model", "dtype", "max_model_len", "max_num_seqs", "cpu_kvcache_space_gib", "enforce_eager")
 
 
 def make_items(n: int, seed: int = 11) -> list[tuple[list[tuple[str, str]], str]]:
@@ -100,18 +90,14 @@ async def timed_batches(score_batch: Callable[[], Awaitable[list[float]]], secon
 
 
 # -- in-process baseline ----------------------------------------------------------------------
-async def in_process(engine: Engine, items: list[tuple[list[tuple[str, str]], str]],
+async def in_process(config: RewardConfig, items: list[tuple[list[tuple[str, str]], str]],
                      seconds: float, placed: bool) -> tuple[list[float], list[float]]:
     from transformers import AutoTokenizer
     from vllm.v1.engine.async_llm import AsyncLLM
 
     from chatstack.core.vllm_config import engine_args
-    from chatstack.reward.config import RewardConfig
 
-    config = RewardConfig(model=engine.model, dtype=engine.dtype,  # type: ignore[arg-type]
-                          max_model_len=engine.max_model_len, max_num_seqs=engine.max_num_seqs,
-                          cpu_kvcache_space_gib=engine.kvcache_gib)
-    tokenizer = AutoTokenizer.from_pretrained(engine.model)
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
     llm = AsyncLLM.from_engine_args(engine_args(config, runner="pooling"))
     try:
         with off_engine_cores(enabled=placed):  # the service's placement, once the engine is up
@@ -201,9 +187,12 @@ def main() -> None:
                         help="keep the service, the baseline and the client off the engine's cores")
     args = parser.parse_args()
     placed = args.placement == "off-engine"
-    engine = Engine(model=str(Path(args.models_dir, "reward").resolve()), dtype=args.dtype,
-                    max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-                    kvcache_gib=args.cpu_kvcache_space_gib)
+    engine = RewardConfig(model=str(Path(args.models_dir, "reward").resolve()), dtype=args.dtype,
+                          max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+                          cpu_kvcache_space_gib=args.cpu_kvcache_space_gib,
+                          max_batch_items=max(256, args.items, args.fanout),
+                          max_in_flight=max(512, 2 * args.items, 2 * args.fanout), log_level="WARNING",
+                          frontend_off_engine_cores=placed)
     items = make_items(args.items)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-reward-"))
     print(f"logs in {log_dir}", flush=True)
@@ -213,9 +202,8 @@ def main() -> None:
 
     print("RewardService ...", flush=True)
     port = free_port()
-    flags = (*engine.flags(), "--max-batch-items", str(max(256, args.items, args.fanout)),
-             "--max-in-flight", str(max(512, 2 * args.items, 2 * args.fanout)), "--log-level", "WARNING",
-             "--frontend-off-engine-cores" if placed else "--no-frontend-off-engine-cores")
+    flags = engine.cli_args(*ENGINE_FIELDS, "max_batch_items", "max_in_flight", "log_level",
+                            "frontend_off_engine_cores")
     proc = start_grpc_service("reward-bench", "reward", port, free_port(), log_dir, flags,
                               health_service=REWARD_SERVICE, timeout=300)
     try:

@@ -23,3 +23,17 @@ def test_invalid_value_is_rejected() -> None:
 
 def test_service_name_comes_from_env_prefix() -> None:
     assert TokenizerConfig.service_name() == "tokenizer"
+
+
+def test_cli_args_start_a_service_with_the_same_settings() -> None:
+    from chatstack.generation.config import GenerationConfig
+
+    fields = ("model", "dtype", "max_model_len", "max_num_seqs", "cpu_kvcache_space_gib", "seed",
+              "enforce_eager", "frontend_off_engine_cores", "stream_interval", "max_concurrent_rpcs")
+    config = GenerationConfig(model="/m", dtype="float32", max_model_len=512, max_num_seqs=7,
+                              cpu_kvcache_space_gib=0.5, seed=3, enforce_eager=False,
+                              frontend_off_engine_cores=False, stream_interval=4)
+    args = config.cli_args(*fields)
+    assert "--no-enforce-eager" in args and "--max-concurrent-rpcs" not in args  # None is left out
+    parsed = GenerationConfig.load(args)
+    assert {f: getattr(parsed, f) for f in fields} == {f: getattr(config, f) for f in fields}

@@ -64,6 +64,18 @@ class ServerConfig(BaseSettings):
                   file=sys.stderr)
             raise SystemExit(2) from exc
 
+    def cli_args(self, *names: str) -> tuple[str, ...]:
+        """The named fields as this service's CLI flags (`--max-num-seqs 64`, `--no-enforce-eager`),
+        to start a service process with the same settings as this object (None fields are left out)."""
+        args: list[str] = []
+        for name in names:
+            value, flag = getattr(self, name), name.replace("_", "-")
+            if isinstance(value, bool):
+                args.append(f"--{flag}" if value else f"--no-{flag}")
+            elif value is not None:
+                args += [f"--{flag}", f"{value:g}" if isinstance(value, float) else str(value)]
+        return tuple(args)
+
     @classmethod
     def service_name(cls) -> str:
         """Short service name, derived from the env prefix."""
