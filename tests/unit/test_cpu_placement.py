@@ -18,14 +18,14 @@ pytestmark = pytest.mark.skipif(len(CPUS) < 2, reason="needs Linux and at least 
 # A process that starts a "model worker" bound to the cores in argv[1] (like vLLM's OpenMP
 # binding), optionally one bound to every allowed core, then runs `BODY` and prints its result.
 SCRIPT = textwrap.dedent("""
-    import json, os, subprocess, sys, threading, time
+    import json, os, subprocess, sys, threading
     from chatstack.core.cpu_placement import keep_off_engine_cores, off_engine_cores
     bound = [int(c) for c in sys.argv[1].split(",") if c]
     worker = None
     if bound:
-        worker = subprocess.Popen([sys.executable, "-c",
-            "import os, sys, time; os.sched_setaffinity(0, %r); print('ok', flush=True); time.sleep(60)"
-            % (bound,)], stdout=subprocess.PIPE, text=True)
+        worker = subprocess.Popen([sys.executable, "-c",  # lives until its stdin closes
+            "import os, sys; os.sched_setaffinity(0, %r); print('ok', flush=True); sys.stdin.read()"
+            % (bound,)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert worker.stdout.readline().strip() == "ok"
     early = threading.Event()
     thread = threading.Thread(target=early.wait, daemon=True)  # started before the move
@@ -80,14 +80,14 @@ def test_leaves_placement_alone_when_the_engine_holds_every_core() -> None:
 def test_engine_cpus_looks_at_descendants_only() -> None:
     grandparent = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            import os, subprocess, sys, time
+            import os, subprocess, sys
             child = subprocess.Popen([sys.executable, "-c",
-                "import os, time; os.sched_setaffinity(0, {{{CPUS[-1]}}}); print('ok', flush=True); time.sleep(60)"],
-                stdout=subprocess.PIPE, text=True)
+                "import os, sys; os.sched_setaffinity(0, {{{CPUS[-1]}}}); print('ok', flush=True); sys.stdin.read()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert child.stdout.readline().strip() == "ok"
             print(child.pid, flush=True)
-            time.sleep(60)
-        """)], stdout=subprocess.PIPE, text=True)
+            sys.stdin.read()  # until the test closes it (or dies); the child then sees EOF too
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert grandparent.stdout is not None
         bound_child = int(grandparent.stdout.readline())

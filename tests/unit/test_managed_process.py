@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from chatstack.core.process import ManagedProcess
+from chatstack.core.process import ManagedProcess, wait_until
 
-# A child that starts a grandchild, writes the grandchild's pid, and sleeps.
+# A child that starts a grandchild, writes the grandchild's pid, and waits for a signal; so does
+# the grandchild.
 SPAWNER = """
-import subprocess, sys, time
-grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+import signal, subprocess, sys
+grandchild = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
 open(sys.argv[1], "w").write(str(grandchild.pid))
-time.sleep(600)
+signal.pause()
 """
 
 
@@ -31,12 +33,8 @@ def _gone(pid: int) -> bool:
 
 
 def _wait_for(path: Path, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.02)
-    raise TimeoutError(f"{path} was not written")
+    wait_until(lambda: path.exists() and bool(path.read_text()), timeout, f"{path} written", interval=0.02)
+    return path.read_text()
 
 
 @pytest.fixture
@@ -48,6 +46,8 @@ def spawner(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield proc, int(_wait_for(pid_file))
     finally:
         proc.stop(5)
+        with contextlib.suppress(ProcessLookupError):  # the grandchild outlives a SIGTERMed child
+            os.killpg(proc.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
 
 
 def test_child_leads_its_own_process_group_in_the_callers_session(spawner) -> None:  # type: ignore[no-untyped-def]
@@ -67,7 +67,4 @@ def test_stop_kills_what_the_child_spawned_when_it_ignores_sigterm(tmp_path: Pat
     grandchild = int(_wait_for(pid_file))
     code = proc.stop(timeout=0.5)
     assert code == -9  # SIGTERM was ignored, the group got SIGKILL
-    deadline = time.monotonic() + 5
-    while not _gone(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _gone(grandchild)
+    wait_until(lambda: _gone(grandchild), 5, "the grandchild to be gone", interval=0.02)
