@@ -14,6 +14,7 @@ from pathlib import Path
 
 from chatstack.core.process import ManagedProcess, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
+from chatstack.core.vllm_config import VllmEngineConfig
 
 REDIS_PORT = 6390  # not 6379, so a system Redis is left alone
 
@@ -64,7 +65,8 @@ def engine_placement(index: int) -> dict[str, str | bool]:
 
 def engine_placement_flags(index: int) -> tuple[str, ...]:
     """`engine_placement` as service CLI flags."""
-    return ("--cpu-threads-bind", engine_cores(index), "--no-frontend-off-engine-cores")
+    settings = engine_placement(index)
+    return VllmEngineConfig(**settings).cli_args(*settings)  # type: ignore[arg-type]
 
 
 def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[LocalService]:

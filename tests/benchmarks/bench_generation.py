@@ -80,21 +80,19 @@ class Load:
     tokens: int
     levels: list[int]
     rounds: int
-    stream_interval: int = 1
-    #: Keep the frontends and this client off the engine's OpenMP cores (see module docstring).
-    off_engine: bool = True
 
 
 #: The engine settings all three sides share: the service gets them as flags, the in-process
 #: baseline uses the config itself, `vllm serve` gets its own flags for them.
 ENGINE_FIELDS = ("model", "dtype", "max_model_len", "max_num_seqs", "cpu_kvcache_space_gib", "seed",
-                 "enforce_eager", "stream_interval")
+                 "enforce_eager", "stream_interval", "frontend_off_engine_cores")
 
 
 @contextmanager
-def client_placed(load: Load, engine_root_pid: int) -> Iterator[None]:
-    """While driving an engine under `engine_root_pid`: this process off its cores (if asked)."""
-    with off_engine_cores(engine_root_pid, enabled=load.off_engine) as cores:
+def client_placed(engine: GenerationConfig, engine_root_pid: int) -> Iterator[None]:
+    """While driving an engine under `engine_root_pid`: this process off its cores, when the
+    service is placed that way too (`frontend_off_engine_cores`)."""
+    with off_engine_cores(engine_root_pid, enabled=engine.frontend_off_engine_cores) as cores:
         print(f"    client on CPUs {sorted(cores or allowed_cpus())}", flush=True)
         yield
 
@@ -132,39 +130,44 @@ async def measure(stream_for: Callable[[int], Stream], load: Load) -> dict[int, 
 
 
 # -- (a) the gRPC service ---------------------------------------------------------------------
+def stream_request(prompt: list[int], tokens: int) -> generation_pb2.GenerateStreamRequest:
+    """Exactly `tokens` greedy tokens after `prompt` (ignore_eos)."""
+    return generation_pb2.GenerateStreamRequest(
+        token_ids=common_pb2.TokenIds(ids=prompt),
+        sampling=generation_pb2.SamplingParams(n=1, max_tokens=tokens, temperature=0.0, ignore_eos=True))
+
+
+def grpc_stream(stub: generation_pb2_grpc.GenerationServiceStub,
+                request: generation_pb2.GenerateStreamRequest) -> Stream:
+    """One GenerateStream call, timed to its first token."""
+    async def one() -> tuple[float, list[int]]:
+        start = time.perf_counter()
+        ttft, ids = 0.0, []
+        async for message in stub.GenerateStream(request):
+            if message.HasField("delta") and message.delta.token_ids:
+                if not ids:
+                    ttft = time.perf_counter() - start
+                ids += message.delta.token_ids
+        return ttft, ids
+    return one
+
+
 async def grpc_side(address: str, load: Load) -> dict[int, Side]:
-    request = generation_pb2.GenerateStreamRequest(
-        token_ids=common_pb2.TokenIds(ids=load.prompt),
-        sampling=generation_pb2.SamplingParams(n=1, max_tokens=load.tokens, temperature=0.0,
-                                               ignore_eos=True))
+    request = stream_request(load.prompt, load.tokens)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
-
-        def stream_for(_: int) -> Stream:
-            async def one() -> tuple[float, list[int]]:
-                start = time.perf_counter()
-                ttft, ids = 0.0, []
-                async for message in stub.GenerateStream(request):
-                    if message.HasField("delta") and message.delta.token_ids:
-                        if not ids:
-                            ttft = time.perf_counter() - start
-                        ids += message.delta.token_ids
-                return ttft, ids
-            return one
-
-        return await measure(stream_for, load)
+        return await measure(lambda _: grpc_stream(stub, request), load)
 
 
 def run_grpc(engine: GenerationConfig, load: Load, log_dir: Path) -> dict[int, Side]:
     port = free_port()
-    service = engine.model_copy(update={"max_in_flight": max(256, 2 * max(load.levels)), "log_level": "WARNING",
-                                        "frontend_off_engine_cores": load.off_engine})
-    flags = service.cli_args(*ENGINE_FIELDS, "max_in_flight", "log_level", "frontend_off_engine_cores")
+    service = engine.model_copy(update={"max_in_flight": max(256, 2 * max(load.levels)), "log_level": "WARNING"})
+    flags = service.cli_args(*ENGINE_FIELDS, "max_in_flight", "log_level")
     proc = start_grpc_service("generation-bench", "generation", port, free_port(), log_dir, flags,
                               health_service=GENERATION_SERVICE, timeout=300)
     try:
         assert proc.proc is not None
-        with client_placed(load, proc.proc.pid):
+        with client_placed(engine, proc.proc.pid):
             return asyncio.run(grpc_side(f"127.0.0.1:{port}", load))
     finally:
         proc.stop(60)
@@ -183,7 +186,7 @@ async def in_process_side(config: GenerationConfig, load: Load) -> dict[int, Sid
     llm = AsyncLLM.from_engine_args(engine_args(config, stream_interval=config.stream_interval))
     try:
         # The same placement as the service's: this process off the engine's cores, once it is up.
-        with client_placed(load, os.getpid()):
+        with client_placed(config, os.getpid()):
             return await measure(in_process_streams(llm, params, load.prompt), load)
     finally:
         llm.shutdown()
@@ -284,19 +287,20 @@ def run_vllm_serve(engine: GenerationConfig, load: Load, log_dir: Path, timeout:
     proc = start_vllm_serve(engine, port, log_dir, timeout)
     try:
         assert proc.proc is not None
-        with client_placed(load, proc.proc.pid):
+        with client_placed(engine, proc.proc.pid):
             return asyncio.run(http_side(f"http://127.0.0.1:{port}", engine.model, load))
     finally:
         proc.stop(60)
 
 
 # -- report -----------------------------------------------------------------------------------
-def report(load: Load, results: dict[str, dict[int, Side]]) -> None:
+def report(load: Load, engine: GenerationConfig, results: dict[str, dict[int, Side]]) -> None:
     names = {"grpc": "gRPC GenerationService", "inproc": "in-process AsyncLLM", "serve": "vllm serve (HTTP)"}
     first = results["inproc"][load.levels[0]].outputs[0]
     same = all(out == first for r in results.values() for side in r.values() for out in side.outputs)
     print(f"{load.rounds} waves x C streams of {load.tokens} tokens (ignore_eos, greedy), "
-          f"stream_interval {load.stream_interval}, placement {'off-engine' if load.off_engine else 'none'}, "
+          f"stream_interval {engine.stream_interval}, "
+          f"placement {'off-engine' if engine.frontend_off_engine_cores else 'none'}, "
           f"prompt {len(load.prompt)} token ids; identical tokens on every stream and engine: {same}")
     print(f"  {'engine':24s} {'C':>4s} {'tokens/s':>10s} {'TTFT p50 ms':>12s}")
     for key, result in results.items():
@@ -333,9 +337,9 @@ def main() -> None:
     engine = GenerationConfig(model=str(Path(args.models_dir, "lm").resolve()), dtype=args.dtype,
                               max_model_len=2048, max_num_seqs=args.max_num_seqs,
                               cpu_kvcache_space_gib=args.cpu_kvcache_space_gib, seed=0,
-                              stream_interval=args.stream_interval)
-    load = Load(prompt=make_prompt(args.prompt_tokens), tokens=args.tokens, levels=levels, rounds=args.rounds,
-                stream_interval=args.stream_interval, off_engine=args.placement == "off-engine")
+                              stream_interval=args.stream_interval,
+                              frontend_off_engine_cores=args.placement == "off-engine")
+    load = Load(prompt=make_prompt(args.prompt_tokens), tokens=args.tokens, levels=levels, rounds=args.rounds)
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{engine.cpu_kvcache_space_gib:g}"
     log_dir = Path(tempfile.mkdtemp(prefix="bench-generation-"))
     results: dict[str, dict[int, Side]] = {}
@@ -351,7 +355,7 @@ def main() -> None:
         except RuntimeError as exc:
             print(f"vllm serve failed, left out: {exc}", flush=True)
     print()
-    report(load, results)
+    report(load, engine, results)
 
 
 if __name__ == "__main__":

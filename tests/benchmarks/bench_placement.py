@@ -20,7 +20,6 @@ import asyncio
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
@@ -28,11 +27,18 @@ import grpc
 from chatstack.core.cpu_placement import allowed_cpus, engine_cpus, pin_process
 from chatstack.core.process import free_port, start_grpc_service
 from chatstack.generation.config import GenerationConfig
-from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
-from tests.benchmarks.bench_generation import ENGINE_FIELDS, GENERATION_SERVICE, make_prompt, wave
+from chatstack.v1 import generation_pb2_grpc
+from tests.benchmarks.bench_generation import (
+    ENGINE_FIELDS,
+    GENERATION_SERVICE,
+    grpc_stream,
+    make_prompt,
+    stream_request,
+    wave,
+)
 
 #: The service's settings (it starts with the placement off; this script places it per wave).
-SETTINGS = (*ENGINE_FIELDS, "max_in_flight", "log_level", "frontend_off_engine_cores")
+SETTINGS = (*ENGINE_FIELDS, "max_in_flight", "log_level")
 
 
 async def alternate(address: str, service_pid: int, levels: list[int], pairs: int, tokens: int
@@ -44,21 +50,10 @@ async def alternate(address: str, service_pid: int, levels: list[int], pairs: in
         raise SystemExit(f"nothing to compare: engine cores {sorted(engine)}, allowed {sorted(every)}")
     placements = {"placed": every - engine, "free": every}
     print(f"engine bound to CPUs {sorted(engine)}; placed = CPUs {sorted(every - engine)}", flush=True)
-    request = generation_pb2.GenerateStreamRequest(
-        token_ids=common_pb2.TokenIds(ids=make_prompt(32)),
-        sampling=generation_pb2.SamplingParams(n=1, max_tokens=tokens, temperature=0.0, ignore_eos=True))
+    request = stream_request(make_prompt(32), tokens)
     out: dict[tuple[str, int], list[float]] = {(p, c): [] for p in placements for c in levels}
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = generation_pb2_grpc.GenerationServiceStub(channel)
-
-        async def one() -> tuple[float, list[int]]:
-            start, ttft, ids = time.perf_counter(), 0.0, []
-            async for message in stub.GenerateStream(request):
-                if message.HasField("delta") and message.delta.token_ids:
-                    ttft = ttft or time.perf_counter() - start
-                    ids += message.delta.token_ids
-            return ttft, ids
-
+        one = grpc_stream(generation_pb2_grpc.GenerationServiceStub(channel), request)
         await wave(one, max(levels))  # warm-up
         try:
             for i in range(pairs):

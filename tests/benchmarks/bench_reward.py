@@ -42,7 +42,8 @@ WORDS = ("the cat sat on a mat while rain fell over quiet hills and rivers ran t
 
 
 #: The engine settings the service (as flags) and the in-process baseline (the config itself) share.
-ENGINE_FIELDS = ("model", "dtype", "max_model_len", "max_num_seqs", "cpu_kvcache_space_gib", "enforce_eager")
+ENGINE_FIELDS = ("model", "dtype", "max_model_len", "max_num_seqs", "cpu_kvcache_space_gib", "enforce_eager",
+                 "frontend_off_engine_cores")
 
 
 def make_items(n: int, seed: int = 11) -> list[tuple[list[tuple[str, str]], str]]:
@@ -91,7 +92,7 @@ async def timed_batches(score_batch: Callable[[], Awaitable[list[float]]], secon
 
 # -- in-process baseline ----------------------------------------------------------------------
 async def in_process(config: RewardConfig, items: list[tuple[list[tuple[str, str]], str]],
-                     seconds: float, placed: bool) -> tuple[list[float], list[float]]:
+                     seconds: float) -> tuple[list[float], list[float]]:
     from transformers import AutoTokenizer
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -100,7 +101,8 @@ async def in_process(config: RewardConfig, items: list[tuple[list[tuple[str, str
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     llm = AsyncLLM.from_engine_args(engine_args(config, runner="pooling"))
     try:
-        with off_engine_cores(enabled=placed):  # the service's placement, once the engine is up
+        # The service's placement (frontend_off_engine_cores), once the engine is up.
+        with off_engine_cores(enabled=config.frontend_off_engine_cores):
             return await timed_batches(in_process_batches(llm, tokenizer, items), seconds)
     finally:
         llm.shutdown()
@@ -186,29 +188,27 @@ def main() -> None:
     parser.add_argument("--placement", choices=("off-engine", "none"), default="off-engine",
                         help="keep the service, the baseline and the client off the engine's cores")
     args = parser.parse_args()
-    placed = args.placement == "off-engine"
     engine = RewardConfig(model=str(Path(args.models_dir, "reward").resolve()), dtype=args.dtype,
                           max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
                           cpu_kvcache_space_gib=args.cpu_kvcache_space_gib,
                           max_batch_items=max(256, args.items, args.fanout),
                           max_in_flight=max(512, 2 * args.items, 2 * args.fanout), log_level="WARNING",
-                          frontend_off_engine_cores=placed)
+                          frontend_off_engine_cores=args.placement == "off-engine")
     items = make_items(args.items)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-reward-"))
     print(f"logs in {log_dir}", flush=True)
 
     print("in-process pooling AsyncLLM ...", flush=True)
-    base_lat, base_scores = asyncio.run(in_process(engine, items, args.seconds, placed))
+    base_lat, base_scores = asyncio.run(in_process(engine, items, args.seconds))
 
     print("RewardService ...", flush=True)
     port = free_port()
-    flags = engine.cli_args(*ENGINE_FIELDS, "max_batch_items", "max_in_flight", "log_level",
-                            "frontend_off_engine_cores")
+    flags = engine.cli_args(*ENGINE_FIELDS, "max_batch_items", "max_in_flight", "log_level")
     proc = start_grpc_service("reward-bench", "reward", port, free_port(), log_dir, flags,
                               health_service=REWARD_SERVICE, timeout=300)
     try:
         assert proc.proc is not None
-        with off_engine_cores(proc.proc.pid, enabled=placed):
+        with off_engine_cores(proc.proc.pid, enabled=engine.frontend_off_engine_cores):
             r = asyncio.run(service(f"127.0.0.1:{port}", items, args.seconds, args.fanout, args.rounds))
     finally:
         proc.stop(60)

@@ -172,7 +172,7 @@ async def test_cancelling_20_streams_aborts_them_in_the_engine(
     port = generation_service[1]
     aborted = metric(port, "chatstack_generation_aborted_requests_total")
     calls = [long_stream(astub) for _ in range(20)]
-    # Each is decoding, as the engine reports (not "has read a message": see the backpressure test).
+    # Each is decoding, as the engine reports (the state under test, not the client's reads).
     await await_until(lambda: metric(port, "chatstack_generation_engine_running_requests") == 20,
                       30, "20 streams decoding")
     for call in calls:
@@ -209,8 +209,7 @@ async def test_past_the_in_flight_limit_is_resource_exhausted_and_others_still_s
     astub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
 ) -> None:
     holders = [long_stream(astub) for _ in range(24)]  # the configured limit
-    # Admitted, as the service counts them. (Not "each has read its first message": a stream's
-    # messages can reach the client late, see the README's open findings, by when it may be over.)
+    # Admitted and still running, as the service counts them: the state the limit is about.
     await await_until(lambda: metric(generation_service[1], "chatstack_generation_in_flight_requests") == 24,
                       30, "24 streams in flight")
     with pytest.raises(grpc.aio.AioRpcError) as err:

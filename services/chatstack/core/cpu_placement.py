@@ -13,13 +13,10 @@ Linux only (`sched_setaffinity`); elsewhere every function is a no-op.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 def _tasks(pid: int) -> list[int]:
