@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -15,16 +14,10 @@ import pytest
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.integration.conftest import start_generation_service
 from tests.polling import await_until
+from tests.scrape import engine_idle, metric
 
 pytestmark = pytest.mark.integration
 PROMPT = [1, 300, 301, 302]  # BOS + three ordinary tokens
-
-
-def metric(metrics_port: int, name: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
-    match = re.search(rf"^{re.escape(name)} ([-+\d.e]+)$", body, re.M)
-    assert match, f"{name} not exported"
-    return float(match.group(1))
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +153,8 @@ def long_stream(stub: generation_pb2_grpc.GenerationServiceStub, timeout: float 
 
 async def wait_engine_idle(metrics_port: int, within: float) -> float:
     """Seconds until vLLM's scheduler reports no running and no waiting request."""
-    return await await_until(
-        lambda: metric(metrics_port, "chatstack_generation_engine_running_requests") == 0
-        and metric(metrics_port, "chatstack_generation_engine_waiting_requests") == 0,
-        within, "the engine to report 0 running and 0 waiting requests")
+    return await await_until(lambda: engine_idle(metrics_port), within,
+                             "the engine to report 0 running and 0 waiting requests")
 
 
 async def test_cancelling_20_streams_aborts_them_in_the_engine(
@@ -178,7 +169,8 @@ async def test_cancelling_20_streams_aborts_them_in_the_engine(
     for call in calls:
         call.cancel()
     await wait_engine_idle(port, within=1.0)  # the scheduler dropped them: nobody decodes
-    assert metric(port, "chatstack_generation_in_flight_requests") == 0
+    await await_until(lambda: metric(port, "chatstack_generation_in_flight_requests") == 0,
+                      1.0, "the service to release the 20 slots")
     assert metric(port, "chatstack_generation_aborted_requests_total") == aborted + 20
 
 
