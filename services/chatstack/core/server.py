@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,6 +41,8 @@ class ServiceSpec:
     service_names: Sequence[str]
     #: Adds the servicers to the server.
     register: Callable[[grpc.aio.Server], None]
+    #: The servicer object `register` adds: the Ray Serve runtime serves this same object.
+    servicer: Any = None
     #: Makes the backend ready (load a model, connect to Redis); health turns SERVING after it.
     start: Callable[[], Awaitable[None]] = _nothing
     #: Releases the backend after the server stopped.
@@ -58,12 +60,20 @@ class Engine(Protocol):
     async def close(self) -> None: ...
 
 
-def engine_service_spec(service_name: str, engine: Engine,
-                        register: Callable[[grpc.aio.Server], None]) -> ServiceSpec:
+def servicer_spec(service_name: str, servicer: Any,
+                  add_to_server: Callable[[Any, grpc.aio.Server], None],
+                  start: Callable[[], Awaitable[None]] = _nothing,
+                  stop: Callable[[], Awaitable[None]] = _nothing) -> ServiceSpec:
+    """The spec of a service with one generated servicer (`add_<Service>Servicer_to_server`)."""
+    return ServiceSpec(service_names=[service_name], servicer=servicer,
+                       register=lambda server: add_to_server(servicer, server), start=start, stop=stop)
+
+
+def engine_service_spec(service_name: str, engine: Engine, servicer: Any,
+                        add_to_server: Callable[[Any, grpc.aio.Server], None]) -> ServiceSpec:
     """The spec of a service backed by an engine: SERVING once `engine.start()` returns, and a
     dead engine stops the process with a non-zero exit."""
-    spec = ServiceSpec(service_names=[service_name], register=register, start=engine.start,
-                       stop=engine.close)
+    spec = servicer_spec(service_name, servicer, add_to_server, start=engine.start, stop=engine.close)
     engine.on_fatal = lambda reason: spec.on_fatal(reason)  # the runtime sets spec.on_fatal later
     return spec
 

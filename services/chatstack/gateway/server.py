@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import grpc
 from prometheus_client import CollectorRegistry
 
-from chatstack.core.server import ServiceSpec, run_service
+from chatstack.core.metrics import MetricFactory
+from chatstack.core.server import ServiceSpec, run_service, servicer_spec
 from chatstack.gateway.auth import ApiKeyAuthenticator
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.downstream import Downstream
@@ -20,22 +20,16 @@ from chatstack.v1 import chat_pb2, chat_pb2_grpc
 SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 
 
-def build_spec(config: GatewayConfig, registry: CollectorRegistry) -> ServiceSpec:
+def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactory) -> ServiceSpec:
     """The gateway's spec. It is SERVING once its keys load: downstream outages are reported per
-    call (UNAVAILABLE naming the service), not by taking the gateway out of rotation."""
+    call (UNAVAILABLE naming the service), not by taking the gateway out of rotation.
+
+    Call it with an event loop running: the downstream channels are `grpc.aio` channels."""
     auth = ApiKeyAuthenticator.from_config(config.api_keys_file, config.api_keys)
-    holder: dict[str, Downstream] = {}
-
-    def register(server: grpc.aio.Server) -> None:
-        downstream = Downstream(config)
-        holder["downstream"] = downstream
-        flow = ChatOrchestrator(config, downstream, GatewayMetrics(registry))
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(flow, auth), server)
-
-    async def stop() -> None:
-        await holder["downstream"].close()
-
-    return ServiceSpec(service_names=[SERVICE_NAME], register=register, stop=stop)
+    downstream = Downstream(config)
+    flow = ChatOrchestrator(config, downstream, GatewayMetrics(registry))
+    return servicer_spec(SERVICE_NAME, ChatServicer(flow, auth),
+                         chat_pb2_grpc.add_ChatServiceServicer_to_server, stop=downstream.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from functools import partial
 
 from prometheus_client import CollectorRegistry
 
+from chatstack.core.metrics import MetricFactory
 from chatstack.core.server import ServiceSpec, engine_service_spec, run_service
 from chatstack.generation.config import GenerationConfig
 from chatstack.generation.engine import VllmGenerationEngine
@@ -18,12 +18,11 @@ from chatstack.v1 import generation_pb2, generation_pb2_grpc
 SERVICE_NAME = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
 
 
-def build_spec(config: GenerationConfig, registry: CollectorRegistry) -> ServiceSpec:
+def build_spec(config: GenerationConfig, registry: CollectorRegistry | MetricFactory) -> ServiceSpec:
     """The generation service's spec: SERVING once the vLLM engine is up and warm."""
     engine = VllmGenerationEngine(config, GenerationMetrics(registry))
-    servicer = GenerationServicer(engine)
-    return engine_service_spec(SERVICE_NAME, engine,
-                               partial(generation_pb2_grpc.add_GenerationServiceServicer_to_server, servicer))
+    return engine_service_spec(SERVICE_NAME, engine, GenerationServicer(engine),
+                               generation_pb2_grpc.add_GenerationServiceServicer_to_server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from functools import partial
 
 from prometheus_client import CollectorRegistry
 
+from chatstack.core.metrics import MetricFactory
 from chatstack.core.server import ServiceSpec, engine_service_spec, run_service
 from chatstack.reward.config import RewardConfig
 from chatstack.reward.engine import VllmRewardEngine
@@ -18,12 +18,11 @@ from chatstack.v1 import reward_pb2, reward_pb2_grpc
 SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
 
 
-def build_spec(config: RewardConfig, registry: CollectorRegistry) -> ServiceSpec:
+def build_spec(config: RewardConfig, registry: CollectorRegistry | MetricFactory) -> ServiceSpec:
     """The reward service's spec: SERVING once the vLLM engine is up and warm."""
     engine = VllmRewardEngine(config, RewardMetrics(registry))
-    servicer = RewardServicer(engine)
-    return engine_service_spec(SERVICE_NAME, engine,
-                               partial(reward_pb2_grpc.add_RewardServiceServicer_to_server, servicer))
+    return engine_service_spec(SERVICE_NAME, engine, RewardServicer(engine),
+                               reward_pb2_grpc.add_RewardServiceServicer_to_server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

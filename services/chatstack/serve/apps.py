@@ -1,7 +1,8 @@
 """Ray Serve application builders, one per service (`import_path: chatstack.serve.apps:<x>_app`).
 
-Each builds a deployment from the same engine/store and servicer classes as the standalone
-runtime. `args` (from the Serve config) are fields of the service's config object; env vars
+Each replica is built by its service's own `server.build_spec`, exactly as the standalone
+runtime builds it (engine/store, servicer, start, stop); only the metrics go through Ray.
+`args` (from the Serve config) are fields of the service's config object; env vars
 `CHATSTACK_<SERVICE>_<FIELD>` apply as usual. Deployment options (autoscaling, resources) have
 defaults here and are overridden by the Serve config's `deployments:` section.
 """
@@ -9,15 +10,28 @@ defaults here and are overridden by the Serve config's `deployments:` section.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from ray import serve
 from ray.serve import Application
 
-from chatstack.core.metrics import RpcMetrics
+from chatstack.core.config import ServerConfig
+from chatstack.core.metrics import MetricFactory, RpcMetrics
 from chatstack.core.request_context import configure_logging
+from chatstack.core.server import ServiceSpec
+from chatstack.gateway import server as gateway_server
+from chatstack.gateway.config import GatewayConfig
+from chatstack.generation import server as generation_server
+from chatstack.generation.config import GenerationConfig
+from chatstack.reward import server as reward_server
+from chatstack.reward.config import RewardConfig
 from chatstack.serve.ingress import ServeIngress, ingress_class
 from chatstack.serve.ray_metrics import RayMetricFactory
+from chatstack.session import server as session_server
+from chatstack.session.config import SessionConfig
+from chatstack.tokenizer import server as tokenizer_server
+from chatstack.tokenizer.config import TokenizerConfig
 from chatstack.v1 import chat_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
 
 log = logging.getLogger(__name__)
@@ -32,102 +46,60 @@ def _service(module: Any, name: str) -> Any:
     return module.DESCRIPTOR.services_by_name[name]
 
 
-class _TokenizerBase(ServeIngress):
+class _SpecIngress(ServeIngress):
+    """A replica built by its service's own `server.build_spec`, the seam the standalone runtime
+    uses: the same engine/store, servicer, start and stop, with metrics recorded through Ray.
+    Subclasses name the service, its config class and its `build_spec`."""
+
+    service: ClassVar[str]
+    config_class: ClassVar[type[ServerConfig]]
+    build_spec: ClassVar[Callable[[Any, MetricFactory], ServiceSpec]]
+
+    def make_config(self, args: dict[str, Any]) -> ServerConfig:
+        """The service's config from the Serve args (env vars apply as usual)."""
+        return self.config_class(**args)
+
     async def __init__(self, args: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
-        from chatstack.tokenizer.config import TokenizerConfig
-        from chatstack.tokenizer.engine import TokenizerEngine, TokenizerLimits
-        from chatstack.tokenizer.servicer import TokenizerServicer
-
-        config = TokenizerConfig(**args)
-        configure_logging(config.log_level, "tokenizer")
-        self.rpc_metrics = RpcMetrics(RayMetricFactory(), "tokenizer")
-        limits = TokenizerLimits(config.max_batch_items, config.max_text_chars,
-                                 config.max_sequence_tokens, config.max_messages)
-        self.servicer = TokenizerServicer(
-            TokenizerEngine.from_dir(config.model_dir, config.model_name, limits))
-
-
-class _SessionBase(ServeIngress):
-    async def __init__(self, args: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
-        from chatstack.session.config import SessionConfig
-        from chatstack.session.metrics import SessionMetrics
-        from chatstack.session.servicer import SessionServicer
-        from chatstack.session.store import RedisSessionStore
-
-        config = SessionConfig(**args)
-        configure_logging(config.log_level, "session")
-        self.rpc_metrics = RpcMetrics(RayMetricFactory(), "session")
-        self.store = RedisSessionStore(config, SessionMetrics(RayMetricFactory()))
-        await self.store.ping()  # fail the replica start (Serve retries) if Redis is unreachable
-        self.servicer = SessionServicer(self.store)
+        config = self.make_config(dict(args))
+        configure_logging(config.log_level, self.service)
+        metrics = RayMetricFactory()
+        self.rpc_metrics = RpcMetrics(metrics, self.service)
+        self.spec = type(self).build_spec(config, metrics)
+        self.spec.on_fatal = self.mark_fatal  # a dead engine fails health checks: Serve replaces it
+        await self.spec.start()  # engines load and warm up; session waits for Redis
+        self.servicer = self.spec.servicer
 
     async def __del__(self) -> None:
-        await self.store.close()
+        spec: ServiceSpec | None = getattr(self, "spec", None)  # None if __init__ failed early
+        if spec is not None:
+            await spec.stop()
 
 
-class _GenerationBase(ServeIngress):
-    async def __init__(self, args: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
-        from chatstack.generation.config import GenerationConfig
-        from chatstack.generation.engine import VllmGenerationEngine
-        from chatstack.generation.metrics import GenerationMetrics
-        from chatstack.generation.servicer import GenerationServicer
-
-        config = GenerationConfig(**args)
-        configure_logging(config.log_level, "generation")
-        self.rpc_metrics = RpcMetrics(RayMetricFactory(), "generation")
-        self.engine = VllmGenerationEngine(config, GenerationMetrics(RayMetricFactory()))
-        self.engine.on_fatal = self.mark_fatal
-        await self.engine.start()
-        self.servicer = GenerationServicer(self.engine)
-
-    async def __del__(self) -> None:
-        await self.engine.close()
+class _TokenizerBase(_SpecIngress):
+    service, config_class, build_spec = "tokenizer", TokenizerConfig, tokenizer_server.build_spec
 
 
-class _RewardBase(ServeIngress):
-    async def __init__(self, args: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
-        from chatstack.reward.config import RewardConfig
-        from chatstack.reward.engine import VllmRewardEngine
-        from chatstack.reward.metrics import RewardMetrics
-        from chatstack.reward.servicer import RewardServicer
-
-        config = RewardConfig(**args)
-        configure_logging(config.log_level, "reward")
-        self.rpc_metrics = RpcMetrics(RayMetricFactory(), "reward")
-        self.engine = VllmRewardEngine(config, RewardMetrics(RayMetricFactory()))
-        self.engine.on_fatal = self.mark_fatal
-        await self.engine.start()
-        self.servicer = RewardServicer(self.engine)
-
-    async def __del__(self) -> None:
-        await self.engine.close()
+class _SessionBase(_SpecIngress):
+    service, config_class, build_spec = "session", SessionConfig, session_server.build_spec
 
 
-class _GatewayBase(ServeIngress):
-    async def __init__(self, args: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
-        from chatstack.gateway.auth import ApiKeyAuthenticator
-        from chatstack.gateway.config import GatewayConfig
-        from chatstack.gateway.downstream import Downstream
-        from chatstack.gateway.metrics import GatewayMetrics
-        from chatstack.gateway.orchestrator import ChatOrchestrator
-        from chatstack.gateway.servicer import ChatServicer
+class _GenerationBase(_SpecIngress):
+    service, config_class, build_spec = "generation", GenerationConfig, generation_server.build_spec
 
-        # Every backend is reached through this node's Serve gRPC proxy, routed by the
-        # `application` metadata (see README: "Gateway -> services on Ray Serve").
-        proxy = args.get("serve_proxy_address", "127.0.0.1:9000")
-        settings = {k: v for k, v in args.items() if k != "serve_proxy_address"}
-        config = GatewayConfig(**{f"{s}_address": proxy for s in
-                                  ("tokenizer", "generation", "reward", "session")},
-                               via_serve_proxy=True, **settings)
-        configure_logging(config.log_level, "gateway")
-        self.rpc_metrics = RpcMetrics(RayMetricFactory(), "gateway")
-        self.downstream = Downstream(config)
-        auth = ApiKeyAuthenticator.from_config(config.api_keys_file, config.api_keys)
-        flow = ChatOrchestrator(config, self.downstream, GatewayMetrics(RayMetricFactory()))
-        self.servicer = ChatServicer(flow, auth)
 
-    async def __del__(self) -> None:
-        await self.downstream.close()
+class _RewardBase(_SpecIngress):
+    service, config_class, build_spec = "reward", RewardConfig, reward_server.build_spec
+
+
+class _GatewayBase(_SpecIngress):
+    service, config_class, build_spec = "gateway", GatewayConfig, gateway_server.build_spec
+
+    def make_config(self, args: dict[str, Any]) -> ServerConfig:
+        """Every backend is reached through this node's Serve gRPC proxy, routed by the
+        `application` metadata (see README: "Gateway -> services on Ray Serve")."""
+        proxy = args.pop("serve_proxy_address", "127.0.0.1:9000")
+        backends = {f"{name}_address": proxy for name in ("tokenizer", "generation", "reward", "session")}
+        return GatewayConfig(**backends, via_serve_proxy=True, **args)
 
 
 def _deployment(cls: type, name: str, num_cpus: float, autoscaling: dict[str, Any],

@@ -7,11 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import grpc
 from prometheus_client import CollectorRegistry
 
 from chatstack.core.errors import BackendUnavailable
-from chatstack.core.server import ServiceSpec, run_service
+from chatstack.core.metrics import MetricFactory
+from chatstack.core.server import ServiceSpec, run_service, servicer_spec
 from chatstack.session.config import SessionConfig
 from chatstack.session.metrics import SessionMetrics
 from chatstack.session.servicer import SessionServicer
@@ -22,12 +22,9 @@ SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_na
 log = logging.getLogger(__name__)
 
 
-def build_spec(config: SessionConfig, registry: CollectorRegistry) -> ServiceSpec:
+def build_spec(config: SessionConfig, registry: CollectorRegistry | MetricFactory) -> ServiceSpec:
     """The session service's spec: SERVING once Redis answers a PING."""
     store = RedisSessionStore(config, SessionMetrics(registry))
-
-    def register(server: grpc.aio.Server) -> None:
-        session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(store), server)
 
     async def start() -> None:
         while True:  # wait for Redis; health stays NOT_SERVING meanwhile
@@ -38,8 +35,8 @@ def build_spec(config: SessionConfig, registry: CollectorRegistry) -> ServiceSpe
                 log.warning("waiting for redis at %s: %s", config.redis_url, exc)
                 await asyncio.sleep(1.0)
 
-    return ServiceSpec(service_names=[SERVICE_NAME], register=register, start=start,
-                       stop=store.close)
+    return servicer_spec(SERVICE_NAME, SessionServicer(store),
+                         session_pb2_grpc.add_SessionServiceServicer_to_server, start=start, stop=store.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from chatstack.core.server import ServiceSpec, run_service
+from chatstack.core.metrics import MetricFactory
+from chatstack.core.server import ServiceSpec, run_service, servicer_spec
 from chatstack.tokenizer.config import TokenizerConfig
 from chatstack.tokenizer.engine import TokenizerEngine, TokenizerLimits
 from chatstack.tokenizer.servicer import TokenizerServicer
@@ -16,7 +17,7 @@ from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 SERVICE_NAME = tokenizer_pb2.DESCRIPTOR.services_by_name["TokenizerService"].full_name
 
 
-def build_spec(config: TokenizerConfig, registry: CollectorRegistry) -> ServiceSpec:
+def build_spec(config: TokenizerConfig, registry: CollectorRegistry | MetricFactory) -> ServiceSpec:
     """The tokenizer service's spec. Loading a tokenizer takes milliseconds, so it happens here:
     a missing or broken tokenizer stops the process at once with a clear error."""
     limits = TokenizerLimits(
@@ -26,8 +27,7 @@ def build_spec(config: TokenizerConfig, registry: CollectorRegistry) -> ServiceS
         max_messages=config.max_messages,
     )
     servicer = TokenizerServicer(TokenizerEngine.from_dir(config.model_dir, config.model_name, limits))
-    return ServiceSpec(service_names=[SERVICE_NAME], register=lambda server:
-                       tokenizer_pb2_grpc.add_TokenizerServiceServicer_to_server(servicer, server))
+    return servicer_spec(SERVICE_NAME, servicer, tokenizer_pb2_grpc.add_TokenizerServiceServicer_to_server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
