@@ -9,7 +9,8 @@ back). `ManagedProcess` now keeps its children in the caller's session (0 of 30)
 
 This script starts a generation service on the tiny model, runs sequential streams and prints,
 per stream, the client's TTFT next to the service's, and how many streams were held back by more
-than 50 ms.
+than 50 ms. Its last line splits the p50 TTFT into the service's own (arrival in the engine ->
+first token) and what the transport and the client add on top.
 
 Run: `python -m tests.benchmarks.probe_stream_delivery --models-dir .models/tiny`.
 """
@@ -17,6 +18,7 @@ Run: `python -m tests.benchmarks.probe_stream_delivery --models-dir .models/tiny
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +48,7 @@ def main() -> None:
         token_ids=common_pb2.TokenIds(ids=list(range(100, 132))),
         sampling=generation_pb2.SamplingParams(max_tokens=args.tokens, temperature=0.0, ignore_eos=True))
     held = 0
+    client_ttfts, service_ttfts = [], []
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = generation_pb2_grpc.GenerationServiceStub(channel)
@@ -58,6 +61,8 @@ def main() -> None:
                 total = time.perf_counter() - start
                 assert final is not None
                 late = first - final.timings.ttft_seconds
+                client_ttfts.append(first)
+                service_ttfts.append(final.timings.ttft_seconds)
                 held += late > HELD_BACK_SECONDS
                 print(f"stream {i:3d}: client TTFT {first * 1e3:7.1f} ms, service TTFT "
                       f"{final.timings.ttft_seconds * 1e3:6.1f} ms, total {total * 1e3:7.1f} ms"
@@ -66,6 +71,10 @@ def main() -> None:
         proc.stop(60)
     print(f"{held} of {args.streams} streams had their first message held back by more than "
           f"{HELD_BACK_SECONDS * 1e3:.0f} ms (stream_interval {args.stream_interval})")
+    added = [c - s for c, s in zip(client_ttfts, service_ttfts, strict=True)]
+    print(f"TTFT p50: client {statistics.median(client_ttfts) * 1e3:.2f} ms, service "
+          f"{statistics.median(service_ttfts) * 1e3:.2f} ms; added by the transport and the client "
+          f"(client minus service, per stream) p50 {statistics.median(added) * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":
