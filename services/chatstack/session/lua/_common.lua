@@ -26,6 +26,19 @@ local function check_version(hd, expected)
   return nil
 end
 
+-- Add `sid` to the owner's index, newest last. The score is the creation time (ms), bumped
+-- past the newest entry when it is not later (same millisecond, or a replica's clock behind):
+-- ties would order by session id, not by creation.
+local function index_session(idx, sid, now_ms, index_ttl)
+  local score = tonumber(now_ms)
+  local top = redis.call('ZREVRANGE', idx, 0, 0, 'WITHSCORES')
+  if top[2] and tonumber(top[2]) >= score then
+    score = tonumber(top[2]) + 1
+  end
+  redis.call('ZADD', idx, score, sid)
+  redis.call('PEXPIRE', idx, tonumber(index_ttl) * 1000)
+end
+
 local function touch(keys, ttl)
   for _, k in ipairs(keys) do
     redis.call('PEXPIRE', k, ttl * 1000)

@@ -7,6 +7,5 @@ redis.call('HSET', h, 'owner', ARGV[1], 'created_ms', ARGV[3], 'updated_ms', ARG
   'ttl', ARGV[4], 'sys', ARGV[5], 'sys_tokens', ARGV[6], 'meta', ARGV[7], 'version', 1,
   'base', 0, 'next', 0, 'tok_base', 0, 'tok_end', 0)
 redis.call('PEXPIRE', h, tonumber(ARGV[4]) * 1000)
-redis.call('ZADD', idx, ARGV[3], ARGV[2])
-redis.call('PEXPIRE', idx, tonumber(ARGV[8]) * 1000)
+index_session(idx, ARGV[2], ARGV[3], ARGV[8])
 return redis.call('HGETALL', h)

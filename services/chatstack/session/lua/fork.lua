@@ -30,6 +30,5 @@ redis.call('HSET', KEYS[4], 'owner', ARGV[1], 'created_ms', ARGV[6], 'updated_ms
   'ttl', src[3], 'sys', src[1], 'sys_tokens', src[2], 'meta', ARGV[7], 'version', 1,
   'base', hd.base, 'next', hd.base + keep, 'tok_base', hd.tok_base, 'tok_end', tok)
 touch({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, tonumber(src[3]))
-redis.call('ZADD', KEYS[8], ARGV[6], ARGV[5])
-redis.call('PEXPIRE', KEYS[8], tonumber(ARGV[8]) * 1000)
+index_session(KEYS[8], ARGV[5], ARGV[6], ARGV[8])
 return redis.call('HGETALL', KEYS[4])
