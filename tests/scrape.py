@@ -6,12 +6,21 @@ import re
 import urllib.request
 
 
-def metric(metrics_port: int, name: str) -> float:
-    """The value of the unlabelled sample `name`; fails the test if it is not exported."""
+def samples(metrics_port: int, *names: str) -> list[float]:
+    """The values of the unlabelled samples `names`, from one scrape; fails the test if one is
+    not exported."""
     body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
-    match = re.search(rf"^{re.escape(name)} ([-+\d.e]+)$", body, re.M)
-    assert match, f"{name} not exported"
-    return float(match.group(1))
+    values = []
+    for name in names:
+        match = re.search(rf"^{re.escape(name)} ([-+\d.e]+)$", body, re.M)
+        assert match, f"{name} not exported"
+        values.append(float(match.group(1)))
+    return values
+
+
+def metric(metrics_port: int, name: str) -> float:
+    """The value of the unlabelled sample `name`."""
+    return samples(metrics_port, name)[0]
 
 
 def engine_idle(metrics_port: int) -> bool:
@@ -19,5 +28,5 @@ def engine_idle(metrics_port: int) -> bool:
 
     The gauges come from vLLM's scheduler stats, which arrive with the engine step after an
     abort: poll this with a deadline rather than reading it once."""
-    return (metric(metrics_port, "chatstack_generation_engine_running_requests") == 0
-            and metric(metrics_port, "chatstack_generation_engine_waiting_requests") == 0)
+    return samples(metrics_port, "chatstack_generation_engine_running_requests",
+                   "chatstack_generation_engine_waiting_requests") == [0.0, 0.0]

@@ -5,13 +5,13 @@ Ports are fixed so clients and docs can name them; Ctrl-C (or SIGTERM) stops eve
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatstack.core.cpu_placement import allowed_cpus
 from chatstack.core.process import ManagedProcess, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.core.vllm_config import VllmEngineConfig
@@ -47,7 +47,7 @@ def dev_api_key(run: Path) -> tuple[str, Path]:
 def engine_cores(index: int) -> str:
     """Disjoint cores for the two vLLM engines (generation 0, reward 1): vLLM's 'auto' binding
     would pin both to the same first cores and the reward engine would starve generation."""
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = sorted(allowed_cpus())
     if len(cpus) < 2:
         return "auto"
     half = len(cpus) // 2

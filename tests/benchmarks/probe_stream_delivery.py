@@ -26,7 +26,8 @@ from pathlib import Path
 import grpc
 
 from chatstack.core.process import free_port, start_grpc_service
-from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from chatstack.v1 import generation_pb2_grpc
+from tests.benchmarks.bench_generation import stream_request
 
 HELD_BACK_SECONDS = 0.050
 
@@ -44,11 +45,8 @@ def main() -> None:
                               ("--model", str(Path(args.models_dir, "lm").resolve()),
                                "--stream-interval", str(args.stream_interval)),
                               health_service="chatstack.v1.GenerationService", timeout=300)
-    request = generation_pb2.GenerateStreamRequest(
-        token_ids=common_pb2.TokenIds(ids=list(range(100, 132))),
-        sampling=generation_pb2.SamplingParams(max_tokens=args.tokens, temperature=0.0, ignore_eos=True))
-    held = 0
-    client_ttfts, service_ttfts = [], []
+    request = stream_request(list(range(100, 132)), args.tokens)
+    client_ttfts, service_ttfts, lates = [], [], []
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = generation_pb2_grpc.GenerationServiceStub(channel)
@@ -63,18 +61,18 @@ def main() -> None:
                 late = first - final.timings.ttft_seconds
                 client_ttfts.append(first)
                 service_ttfts.append(final.timings.ttft_seconds)
-                held += late > HELD_BACK_SECONDS
+                lates.append(late)
                 print(f"stream {i:3d}: client TTFT {first * 1e3:7.1f} ms, service TTFT "
                       f"{final.timings.ttft_seconds * 1e3:6.1f} ms, total {total * 1e3:7.1f} ms"
                       f"{'  <- held back' if late > HELD_BACK_SECONDS else ''}")
     finally:
         proc.stop(60)
+    held = sum(late > HELD_BACK_SECONDS for late in lates)
     print(f"{held} of {args.streams} streams had their first message held back by more than "
           f"{HELD_BACK_SECONDS * 1e3:.0f} ms (stream_interval {args.stream_interval})")
-    added = [c - s for c, s in zip(client_ttfts, service_ttfts, strict=True)]
     print(f"TTFT p50: client {statistics.median(client_ttfts) * 1e3:.2f} ms, service "
           f"{statistics.median(service_ttfts) * 1e3:.2f} ms; added by the transport and the client "
-          f"(client minus service, per stream) p50 {statistics.median(added) * 1e3:.2f} ms")
+          f"(client minus service, per stream) p50 {statistics.median(lates) * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -81,11 +81,6 @@ def pin_process(pid: int, cpus: Iterable[int]) -> None:
             continue
 
 
-def pin_this_process(cpus: Iterable[int]) -> None:
-    """`pin_process` for this process."""
-    pin_process(os.getpid(), cpus)
-
-
 def keep_off_engine_cores(root_pid: int | None = None) -> set[int] | None:
     """Pin this process to the allowed cores that no engine under `root_pid` (default: this
     process) is bound to. Returns the cores it now runs on, or None if it left the placement
@@ -96,7 +91,7 @@ def keep_off_engine_cores(root_pid: int | None = None) -> set[int] | None:
     free = allowed_cpus() - busy
     if not busy or not free:
         return None
-    pin_this_process(free)
+    pin_process(os.getpid(), free)
     return free
 
 
@@ -110,4 +105,4 @@ def off_engine_cores(root_pid: int | None = None, enabled: bool = True) -> Itera
         yield cores
     finally:
         if cores is not None:
-            pin_this_process(before)
+            pin_process(os.getpid(), before)

@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +27,7 @@ from chatstack.core.metrics import MetricsServer, RpcMetrics
 from chatstack.core.request_context import configure_logging
 
 log = logging.getLogger(__name__)
+Config = TypeVar("Config", bound=ServerConfig)
 
 
 async def _nothing() -> None:
@@ -200,17 +201,15 @@ class ServiceRuntime:
         return 1 if self.fatal_reason else 0
 
 
-def run_service(
-    config: ServerConfig,
-    service: str,
-    build: Callable[[CollectorRegistry], ServiceSpec],
-) -> int:
-    """Configure logging, build the service's spec with a fresh metrics registry, run it."""
+def run_service(config: Config, build_spec: Callable[[Config, CollectorRegistry], ServiceSpec]) -> int:
+    """Configure logging, build the service's spec (its `build_spec`) with a fresh metrics
+    registry, run it."""
+    service = config.service_name()
     configure_logging(config.log_level, service)
     registry = CollectorRegistry()
 
     async def main() -> int:
-        runtime = ServiceRuntime(config, build(registry), registry, service)
+        runtime = ServiceRuntime(config, build_spec(config, registry), registry, service)
         return await runtime.run_until_stopped()
 
     return asyncio.run(main())

@@ -72,13 +72,14 @@ def engine_args(config: VllmEngineConfig, runner: str = "generate", **extra: Any
     )
 
 
-def place_frontend(config: VllmEngineConfig) -> None:
-    """After the engine started: keep this process off its cores if the config says so."""
-    if not config.frontend_off_engine_cores:
-        return
-    cores = keep_off_engine_cores()
-    if cores is not None:
-        log.info("service threads moved to CPUs %s, off the engine's cores", sorted(cores))
+def engine_started(config: VllmEngineConfig, llm: Any, on_fatal: Callable[[str], None]) -> asyncio.Task[None]:
+    """Once an engine is up and warm: keep this process off its cores (if the config says so),
+    then watch it; returns the watchdog task, to cancel on close."""
+    if config.frontend_off_engine_cores:
+        cores = keep_off_engine_cores()
+        if cores is not None:
+            log.info("service threads moved to CPUs %s, off the engine's cores", sorted(cores))
+    return asyncio.create_task(watch_engine(llm, on_fatal))
 
 
 async def watch_engine(llm: Any, on_fatal: Callable[[str], None], interval: float = 1.0) -> None:

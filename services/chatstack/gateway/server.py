@@ -35,7 +35,7 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the gateway until SIGTERM."""
     config = GatewayConfig.load(sys.argv[1:] if argv is None else argv)
-    return run_service(config, "gateway", lambda registry: build_spec(config, registry))
+    return run_service(config, build_spec)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 
 from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from chatstack.core.request_context import current_request_id
-from chatstack.core.vllm_config import engine_args, place_frontend, watch_engine
+from chatstack.core.vllm_config import engine_args, engine_started
 from chatstack.generation.config import GenerationConfig
 from chatstack.generation.metrics import GenerationMetrics
 from chatstack.generation.model import (
@@ -127,8 +127,7 @@ class VllmGenerationEngine:
         self.max_model_len = int(self.llm.model_config.max_model_len)
         self.vocab_size = int(self.llm.model_config.get_vocab_size())
         await self._warm_up()
-        place_frontend(self.config)
-        self._watchdog = asyncio.create_task(watch_engine(self.llm, self.on_fatal))
+        self._watchdog = engine_started(self.config, self.llm, self.on_fatal)
 
     async def _warm_up(self) -> None:
         """One short generation so the first client request does not pay for lazy init."""

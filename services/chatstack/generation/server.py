@@ -28,7 +28,7 @@ def build_spec(config: GenerationConfig, registry: CollectorRegistry | MetricFac
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the generation service until SIGTERM (exits non-zero if the engine dies)."""
     config = GenerationConfig.load(sys.argv[1:] if argv is None else argv)
-    return run_service(config, "generation", lambda registry: build_spec(config, registry))
+    return run_service(config, build_spec)
 
 
 if __name__ == "__main__":

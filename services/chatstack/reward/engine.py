@@ -17,7 +17,7 @@ from typing import Any
 
 from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from chatstack.core.request_context import current_request_id
-from chatstack.core.vllm_config import engine_args, place_frontend, watch_engine
+from chatstack.core.vllm_config import engine_args, engine_started
 from chatstack.reward.config import RewardConfig
 from chatstack.reward.metrics import RewardMetrics
 from chatstack.reward.model import Ranked, RewardModelInfo, Score, ScoreItem, rank_order
@@ -52,8 +52,7 @@ class VllmRewardEngine:
             AsyncLLM.from_engine_args, engine_args(self.config, runner="pooling"))
         self.max_model_len = int(self.llm.model_config.max_model_len)
         await self.score([ScoreItem((("user", "warm up"),), "ok")])  # pay lazy init now
-        place_frontend(self.config)
-        self._watchdog = asyncio.create_task(watch_engine(self.llm, self.on_fatal))
+        self._watchdog = engine_started(self.config, self.llm, self.on_fatal)
 
     async def close(self) -> None:
         """Shut the engine down."""

@@ -28,7 +28,7 @@ def build_spec(config: RewardConfig, registry: CollectorRegistry | MetricFactory
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the reward service until SIGTERM (exits non-zero if the engine dies)."""
     config = RewardConfig.load(sys.argv[1:] if argv is None else argv)
-    return run_service(config, "reward", lambda registry: build_spec(config, registry))
+    return run_service(config, build_spec)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,8 @@ def _service(module: Any, name: str) -> Any:
 class _SpecIngress(ServeIngress):
     """A replica built by its service's own `server.build_spec`, the seam the standalone runtime
     uses: the same engine/store, servicer, start and stop, with metrics recorded through Ray.
-    Subclasses name the service, its config class and its `build_spec`."""
+    Subclasses name their config class and `build_spec`."""
 
-    service: ClassVar[str]
     config_class: ClassVar[type[ServerConfig]]
     build_spec: ClassVar[Callable[[Any, MetricFactory], ServiceSpec]]
 
@@ -61,9 +60,10 @@ class _SpecIngress(ServeIngress):
 
     async def __init__(self, args: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
         config = self.make_config(dict(args))
-        configure_logging(config.log_level, self.service)
+        service = config.service_name()
+        configure_logging(config.log_level, service)
         metrics = RayMetricFactory()
-        self.rpc_metrics = RpcMetrics(metrics, self.service)
+        self.rpc_metrics = RpcMetrics(metrics, service)
         self.spec = type(self).build_spec(config, metrics)
         self.spec.on_fatal = self.mark_fatal  # a dead engine fails health checks: Serve replaces it
         await self.spec.start()  # engines load and warm up; session waits for Redis
@@ -76,23 +76,23 @@ class _SpecIngress(ServeIngress):
 
 
 class _TokenizerBase(_SpecIngress):
-    service, config_class, build_spec = "tokenizer", TokenizerConfig, tokenizer_server.build_spec
+    config_class, build_spec = TokenizerConfig, tokenizer_server.build_spec
 
 
 class _SessionBase(_SpecIngress):
-    service, config_class, build_spec = "session", SessionConfig, session_server.build_spec
+    config_class, build_spec = SessionConfig, session_server.build_spec
 
 
 class _GenerationBase(_SpecIngress):
-    service, config_class, build_spec = "generation", GenerationConfig, generation_server.build_spec
+    config_class, build_spec = GenerationConfig, generation_server.build_spec
 
 
 class _RewardBase(_SpecIngress):
-    service, config_class, build_spec = "reward", RewardConfig, reward_server.build_spec
+    config_class, build_spec = RewardConfig, reward_server.build_spec
 
 
 class _GatewayBase(_SpecIngress):
-    service, config_class, build_spec = "gateway", GatewayConfig, gateway_server.build_spec
+    config_class, build_spec = GatewayConfig, gateway_server.build_spec
 
     def make_config(self, args: dict[str, Any]) -> ServerConfig:
         """Every backend is reached through this node's Serve gRPC proxy, routed by the
@@ -102,8 +102,9 @@ class _GatewayBase(_SpecIngress):
         return GatewayConfig(**backends, via_serve_proxy=True, **args)
 
 
-def _deployment(cls: type, name: str, num_cpus: float, autoscaling: dict[str, Any],
+def _deployment(name: str, service: Any, base: type, num_cpus: float, autoscaling: dict[str, Any],
                 num_gpus: float = 0) -> Any:
+    """Deployment `name`: `base` plus one method per RPC of the proto `service`."""
     return serve.deployment(
         name=name,
         ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
@@ -111,24 +112,19 @@ def _deployment(cls: type, name: str, num_cpus: float, autoscaling: dict[str, An
         max_ongoing_requests=256,
         health_check_period_s=5,
         graceful_shutdown_timeout_s=30,
-    )(cls)
+    )(ingress_class(name, service, base))
 
 
-TokenizerDeployment = _deployment(
-    ingress_class("TokenizerDeployment", _service(tokenizer_pb2, "TokenizerService"), _TokenizerBase),
-    "TokenizerDeployment", 0.5, CPU_AUTOSCALING)
-SessionDeployment = _deployment(
-    ingress_class("SessionDeployment", _service(session_pb2, "SessionService"), _SessionBase),
-    "SessionDeployment", 0.5, CPU_AUTOSCALING)
-GenerationDeployment = _deployment(
-    ingress_class("GenerationDeployment", _service(generation_pb2, "GenerationService"), _GenerationBase),
-    "GenerationDeployment", 1, ENGINE_AUTOSCALING)
-RewardDeployment = _deployment(
-    ingress_class("RewardDeployment", _service(reward_pb2, "RewardService"), _RewardBase),
-    "RewardDeployment", 1, ENGINE_AUTOSCALING)
-GatewayDeployment = _deployment(
-    ingress_class("GatewayDeployment", _service(chat_pb2, "ChatService"), _GatewayBase),
-    "GatewayDeployment", 0.5, CPU_AUTOSCALING)
+TokenizerDeployment = _deployment("TokenizerDeployment", _service(tokenizer_pb2, "TokenizerService"),
+                                  _TokenizerBase, 0.5, CPU_AUTOSCALING)
+SessionDeployment = _deployment("SessionDeployment", _service(session_pb2, "SessionService"),
+                                _SessionBase, 0.5, CPU_AUTOSCALING)
+GenerationDeployment = _deployment("GenerationDeployment", _service(generation_pb2, "GenerationService"),
+                                   _GenerationBase, 1, ENGINE_AUTOSCALING)
+RewardDeployment = _deployment("RewardDeployment", _service(reward_pb2, "RewardService"),
+                               _RewardBase, 1, ENGINE_AUTOSCALING)
+GatewayDeployment = _deployment("GatewayDeployment", _service(chat_pb2, "ChatService"),
+                                _GatewayBase, 0.5, CPU_AUTOSCALING)
 
 # Application name (as in deploy/ray/serve-config.yaml) -> its deployment.
 DEPLOYMENTS = {"tokenizer": TokenizerDeployment, "session": SessionDeployment,

@@ -42,7 +42,7 @@ def build_spec(config: SessionConfig, registry: CollectorRegistry | MetricFactor
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the session service until SIGTERM."""
     config = SessionConfig.load(sys.argv[1:] if argv is None else argv)
-    return run_service(config, "session", lambda registry: build_spec(config, registry))
+    return run_service(config, build_spec)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def build_spec(config: TokenizerConfig, registry: CollectorRegistry | MetricFact
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the tokenizer service until SIGTERM."""
     config = TokenizerConfig.load(sys.argv[1:] if argv is None else argv)
-    return run_service(config, "tokenizer", lambda registry: build_spec(config, registry))
+    return run_service(config, build_spec)
 
 
 if __name__ == "__main__":
