@@ -1,15 +1,20 @@
 """`make run`: every chatstack service on localhost with the tiny models.
 
-Ports are fixed so clients and docs can name them; Ctrl-C (or SIGTERM) stops everything.
+Ports are fixed so clients and docs can name them; Ctrl-C (or SIGTERM, or the terminal hanging
+up) stops everything, also when the output went to a pipe that is gone (`make run | tee log`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from chatstack.core.cpu_placement import allowed_cpus
 from chatstack.core.process import ManagedProcess, start_grpc_service
@@ -75,8 +80,8 @@ def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[Lo
         LocalService("tokenizer", "tokenizer", 50051, 9101, ("--model-dir", str(models_dir / "lm"))),
         LocalService("session", "session", 50054, 9104, ("--redis-url", redis_url)),
         LocalService("generation", "generation", 50052, 9102,
-                     ("--model", str(models_dir / "lm"), "--cpu-kvcache-space-gib", "1",
-                      *engine_placement_flags(0))),
+                     ("--model", str(models_dir / "lm"), "--dtype", "float32",
+                      "--cpu-kvcache-space-gib", "1", *engine_placement_flags(0))),
         LocalService("reward", "reward", 50053, 9103,
                      ("--model", str(models_dir / "reward"), "--dtype", "float32",
                       "--cpu-kvcache-space-gib", "1", *engine_placement_flags(1))),
@@ -84,49 +89,122 @@ def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[Lo
     ]
 
 
-def run_local_stack(models_dir: str, run_dir: str) -> int:
-    """Start every service, print addresses, wait for Ctrl-C, stop all."""
-    models, run = Path(models_dir).resolve(), Path(run_dir).resolve()
-    started: list[ManagedProcess] = []
-    state = {"phase": "starting", "stop": False}
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
 
-    def on_signal(signum: int, frame: object) -> None:
-        # Ctrl-C / SIGTERM: abort a start-up in progress, end the wait, ignore during cleanup.
-        state["stop"] = True
-        if state["phase"] == "starting":
-            state["phase"] = "aborting"
+
+def _silence(stream: TextIO) -> None:
+    """Point `stream`'s file descriptor at /dev/null: what it still buffers, and every later write
+    (the interpreter's flush at exit included), then succeeds instead of raising."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    with contextlib.suppress(OSError, ValueError):
+        stream.flush()
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print a line to stdout (stderr if `err`) and flush; never raises.
+
+    A supervisor's output can vanish under it: `make run | tee log` and Ctrl-C ends `tee` too (a
+    closed pipe), a dropped SSH session hangs the terminal up. Then the stream is silenced for good
+    and the supervisor carries on stopping its children.
+    """
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):
+        _silence(stream)
+
+
+class StopSignals:
+    """SIGHUP, SIGINT and SIGTERM for a supervisor: each asks it to stop everything.
+
+    While `starting`, the first one aborts the start-up (KeyboardInterrupt, raised where the main
+    thread is: waiting for a service, usually); afterwards they are only noted in `requested`, so
+    nothing interrupts the wait's end or the cleanup. A signal this process inherited as ignored
+    stays ignored (`nohup make run` outlives its terminal, as nohup promises).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.starting = True
+
+    def install(self) -> None:
+        """Handle the stop signals from now on (call it in the main thread; again after a library
+        replaced a handler, as `ray.init` does SIGTERM's)."""
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) != signal.SIG_IGN:
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self.starting:
+            self.starting = False
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    redis = RedisProcess(REDIS_PORT, run / "redis")
+
+def stop_all(procs: Sequence[ManagedProcess], redis: RedisProcess) -> None:
+    """Stop the services in reverse start order, then Redis; one failing to stop (it is already
+    gone, say) does not keep the others running."""
+    for proc in reversed(procs):
+        try:
+            proc.stop()
+        except Exception as exc:
+            say(f"could not stop {proc.name}: {exc!r}", err=True)
     try:
-        print(f"starting redis-server on 127.0.0.1:{REDIS_PORT} (AOF in {run / 'redis'}) ...", flush=True)
+        redis.stop()
+    except Exception as exc:
+        say(f"could not stop redis-server: {exc!r}", err=True)
+
+
+ServiceList = Callable[[str, Path], list[LocalService]]
+
+
+def run_local_stack(models_dir: str, run_dir: str) -> int:
+    """Start every service, print addresses, wait for Ctrl-C, stop all."""
+    models = Path(models_dir).resolve()
+    return supervise(Path(run_dir).resolve(), REDIS_PORT,
+                     lambda redis_url, keys_file: local_services(models, redis_url, keys_file))
+
+
+def supervise(run: Path, redis_port: int, services: ServiceList) -> int:
+    """Start Redis and `services(redis_url, keys_file)` in order, print addresses, wait for a stop
+    signal (SIGHUP, SIGINT, SIGTERM) or a service's death, then stop everything.
+
+    Every child also dies with this process if it is killed outright (`ManagedProcess`), and
+    nothing printed can keep the children from being stopped (`say`). Returns the exit code.
+    """
+    started: list[ManagedProcess] = []
+    stop = StopSignals()
+    stop.install()
+    redis = RedisProcess(redis_port, run / "redis")
+    try:
+        say(f"starting redis-server on 127.0.0.1:{redis_port} (AOF in {run / 'redis'}) ...")
         redis.start()
         key, keys_file = dev_api_key(run)
-        for svc in local_services(models, redis.url, keys_file):
-            print(f"starting {svc.name} ...", flush=True)
+        for svc in services(redis.url, keys_file):
+            say(f"starting {svc.name} ...")
             started.append(start_grpc_service(
                 svc.name, svc.module, svc.port, svc.metrics_port, run / "logs", svc.flags))
-            print(f"  {svc.name:<10} grpc 127.0.0.1:{svc.port}   "
-                  f"metrics http://127.0.0.1:{svc.metrics_port}/metrics", flush=True)
-        state["phase"] = "up"
-        print(f"chatstack is up (logs in {run / 'logs'}); Ctrl-C stops all", flush=True)
-        print(f"dev API key: {key}\n  chat: .venv/bin/chatstack chat --api-key $(cat {run / 'dev-api-key'})",
-              flush=True)
-        while not state["stop"] and all(p.alive() for p in started):
+            say(f"  {svc.name:<10} grpc 127.0.0.1:{svc.port}   "
+                f"metrics http://127.0.0.1:{svc.metrics_port}/metrics")
+        stop.starting = False
+        say(f"chatstack is up (logs in {run / 'logs'}); Ctrl-C stops all")
+        say(f"dev API key: {key}\n  chat: .venv/bin/chatstack chat --api-key $(cat {run / 'dev-api-key'})")
+        while not stop.requested and all(p.alive() for p in started):
             time.sleep(0.5)
         dead = [p.name for p in started if not p.alive()]
-        if dead and not state["stop"]:
-            print(f"service(s) exited: {', '.join(dead)}", file=sys.stderr)
+        if dead and not stop.requested:
+            say(f"service(s) exited: {', '.join(dead)}", err=True)
             return 1
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
-        state["phase"] = "stopping"
-        print("stopping ...", flush=True)
-        for proc in reversed(started):
-            proc.stop()
-        redis.stop()
-        print("stopped", flush=True)
+        stop.starting = False
+        say("stopping ...")
+        stop_all(started, redis)
+        say("stopped")

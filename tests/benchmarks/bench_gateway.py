@@ -82,7 +82,7 @@ def start_stack(models: Path, log_dir: Path, redis_url: str) -> tuple[list[Manag
     specs = [
         ("tokenizer", ("--model-dir", str(models / "lm")), "chatstack.v1.TokenizerService"),
         ("session", ("--redis-url", redis_url), "chatstack.v1.SessionService"),
-        ("generation", ("--model", str(models / "lm"), "--max-num-seqs", "16", "--cpu-kvcache-space-gib", "1",
+        ("generation", ("--model", str(models / "lm"), "--dtype", "float32", "--max-num-seqs", "16", "--cpu-kvcache-space-gib", "1",
                         *engine_placement_flags(0)),
          "chatstack.v1.GenerationService"),
         ("reward", ("--model", str(models / "reward"), "--dtype", "float32", "--max-model-len", "512",

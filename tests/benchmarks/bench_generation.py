@@ -323,7 +323,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="generated tokens per stream")
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="measured waves per concurrency level")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--dtype", default="float32")
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--cpu-kvcache-space-gib", type=float, default=2.0)
     parser.add_argument("--stream-interval", type=int, default=1,

@@ -64,7 +64,7 @@ def standalone(models: Path, tmp: Path, clients: int, seconds: float, max_tokens
         flags = {
             "tokenizer": ("--model-dir", str(models / "lm")),
             "session": ("--redis-url", redis.url),
-            "generation": ("--model", str(models / "lm"), "--cpu-kvcache-space-gib", "1",
+            "generation": ("--model", str(models / "lm"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1",
                            *engine_placement_flags(0)),
             "reward": ("--model", str(models / "reward"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1",
                        *engine_placement_flags(1)),

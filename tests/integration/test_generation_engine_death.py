@@ -11,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chatstack.v1 import generation_pb2, generation_pb2_grpc
 from tests.integration.conftest import GENERATION_SERVICE, start_generation_service
 
 pytestmark = pytest.mark.integration
@@ -34,4 +35,13 @@ def test_engine_death_turns_not_serving_and_exits_non_zero(models_dir: Path, log
         for pid in engine_procs:
             os.kill(pid, signal.SIGKILL)
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # A probe's unary Check sees it too (the service lingers NOT_SERVING before exiting),
+        # and the service's own RPCs are UNAVAILABLE, not errors of a dead engine.
+        check = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=GENERATION_SERVICE), timeout=5)
+        assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as err:
+            generation_pb2_grpc.GenerationServiceStub(channel).Generate(
+                generation_pb2.GenerateRequest(text="hi"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert proc.proc.wait(60) != 0, proc.tail()

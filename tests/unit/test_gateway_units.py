@@ -53,6 +53,9 @@ class FakeRpcError(grpc.aio.AioRpcError):
         (grpc.StatusCode.RESOURCE_EXHAUSTED, errors.Overloaded, "generation service: down"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, errors.DeadlineExceeded, "generation service: down"),
         (grpc.StatusCode.ABORTED, errors.VersionConflict, "generation service: down"),
+        # The client's own cancel never arrives as a downstream status; a backend that cancels
+        # (e.g. while shutting down) is unavailable: retryable.
+        (grpc.StatusCode.CANCELLED, errors.BackendUnavailable, "generation service unavailable: down"),
     ],
 )
 def test_downstream_status_maps_to_a_domain_error_naming_the_service(

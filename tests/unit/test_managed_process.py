@@ -1,10 +1,12 @@
-"""ManagedProcess: where its child runs (process group, session) and what `stop` reaches."""
+"""ManagedProcess: where its child runs (process group, session), what `stop` reaches, and that
+the child dies with its parent."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -68,3 +70,66 @@ def test_stop_kills_what_the_child_spawned_when_it_ignores_sigterm(tmp_path: Pat
     code = proc.stop(timeout=0.5)
     assert code == -9  # SIGTERM was ignored, the group got SIGKILL
     wait_until(lambda: _gone(grandchild), 5, "the grandchild to be gone", interval=0.02)
+
+
+# A parent that starts a ManagedProcess child (which waits for a signal), writes the child's pid,
+# and waits to be killed.
+PARENT = """
+import signal, sys
+from pathlib import Path
+from chatstack.core.process import ManagedProcess
+child = ManagedProcess("child", [sys.executable, "-c", "import signal; signal.pause()"],
+                       Path(sys.argv[2])).start()
+open(sys.argv[1], "w").write(str(child.proc.pid))
+signal.pause()
+"""
+
+
+def test_child_dies_when_its_parent_is_killed_outright(tmp_path: Path) -> None:
+    # `kill -9` of a supervisor (or of pytest) runs no cleanup: the kernel's parent-death signal
+    # (SIGTERM) is what ends the child.
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(pid_file), str(tmp_path / "child.log")],
+                              process_group=0)
+    child = 0
+    try:
+        child = int(_wait_for(pid_file))
+        parent.kill()
+        parent.wait(10)
+        wait_until(lambda: _gone(child), 5, "the child to die with its parent", interval=0.02)
+    finally:
+        parent.kill()
+        parent.wait(10)
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+
+
+# die_with_parent's preexec_fn, made in this process, then run in a grandchild (whose parent is
+# not this process, as if this process had died before the child got to set its death signal):
+# the grandchild must exit at once. Run in the child it must return normally.
+ORPHANED_PREEXEC = """
+import os, sys
+from chatstack.core.process import die_with_parent
+preexec = die_with_parent()
+child = os.fork()
+if child == 0:
+    grandchild = os.fork()
+    if grandchild == 0:
+        preexec()
+        os._exit(0)
+    os._exit(os.waitstatus_to_exitcode(os.waitpid(grandchild, 0)[1]))
+in_grandchild = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+child = os.fork()
+if child == 0:
+    preexec()
+    os._exit(0)
+in_child = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+print(in_child, in_grandchild)
+"""
+
+
+def test_a_child_whose_parent_is_already_gone_exits_before_exec() -> None:
+    out = subprocess.run([sys.executable, "-c", ORPHANED_PREEXEC], capture_output=True, text=True,
+                         timeout=30, check=True).stdout.split()
+    assert out == ["0", "1"]

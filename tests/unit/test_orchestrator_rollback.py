@@ -33,7 +33,11 @@ class FakeDownstream:
         self.push_started = asyncio.Event()
         self.render_error: Exception | None = None
         self.after_read: Any = None  # called after GetContext answers
-        self.session = SimpleNamespace(GetContext=self._get_context, PushTurn=self._push, PopTurn=self._pop)
+        self.created: dict[str, session_pb2.Session] = {}
+        self.create_gate: asyncio.Event | None = None  # a create lands, then waits on it
+        self.create_landed = asyncio.Event()
+        self.session = SimpleNamespace(GetContext=self._get_context, PushTurn=self._push, PopTurn=self._pop,
+                                       CreateSession=self._create, DeleteSession=self._delete)
         self.tokenizer = SimpleNamespace(CountTokens=self._count, ApplyChatTemplate=self._render)
         self.generation = SimpleNamespace(GetModelInfo=self._model_info)
 
@@ -53,6 +57,18 @@ class FakeDownstream:
             raise self.render_error
         ids = [1] + [7 for m in request.messages for _ in range(len(m.content.split()) + 2)]
         return tokenizer_pb2.ApplyChatTemplateResponse(prompt="p", token_ids=ids)
+
+    async def _create(self, request: session_pb2.CreateSessionRequest) -> session_pb2.CreateSessionResponse:
+        sid = request.session_id or "picked-by-the-service"
+        self.created[sid] = session_pb2.Session(session_id=sid, version=1)
+        self.create_landed.set()
+        if self.create_gate is not None:
+            await self.create_gate.wait()
+        return session_pb2.CreateSessionResponse(session=self.created[sid])
+
+    async def _delete(self, request: session_pb2.DeleteSessionRequest) -> session_pb2.DeleteSessionResponse:
+        del self.created[request.session_id]
+        return session_pb2.DeleteSessionResponse()
 
     async def _get_context(self, request: session_pb2.GetContextRequest) -> session_pb2.GetContextResponse:
         reply = session_pb2.GetContextResponse(turns=self.turns, version=self.version)
@@ -120,3 +136,22 @@ async def test_a_session_changed_between_read_and_push_is_aborted_and_nothing_of
     with pytest.raises(VersionConflict):
         await first_event(orchestrator(ds))
     assert [t.turn_id for t in ds.turns] == ["other"] and ds.version == 2
+
+
+async def test_a_new_session_chat_cancelled_while_its_session_is_created_deletes_the_session() -> None:
+    """The create lands in the session service, but the call is cancelled before its answer
+    arrives: the gateway chose the id itself, so it still deletes the session (no orphan)."""
+    ds = FakeDownstream()
+    ds.create_gate = asyncio.Event()
+
+    async def new_session_chat() -> None:
+        async for _ in orchestrator(ds).chat("alice", "", "be brief", MESSAGE, ChatOptions(max_tokens=8)):
+            return
+
+    task = asyncio.create_task(new_session_chat())
+    await asyncio.wait_for(ds.create_landed.wait(), 5)
+    assert len(ds.created) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ds.created == {}

@@ -31,6 +31,9 @@ class ServerConfig(BaseSettings):
     grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight RPCs (streams too) may finish."
     )
+    fatal_linger_seconds: float = Field(
+        3.0, ge=0, description="After the backend died: how long health answers NOT_SERVING (and "
+        "every other RPC UNAVAILABLE) before the process exits non-zero.")
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request or response message accepted."
     )
@@ -43,6 +46,9 @@ class ServerConfig(BaseSettings):
     max_concurrent_rpcs: int | None = Field(
         None, ge=1, description="gRPC-level cap on concurrent RPCs (None = unbounded)."
     )
+    default_deadline_seconds: float = Field(
+        120.0, gt=0, description="Deadline assumed for a call whose client set none: bounds every "
+        "backend wait (Redis, downstream services) of that call.")
     log_level: str = Field("INFO", description="Python log level.")
 
     @classmethod

@@ -17,6 +17,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chatstack.core.orphan_reaper import set_parent_death_signal
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago."""
@@ -34,6 +36,25 @@ def health_status(address: str, service: str = "", timeout: float = 1.0) -> int 
         except grpc.RpcError:
             return None
         return int(reply.status)
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A `preexec_fn` that makes the child get `sig` when the calling thread (its parent) dies.
+
+    Call it in the parent right before forking: it records the parent's pid, and the child exits
+    at once if its parent died before the death signal was set (it was re-parented already, so
+    the kernel would never send it). The child only calls the pre-resolved `prctl`, `getppid` and
+    `_exit`: no import, no dlopen, nothing that takes a lock another thread of the parent might
+    have held at fork time (see `chatstack.serve.ray_head` for such a deadlock).
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:
+        set_parent_death_signal(sig)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
@@ -58,6 +79,13 @@ class ManagedProcess:
     engine keeps busy, the kernel then left the caller (a test, a benchmark's client, the gateway)
     without CPU for up to ~250 ms at a time: streamed messages the service had written sat unread
     until the engine went idle (`tests.benchmarks.probe_stream_delivery`).
+
+    The child dies with its parent, however the parent dies (`kill -9` too): it gets SIGTERM
+    (Linux `PR_SET_PDEATHSIG`), so a service still drains and shuts its engine down. The kernel
+    sends it when the *thread* that started the child exits, so call `start` from a thread that
+    lives as long as the child should (the main thread), never from a short-lived worker thread.
+    What the child spawns itself does not inherit this; services reap theirs with
+    `chatstack.core.orphan_reaper`.
     """
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path,
@@ -70,12 +98,12 @@ class ManagedProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ManagedProcess:
-        """Start the process (its output goes to log_path)."""
+        """Start the process (its output goes to log_path); call it from a long-lived thread."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                     env=self.env, cwd=self.cwd, process_group=0)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.env, cwd=self.cwd, process_group=0,
+                                         preexec_fn=die_with_parent(signal.SIGTERM))
         return self
 
     def alive(self) -> bool:
@@ -117,14 +145,18 @@ def service_argv(module: str, *flags: str) -> list[str]:
 def start_grpc_service(name: str, module: str, port: int, metrics_port: int, log_dir: Path,
                        flags: Sequence[str] = (), env: Mapping[str, str] | None = None,
                        health_service: str = "", timeout: float = 180.0) -> ManagedProcess:
-    """Start a chatstack service and block until its health says SERVING."""
+    """Start a chatstack service and block until its health says SERVING.
+
+    If it fails to get there, or the wait is interrupted (Ctrl-C), the service is stopped first.
+    """
     proc = ManagedProcess(
         name,
         service_argv(module, "--port", str(port), "--metrics-port", str(metrics_port), *flags),
         log_dir / f"{name}.log", env=env,
-    ).start()
+    )
     address = f"127.0.0.1:{port}"
     try:
+        proc.start()
         wait_until(
             lambda: health_status(address, health_service) == health_pb2.HealthCheckResponse.SERVING,
             timeout, f"{name} SERVING on {address}", alive=proc.alive, interval=0.2,
@@ -132,4 +164,7 @@ def start_grpc_service(name: str, module: str, port: int, metrics_port: int, log
     except (TimeoutError, RuntimeError) as exc:
         proc.stop(5)
         raise RuntimeError(f"{exc}\n--- {proc.log_path} ---\n{proc.tail()}") from exc
+    except BaseException:
+        proc.stop(5)
+        raise
     return proc

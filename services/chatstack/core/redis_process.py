@@ -20,7 +20,11 @@ def _pong(port: int) -> bool:
 
 
 class RedisProcess:
-    """redis-server on 127.0.0.1:`port` with its data (AOF) in `data_dir`."""
+    """redis-server on 127.0.0.1:`port` with its data (AOF) in `data_dir`.
+
+    It dies with the process that started it, even on `kill -9` (see `ManagedProcess`; so call
+    `start` from the main thread).
+    """
 
     def __init__(self, port: int, data_dir: Path, appendfsync: str = "everysec") -> None:
         self.port = port
@@ -42,7 +46,10 @@ class RedisProcess:
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
                 str(self.data_dir), "--appendonly", "yes", "--appendfsync", self.appendfsync,
                 "--save", "", "--daemonize", "no", "--protected-mode", "yes"]
-        self.proc = ManagedProcess(f"redis-{self.port}", argv, self.data_dir / "redis.log").start()
+        # Assigned before it starts, so `stop` reaches it even if the wait below is interrupted.
+        # ManagedProcess makes it die with this process (SIGTERM: Redis shuts down cleanly).
+        self.proc = ManagedProcess(f"redis-{self.port}", argv, self.data_dir / "redis.log")
+        self.proc.start()
         wait_until(lambda: _pong(self.port), timeout, f"redis on port {self.port}",
                    alive=self.proc.alive, interval=0.05)
         return self

@@ -25,14 +25,9 @@ def current_request_id() -> str:
     return _request_id.get()
 
 
-def set_request_id(request_id: str) -> contextvars.Token[str]:
-    """Bind a request id to the current task; returns the token to reset it."""
-    return _request_id.set(request_id)
-
-
-def reset_request_id(token: contextvars.Token[str]) -> None:
-    """Undo `set_request_id`."""
-    _request_id.reset(token)
+def set_request_id(request_id: str) -> None:
+    """Bind a request id to the current task (each RPC runs in its own task and context)."""
+    _request_id.set(request_id)
 
 
 def set_deadline(remaining_seconds: float | None) -> None:

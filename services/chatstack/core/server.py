@@ -117,7 +117,8 @@ class ServiceRuntime:
         self.ready = False
         self.server = grpc.aio.server(
             interceptors=[ServiceInterceptor(RpcMetrics(registry, service),
-                                             frozenset(spec.service_names), lambda: self.ready)],
+                                             frozenset(spec.service_names), lambda: self.ready,
+                                             config.default_deadline_seconds)],
             options=server_options(config),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
@@ -159,7 +160,14 @@ class ServiceRuntime:
     def _fatal(self, reason: str) -> None:
         log.error("backend failed: %s; stopping with a non-zero exit", reason)
         self.fatal_reason = reason
+        self.ready = False  # every RPC of the service answers UNAVAILABLE from now on
         self._stop_requested.set()
+
+    async def _report_failure(self) -> None:
+        """After a fatal backend error: NOT_SERVING while the server still answers, for
+        `fatal_linger_seconds`, so unary health Checks (probes) see it, not only open Watches."""
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.sleep(self.config.fatal_linger_seconds)
 
     async def stop(self) -> None:
         """NOT_SERVING, drain in-flight RPCs within the grace period, close the backend."""
@@ -197,13 +205,22 @@ class ServiceRuntime:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+        if self.fatal_reason:
+            await self._report_failure()
         await self.stop()
         return 1 if self.fatal_reason else 0
 
 
 def run_service(config: Config, build_spec: Callable[[Config, CollectorRegistry], ServiceSpec]) -> int:
-    """Configure logging, build the service's spec (its `build_spec`) with a fresh metrics
-    registry, run it."""
+    """Start the orphan reaper, configure logging, build the service's spec (its `build_spec`)
+    with a fresh metrics registry, run it.
+
+    The reaper (`chatstack.core.orphan_reaper`) SIGKILLs what the service leaves behind (vLLM's
+    engine processes) once it is gone, even after a `kill -9`; call this from the main thread.
+    """
+    from chatstack.core.orphan_reaper import start_orphan_reaper
+
+    start_orphan_reaper()
     service = config.service_name()
     configure_logging(config.log_level, service)
     registry = CollectorRegistry()

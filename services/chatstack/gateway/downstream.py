@@ -39,8 +39,10 @@ _MAPPED: dict[grpc.StatusCode, type[errors.ChatstackError]] = {
     grpc.StatusCode.ABORTED: errors.VersionConflict,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.Overloaded,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-    grpc.StatusCode.CANCELLED: errors.Cancelled,
 }
+# Not mapped, so UNAVAILABLE (retryable): CANCELLED (the client's own cancel reaches the gateway
+# as a cancelled task, never as a downstream status: a downstream CANCELLED means the backend
+# went away, e.g. while shutting down), INTERNAL, UNKNOWN and the rest.
 _PASS_THROUGH_DETAILS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}
 

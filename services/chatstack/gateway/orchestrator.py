@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -81,7 +82,6 @@ class _Prompt:
     """The rendered context sent to the model."""
 
     messages: list[common_pb2.ChatMessage]
-    message_tokens: list[int]  # content tokens of each message
     prompt: str
     ids: list[int]
     context_turns: int
@@ -96,7 +96,6 @@ class ChatOrchestrator:
         self.ds = downstream
         self.metrics = metrics
         self._max_model_len: int | None = None
-        self._reward_max_len: int | None = None
         self._overhead: tuple[int, int] | None = None  # (fixed, per message)
 
     # -- cached model facts ----------------------------------------------------------------
@@ -107,29 +106,6 @@ class ChatOrchestrator:
                                       generation_pb2.GetModelInfoRequest())
             self._max_model_len = int(info.max_model_len)
         return self._max_model_len
-
-    async def reward_max_len(self) -> int:
-        """The reward model's context length (asked once)."""
-        if self._reward_max_len is None:
-            info = await self.ds.call("reward", self.ds.reward.GetModelInfo,
-                                      reward_pb2.RewardServiceGetModelInfoRequest())
-            self._reward_max_len = int(info.max_model_len)
-        return self._reward_max_len
-
-    async def reward_conversation(self, prompt: _Prompt, answer_tokens: int) -> list[common_pb2.ChatMessage]:
-        """The newest messages that, with the answer, fit the reward model's window (it may be
-        shorter than the generator's): older turns are dropped first, the system prompt last."""
-        limit = await self.reward_max_len()
-        fixed, per_message = await self.template_overhead()
-        messages, tokens = list(prompt.messages), list(prompt.message_tokens)
-        total = fixed + sum(tokens) + per_message * (len(messages) + 1) + answer_tokens
-        has_system = bool(messages) and messages[0].role == common_pb2.ROLE_SYSTEM
-        while total > limit and len(messages) > 1:
-            drop = 1 if has_system and len(messages) > 2 else 0
-            total -= tokens.pop(drop) + per_message
-            messages.pop(drop)
-            has_system = has_system and drop == 1
-        return messages
 
     async def template_overhead(self) -> tuple[int, int]:
         """Tokens the chat template adds: fixed (BOS, generation prompt) and per message."""
@@ -158,16 +134,18 @@ class ChatOrchestrator:
         return reply.prompt, list(reply.token_ids)
 
     async def create_session(self, owner: str, system_prompt: str, metadata: dict[str, str] | None = None,
-                             also_count: str | None = None) -> tuple[session_pb2.Session, int]:
-        """A new session; the system prompt's tokens are counted by the tokenizer, in the same
-        call as `also_count` (a Chat's first message), whose count is returned (0 if None)."""
+                             also_count: str | None = None, session_id: str = "",
+                             ) -> tuple[session_pb2.Session, int]:
+        """A new session (with `session_id`, or one the session service picks); the system
+        prompt's tokens are counted by the tokenizer, in the same call as `also_count` (a Chat's
+        first message), whose count is returned (0 if None)."""
         texts = ([also_count] if also_count is not None else []) + ([system_prompt] if system_prompt else [])
         counts = await self.count(texts) if texts else []
         tokens = counts[-1] if system_prompt else 0
         reply = await self.ds.call("session", self.ds.session.CreateSession,
                                    session_pb2.CreateSessionRequest(
-                                       system_prompt=system_prompt, system_prompt_tokens=tokens,
-                                       metadata=metadata or {}), owner=owner)
+                                       session_id=session_id, system_prompt=system_prompt,
+                                       system_prompt_tokens=tokens, metadata=metadata or {}), owner=owner)
         return reply.session, (counts[0] if also_count is not None else 0)
 
     # -- validation ---------------------------------------------------------------------------
@@ -201,8 +179,11 @@ class ChatOrchestrator:
                 (user_tokens,), ctx = await _both(self.count([message]),
                                                   self._read_context(owner, session_id, budget))
             else:  # a new session holds only its system prompt: nothing to read
-                session, user_tokens = await self.create_session(owner, system_prompt, also_count=message)
-                undo.session_id, undo.created = session.session_id, True
+                # The id is chosen here, before the call, so a call cancelled while the session
+                # is being created still knows what to delete (the create may land regardless).
+                undo.session_id, undo.created = uuid.uuid4().hex, True
+                session, user_tokens = await self.create_session(
+                    owner, system_prompt, also_count=message, session_id=undo.session_id)
                 ctx = _Context(session.system_prompt, session.system_prompt_tokens, session.version)
             t = clock.add("session_read", t)
             ctx.append(common_pb2.ROLE_USER, message, user_tokens)
@@ -326,7 +307,8 @@ class ChatOrchestrator:
         """Tokens of context (system prompt + turns) the prompt may hold."""
         fixed, _ = await self.template_overhead()
         limit = await self.max_model_len()
-        budget = options.context_token_budget or (limit - max_tokens - fixed)
+        window = limit - max_tokens - fixed  # a larger budget could never be used
+        budget = min(options.context_token_budget or window, window)
         if budget <= 0:
             raise InvalidRequest(self._too_long(limit, max_tokens))
         return budget
@@ -347,36 +329,34 @@ class ChatOrchestrator:
 
     async def _fit_and_render(self, ctx: _Context, budget: int, max_tokens: int) -> _Prompt:
         """Keep the newest turns (the last, the one being answered, always) that fit the budget,
-        render them; if the rendered prompt plus max_tokens still exceeds the model's length
-        (template tokens), drop more of the oldest turns and render again."""
+        render them; while the rendered prompt plus max_tokens still exceeds the model's length
+        (template tokens, counts that differ from the rendering's), drop more of the oldest
+        turns and render again: by the estimate, and at least one turn per round, so a
+        conversation of any length converges on the exact rendered count."""
         limit = await self.max_model_len()
         _, per_message = await self.template_overhead()
         first = len(ctx.tokens) - newest_that_fit(ctx.tokens, budget - ctx.system_tokens)
         system = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=ctx.system_prompt)] \
             if ctx.system_prompt else []
-        system_tokens = [ctx.system_tokens] if ctx.system_prompt else []
-        for _ in range(4):
-            if first >= len(ctx.tokens):
-                break  # not even the message being answered fits
+        while first < len(ctx.tokens):  # the message being answered always stays
             messages = system + ctx.messages[first:]
             text, ids = await self._render(messages)
             excess = len(ids) + max_tokens - limit
             if excess <= 0:
-                return _Prompt(messages, system_tokens + ctx.tokens[first:], text, ids,
-                               len(ctx.tokens) - first, ctx.omitted + first > 0)
+                return _Prompt(messages, text, ids, len(ctx.tokens) - first, ctx.omitted + first > 0)
+            if first == len(ctx.tokens) - 1:
+                break  # only the message being answered is left, and it does not fit
             drop = turns_to_drop(ctx.tokens[first:-1], excess, per_message)
-            if drop is None:
-                break
-            first += drop
+            first += max(1, drop if drop is not None else len(ctx.tokens) - 1 - first)
         raise InvalidRequest(self._too_long(limit, max_tokens))
 
     async def _generate(self, prompt: _Prompt, max_tokens: int, options: ChatOptions, answer: Answer,
                         clock: StageClock) -> AsyncIterator[DeltaEvent]:
-        n = max(1, options.best_of)
+        temperature = self.config.default_temperature if options.temperature is None else options.temperature
+        # Greedy best-of-n answers once: n greedy candidates would be n copies of one answer.
+        n = 1 if temperature == 0 else max(1, options.best_of)
         sampling = generation_pb2.SamplingParams(
-            n=n, max_tokens=max_tokens, min_tokens=1, stop=list(options.stop),
-            temperature=(self.config.default_temperature if options.temperature is None
-                         else options.temperature))
+            n=n, max_tokens=max_tokens, min_tokens=1, stop=list(options.stop), temperature=temperature)
         for name in ("top_p", "top_k", "seed"):
             value = getattr(options, name)
             if value is not None:
@@ -406,10 +386,9 @@ class ChatOrchestrator:
         self.metrics.best_of.labels(str(n)).inc()
         answer.completion_tokens = reply.usage.completion_tokens
         t = time.perf_counter()
-        longest = max(len(c.token_ids) for c in reply.choices)
         ranked = await self.ds.call("reward", self.ds.reward.Rank, reward_pb2.RankRequest(
-            conversation=await self.reward_conversation(prompt, longest),
-            candidates=[c.text for c in reply.choices]))
+            conversation=prompt.messages, candidates=[c.text for c in reply.choices],
+            truncation=reward_pb2.TRUNCATION_AUTO))
         clock.add("reward", t)
         best = ranked.ranked[0].index
         answer.candidates = [Candidate(r.index, r.score, r.text, len(reply.choices[r.index].token_ids),
@@ -423,9 +402,11 @@ class ChatOrchestrator:
     async def _reward(self, prompt: _Prompt, answer: Answer) -> None:
         if answer.candidates:
             return  # best-of-n: Rank already scored every candidate
-        conversation = await self.reward_conversation(prompt, len(answer.token_ids))
+        # The reward model's window may be shorter than the generator's: the reward service fits
+        # the conversation to it on the exact rendered length (oldest messages first).
         reply = await self.ds.call("reward", self.ds.reward.Score, reward_pb2.ScoreRequest(
-            item=reward_pb2.ScoreItem(conversation=conversation, response=answer.text)))
+            item=reward_pb2.ScoreItem(conversation=prompt.messages, response=answer.text),
+            truncation=reward_pb2.TRUNCATION_AUTO))
         answer.reward_score = reply.score
 
     async def _store(self, owner: str, session_id: str, version: int, replace_turn_id: str | None,

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
+from chatstack.core.offload import CpuOffload, max_chars_per_token
 from chatstack.core.request_context import current_request_id
 from chatstack.core.vllm_config import engine_args, engine_started
 from chatstack.generation.config import GenerationConfig
@@ -30,13 +31,20 @@ from chatstack.generation.model import (
     Timings,
     TokenLogprob,
 )
-from chatstack.generation.validation import validate_length, validate_prompt, validate_sampling
+from chatstack.generation.validation import (
+    engine_seed,
+    validate_length,
+    validate_prompt,
+    validate_sampling,
+)
 
 log = logging.getLogger(__name__)
 
 
 def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
-    """SamplingOptions -> vllm.SamplingParams streaming deltas (unset fields keep vLLM defaults)."""
+    """SamplingOptions -> vllm.SamplingParams streaming deltas (unset fields keep vLLM defaults).
+    Constructing it runs vLLM's own argument checks; their errors propagate (see
+    `engine_validation_errors`)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -48,11 +56,23 @@ def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
         "frequency_penalty": options.frequency_penalty,
         "output_kind": RequestOutputKind.DELTA,
     }
-    for name in ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty", "logprobs"):
+    for name in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "logprobs"):
         value = getattr(options, name)
         if value is not None:
             kwargs[name] = value
+    seed = engine_seed(options.seed, options.n)
+    if seed is not None:
+        kwargs["seed"] = seed
     return SamplingParams(**kwargs)
+
+
+def engine_validation_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions vLLM raises for a request it refuses (its client-error base class, and the
+    plain ValueError/TypeError/OverflowError its checks and conversions raise): at the engine
+    boundary these are INVALID_ARGUMENT, whatever rule a later vLLM adds."""
+    from vllm.exceptions import VLLMClientError
+
+    return (VLLMClientError, ValueError, TypeError, OverflowError)
 
 
 def _stat_logger_class(metrics: GenerationMetrics) -> Callable[..., Any]:
@@ -113,6 +133,9 @@ class VllmGenerationEngine:
         self.vocab_size = 0
         self.model_name = config.served_model_name or config.model
         self.in_flight = 0
+        self.chars_per_token = 1
+        self.offload = CpuOffload()
+        self._invalid: tuple[type[BaseException], ...] = (ValueError,)
         self._watchdog: asyncio.Task[None] | None = None
         self.on_fatal: Callable[[str], None] = lambda reason: None
 
@@ -126,6 +149,8 @@ class VllmGenerationEngine:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.model_config.max_model_len)
         self.vocab_size = int(self.llm.model_config.get_vocab_size())
+        self.chars_per_token = max_chars_per_token(self.tokenizer.get_vocab())
+        self._invalid = engine_validation_errors()
         await self._warm_up()
         self._watchdog = engine_started(self.config, self.llm, self.on_fatal)
 
@@ -146,30 +171,44 @@ class VllmGenerationEngine:
         if self.llm is not None:
             await asyncio.to_thread(self.llm.shutdown)
             self.llm = None
+        self.offload.close()
 
     def info(self) -> ModelInfo:
         """Model name, context length, vocabulary and limits."""
         return ModelInfo(self.model_name, self.max_model_len, self.vocab_size, self.config.max_n,
                          self.config.default_max_tokens)
 
-    def _prompt_ids(self, prompt: PromptInput) -> list[int]:
-        validate_prompt(prompt, self.vocab_size)
+    async def _prompt_ids(self, prompt: PromptInput) -> list[int]:
+        """The prompt's token ids; a text is tokenized off the event loop when it is large."""
+        validate_prompt(prompt, self.vocab_size, self.max_model_len, self.chars_per_token)
         if prompt.token_ids is not None:
             return list(prompt.token_ids)
-        return list(self.tokenizer.encode(prompt.text))
+        text = prompt.text or ""
+        return list(await self.offload.run(len(text), self.tokenizer.encode, text))
+
+    def _engine_params(self, options: SamplingOptions, max_tokens: int) -> Any:
+        """vLLM's SamplingParams, checked by vLLM itself (argument checks and the model-dependent
+        `verify`) before admission; a refusal is INVALID_ARGUMENT naming the sampling params."""
+        try:
+            params = vllm_sampling_params(options, max_tokens)
+            params.verify(self.llm.model_config, None, None, None)
+        except self._invalid as exc:
+            raise InvalidRequest(f"sampling: {exc}") from exc
+        return params
 
     async def stream(self, prompt: PromptInput,
                      options: SamplingOptions) -> AsyncIterator[Delta | GenerationResult]:
         """Validate, admit, generate; yield deltas then one GenerationResult."""
-        validate_sampling(options, self.config.max_n, self.config.max_logprobs)
-        ids = self._prompt_ids(prompt)
         max_tokens = options.max_tokens or self.config.default_max_tokens
+        validate_sampling(options, self.config.max_n, self.config.max_logprobs, self.vocab_size,
+                          max_tokens)
+        params = self._engine_params(options, max_tokens)
+        ids = await self._prompt_ids(prompt)
         validate_length(len(ids), max_tokens, self.max_model_len)
         if self.in_flight >= self.config.max_in_flight:
             self.metrics.rejected.inc()
             raise Overloaded(f"generation is at its limit of {self.config.max_in_flight} "
                              "in-flight requests; retry later")
-        params = vllm_sampling_params(options, max_tokens)
         request_id = f"{current_request_id()}-{uuid.uuid4().hex[:8]}"
         self.in_flight += 1
         self.metrics.in_flight.inc()
@@ -226,8 +265,8 @@ class VllmGenerationEngine:
         except EngineDeadError as exc:
             self.on_fatal(f"vLLM engine died: {exc}")
             raise BackendUnavailable("the generation engine died; the service is restarting") from exc
-        except ValueError as exc:  # vLLM's own request validation
-            raise InvalidRequest(str(exc)) from exc
+        except self._invalid as exc:  # vLLM's own request validation (input processor)
+            raise InvalidRequest(f"request refused by the engine: {exc}") from exc
         finally:
             if not finished:
                 self.metrics.aborted.inc()

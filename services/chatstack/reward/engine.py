@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
+from chatstack.core.offload import CpuOffload, certainly_too_long, max_chars_per_token
 from chatstack.core.request_context import current_request_id
 from chatstack.core.vllm_config import engine_args, engine_started
 from chatstack.reward.config import RewardConfig
 from chatstack.reward.metrics import RewardMetrics
-from chatstack.reward.model import Ranked, RewardModelInfo, Score, ScoreItem, rank_order
+from chatstack.reward.model import Message, Ranked, RewardModelInfo, Score, ScoreItem, rank_order
 
 log = logging.getLogger(__name__)
 ROLES = frozenset({"system", "user", "assistant"})
@@ -37,6 +38,9 @@ class VllmRewardEngine:
         self.max_model_len = 0
         self.in_flight = 0
         self.model_name = config.served_model_name or config.model
+        self.chars_per_token = 1
+        # One worker: a HF fast tokenizer is not safe to use from two threads at once.
+        self.offload = CpuOffload(workers=1)
         self._watchdog: asyncio.Task[None] | None = None
         self.on_fatal: Callable[[str], None] = lambda reason: None
 
@@ -51,6 +55,7 @@ class VllmRewardEngine:
         self.llm = await asyncio.to_thread(
             AsyncLLM.from_engine_args, engine_args(self.config, runner="pooling"))
         self.max_model_len = int(self.llm.model_config.max_model_len)
+        self.chars_per_token = max_chars_per_token(self.tokenizer.get_vocab())
         await self.score([ScoreItem((("user", "warm up"),), "ok")])  # pay lazy init now
         self._watchdog = engine_started(self.config, self.llm, self.on_fatal)
 
@@ -61,6 +66,7 @@ class VllmRewardEngine:
         if self.llm is not None:
             await asyncio.to_thread(self.llm.shutdown)
             self.llm = None
+        self.offload.close()
 
     def info(self) -> RewardModelInfo:
         """Model name and limits."""
@@ -80,31 +86,75 @@ class VllmRewardEngine:
                 raise InvalidRequest(f"{where}[{j}].role: {role or 'unspecified'} is not one of "
                                      f"{sorted(ROLES)}")
 
-    def render(self, item: ScoreItem, response_where: str) -> list[int]:
-        """Token ids of the conversation plus the response, via the model's chat template.
+    def _render(self, conversation: Sequence[Message], response: str) -> list[int]:
+        messages = [{"role": r, "content": c} for r, c in conversation]
+        messages.append({"role": "assistant", "content": response})
+        return list(self.tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=False, return_dict=False))
+
+    def render(self, item: ScoreItem, where: str, truncate: bool = False) -> list[int]:
+        """Token ids of the conversation plus the response, via the model's chat template, fitted
+        to max_model_len on the exact rendered length. Too long is INVALID_ARGUMENT naming
+        `where`, unless `truncate`: then the oldest messages go first (the system prompt last)
+        and, if the response alone is too long, only its last max_model_len tokens are scored.
+        Inputs that cannot fit by their size alone are refused (or dropped) before rendering.
 
         An empty response is scored like any other (the model said nothing)."""
-        messages = [{"role": r, "content": c} for r, c in item.conversation]
-        messages.append({"role": "assistant", "content": item.response})
-        ids = list(self.tokenizer.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=False, return_dict=False))
-        if len(ids) > self.max_model_len:
-            raise InvalidRequest(f"{response_where}: {len(ids)} tokens exceed the reward model's "
-                                 f"max_model_len {self.max_model_len}")
-        return ids
+        limit, per_token = self.max_model_len, self.chars_per_token
+        conversation = list(item.conversation)
+        if certainly_too_long(len(item.response), limit, per_token):
+            raise InvalidRequest(f"{where}: {len(item.response)} characters cannot fit the reward "
+                                 f"model's max_model_len {limit} tokens")
+        if not truncate:
+            chars = len(item.response) + sum(len(c) for _, c in conversation)
+            ids = [] if certainly_too_long(chars, limit, per_token) else self._render(conversation,
+                                                                                    item.response)
+            if not ids or len(ids) > limit:
+                shown = f"{len(ids)} tokens" if ids else f"{chars} characters"
+                raise InvalidRequest(f"{where}: {shown} with the conversation exceed the reward "
+                                     f"model's max_model_len {limit}; shorten the conversation")
+            return ids
+        return self._fit_from_left(conversation, item.response)
+
+    def _fit_from_left(self, conversation: list[Message], response: str) -> list[int]:
+        """The longest suffix of the conversation (system prompt kept while possible) whose
+        rendering with the response fits; found by binary search on the exact rendered length."""
+        limit = self.max_model_len
+        system = conversation[:1] if conversation and conversation[0][0] == "system" else []
+        rest = conversation[len(system):]
+        # Messages older than what the size bound allows cannot be part of any fitting window.
+        budget, first = 2 * limit * self.chars_per_token - len(response), len(rest)
+        while first > 0 and budget - len(rest[first - 1][1]) >= 0:
+            first -= 1
+            budget -= len(rest[first][1])
+        lo, hi, best = first, len(rest), None
+        while lo <= hi:  # fewest dropped messages (smallest start) that fit
+            mid = (lo + hi) // 2
+            ids = self._render(system + rest[mid:], response)
+            if len(ids) <= limit:
+                best, hi = ids, mid - 1
+            else:
+                lo = mid + 1
+        if best is not None:
+            return best
+        ids = self._render([], response)
+        return ids if len(ids) <= limit else ids[-limit:]
 
     # -- scoring ------------------------------------------------------------------------------
-    async def score(self, items: Sequence[ScoreItem], what: str = "items") -> list[Score]:
-        """Raw scores of items, in order, batched through the engine in one go.
-
-        `what` names the items in error messages ("items" or "candidates")."""
+    async def score(self, items: Sequence[ScoreItem], what: str = "items",
+                    truncate: bool = False) -> list[Score]:
+        """Raw scores of items, in order, batched through the engine in one go; rendering runs
+        off the event loop when the input is large. `what` names the items in error messages
+        ("items" or "candidates"); `truncate` fits long items from the left (see `render`)."""
         if not items:
             raise InvalidRequest(f"{what}: empty, give at least one")
         if what == "items":
             for i, item in enumerate(items):
                 self.check_conversation(item.conversation, f"items[{i}].conversation")
         where = "items[{}].response" if what == "items" else "candidates[{}]"
-        rendered = [self.render(item, where.format(i)) for i, item in enumerate(items)]
+        chars = sum(len(i.response) + sum(len(c) for _, c in i.conversation) for i in items)
+        rendered = await self.offload.run(chars, lambda: [
+            self.render(item, where.format(i), truncate) for i, item in enumerate(items)])
         if self.in_flight + len(items) > self.config.max_in_flight:
             self.metrics.rejected.inc()
             raise Overloaded(f"reward is at its limit of {self.config.max_in_flight} in-flight "
@@ -143,7 +193,7 @@ class VllmRewardEngine:
         return value
 
     async def rank(self, conversation: tuple[tuple[str, str], ...],
-                   candidates: Sequence[str]) -> list[Ranked]:
+                   candidates: Sequence[str], truncate: bool = False) -> list[Ranked]:
         """Candidates best first (ties: lower request index first)."""
         if not candidates:
             raise InvalidRequest("candidates: empty, give at least one")
@@ -151,7 +201,8 @@ class VllmRewardEngine:
             raise InvalidRequest(f"candidates: {len(candidates)} exceed the limit of "
                                  f"{self.config.max_candidates}")
         self.check_conversation(conversation, "conversation")
-        scores = await self.score([ScoreItem(conversation, c) for c in candidates], "candidates")
+        scores = await self.score([ScoreItem(conversation, c) for c in candidates], "candidates",
+                                  truncate)
         values = [s.score for s in scores]
         return [Ranked(i, values[i], candidates[i]) for i in rank_order(values)]
 

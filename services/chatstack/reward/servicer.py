@@ -15,9 +15,10 @@ from chatstack.v1 import reward_pb2, reward_pb2_grpc
 class RewardEngine(Protocol):
     """What the servicer needs (VllmRewardEngine implements it)."""
 
-    async def score(self, items: Sequence[ScoreItem], what: str = "items") -> list[Score]: ...
+    async def score(self, items: Sequence[ScoreItem], what: str = "items",
+                    truncate: bool = False) -> list[Score]: ...
     async def rank(self, conversation: tuple[tuple[str, str], ...],
-                   candidates: Sequence[str]) -> list[Ranked]: ...
+                   candidates: Sequence[str], truncate: bool = False) -> list[Ranked]: ...
     def check_batch(self, n: int) -> None: ...
     def info(self) -> RewardModelInfo: ...
 
@@ -25,6 +26,11 @@ class RewardEngine(Protocol):
 def item_from_proto(item: reward_pb2.ScoreItem) -> ScoreItem:
     """ScoreItem message -> ScoreItem."""
     return ScoreItem(tuple(messages_from_proto(list(item.conversation))), item.response)
+
+
+def _auto(truncation: int) -> bool:
+    """Truncation enum -> cut long inputs from the left (AUTO) or refuse them."""
+    return truncation == reward_pb2.TRUNCATION_AUTO
 
 
 class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
@@ -36,14 +42,16 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
     async def Score(self, request: reward_pb2.ScoreRequest,
                     context: grpc.aio.ServicerContext) -> reward_pb2.ScoreResponse:
         """Score one response."""
-        (result,) = await self.engine.score([item_from_proto(request.item)])
+        (result,) = await self.engine.score([item_from_proto(request.item)],
+                                            truncate=_auto(request.truncation))
         return reward_pb2.ScoreResponse(score=result.score, input_tokens=result.input_tokens)
 
     async def ScoreBatch(self, request: reward_pb2.ScoreBatchRequest,
                          context: grpc.aio.ServicerContext) -> reward_pb2.ScoreBatchResponse:
         """Score many items in one engine batch."""
         self.engine.check_batch(len(request.items))
-        results = await self.engine.score([item_from_proto(i) for i in request.items])
+        results = await self.engine.score([item_from_proto(i) for i in request.items],
+                                          truncate=_auto(request.truncation))
         return reward_pb2.ScoreBatchResponse(scores=[r.score for r in results],
                                              input_tokens=[r.input_tokens for r in results])
 
@@ -51,7 +59,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
                    context: grpc.aio.ServicerContext) -> reward_pb2.RankResponse:
         """Candidates best first."""
         ranked = await self.engine.rank(tuple(messages_from_proto(list(request.conversation))),
-                                        list(request.candidates))
+                                        list(request.candidates), _auto(request.truncation))
         return reward_pb2.RankResponse(ranked=[
             reward_pb2.RankedCandidate(index=r.index, score=r.score, text=r.text) for r in ranked])
 

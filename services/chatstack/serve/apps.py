@@ -64,6 +64,7 @@ class _SpecIngress(ServeIngress):
         configure_logging(config.log_level, service)
         metrics = RayMetricFactory()
         self.rpc_metrics = RpcMetrics(metrics, service)
+        self.default_deadline_seconds = config.default_deadline_seconds
         self.spec = type(self).build_spec(config, metrics)
         self.spec.on_fatal = self.mark_fatal  # a dead engine fails health checks: Serve replaces it
         await self.spec.start()  # engines load and warm up; session waits for Redis

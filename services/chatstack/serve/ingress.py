@@ -2,30 +2,23 @@
 proxy — the same servicer object the standalone runtime registers, no second copy of logic.
 
 For every RPC of the proto service it adds a method of the same name (Serve routes gRPC calls by
-method name): it binds the request id, records the per-RPC metrics, calls the servicer, and maps
-domain errors to status codes (set on Serve's gRPC context, which the proxy returns).
+method name) that runs the servicer inside the same `CallScope` the standalone interceptor uses:
+request id, deadline (Serve's context carries none from the client: the service's default
+deadline applies), metrics, access log and status mapping, set on Serve's gRPC context, which the
+proxy returns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from chatstack.core.errors import ChatstackError, status_for
+from chatstack.core.call_scope import CallScope
 from chatstack.core.metrics import RpcMetrics
-from chatstack.core.request_context import (
-    REQUEST_ID_KEY,
-    metadata_value,
-    new_request_id,
-    reset_request_id,
-    set_request_id,
-)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +33,7 @@ class ServeContext:
         return list(self._ctx.invocation_metadata()) if self._ctx is not None else []
 
     def time_remaining(self) -> float | None:
-        return None  # Serve's proxy enforces request_timeout_s itself
+        return None  # Serve's proxy does not pass the client's deadline on
 
 
 class ServeIngress:
@@ -48,6 +41,7 @@ class ServeIngress:
 
     servicer: Any = None
     rpc_metrics: RpcMetrics
+    default_deadline_seconds: float | None = None
     fatal_reason: str | None = None
 
     async def check_health(self) -> None:
@@ -62,43 +56,29 @@ class ServeIngress:
         log.error("backend failed: %s", reason)
         self.fatal_reason = reason
 
-    def _begin(self, method: str, grpc_context: Any) -> tuple[Any, float, ServeContext]:
-        ctx = ServeContext(grpc_context)
-        rid = metadata_value(ctx.invocation_metadata(), REQUEST_ID_KEY) or new_request_id()
-        self.rpc_metrics.in_flight.labels(self.rpc_metrics.service, method).inc()
-        return set_request_id(rid), time.perf_counter(), ctx
+    def _scope(self, method: str, context: ServeContext) -> CallScope:
+        return CallScope(self.rpc_metrics, method, context.invocation_metadata(),
+                         context.time_remaining(), self.default_deadline_seconds)
 
-    def _end(self, method: str, token: Any, started: float, code: grpc.StatusCode) -> None:
-        self.rpc_metrics.in_flight.labels(self.rpc_metrics.service, method).dec()
-        self.rpc_metrics.observe(method, code.name, time.perf_counter() - started)
-        reset_request_id(token)
 
-    def _fail(self, exc: BaseException, grpc_context: Any) -> grpc.StatusCode:
-        if isinstance(exc, ChatstackError):
-            code = status_for(exc)
-            details = str(exc)
-        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            return grpc.StatusCode.CANCELLED
-        else:
-            log.exception("unexpected error", exc_info=exc)
-            code, details = grpc.StatusCode.INTERNAL, "internal error"
-        if grpc_context is not None:
-            grpc_context.set_code(code)
-            grpc_context.set_details(details)
-        return code
+def _fail(scope: CallScope, exc: BaseException, grpc_context: Any) -> None:
+    code, details = scope.status_of(exc)
+    if grpc_context is not None and code != grpc.StatusCode.CANCELLED:
+        grpc_context.set_code(code)
+        grpc_context.set_details(details)
 
 
 def _unary_method(name: str, label: str) -> Callable[..., Any]:
     async def method(self: ServeIngress, request: Any, grpc_context: Any = None) -> Any:
-        token, started, ctx = self._begin(label, grpc_context)
-        code = grpc.StatusCode.OK
+        ctx = ServeContext(grpc_context)
+        scope = self._scope(label, ctx)
         try:
             return await getattr(self.servicer, name)(request, ctx)
         except BaseException as exc:
-            code = self._fail(exc, grpc_context)
+            _fail(scope, exc, grpc_context)
             raise
         finally:
-            self._end(label, token, started, code)
+            scope.finish()
 
     method.__name__ = name
     return method
@@ -106,16 +86,16 @@ def _unary_method(name: str, label: str) -> Callable[..., Any]:
 
 def _stream_method(name: str, label: str) -> Callable[..., Any]:
     async def method(self: ServeIngress, request: Any, grpc_context: Any = None) -> AsyncIterator[Any]:
-        token, started, ctx = self._begin(label, grpc_context)
-        code = grpc.StatusCode.OK
+        ctx = ServeContext(grpc_context)
+        scope = self._scope(label, ctx)
         try:
             async for message in getattr(self.servicer, name)(request, ctx):
                 yield message
         except BaseException as exc:
-            code = self._fail(exc, grpc_context)
+            _fail(scope, exc, grpc_context)
             raise
         finally:
-            self._end(label, token, started, code)
+            scope.finish()
 
     method.__name__ = name
     return method

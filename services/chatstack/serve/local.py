@@ -7,15 +7,15 @@ application is deployed with the config's deployment options (autoscaling, resou
 
 from __future__ import annotations
 
-import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from chatstack.core.redis_process import RedisProcess
-from chatstack.local_stack import engine_placement
+from chatstack.local_stack import StopSignals, dev_api_key, engine_placement, say
 
 REDIS_PORT = 6391
 
@@ -32,7 +32,8 @@ def local_app_args(models: Path, redis_url: str, proxy_port: int,
     return {
         "tokenizer": {"model_dir": str(models / "lm")},
         "session": {"redis_url": redis_url},
-        "generation": {"model": str(models / "lm"), "cpu_kvcache_space_gib": 1, **engine_placement(0)},
+        "generation": {"model": str(models / "lm"), "dtype": "float32", "cpu_kvcache_space_gib": 1,
+                       **engine_placement(0)},
         "reward": {"model": str(models / "reward"), "dtype": "float32", "cpu_kvcache_space_gib": 1,
                    **engine_placement(1)},
         "gateway": {**gateway_keys, "serve_proxy_address": f"127.0.0.1:{proxy_port}"},
@@ -51,45 +52,68 @@ def localize(config: dict[str, Any], models: Path, redis_url: str, keys_file: Pa
 
 
 def run_ray_stack(config_path: str, models_dir: str, run_dir: str) -> int:
-    """Start Ray + Serve + Redis, deploy every application, wait for Ctrl-C."""
+    """Start Redis + Ray + Serve, deploy every application, wait for Ctrl-C (or SIGTERM, or the
+    terminal hanging up), then stop Serve, Ray and Redis, whatever state stdout is in."""
     import ray
-    from ray import serve
-
-    from chatstack.local_stack import dev_api_key
-    from chatstack.serve import apps
 
     run, models = Path(run_dir).resolve(), Path(models_dir).resolve()
-    redis = RedisProcess(REDIS_PORT, run / "redis-ray").start()
-    key, keys_file = dev_api_key(run)
-    config = localize(load_serve_config(config_path), models, redis.url, keys_file)
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    stop = StopSignals()
+    stop.install()
+    redis = RedisProcess(REDIS_PORT, run / "redis-ray")
     try:
+        redis.start()
+        key, keys_file = dev_api_key(run)
+        config = localize(load_serve_config(config_path), models, redis.url, keys_file)
         ray.init(num_cpus=8, include_dashboard=False, namespace="chatstack")
-        serve.start(http_options=config["http_options"] | {"host": "127.0.0.1"},
-                    grpc_options=config["grpc_options"])
-        targets = []
-        for app in config["applications"]:
-            options = {k: v for d in app.get("deployments", []) for k, v in d.items() if k != "name"}
-            targets.append(serve.RunTarget(apps.DEPLOYMENTS[app["name"]].options(**options).bind(app["args"]),
-                                           name=app["name"], route_prefix=app["route_prefix"]))
-        names = ", ".join(a["name"] for a in config["applications"])
-        print(f"deploying {names} on Ray Serve ...", flush=True)
-        serve.run_many(targets)
+        stop.install()  # ray.init made SIGTERM raise SystemExit anywhere, the cleanup included
+        _deploy(config)
+        stop.starting = False
         port = config["grpc_options"]["port"]
-        print(f"chatstack on Ray Serve: gRPC proxy 127.0.0.1:{port} (metadata application=<service>)\n"
-              f"  chat: .venv/bin/chatstack chat --target 127.0.0.1:{port} --application gateway "
-              f"--api-key $(cat {run / 'dev-api-key'})\n  dev API key: {key}\nCtrl-C stops all", flush=True)
-        while not stop["now"]:
+        say(f"chatstack on Ray Serve: gRPC proxy 127.0.0.1:{port} (metadata application=<service>)\n"
+            f"  chat: .venv/bin/chatstack chat --target 127.0.0.1:{port} --application gateway "
+            f"--api-key $(cat {run / 'dev-api-key'})\n  dev API key: {key}\nCtrl-C stops all")
+        while not stop.requested:
             time.sleep(0.5)
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print("stopping ...", flush=True)
+        stop.starting = False
+        say("stopping ...")
+        shut_down(redis)
+
+
+def _deploy(config: dict[str, Any]) -> None:
+    """Start Serve with the config's proxies and run every application in it."""
+    from ray import serve
+
+    from chatstack.serve import apps
+
+    serve.start(http_options=config["http_options"] | {"host": "127.0.0.1"},
+                grpc_options=config["grpc_options"])
+    targets = []
+    for app in config["applications"]:
+        options = {k: v for d in app.get("deployments", []) for k, v in d.items() if k != "name"}
+        targets.append(serve.RunTarget(apps.DEPLOYMENTS[app["name"]].options(**options).bind(app["args"]),
+                                       name=app["name"], route_prefix=app["route_prefix"]))
+    names = ", ".join(a["name"] for a in config["applications"])
+    say(f"deploying {names} on Ray Serve ...")
+    serve.run_many(targets)
+
+
+def shut_down(redis: RedisProcess) -> None:
+    """Shut Serve and Ray down (if Ray was started), then stop Redis; a step that fails does not
+    skip the next. (Were this process killed outright instead, Ray's processes and Redis die with
+    it: Ray's share its fate, Redis is a `ManagedProcess`.)"""
+    import ray
+    from ray import serve
+
+    steps: list[tuple[str, Callable[[], object]]] = []
+    if ray.is_initialized():  # serve.shutdown() would otherwise start a Ray cluster to look in
+        steps += [("Ray Serve", serve.shutdown), ("Ray", ray.shutdown)]
+    steps.append(("redis-server", redis.stop))
+    for name, step in steps:
         try:
-            serve.shutdown()
-            ray.shutdown()
-        finally:
-            redis.stop()
+            step()
+        except Exception as exc:
+            say(f"could not stop {name}: {exc!r}", err=True)

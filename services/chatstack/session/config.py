@@ -34,6 +34,10 @@ class SessionConfig(ServerConfig):
     )
     max_content_bytes: int = Field(256 * 1024, ge=1, description="Largest turn content (UTF-8).")
     max_system_prompt_bytes: int = Field(64 * 1024, ge=1, description="Largest system prompt.")
+    max_metadata_entries: int = Field(64, ge=0, description="Most metadata entries per session or turn.")
+    max_metadata_key_bytes: int = Field(128, ge=1, description="Longest metadata key (UTF-8).")
+    max_metadata_bytes: int = Field(
+        16 * 1024, ge=1, description="Largest metadata of a session or turn: keys plus values (UTF-8).")
     default_ttl_seconds: int = Field(
         7 * 24 * 3600, ge=1, description="Idle TTL of a session; refreshed on every use."
     )

@@ -7,7 +7,8 @@ from typing import Protocol
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from chatstack.core.errors import InvalidRequest, Unauthenticated
+from chatstack.core.errors import Unauthenticated
+from chatstack.core.page_tokens import decode_page_token, encode_page_token
 from chatstack.core.proto_convert import role_name, role_value
 from chatstack.core.request_context import OWNER_KEY, metadata_value
 from chatstack.session.model import (
@@ -80,18 +81,13 @@ def context_to_proto(w: ContextWindow) -> session_pb2.GetContextResponse:
     )
 
 
-def page_offset(token: str) -> int:
-    """A page token (an offset) -> int; INVALID_ARGUMENT if malformed."""
-    if not token:
-        return 0
-    if not token.isdigit():
-        raise InvalidRequest("page_token: not a token this service issued")
-    return int(token)
-
-
 def page_size(requested: int, default: int, maximum: int) -> int:
     """Clamp a requested page size."""
     return min(requested or default, maximum)
+
+
+def _next_token(kind: str, next_offset: int | None) -> str:
+    return "" if next_offset is None else encode_page_token(kind, next_offset)
 
 
 def owner_of(context: grpc.aio.ServicerContext) -> str:
@@ -137,11 +133,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                            context: grpc.aio.ServicerContext) -> session_pb2.ListSessionsResponse:
         """List the caller's sessions, newest first."""
         page = await self.store.list_sessions(
-            owner_of(context), page_offset(request.page_token),
+            owner_of(context), decode_page_token(request.page_token, "sessions"),
             page_size(request.page_size, DEFAULT_SESSION_PAGE, MAX_SESSION_PAGE))
         return session_pb2.ListSessionsResponse(
             sessions=[header_to_proto(h) for h in page.sessions],
-            next_page_token="" if page.next_offset is None else str(page.next_offset))
+            next_page_token=_next_token("sessions", page.next_offset))
 
     async def PushTurn(self, request: session_pb2.PushTurnRequest,
                        context: grpc.aio.ServicerContext) -> session_pb2.PushTurnResponse:
@@ -169,11 +165,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                         context: grpc.aio.ServicerContext) -> session_pb2.ListTurnsResponse:
         """Turns oldest first, paged."""
         page = await self.store.list_turns(
-            owner_of(context), request.session_id, page_offset(request.page_token),
+            owner_of(context), request.session_id, decode_page_token(request.page_token, "turns"),
             page_size(request.page_size, DEFAULT_TURN_PAGE, MAX_TURN_PAGE))
         return session_pb2.ListTurnsResponse(
             turns=[turn_to_proto(t) for t in page.turns], version=page.version,
-            next_page_token="" if page.next_offset is None else str(page.next_offset))
+            next_page_token=_next_token("turns", page.next_offset))
 
     async def GetContext(self, request: session_pb2.GetContextRequest,
                          context: grpc.aio.ServicerContext) -> session_pb2.GetContextResponse:

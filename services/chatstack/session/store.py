@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,6 +33,7 @@ from chatstack.core.errors import (
     NotFound,
     VersionConflict,
 )
+from chatstack.core.identifiers import check_id
 from chatstack.core.request_context import bounded_timeout, current_request_id
 from chatstack.session.config import SessionConfig
 from chatstack.session.metrics import SessionMetrics
@@ -50,7 +51,7 @@ from chatstack.session.model import (
 )
 
 T = TypeVar("T")
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+log = logging.getLogger(__name__)
 SCRIPTS = ("create", "get", "delete", "push", "pop", "peek", "list_turns", "context", "fork",
            "list_sessions")
 
@@ -112,7 +113,8 @@ class RedisSessionStore:
         except (TimeoutError, RedisTimeoutError) as exc:
             raise BackendUnavailable(f"redis did not answer within {timeout:.2f}s") from exc
         except (RedisConnectionError, OSError) as exc:
-            raise BackendUnavailable(f"redis is unreachable: {exc}") from exc
+            log.warning("redis is unreachable: %s", exc)
+            raise BackendUnavailable("the session store is unreachable; retry") from exc
         finally:
             self.metrics.redis_duration.labels(op).observe(time.perf_counter() - start)
 
@@ -126,10 +128,22 @@ class RedisSessionStore:
 
     # -- validation -----------------------------------------------------------------------
     def _check_session_id(self, sid: str) -> None:
-        if not SESSION_ID_RE.match(sid):
-            raise InvalidRequest(
-                "session_id: must be 1-128 characters of letters, digits, '_', '.', ':' or '-'"
-            )
+        check_id(sid, "session_id")
+
+    def _check_metadata(self, metadata: dict[str, str], field: str) -> None:
+        """Entries, key length and total size within the configured limits."""
+        c = self.config
+        if len(metadata) > c.max_metadata_entries:
+            raise InvalidRequest(f"{field}: {len(metadata)} entries exceed the limit of "
+                                 f"{c.max_metadata_entries}")
+        total = 0
+        for key, value in metadata.items():
+            key_bytes = len(key.encode())
+            if not key or key_bytes > c.max_metadata_key_bytes:
+                raise InvalidRequest(f"{field}: key {key[:40]!r} must be 1-{c.max_metadata_key_bytes} bytes")
+            total += key_bytes + len(value.encode())
+        if total > c.max_metadata_bytes:
+            raise InvalidRequest(f"{field}: {total} bytes exceed the limit of {c.max_metadata_bytes}")
 
     def _check_turn(self, turn: NewTurn) -> None:
         if turn.role not in TURN_ROLES:
@@ -146,6 +160,7 @@ class RedisSessionStore:
             )
         if turn.token_count < 0:
             raise InvalidRequest("token_count: must be >= 0")
+        self._check_metadata(turn.metadata, "metadata")
 
     # -- operations -----------------------------------------------------------------------
     async def create(self, owner: str, new: NewSession) -> SessionHeader:
@@ -156,6 +171,7 @@ class RedisSessionStore:
             raise InvalidRequest(
                 f"system_prompt: exceeds the limit of {self.config.max_system_prompt_bytes} bytes"
             )
+        self._check_metadata(new.metadata, "metadata")
         ttl = new.ttl_seconds or self.config.default_ttl_seconds
         if ttl > self.config.max_ttl_seconds:
             raise InvalidRequest(f"ttl_seconds: {ttl} exceeds the limit of {self.config.max_ttl_seconds}")
@@ -247,6 +263,9 @@ class RedisSessionStore:
         self._check_session_id(sid)
         if keep_turns is None and not before_turn_id:
             raise InvalidRequest("keep_turns or before_turn_id: give one")
+        if before_turn_id:
+            check_id(before_turn_id, "before_turn_id")
+        self._check_metadata(metadata or {}, "metadata")
         new_sid = uuid.uuid4().hex
         src, new = self._keys(sid), self._keys(new_sid)
         raw = await self._run("fork", [src[0], src[1], src[3], *new, self._owner_index(owner)], [
@@ -260,7 +279,7 @@ class RedisSessionStore:
     async def list_sessions(self, owner: str, offset: int, limit: int) -> SessionPage:
         """The owner's sessions, newest first."""
         has_more, *rows = await self._run(
-            "list_sessions", [self._owner_index(owner)], [self.prefix, offset, limit])
+            "list_sessions", [self._owner_index(owner)], [owner, self.prefix, offset, limit])
         sessions = []
         for row in rows:
             fields = _pairs(row)
@@ -308,9 +327,13 @@ _ERRORS: dict[str, Callable[[str], Exception]] = {
 
 
 def _domain_error(message: str) -> Exception:
-    """Map a Lua error reply (`CODE rest`) to a domain error."""
+    """Map a Lua error reply (`CODE rest`) to a domain error. Any other reply (Redis busy,
+    loading, out of memory, read-only replica, a script failure) is logged in full and answered
+    UNAVAILABLE without Redis's text: no script names, SHAs or key names reach a client."""
     code, _, rest = message.partition(" ")
     factory = _ERRORS.get(code)
     if factory is None:
-        return BackendUnavailable(f"redis error: {message}")
+        log.warning("redis error: %s", message)
+        return BackendUnavailable(f"the session store could not complete the operation; retry "
+                                  f"(request id {current_request_id()})")
     return factory(rest)

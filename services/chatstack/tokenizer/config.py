@@ -32,3 +32,9 @@ class TokenizerConfig(ServerConfig):
         1_000_000, ge=1, description="Longest id sequence accepted by Decode."
     )
     max_messages: int = Field(1024, ge=1, description="Most messages per ApplyChatTemplate.")
+    max_request_chars: int = Field(
+        2_000_000, ge=1, description="Most characters in one request, all texts or messages "
+        "together (checked before any tokenizing).")
+    max_request_tokens: int = Field(
+        2_000_000, ge=1, description="Most token ids in one response (Encode, ApplyChatTemplate) "
+        "or one Decode request, checked before the response is built.")

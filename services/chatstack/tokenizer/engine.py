@@ -27,6 +27,8 @@ class TokenizerLimits:
     max_text_chars: int = 1_000_000
     max_sequence_tokens: int = 1_000_000
     max_messages: int = 1024
+    max_request_chars: int = 2_000_000
+    max_request_tokens: int = 2_000_000
 
 
 @dataclass
@@ -100,12 +102,25 @@ class TokenizerEngine:
                 f"{what}: {n} items exceed the limit of {self.limits.max_batch_items}"
             )
 
-    def _check_texts(self, texts: Sequence[str]) -> None:
-        self._check_batch(len(texts), "texts")
-        limit = self.limits.max_text_chars
+    def _check_texts(self, texts: Sequence[str], what: str = "texts") -> None:
+        self._check_batch(len(texts), what)
+        limit, total = self.limits.max_text_chars, 0
         for i, text in enumerate(texts):
             if len(text) > limit:
-                raise InvalidRequest(f"texts[{i}]: {len(text)} characters exceed the limit of {limit}")
+                raise InvalidRequest(f"{what}[{i}]: {len(text)} characters exceed the limit of {limit}")
+            total += len(text)
+        self._check_request_chars(total, what)
+
+    def _check_request_chars(self, total: int, what: str) -> None:
+        if total > self.limits.max_request_chars:
+            raise InvalidRequest(f"{what}: {total} characters in all exceed the per-request limit of "
+                                 f"{self.limits.max_request_chars}")
+
+    def _check_tokens(self, total: int, what: str) -> None:
+        """Bound a response (or Decode request) by its token ids, before it is built."""
+        if total > self.limits.max_request_tokens:
+            raise InvalidRequest(f"{what}: {total} token ids in all exceed the per-request limit of "
+                                 f"{self.limits.max_request_tokens}; send fewer or shorter texts")
 
     # -- operations -------------------------------------------------------------------------
     def encode(
@@ -115,20 +130,23 @@ class TokenizerEngine:
         self._check_texts(texts)
         if return_offsets:
             encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        else:  # encode_batch_fast skips offset tracking: measurably faster on large batches.
+            encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens)
+        self._check_tokens(sum(len(e.ids) for e in encodings), "texts")
+        if return_offsets:
             return [EncodedText(e.ids, list(e.offsets)) for e in encodings]
-        # encode_batch_fast skips offset tracking: measurably faster on large batches.
-        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens)
         return [EncodedText(e.ids) for e in encodings]
 
     def count(self, texts: Sequence[str], add_special_tokens: bool) -> list[int]:
         """Token count per text."""
-        self._check_texts(texts)
+        self._check_texts(texts)  # counts are small: no response bound needed
         encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens)
         return [len(e.ids) for e in encodings]
 
     def decode(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool) -> list[str]:
         """Decode a batch of id sequences; every id must be in the vocabulary."""
         self._check_batch(len(sequences), "sequences")
+        self._check_tokens(sum(len(ids) for ids in sequences), "sequences")
         for i, ids in enumerate(sequences):
             if len(ids) > self.limits.max_sequence_tokens:
                 raise InvalidRequest(
@@ -168,11 +186,14 @@ class TokenizerEngine:
                     f"messages[{i}].content: {len(content)} characters exceed the limit of "
                     f"{self.limits.max_text_chars}"
                 )
+        self._check_request_chars(sum(len(c) for _, c in messages), "messages")
         prompt = self.chat_template.render(
             [{"role": r, "content": c} for r, c in messages], add_generation_prompt
         )
         # The template already wrote BOS and role markers as text: don't add them again.
-        ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
+        # encode_batch releases the GIL while it runs (encode does not).
+        ids = self.tokenizer.encode_batch_fast([prompt], add_special_tokens=False)[0].ids
+        self._check_tokens(len(ids), "messages")
         return prompt, ids
 
     def info(self) -> TokenizerInfo:

@@ -25,6 +25,8 @@ def build_spec(config: TokenizerConfig, registry: CollectorRegistry | MetricFact
         max_text_chars=config.max_text_chars,
         max_sequence_tokens=config.max_sequence_tokens,
         max_messages=config.max_messages,
+        max_request_chars=config.max_request_chars,
+        max_request_tokens=config.max_request_tokens,
     )
     servicer = TokenizerServicer(TokenizerEngine.from_dir(config.model_dir, config.model_name, limits))
     return servicer_spec(SERVICE_NAME, servicer, tokenizer_pb2_grpc.add_TokenizerServiceServicer_to_server)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Iterable
 
 import grpc
 
+from chatstack.core.offload import CpuOffload
 from chatstack.core.proto_convert import messages_from_proto
 from chatstack.tokenizer.engine import EncodedText, TokenizerEngine, TokenizerInfo
 from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
-
-# Batches below this many characters run inline: a thread hop costs more than the encode.
-INLINE_CHARS = 16_384
 
 
 def encode_response(encoded: list[EncodedText]) -> tokenizer_pb2.EncodeResponse:
@@ -40,46 +38,57 @@ def info_to_proto(info: TokenizerInfo) -> tokenizer_pb2.GetInfoResponse:
     )
 
 
+def _chars(texts: Iterable[str]) -> int:
+    """Characters of input: what decides whether work runs inline or on the pool."""
+    return sum(len(t) for t in texts)
+
+
 class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServiceServicer):
     """Serves TokenizerService from a TokenizerEngine."""
 
-    def __init__(self, engine: TokenizerEngine) -> None:
+    def __init__(self, engine: TokenizerEngine, offload: CpuOffload | None = None) -> None:
         self.engine = engine
+        # Large requests tokenize (and build their response) off the event loop.
+        self.offload = offload or CpuOffload()
 
     async def Encode(
         self, request: tokenizer_pb2.EncodeRequest, context: grpc.aio.ServicerContext
     ) -> tokenizer_pb2.EncodeResponse:
         """Encode a batch of texts."""
         texts = list(request.texts)
-        args = (texts, request.add_special_tokens, request.return_offsets)
-        if sum(map(len, texts)) <= INLINE_CHARS:
-            encoded = self.engine.encode(*args)
-        else:  # the Rust batch path releases the GIL: keep the event loop free meanwhile
-            encoded = await asyncio.to_thread(self.engine.encode, *args)
-        return encode_response(encoded)
+
+        def run() -> tokenizer_pb2.EncodeResponse:
+            return encode_response(self.engine.encode(texts, request.add_special_tokens,
+                                                      request.return_offsets))
+
+        return await self.offload.run(_chars(texts), run)
 
     async def Decode(
         self, request: tokenizer_pb2.DecodeRequest, context: grpc.aio.ServicerContext
     ) -> tokenizer_pb2.DecodeResponse:
         """Decode a batch of id sequences."""
         sequences = [list(s.ids) for s in request.sequences]
-        texts = self.engine.decode(sequences, request.skip_special_tokens)
+        texts = await self.offload.run(sum(map(len, sequences)), self.engine.decode, sequences,
+                                       request.skip_special_tokens)
         return tokenizer_pb2.DecodeResponse(texts=texts)
 
     async def CountTokens(
         self, request: tokenizer_pb2.CountTokensRequest, context: grpc.aio.ServicerContext
     ) -> tokenizer_pb2.CountTokensResponse:
         """Count tokens per text."""
-        counts = self.engine.count(list(request.texts), request.add_special_tokens)
+        texts = list(request.texts)
+        counts = await self.offload.run(_chars(texts), self.engine.count, texts,
+                                        request.add_special_tokens)
         return tokenizer_pb2.CountTokensResponse(counts=counts, total_tokens=sum(counts))
 
     async def ApplyChatTemplate(
         self, request: tokenizer_pb2.ApplyChatTemplateRequest, context: grpc.aio.ServicerContext
     ) -> tokenizer_pb2.ApplyChatTemplateResponse:
         """Render the conversation with the model's chat template."""
-        prompt, ids = self.engine.apply_chat_template(
-            messages_from_proto(list(request.messages)), request.add_generation_prompt
-        )
+        messages = messages_from_proto(list(request.messages))
+        prompt, ids = await self.offload.run(_chars(c for _, c in messages),
+                                             self.engine.apply_chat_template, messages,
+                                             request.add_generation_prompt)
         return tokenizer_pb2.ApplyChatTemplateResponse(prompt=prompt, token_ids=ids)
 
     async def GetInfo(

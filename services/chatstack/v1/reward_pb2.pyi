@@ -1,11 +1,21 @@
 from chatstack.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Truncation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRUNCATION_UNSPECIFIED: _ClassVar[Truncation]
+    TRUNCATION_DISABLED: _ClassVar[Truncation]
+    TRUNCATION_AUTO: _ClassVar[Truncation]
+TRUNCATION_UNSPECIFIED: Truncation
+TRUNCATION_DISABLED: Truncation
+TRUNCATION_AUTO: Truncation
 
 class ScoreItem(_message.Message):
     __slots__ = ("conversation", "response")
@@ -16,10 +26,12 @@ class ScoreItem(_message.Message):
     def __init__(self, conversation: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., response: _Optional[str] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("item",)
+    __slots__ = ("item", "truncation")
     ITEM_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     item: ScoreItem
-    def __init__(self, item: _Optional[_Union[ScoreItem, _Mapping]] = ...) -> None: ...
+    truncation: Truncation
+    def __init__(self, item: _Optional[_Union[ScoreItem, _Mapping]] = ..., truncation: _Optional[_Union[Truncation, str]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("score", "input_tokens")
@@ -30,10 +42,12 @@ class ScoreResponse(_message.Message):
     def __init__(self, score: _Optional[float] = ..., input_tokens: _Optional[int] = ...) -> None: ...
 
 class ScoreBatchRequest(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("items", "truncation")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoreItem]
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ...) -> None: ...
+    truncation: Truncation
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., truncation: _Optional[_Union[Truncation, str]] = ...) -> None: ...
 
 class ScoreBatchResponse(_message.Message):
     __slots__ = ("scores", "input_tokens")
@@ -44,12 +58,14 @@ class ScoreBatchResponse(_message.Message):
     def __init__(self, scores: _Optional[_Iterable[float]] = ..., input_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("conversation", "candidates")
+    __slots__ = ("conversation", "candidates", "truncation")
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     conversation: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
     candidates: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, conversation: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., candidates: _Optional[_Iterable[str]] = ...) -> None: ...
+    truncation: Truncation
+    def __init__(self, conversation: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., candidates: _Optional[_Iterable[str]] = ..., truncation: _Optional[_Union[Truncation, str]] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
     __slots__ = ("index", "score", "text")

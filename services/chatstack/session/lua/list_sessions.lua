@@ -1,9 +1,11 @@
--- KEYS: owner_index   ARGV: key_prefix, offset, count
--- The caller's sessions, newest first. Index entries of expired sessions are removed as they
--- are met; entries before `offset` are never touched, so earlier pages do not shift.
+-- KEYS: owner_index   ARGV: owner, key_prefix, offset, count
+-- The caller's sessions, newest first. An index entry can outlive its session (expiry) and the
+-- id can then be taken by another owner: every entry is checked against the session's own owner
+-- field, and entries of expired sessions or of sessions now owned by someone else are removed
+-- as they are met. Entries before `offset` are never touched, so earlier pages do not shift.
 -- Returns {has_more, header_flat_list...} (each an HGETALL list plus 'sid', <id>).
-local idx, prefix = KEYS[1], ARGV[1]
-local off, cnt = tonumber(ARGV[2]), tonumber(ARGV[3])
+local idx, owner, prefix = KEYS[1], ARGV[1], ARGV[2]
+local off, cnt = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {0}
 local live = 0
 while live < cnt do
@@ -11,10 +13,11 @@ while live < cnt do
   local sids = redis.call('ZREVRANGE', idx, off + live, off + live + need - 1)
   if #sids == 0 then break end
   for _, sid in ipairs(sids) do
-    local fields = redis.call('HGETALL', prefix .. '{' .. sid .. '}:h')
-    if #fields == 0 then
+    local h = prefix .. '{' .. sid .. '}:h'
+    if redis.call('HGET', h, 'owner') ~= owner then
       redis.call('ZREM', idx, sid)
     else
+      local fields = redis.call('HGETALL', h)
       fields[#fields + 1] = 'sid'
       fields[#fields + 1] = sid
       out[#out + 1] = fields
