@@ -16,7 +16,7 @@ MODELS_DIR ?= .models/tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup system-deps tools venv models protos check-protos lint test test-unit \
-        test-integration bench run run-ray loadtest clean
+        test-integration fuzz bench run run-ray loadtest clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -79,6 +79,9 @@ test-unit: setup  ## fast tests only
 test-integration: setup
 	CHATSTACK_TEST_MODELS_DIR=$(MODELS_DIR) $(VENV)/bin/pytest -q -m integration
 
+fuzz: setup  ## long fuzz of every RPC over the real stack (>= 2,000 requests per service; codes per service)
+	CHATSTACK_TEST_MODELS_DIR=$(MODELS_DIR) CHATSTACK_FUZZ_PROFILE=long $(VENV)/bin/pytest -q -m integration tests/fuzz
+
 bench: setup  ## benchmarks (ratios against in-process baselines)
 	$(PY) -m tests.benchmarks.bench_tokenizer --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_session
@@ -87,6 +90,7 @@ bench: setup  ## benchmarks (ratios against in-process baselines)
 	$(PY) -m tests.benchmarks.bench_reward --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_gateway --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_serve --models-dir $(MODELS_DIR)
+	$(PY) -m tests.benchmarks.probe_event_loop_stall --models-dir $(MODELS_DIR)
 
 run: setup  ## start every service on localhost (Ctrl-C stops all)
 	$(VENV)/bin/chatstack run-local --models-dir $(MODELS_DIR)

@@ -96,7 +96,7 @@ async def test_health_is_not_serving_until_the_backend_is_ready() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as early:  # RPCs before readiness: UNAVAILABLE
             await channel.unary_unary(f"/{SERVICE}/Missing")(b"")
         assert early.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "is starting" in (early.value.details() or "")
+        assert "not ready" in (early.value.details() or "")
         backend.ready.set()
         await starting
         assert await health_of(channel) == SERVING

@@ -72,6 +72,15 @@ def engine_args(config: VllmEngineConfig, runner: str = "generate", **extra: Any
     )
 
 
+def engine_validation_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions vLLM raises for a request it refuses (its client-error base class, and the
+    plain ValueError/TypeError/OverflowError its checks and conversions raise): at the engine
+    boundary these are INVALID_ARGUMENT, whatever rule a later vLLM adds."""
+    from vllm.exceptions import VLLMClientError
+
+    return (VLLMClientError, ValueError, TypeError, OverflowError)
+
+
 def engine_started(config: VllmEngineConfig, llm: Any, on_fatal: Callable[[str], None]) -> asyncio.Task[None]:
     """Once an engine is up and warm: keep this process off its cores (if the config says so),
     then watch it; returns the watchdog task, to cancel on close."""

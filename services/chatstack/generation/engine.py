@@ -17,7 +17,7 @@ from typing import Any
 from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from chatstack.core.offload import CpuOffload, max_chars_per_token
 from chatstack.core.request_context import current_request_id
-from chatstack.core.vllm_config import engine_args, engine_started
+from chatstack.core.vllm_config import engine_args, engine_started, engine_validation_errors
 from chatstack.generation.config import GenerationConfig
 from chatstack.generation.metrics import GenerationMetrics
 from chatstack.generation.model import (
@@ -64,15 +64,6 @@ def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
     if seed is not None:
         kwargs["seed"] = seed
     return SamplingParams(**kwargs)
-
-
-def engine_validation_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions vLLM raises for a request it refuses (its client-error base class, and the
-    plain ValueError/TypeError/OverflowError its checks and conversions raise): at the engine
-    boundary these are INVALID_ARGUMENT, whatever rule a later vLLM adds."""
-    from vllm.exceptions import VLLMClientError
-
-    return (VLLMClientError, ValueError, TypeError, OverflowError)
 
 
 def _stat_logger_class(metrics: GenerationMetrics) -> Callable[..., Any]:

@@ -18,7 +18,7 @@ from typing import Any
 from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from chatstack.core.offload import CpuOffload, certainly_too_long, max_chars_per_token
 from chatstack.core.request_context import current_request_id
-from chatstack.core.vllm_config import engine_args, engine_started
+from chatstack.core.vllm_config import engine_args, engine_started, engine_validation_errors
 from chatstack.reward.config import RewardConfig
 from chatstack.reward.metrics import RewardMetrics
 from chatstack.reward.model import Message, Ranked, RewardModelInfo, Score, ScoreItem, rank_order
@@ -87,10 +87,15 @@ class VllmRewardEngine:
                                      f"{sorted(ROLES)}")
 
     def _render(self, conversation: Sequence[Message], response: str) -> list[int]:
+        from jinja2 import TemplateError
+
         messages = [{"role": r, "content": c} for r, c in conversation]
         messages.append({"role": "assistant", "content": response})
-        return list(self.tokenizer.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=False, return_dict=False))
+        try:
+            return list(self.tokenizer.apply_chat_template(
+                messages, tokenize=True, add_generation_prompt=False, return_dict=False))
+        except TemplateError as exc:  # e.g. a template that insists on alternating roles
+            raise InvalidRequest(f"conversation: the reward model's chat template refused it: {exc}") from exc
 
     def render(self, item: ScoreItem, where: str, truncate: bool = False) -> list[int]:
         """Token ids of the conversation plus the response, via the model's chat template, fitted
@@ -186,6 +191,8 @@ class VllmRewardEngine:
         except EngineDeadError as exc:
             self.on_fatal(f"vLLM engine died: {exc}")
             raise BackendUnavailable("the reward engine died; the service is restarting") from exc
+        except engine_validation_errors() as exc:  # whatever rule vLLM adds: the request's fault
+            raise InvalidRequest(f"request refused by the engine: {exc}") from exc
         finally:
             if value is None:
                 self.metrics.aborted.inc()
