@@ -122,10 +122,11 @@ def tokenizer_probes(address: str) -> Iterator[Probe]:
         yield probe("tokenizer", "ApplyChatTemplate 15 x 999k chars (over the limit)", address,
                     lambda: stub.ApplyChatTemplate(tokenizer_pb2.ApplyChatTemplateRequest(
                         messages=chat_messages(14_985_000, 15)), timeout=120))
-        text = chat_messages(1_990_000, 1)[0].content
-        yield probe("tokenizer", "Encode 2M chars with offsets", address,
-                    lambda: stub.Encode(tokenizer_pb2.EncodeRequest(texts=[text], return_offsets=True),
+        texts = [m.content for m in chat_messages(1_990_000, 2)]
+        yield probe("tokenizer", "Encode 2 x 995k chars with offsets", address,
+                    lambda: stub.Encode(tokenizer_pb2.EncodeRequest(texts=texts, return_offsets=True),
                                         timeout=120))
+        text = texts[0]
         yield probe("tokenizer", "CountTokens 1024 x 1.9k chars", address,
                     lambda: stub.CountTokens(tokenizer_pb2.CountTokensRequest(texts=[text[:1900]] * 1024),
                                              timeout=120))
@@ -135,7 +136,7 @@ def generation_probes(address: str) -> Iterator[Probe]:
     with grpc.insecure_channel(address, options=OPTIONS) as channel:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
         for label, chars in (("Generate 10 MiB text prompt", 10 * MB), ("Generate 60k-char prompt", 60_000),
-                             ("Generate 6k-char prompt", 6_000)):
+                             ("Generate 2k-char prompt (fits)", 2_000)):
             text = chat_messages(chars, 1)[0].content
             yield probe("generation", label, address, lambda text=text: stub.Generate(
                 generation_pb2.GenerateRequest(text=text, sampling=generation_pb2.SamplingParams(
@@ -176,7 +177,8 @@ def gateway_probes(address: str) -> Iterator[Probe]:
     auth = (("authorization", f"Bearer {API_KEY}"),)
     with grpc.insecure_channel(address, options=OPTIONS) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
-        for label, chars in (("Chat 32k-char message", 32_000), ("Chat 10 MiB message (over the limit)", 10 * MB)):
+        for label, chars in (("Chat 2k-char message (fits)", 2_000), ("Chat 32k-char message (the limit)", 32_000),
+                             ("Chat 10 MiB message (over the limit)", 10 * MB)):
             message = chat_messages(chars, 1)[0].content
             yield probe("gateway", label, address, lambda message=message: list(stub.Chat(
                 chat_pb2.ChatRequest(message=message, options=chat_pb2.ChatOptions(max_tokens=8)),

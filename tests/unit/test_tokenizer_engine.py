@@ -70,3 +70,11 @@ def test_info_reports_vocab_and_specials(engine: TokenizerEngine) -> None:
     info = engine.info()
     assert info.vocab_size == 2048 and info.max_length_tokens == 2048
     assert ("bos", "<s>", 1) in info.special_tokens and info.has_chat_template
+
+
+def test_an_encode_response_over_the_message_limit_is_refused_before_it_is_built(lm_dir: Path) -> None:
+    engine = TokenizerEngine.from_dir(lm_dir, limits=TokenizerLimits(max_response_bytes=64 * 1024))
+    text = "the quick brown fox " * 1000
+    assert engine.encode([text], add_special_tokens=False)  # ids alone fit
+    with pytest.raises(InvalidRequest, match="return_offsets"):
+        engine.encode([text], add_special_tokens=False, return_offsets=True)

@@ -29,6 +29,7 @@ class TokenizerLimits:
     max_messages: int = 1024
     max_request_chars: int = 2_000_000
     max_request_tokens: int = 2_000_000
+    max_response_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass
@@ -123,6 +124,19 @@ class TokenizerEngine:
                                  f"{self.limits.max_request_tokens}; send fewer or shorter texts")
 
     # -- operations -------------------------------------------------------------------------
+    def _check_encode_response(self, tokens: int, items: int, longest_text: int, offsets: bool) -> None:
+        """Bound the EncodeResponse's bytes before it is built: each id is a varint of at most
+        the vocabulary's width, each offset pair a small message of two varints."""
+        per_token = _varint_len(self.vocab_size)
+        if offsets:
+            per_token += 4 + 2 * _varint_len(longest_text)
+        estimate = tokens * per_token + items * 8
+        if estimate > self.limits.max_response_bytes:
+            raise InvalidRequest(
+                f"texts: the encoding would take about {estimate} bytes, over the response limit of "
+                f"{self.limits.max_response_bytes}; send fewer or shorter texts"
+                + (", or leave return_offsets off" if offsets else ""))
+
     def encode(
         self, texts: Sequence[str], add_special_tokens: bool, return_offsets: bool = False
     ) -> list[EncodedText]:
@@ -132,7 +146,9 @@ class TokenizerEngine:
             encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
         else:  # encode_batch_fast skips offset tracking: measurably faster on large batches.
             encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens)
-        self._check_tokens(sum(len(e.ids) for e in encodings), "texts")
+        tokens = sum(len(e.ids) for e in encodings)
+        self._check_tokens(tokens, "texts")
+        self._check_encode_response(tokens, len(encodings), max(map(len, texts)), return_offsets)
         if return_offsets:
             return [EncodedText(e.ids, list(e.offsets)) for e in encodings]
         return [EncodedText(e.ids) for e in encodings]
@@ -214,6 +230,11 @@ class TokenizerEngine:
             special_tokens=specials,
             has_chat_template=self.chat_template is not None,
         )
+
+
+def _varint_len(value: int) -> int:
+    """Bytes of `value` as a protobuf varint."""
+    return max(1, (max(value, 1).bit_length() + 6) // 7)
 
 
 def _token_text(token: object) -> str:

@@ -27,6 +27,7 @@ def build_spec(config: TokenizerConfig, registry: CollectorRegistry | MetricFact
         max_messages=config.max_messages,
         max_request_chars=config.max_request_chars,
         max_request_tokens=config.max_request_tokens,
+        max_response_bytes=config.max_message_bytes,
     )
     servicer = TokenizerServicer(TokenizerEngine.from_dir(config.model_dir, config.model_name, limits))
     return servicer_spec(SERVICE_NAME, servicer, tokenizer_pb2_grpc.add_TokenizerServiceServicer_to_server)
