@@ -345,3 +345,18 @@ def test_a_hundred_long_turns_fill_both_windows_and_every_turn_is_answered(gatew
         assert 2048 - 16 - 400 < last.prompt_tokens <= 2048 - 16
         _, turns = alice.history(sid)
         assert len(turns) == 200
+
+
+def test_a_fork_can_be_given_its_id_so_a_cut_off_caller_can_still_delete_it(
+        sessions: session_pb2_grpc.SessionServiceStub) -> None:
+    md = owner("forker")
+    sid = sessions.CreateSession(session_pb2.CreateSessionRequest(), metadata=md).session.session_id
+    new_id = f"fork-of-{sid}"
+    fork = sessions.ForkSession(session_pb2.ForkSessionRequest(session_id=sid, new_session_id=new_id), metadata=md)
+    assert fork.session.session_id == new_id
+    code, _ = status_of(lambda: sessions.ForkSession(
+        session_pb2.ForkSessionRequest(session_id=sid, new_session_id=new_id), metadata=md))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    code, details = status_of(lambda: sessions.ForkSession(
+        session_pb2.ForkSessionRequest(session_id=sid, new_session_id="bad\n"), metadata=md))
+    assert code == INVALID and "new_session_id" in details

@@ -37,7 +37,8 @@ class FakeDownstream:
         self.create_gate: asyncio.Event | None = None  # a create lands, then waits on it
         self.create_landed = asyncio.Event()
         self.session = SimpleNamespace(GetContext=self._get_context, PushTurn=self._push, PopTurn=self._pop,
-                                       CreateSession=self._create, DeleteSession=self._delete)
+                                       CreateSession=self._create, DeleteSession=self._delete,
+                                       ForkSession=self._fork)
         self.tokenizer = SimpleNamespace(CountTokens=self._count, ApplyChatTemplate=self._render)
         self.generation = SimpleNamespace(GetModelInfo=self._model_info)
 
@@ -65,6 +66,10 @@ class FakeDownstream:
         if self.create_gate is not None:
             await self.create_gate.wait()
         return session_pb2.CreateSessionResponse(session=self.created[sid])
+
+    async def _fork(self, request: session_pb2.ForkSessionRequest) -> session_pb2.ForkSessionResponse:
+        created = await self._create(session_pb2.CreateSessionRequest(session_id=request.new_session_id))
+        return session_pb2.ForkSessionResponse(session=created.session)
 
     async def _delete(self, request: session_pb2.DeleteSessionRequest) -> session_pb2.DeleteSessionResponse:
         del self.created[request.session_id]
@@ -149,6 +154,23 @@ async def test_a_new_session_chat_cancelled_while_its_session_is_created_deletes
             return
 
     task = asyncio.create_task(new_session_chat())
+    await asyncio.wait_for(ds.create_landed.wait(), 5)
+    assert len(ds.created) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ds.created == {}
+
+
+async def test_an_edit_cancelled_while_its_fork_is_made_deletes_the_fork() -> None:
+    ds = FakeDownstream()
+    ds.create_gate = asyncio.Event()
+
+    async def edit() -> None:
+        async for _ in orchestrator(ds).edit("alice", "s1", "t1", MESSAGE, ChatOptions(max_tokens=8)):
+            return
+
+    task = asyncio.create_task(edit())
     await asyncio.wait_for(ds.create_landed.wait(), 5)
     assert len(ds.created) == 1
     task.cancel()

@@ -21,7 +21,14 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from chatstack.core.errors import FailedPrecondition, InvalidRequest, VersionConflict
+from chatstack.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidRequest,
+    NotFound,
+    Unauthenticated,
+    VersionConflict,
+)
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.context_window import newest_that_fit, turns_to_drop
 from chatstack.gateway.downstream import Downstream, StageClock
@@ -42,6 +49,10 @@ A = TypeVar("A")
 B = TypeVar("B")
 ROLE_PB = {"system": common_pb2.ROLE_SYSTEM, "user": common_pb2.ROLE_USER,
            "assistant": common_pb2.ROLE_ASSISTANT}
+
+
+# A session call that failed with one of these certainly changed nothing.
+_REFUSED = (InvalidRequest, NotFound, FailedPrecondition, VersionConflict, AlreadyExists, Unauthenticated)
 
 
 @dataclass
@@ -210,14 +221,19 @@ class ChatOrchestrator:
         self._check(message, options)
         if not turn_id:
             raise InvalidRequest("turn_id: empty")
-        fork = await self.ds.call("session", self.ds.session.ForkSession, session_pb2.ForkSessionRequest(
-            session_id=session_id, before_turn_id=turn_id, metadata={"forked_from": session_id}),
-            owner=owner)
+        # The fork's id is chosen here, so a call cancelled (or cut off) while the fork is being
+        # made can still delete it: the fork may have landed although its answer never came.
+        fork_id, forked = uuid.uuid4().hex, False
         try:
-            async for event in self._chat_in_fork(owner, fork.session.session_id, message, options):
+            await self.ds.call("session", self.ds.session.ForkSession, session_pb2.ForkSessionRequest(
+                session_id=session_id, before_turn_id=turn_id, metadata={"forked_from": session_id},
+                new_session_id=fork_id), owner=owner)
+            forked = True
+            async for event in self._chat_in_fork(owner, fork_id, message, options):
                 yield event
-        except BaseException:
-            await self._undo(owner, _Undo(session_id=fork.session.session_id, created=True))
+        except BaseException as exc:
+            if forked or not isinstance(exc, _REFUSED):
+                await self._undo(owner, _Undo(session_id=fork_id, created=True))
             raise
 
     async def _chat_in_fork(self, owner: str, fork_id: str, message: str,

@@ -41,8 +41,8 @@ class SessionStore(Protocol):
     async def list_turns(self, owner: str, sid: str, offset: int, limit: int) -> TurnPage: ...
     async def context(self, owner: str, sid: str, token_budget: int) -> ContextWindow: ...
     async def fork(self, owner: str, sid: str, keep_turns: int | None, before_turn_id: str = "",
-                   expected_version: int | None = None,
-                   metadata: dict[str, str] | None = None) -> SessionHeader: ...
+                   expected_version: int | None = None, metadata: dict[str, str] | None = None,
+                   new_session_id: str = "") -> SessionHeader: ...
     async def list_sessions(self, owner: str, offset: int, limit: int) -> SessionPage: ...
 
 
@@ -184,5 +184,5 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         header = await self.store.fork(
             owner_of(context), request.session_id,
             None if request.before_turn_id else request.keep_turns,
-            request.before_turn_id, _expected(request), dict(request.metadata))
+            request.before_turn_id, _expected(request), dict(request.metadata), request.new_session_id)
         return session_pb2.ForkSessionResponse(session=header_to_proto(header))

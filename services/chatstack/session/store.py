@@ -258,7 +258,7 @@ class RedisSessionStore:
 
     async def fork(self, owner: str, sid: str, keep_turns: int | None,
                    before_turn_id: str = "", expected_version: int | None = None,
-                   metadata: dict[str, str] | None = None) -> SessionHeader:
+                   metadata: dict[str, str] | None = None, new_session_id: str = "") -> SessionHeader:
         """A new session with the bottom `keep_turns` turns (or those below `before_turn_id`)."""
         self._check_session_id(sid)
         if keep_turns is None and not before_turn_id:
@@ -266,7 +266,7 @@ class RedisSessionStore:
         if before_turn_id:
             check_id(before_turn_id, "before_turn_id")
         self._check_metadata(metadata or {}, "metadata")
-        new_sid = uuid.uuid4().hex
+        new_sid = check_id(new_session_id, "new_session_id") if new_session_id else uuid.uuid4().hex
         src, new = self._keys(sid), self._keys(new_sid)
         raw = await self._run("fork", [src[0], src[1], src[3], *new, self._owner_index(owner)], [
             owner, _ver(expected_version), -1 if keep_turns is None else keep_turns,

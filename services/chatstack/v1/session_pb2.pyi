@@ -247,7 +247,7 @@ class GetContextResponse(_message.Message):
     def __init__(self, system_prompt: _Optional[str] = ..., system_prompt_tokens: _Optional[int] = ..., turns: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., truncated: _Optional[bool] = ..., omitted_turns: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ForkSessionRequest(_message.Message):
-    __slots__ = ("session_id", "keep_turns", "expected_version", "metadata", "before_turn_id")
+    __slots__ = ("session_id", "keep_turns", "expected_version", "metadata", "before_turn_id", "new_session_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -260,12 +260,14 @@ class ForkSessionRequest(_message.Message):
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     BEFORE_TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     keep_turns: int
     expected_version: int
     metadata: _containers.ScalarMap[str, str]
     before_turn_id: str
-    def __init__(self, session_id: _Optional[str] = ..., keep_turns: _Optional[int] = ..., expected_version: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., before_turn_id: _Optional[str] = ...) -> None: ...
+    new_session_id: str
+    def __init__(self, session_id: _Optional[str] = ..., keep_turns: _Optional[int] = ..., expected_version: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., before_turn_id: _Optional[str] = ..., new_session_id: _Optional[str] = ...) -> None: ...
 
 class ForkSessionResponse(_message.Message):
     __slots__ = ("session",)
