@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from chatstack.core.orphan_reaper import ProcInfo, descendants, read_proc, scan, signal_exact
-from chatstack.core.process import die_with_parent, free_port, wait_until
+from chatstack.core.parent_death import with_parent_death_signal
+from chatstack.core.process import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -78,9 +79,8 @@ class Supervisors:
 
     def start(self, redis_url: str = "") -> subprocess.Popen[bytes]:
         """A supervisor whose session service uses `redis_url` ("" = the supervisor's Redis)."""
-        proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(self.run_dir), redis_url],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0,
-                                preexec_fn=die_with_parent())
+        argv = with_parent_death_signal([sys.executable, "-c", SUPERVISOR, str(self.run_dir), redis_url])
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0)
         self.started.append(proc)
         return proc
 

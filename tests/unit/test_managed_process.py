@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from chatstack.core.parent_death import with_parent_death_signal
 from chatstack.core.process import ManagedProcess, wait_until
 
 # A child that starts a grandchild, writes the grandchild's pid, and waits for a signal; so does
@@ -105,31 +106,10 @@ def test_child_dies_when_its_parent_is_killed_outright(tmp_path: Path) -> None:
                 os.kill(child, signal.SIGKILL)
 
 
-# die_with_parent's preexec_fn, made in this process, then run in a grandchild (whose parent is
-# not this process, as if this process had died before the child got to set its death signal):
-# the grandchild must exit at once. Run in the child it must return normally.
-ORPHANED_PREEXEC = """
-import os, sys
-from chatstack.core.process import die_with_parent
-preexec = die_with_parent()
-child = os.fork()
-if child == 0:
-    grandchild = os.fork()
-    if grandchild == 0:
-        preexec()
-        os._exit(0)
-    os._exit(os.waitstatus_to_exitcode(os.waitpid(grandchild, 0)[1]))
-in_grandchild = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-child = os.fork()
-if child == 0:
-    preexec()
-    os._exit(0)
-in_child = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-print(in_child, in_grandchild)
-"""
-
-
-def test_a_child_whose_parent_is_already_gone_exits_before_exec() -> None:
-    out = subprocess.run([sys.executable, "-c", ORPHANED_PREEXEC], capture_output=True, text=True,
-                         timeout=30, check=True).stdout.split()
-    assert out == ["0", "1"]
+def test_the_launcher_execs_under_its_parent_and_exits_if_the_parent_is_gone_already() -> None:
+    argv = with_parent_death_signal([sys.executable, "-c", "print('ran')"])
+    assert subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout == "ran\n"
+    # As if this process had died before the child armed its death signal: another parent pid.
+    orphaned = [*argv[:3], str(os.getpid() + 999_999), *argv[4:]]
+    result = subprocess.run(orphaned, capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout) == (1, "")

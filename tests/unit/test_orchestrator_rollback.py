@@ -143,37 +143,34 @@ async def test_a_session_changed_between_read_and_push_is_aborted_and_nothing_of
     assert [t.turn_id for t in ds.turns] == ["other"] and ds.version == 2
 
 
-async def test_a_new_session_chat_cancelled_while_its_session_is_created_deletes_the_session() -> None:
-    """The create lands in the session service, but the call is cancelled before its answer
-    arrives: the gateway chose the id itself, so it still deletes the session (no orphan)."""
-    ds = FakeDownstream()
+async def cancel_once_the_session_landed(ds: FakeDownstream, flow: Any) -> None:
+    """Run `flow` (an event stream) until the session service has created (or forked) a session
+    but not yet answered, cancel it there, and wait for the cancel to finish."""
     ds.create_gate = asyncio.Event()
 
-    async def new_session_chat() -> None:
-        async for _ in orchestrator(ds).chat("alice", "", "be brief", MESSAGE, ChatOptions(max_tokens=8)):
+    async def first() -> None:
+        async for _ in flow:
             return
 
-    task = asyncio.create_task(new_session_chat())
+    task = asyncio.create_task(first())
     await asyncio.wait_for(ds.create_landed.wait(), 5)
     assert len(ds.created) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_new_session_chat_cancelled_while_its_session_is_created_deletes_the_session() -> None:
+    """The create lands in the session service, but the call is cancelled before its answer
+    arrives: the gateway chose the id itself, so it still deletes the session (no orphan)."""
+    ds = FakeDownstream()
+    await cancel_once_the_session_landed(
+        ds, orchestrator(ds).chat("alice", "", "be brief", MESSAGE, ChatOptions(max_tokens=8)))
     assert ds.created == {}
 
 
 async def test_an_edit_cancelled_while_its_fork_is_made_deletes_the_fork() -> None:
     ds = FakeDownstream()
-    ds.create_gate = asyncio.Event()
-
-    async def edit() -> None:
-        async for _ in orchestrator(ds).edit("alice", "s1", "t1", MESSAGE, ChatOptions(max_tokens=8)):
-            return
-
-    task = asyncio.create_task(edit())
-    await asyncio.wait_for(ds.create_landed.wait(), 5)
-    assert len(ds.created) == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_once_the_session_landed(
+        ds, orchestrator(ds).edit("alice", "s1", "t1", MESSAGE, ChatOptions(max_tokens=8)))
     assert ds.created == {}

@@ -85,14 +85,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             try:
                 check_well_formed(request)
                 return await behavior(request, context)
-            except grpc.aio.AbortError:
-                scope.code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
             except BaseException as exc:
-                code, details = scope.status_of(exc)
-                if code == grpc.StatusCode.CANCELLED:
-                    raise
-                await context.abort(code, details)
+                await _answer_failure(scope, context, exc)
             finally:
                 scope.finish()
 
@@ -105,18 +99,24 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 check_well_formed(request)
                 async for message in behavior(request, context):
                     yield message
-            except grpc.aio.AbortError:
-                scope.code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
             except BaseException as exc:
-                code, details = scope.status_of(exc)
-                if code == grpc.StatusCode.CANCELLED:
-                    raise
-                await context.abort(code, details)
+                await _answer_failure(scope, context, exc)
             finally:
                 scope.finish()
 
         return wrapped
+
+
+async def _answer_failure(scope: CallScope, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    """End the call with the status `scope` maps `exc` to (re-raises an abort already sent and
+    a cancellation, which have their status)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        scope.code = context.code() or grpc.StatusCode.UNKNOWN
+        raise exc
+    code, details = scope.status_of(exc)
+    if code == grpc.StatusCode.CANCELLED:
+        raise exc
+    await context.abort(code, details)
 
 
 def _is_async_gen(behavior: Callable[..., Any]) -> bool:

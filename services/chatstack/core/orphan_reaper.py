@@ -1,6 +1,6 @@
 """Processes that die with their parent, and a reaper for what a service leaves behind.
 
-`set_parent_death_signal` asks Linux for a signal when this process's parent dies
+`chatstack.core.parent_death` asks Linux for a signal when a process's parent dies
 (`PR_SET_PDEATHSIG`); `ManagedProcess` gives it to every child chatstack starts. It is not
 inherited, though, and vLLM starts its EngineCore and worker processes itself (multiprocessing):
 after a `kill -9` of the generation or reward service they lived on, orphaned, holding memory.
@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from chatstack.core.parent_death import set_parent_death_signal, supported
 
 POLL_SECONDS = 1.0
 #: Sent by the kernel to the helper when the service dies; the helper blocks it and waits for it.
@@ -45,34 +46,6 @@ DEATH_SIGNAL = signal.SIGTERM
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP)
 READY = b"armed\n"
 READY_TIMEOUT_SECONDS = 10.0
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _resolve_prctl() -> Callable[..., int] | None:
-    """libc's `prctl`, or None where there is none (not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-# Looked up once, at import: a child forked from a threaded parent must not dlopen/dlsym before
-# exec (another thread may have held the loader's lock at fork time).
-_PRCTL = _resolve_prctl()
-
-
-def set_parent_death_signal(sig: int) -> None:
-    """Have the kernel send `sig` to this process when its parent dies (Linux; no-op elsewhere).
-
-    It fires when the parent *thread* that forked this process exits, not only when the whole
-    parent process does; and it is not inherited by this process's own children.
-    """
-    if _PRCTL is not None and _PRCTL(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
 
 
 @dataclass(frozen=True)
@@ -265,7 +238,7 @@ def start_orphan_reaper(timeout: float = READY_TIMEOUT_SECONDS) -> subprocess.Po
     global _helper
     if _helper is not None and _helper.poll() is None:
         return _helper
-    if _PRCTL is None or not os.path.isdir("/proc/self"):
+    if not supported() or not os.path.isdir("/proc/self"):
         return None
     argv = [sys.executable, "-m", "chatstack.core.orphan_reaper", str(os.getpid())]
     if os.getpgrp() == os.getpid():

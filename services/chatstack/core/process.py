@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chatstack.core.orphan_reaper import set_parent_death_signal
+from chatstack.core.parent_death import with_parent_death_signal
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -36,25 +36,6 @@ def health_status(address: str, service: str = "", timeout: float = 1.0) -> int 
         except grpc.RpcError:
             return None
         return int(reply.status)
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
-    """A `preexec_fn` that makes the child get `sig` when the calling thread (its parent) dies.
-
-    Call it in the parent right before forking: it records the parent's pid, and the child exits
-    at once if its parent died before the death signal was set (it was re-parented already, so
-    the kernel would never send it). The child only calls the pre-resolved `prctl`, `getppid` and
-    `_exit`: no import, no dlopen, nothing that takes a lock another thread of the parent might
-    have held at fork time (see `chatstack.serve.ray_head` for such a deadlock).
-    """
-    parent = os.getpid()
-
-    def preexec() -> None:
-        set_parent_death_signal(sig)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
@@ -101,9 +82,9 @@ class ManagedProcess:
         """Start the process (its output goes to log_path); call it from a long-lived thread."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         env=self.env, cwd=self.cwd, process_group=0,
-                                         preexec_fn=die_with_parent(signal.SIGTERM))
+            self.proc = subprocess.Popen(with_parent_death_signal(self.argv, signal.SIGTERM), stdout=log,
+                                         stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+                                         process_group=0)
         return self
 
     def alive(self) -> bool:
