@@ -128,7 +128,7 @@ async def run(addresses: dict[str, str], requests: int, max_tokens: int, warmup:
         rendered = await tokenizer.ApplyChatTemplate(tokenizer_pb2.ApplyChatTemplateRequest(
             messages=[common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=MESSAGE)],
             add_generation_prompt=True))
-        # The SamplingParams the gateway builds for n=1, temperature 0 (see orchestrator._generate).
+        # The SamplingParams the gateway builds for n=1, temperature 0 (see gateway.answering.sampling_params).
         direct_request = generation_pb2.GenerateStreamRequest(
             token_ids=common_pb2.TokenIds(ids=rendered.token_ids),
             sampling=generation_pb2.SamplingParams(n=1, max_tokens=max_tokens, min_tokens=1, temperature=0.0))

@@ -10,10 +10,11 @@ from prometheus_client import CollectorRegistry
 from chatstack.core.metrics import MetricFactory
 from chatstack.core.server import ServiceSpec, run_service, servicer_spec
 from chatstack.gateway.auth import ApiKeyAuthenticator
+from chatstack.gateway.clients import Backends
 from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.downstream import Downstream
 from chatstack.gateway.metrics import GatewayMetrics
-from chatstack.gateway.orchestrator import ChatOrchestrator
 from chatstack.gateway.servicer import ChatServicer
 from chatstack.v1 import chat_pb2, chat_pb2_grpc
 
@@ -26,10 +27,10 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
 
     Call it with an event loop running: the downstream channels are `grpc.aio` channels."""
     auth = ApiKeyAuthenticator.from_config(config.api_keys_file, config.api_keys)
-    downstream = Downstream(config)
-    flow = ChatOrchestrator(config, downstream, GatewayMetrics(registry))
-    return servicer_spec(SERVICE_NAME, ChatServicer(flow, auth),
-                         chat_pb2_grpc.add_ChatServiceServicer_to_server, stop=downstream.close)
+    backends = Backends(Downstream(config))
+    dataplane = ChatDataPlane(config, backends, GatewayMetrics(registry))
+    return servicer_spec(SERVICE_NAME, ChatServicer(dataplane, auth),
+                         chat_pb2_grpc.add_ChatServiceServicer_to_server, stop=backends.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

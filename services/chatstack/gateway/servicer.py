@@ -1,4 +1,4 @@
-"""ChatService servicer: authenticate, convert, call the orchestrator — nothing else."""
+"""ChatService servicer: authenticate, convert, call the chat dataplane — nothing else."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import grpc
 from chatstack.core.errors import InvalidRequest
 from chatstack.core.request_context import metadata_value
 from chatstack.gateway.auth import ApiKeyAuthenticator
+from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.model import ChatEvent, ChatOptions, DeltaEvent, SessionEvent
-from chatstack.gateway.orchestrator import ChatOrchestrator
-from chatstack.v1 import chat_pb2, chat_pb2_grpc, session_pb2
+from chatstack.v1 import chat_pb2, chat_pb2_grpc
 
 
 def options_from_proto(o: chat_pb2.ChatOptions) -> ChatOptions:
@@ -55,8 +55,8 @@ def fill_event(message: Any, event: ChatEvent) -> Any:
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     """Serves ChatService: every RPC authenticates the API key and acts as its owner."""
 
-    def __init__(self, orchestrator: ChatOrchestrator, auth: ApiKeyAuthenticator) -> None:
-        self.flow = orchestrator
+    def __init__(self, dataplane: ChatDataPlane, auth: ApiKeyAuthenticator) -> None:
+        self.flow = dataplane
         self.auth = auth
 
     def _owner(self, context: grpc.aio.ServicerContext) -> str:
@@ -104,36 +104,26 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def GetSession(self, request: chat_pb2.ChatServiceGetSessionRequest,
                          context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceGetSessionResponse:
         """Read a session header."""
-        ds = self.flow.ds
-        reply = await ds.call("session", ds.session.GetSession, session_pb2.GetSessionRequest(
-            session_id=request.session_id), owner=self._owner(context))
-        return chat_pb2.ChatServiceGetSessionResponse(session=reply.session)
+        session = await self.flow.sessions(self._owner(context)).get(request.session_id)
+        return chat_pb2.ChatServiceGetSessionResponse(session=session)
 
     async def ListSessions(self, request: chat_pb2.ChatServiceListSessionsRequest,
                            context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceListSessionsResponse:
         """List the caller's sessions."""
-        ds = self.flow.ds
-        reply = await ds.call("session", ds.session.ListSessions, session_pb2.ListSessionsRequest(
-            page_size=request.page_size, page_token=request.page_token), owner=self._owner(context))
-        return chat_pb2.ChatServiceListSessionsResponse(sessions=reply.sessions,
-                                                        next_page_token=reply.next_page_token)
+        page = await self.flow.sessions(self._owner(context)).list(request.page_size, request.page_token)
+        return chat_pb2.ChatServiceListSessionsResponse(sessions=page.sessions,
+                                                        next_page_token=page.next_page_token)
 
     async def DeleteSession(self, request: chat_pb2.ChatServiceDeleteSessionRequest,
                             context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceDeleteSessionResponse:
         """Delete a session."""
-        ds = self.flow.ds
-        await ds.call("session", ds.session.DeleteSession, session_pb2.DeleteSessionRequest(
-            session_id=request.session_id), owner=self._owner(context))
+        await self.flow.sessions(self._owner(context)).delete(request.session_id)
         return chat_pb2.ChatServiceDeleteSessionResponse()
 
     async def GetHistory(self, request: chat_pb2.GetHistoryRequest,
                          context: grpc.aio.ServicerContext) -> chat_pb2.GetHistoryResponse:
         """The full history, oldest first, paged."""
-        ds, owner = self.flow.ds, self._owner(context)
-        session = await ds.call("session", ds.session.GetSession, session_pb2.GetSessionRequest(
-            session_id=request.session_id), owner=owner)
-        turns = await ds.call("session", ds.session.ListTurns, session_pb2.ListTurnsRequest(
-            session_id=request.session_id, page_size=request.page_size, page_token=request.page_token),
-            owner=owner)
-        return chat_pb2.GetHistoryResponse(system_prompt=session.session.system_prompt, turns=turns.turns,
-                                           next_page_token=turns.next_page_token)
+        system_prompt, page = await self.flow.history(self._owner(context), request.session_id,
+                                                      request.page_size, request.page_token)
+        return chat_pb2.GetHistoryResponse(system_prompt=system_prompt, turns=page.turns,
+                                           next_page_token=page.next_page_token)

@@ -1,4 +1,4 @@
-"""ChatOrchestrator's side-by-side calls before generation, with a fake of its downstream services.
+"""ChatDataPlane's side-by-side calls before generation, with a fake of its downstream services.
 
 The push of the user turn runs beside the template rendering, so a failure or a cancel can come
 while the push is still in flight. These tests pin the moments the real services cannot be made
@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from chatstack.core.errors import BackendUnavailable, VersionConflict
+from chatstack.gateway.clients import Backends
 from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import ChatOptions
-from chatstack.gateway.orchestrator import ChatOrchestrator
 from chatstack.v1 import generation_pb2, session_pb2, tokenizer_pb2
 
 MESSAGE = "hello there"
@@ -101,11 +102,11 @@ class FakeDownstream:
         return session_pb2.PopTurnResponse(turn=turn, version=self.version)
 
 
-def orchestrator(ds: FakeDownstream) -> ChatOrchestrator:
-    return ChatOrchestrator(GatewayConfig(), ds, GatewayMetrics())  # type: ignore[arg-type]
+def dataplane(ds: FakeDownstream) -> ChatDataPlane:
+    return ChatDataPlane(GatewayConfig(), Backends(ds), GatewayMetrics())  # type: ignore[arg-type]
 
 
-async def first_event(flow: ChatOrchestrator) -> Any:
+async def first_event(flow: ChatDataPlane) -> Any:
     async for event in flow.chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8)):
         return event
 
@@ -114,14 +115,14 @@ async def test_a_render_failure_after_the_push_landed_pops_the_user_turn() -> No
     ds = FakeDownstream()
     ds.render_error = BackendUnavailable("tokenizer service unavailable: down")
     with pytest.raises(BackendUnavailable, match="tokenizer"):
-        await first_event(orchestrator(ds))
+        await first_event(dataplane(ds))
     assert ds.turns == [] and ds.version == 3  # pushed, then popped
 
 
 async def test_a_cancel_while_the_push_is_in_flight_still_undoes_the_push() -> None:
     ds = FakeDownstream()
     ds.push_gate = asyncio.Event()
-    task = asyncio.create_task(first_event(orchestrator(ds)))
+    task = asyncio.create_task(first_event(dataplane(ds)))
     await asyncio.wait_for(ds.push_started.wait(), 5)
     task.cancel()
     # The cancel reaches the call in the loop's next step; the push lands only in a step after it.
@@ -139,7 +140,7 @@ async def test_a_session_changed_between_read_and_push_is_aborted_and_nothing_of
         ds.version += 1
     ds.after_read = someone_else_pushes
     with pytest.raises(VersionConflict):
-        await first_event(orchestrator(ds))
+        await first_event(dataplane(ds))
     assert [t.turn_id for t in ds.turns] == ["other"] and ds.version == 2
 
 
@@ -165,12 +166,12 @@ async def test_a_new_session_chat_cancelled_while_its_session_is_created_deletes
     arrives: the gateway chose the id itself, so it still deletes the session (no orphan)."""
     ds = FakeDownstream()
     await cancel_once_the_session_landed(
-        ds, orchestrator(ds).chat("alice", "", "be brief", MESSAGE, ChatOptions(max_tokens=8)))
+        ds, dataplane(ds).chat("alice", "", "be brief", MESSAGE, ChatOptions(max_tokens=8)))
     assert ds.created == {}
 
 
 async def test_an_edit_cancelled_while_its_fork_is_made_deletes_the_fork() -> None:
     ds = FakeDownstream()
     await cancel_once_the_session_landed(
-        ds, orchestrator(ds).edit("alice", "s1", "t1", MESSAGE, ChatOptions(max_tokens=8)))
+        ds, dataplane(ds).edit("alice", "s1", "t1", MESSAGE, ChatOptions(max_tokens=8)))
     assert ds.created == {}

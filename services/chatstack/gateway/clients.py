@@ -1,0 +1,161 @@
+"""Typed clients of the four backend services, over `Downstream`'s channels.
+
+Each method is one call in the gateway's terms (texts in, counts out; a session's turns), with the
+stub, request building, deadline, metadata and error mapping hidden here once, so the chat flows
+read as what they do. The session client is bound to one owner (`Backends.sessions(owner)`):
+every call it makes carries that owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from chatstack.gateway.downstream import Downstream
+from chatstack.v1 import common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
+
+Messages = Sequence[common_pb2.ChatMessage]
+
+
+class TokenizerClient:
+    """Counts and chat templates from the tokenizer service."""
+
+    def __init__(self, ds: Downstream) -> None:
+        self._ds = ds
+
+    async def count(self, texts: list[str]) -> list[int]:
+        """Token counts of texts (no special tokens)."""
+        reply = await self._ds.call("tokenizer", self._ds.tokenizer.CountTokens,
+                                    tokenizer_pb2.CountTokensRequest(texts=texts))
+        return list(reply.counts)
+
+    async def render(self, messages: Messages) -> tuple[str, list[int]]:
+        """The prompt text and token ids of messages, with the generation prompt."""
+        reply = await self._ds.call("tokenizer", self._ds.tokenizer.ApplyChatTemplate,
+                                    tokenizer_pb2.ApplyChatTemplateRequest(
+                                        messages=messages, add_generation_prompt=True))
+        return reply.prompt, list(reply.token_ids)
+
+
+class GenerationClient:
+    """Generation over token ids, and the model's context length (asked once)."""
+
+    def __init__(self, ds: Downstream) -> None:
+        self._ds = ds
+        self._max_model_len: int | None = None
+
+    async def max_model_len(self) -> int:
+        """The generation model's context length."""
+        if self._max_model_len is None:
+            info = await self._ds.call("generation", self._ds.generation.GetModelInfo,
+                                       generation_pb2.GetModelInfoRequest())
+            self._max_model_len = int(info.max_model_len)
+        return self._max_model_len
+
+    async def generate(self, ids: list[int],
+                       sampling: generation_pb2.SamplingParams) -> generation_pb2.GenerateResponse:
+        """Every choice at once."""
+        return await self._ds.call("generation", self._ds.generation.Generate, generation_pb2.GenerateRequest(
+            token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling))
+
+    def stream(self, ids: list[int], sampling: generation_pb2.SamplingParams
+               ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
+        """Deltas, then the final message; closing the iterator aborts the generation."""
+        return self._ds.generate_stream(generation_pb2.GenerateStreamRequest(
+            token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling))
+
+
+class RewardClient:
+    """Scores and rankings; the reward service fits long conversations to its own window."""
+
+    def __init__(self, ds: Downstream) -> None:
+        self._ds = ds
+
+    async def score(self, conversation: Messages, response: str) -> float:
+        """The reward of one response."""
+        reply = await self._ds.call("reward", self._ds.reward.Score, reward_pb2.ScoreRequest(
+            item=reward_pb2.ScoreItem(conversation=conversation, response=response),
+            truncation=reward_pb2.TRUNCATION_AUTO))
+        return float(reply.score)
+
+    async def rank(self, conversation: Messages, candidates: list[str]) -> list[reward_pb2.RankedCandidate]:
+        """Candidates best first."""
+        reply = await self._ds.call("reward", self._ds.reward.Rank, reward_pb2.RankRequest(
+            conversation=conversation, candidates=candidates, truncation=reward_pb2.TRUNCATION_AUTO))
+        return list(reply.ranked)
+
+
+class SessionClient:
+    """One owner's view of the session service."""
+
+    def __init__(self, ds: Downstream, owner: str) -> None:
+        self._ds = ds
+        self.owner = owner
+
+    async def _call(self, method: str, request: Any, within: float | None = None) -> Any:
+        """One call as the owner; `within` caps its deadline in seconds (rollbacks)."""
+        return await self._ds.call("session", getattr(self._ds.session, method), request,
+                                   owner=self.owner, timeout=within)
+
+    async def create(self, request: session_pb2.CreateSessionRequest) -> session_pb2.Session:
+        """A new session."""
+        return (await self._call("CreateSession", request)).session
+
+    async def get(self, session_id: str) -> session_pb2.Session:
+        """A session's header."""
+        return (await self._call("GetSession", session_pb2.GetSessionRequest(session_id=session_id))).session
+
+    async def delete(self, session_id: str, within: float | None = None) -> None:
+        """Delete a session."""
+        await self._call("DeleteSession", session_pb2.DeleteSessionRequest(session_id=session_id), within)
+
+    async def list(self, page_size: int, page_token: str) -> session_pb2.ListSessionsResponse:
+        """A page of the owner's sessions."""
+        return await self._call("ListSessions", session_pb2.ListSessionsRequest(
+            page_size=page_size, page_token=page_token))
+
+    async def context(self, session_id: str, budget: int) -> session_pb2.GetContextResponse:
+        """The newest turns that fit `budget`."""
+        return await self._call("GetContext", session_pb2.GetContextRequest(
+            session_id=session_id, token_budget=budget))
+
+    async def push(self, request: session_pb2.PushTurnRequest) -> session_pb2.PushTurnResponse:
+        """Push a turn."""
+        return await self._call("PushTurn", request)
+
+    async def pop(self, session_id: str, version: int | None,
+                  within: float | None = None) -> session_pb2.PopTurnResponse:
+        """Pop the top turn at `version`."""
+        return await self._call("PopTurn", session_pb2.PopTurnRequest(
+            session_id=session_id, expected_version=version), within)
+
+    async def peek(self, session_id: str, n: int) -> session_pb2.PeekTurnsResponse:
+        """The top n turns, top first."""
+        return await self._call("PeekTurns", session_pb2.PeekTurnsRequest(session_id=session_id, n=n))
+
+    async def turns(self, session_id: str, page_size: int, page_token: str) -> session_pb2.ListTurnsResponse:
+        """A page of turns, oldest first."""
+        return await self._call("ListTurns", session_pb2.ListTurnsRequest(
+            session_id=session_id, page_size=page_size, page_token=page_token))
+
+    async def fork(self, request: session_pb2.ForkSessionRequest) -> session_pb2.Session:
+        """A new session from the bottom of another."""
+        return (await self._call("ForkSession", request)).session
+
+
+class Backends:
+    """The typed clients of one gateway (one set of channels)."""
+
+    def __init__(self, ds: Downstream) -> None:
+        self._ds = ds
+        self.tokenizer = TokenizerClient(ds)
+        self.generation = GenerationClient(ds)
+        self.reward = RewardClient(ds)
+
+    def sessions(self, owner: str) -> SessionClient:
+        """The session service as `owner`."""
+        return SessionClient(self._ds, owner)
+
+    async def close(self) -> None:
+        """Close every channel."""
+        await self._ds.close()
