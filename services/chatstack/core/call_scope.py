@@ -33,9 +33,6 @@ log = logging.getLogger("chatstack.access")
 class MalformedRequest:
     """What a guarded deserializer returns for bytes that are not a valid message."""
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
 
 def guarded_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     """`deserialize` that returns a MalformedRequest instead of raising (grpc would answer a
@@ -46,8 +43,8 @@ def guarded_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable
     def guarded(raw: bytes) -> Any:
         try:
             return deserialize(raw)
-        except (DecodeError, ValueError, UnicodeDecodeError) as exc:
-            return MalformedRequest(type(exc).__name__)
+        except (DecodeError, ValueError, UnicodeDecodeError):
+            return MalformedRequest()
 
     return guarded
 

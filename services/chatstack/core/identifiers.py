@@ -15,14 +15,9 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 ID_RULE = "1-128 characters of ASCII letters, digits, '_', '.', ':' or '-'"
 
 
-def is_valid_id(value: str) -> bool:
-    """True if `value` follows the identifier grammar."""
-    return ID_PATTERN.fullmatch(value) is not None
-
-
 def check_id(value: str, field: str) -> str:
     """`value` if it follows the grammar; INVALID_ARGUMENT naming `field` otherwise."""
-    if not is_valid_id(value):
+    if ID_PATTERN.fullmatch(value) is None:
         shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
         raise InvalidRequest(f"{field}: {shown} is not an id ({ID_RULE})")
     return value

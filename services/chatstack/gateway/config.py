@@ -32,8 +32,6 @@ class GatewayConfig(ServerConfig):
     max_best_of: int = Field(8, ge=1, description="Largest best_of.")
     max_message_chars: int = Field(32_000, ge=1, description="Longest user message.")
     default_temperature: float = Field(0.8, ge=0, description="Temperature when unset.")
-    downstream_timeout_seconds: float = Field(
-        120.0, gt=0, description="Deadline of a downstream call when the client set none.")
     via_serve_proxy: bool = Field(
         False, description="Backends are Ray Serve applications behind one gRPC proxy: add the "
         "`application: <service>` metadata Serve routes on (the Ray runtime sets this).")

@@ -93,11 +93,11 @@ class Downstream:
         for channel in self._channels.values():
             await channel.close()
 
-    def timeout(self, cap: float | None = None) -> float:
-        """The client's remaining deadline (or the default), optionally capped."""
+    def timeout(self) -> float:
+        """The calling RPC's remaining deadline (the client's, or the service's default deadline;
+        the default outside an RPC)."""
         left = remaining_seconds()
-        value = self.config.downstream_timeout_seconds if left is None else max(0.001, left)
-        return min(value, cap) if cap is not None else value
+        return self.config.default_deadline_seconds if left is None else max(0.001, left)
 
     async def call(self, service: str, fn: Callable[..., Awaitable[T]], request: Any,
                    owner: str | None = None, timeout: float | None = None) -> T:  # noqa: ASYNC109

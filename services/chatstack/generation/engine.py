@@ -126,7 +126,6 @@ class VllmGenerationEngine:
         self.in_flight = 0
         self.chars_per_token = 1
         self.offload = CpuOffload()
-        self._invalid: tuple[type[BaseException], ...] = (ValueError,)
         self._watchdog: asyncio.Task[None] | None = None
         self.on_fatal: Callable[[str], None] = lambda reason: None
 
@@ -141,7 +140,6 @@ class VllmGenerationEngine:
         self.max_model_len = int(self.llm.model_config.max_model_len)
         self.vocab_size = int(self.llm.model_config.get_vocab_size())
         self.chars_per_token = max_chars_per_token(self.tokenizer.get_vocab())
-        self._invalid = engine_validation_errors()
         await self._warm_up()
         self._watchdog = engine_started(self.config, self.llm, self.on_fatal)
 
@@ -183,7 +181,7 @@ class VllmGenerationEngine:
         try:
             params = vllm_sampling_params(options, max_tokens)
             params.verify(self.llm.model_config, None, None, None)
-        except self._invalid as exc:
+        except engine_validation_errors() as exc:
             raise InvalidRequest(f"sampling: {exc}") from exc
         return params
 
@@ -256,7 +254,7 @@ class VllmGenerationEngine:
         except EngineDeadError as exc:
             self.on_fatal(f"vLLM engine died: {exc}")
             raise BackendUnavailable("the generation engine died; the service is restarting") from exc
-        except self._invalid as exc:  # vLLM's own request validation (input processor)
+        except engine_validation_errors() as exc:  # vLLM's own request validation (input processor)
             raise InvalidRequest(f"request refused by the engine: {exc}") from exc
         finally:
             if not finished:

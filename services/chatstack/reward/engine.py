@@ -110,20 +110,20 @@ class VllmRewardEngine:
         if certainly_too_long(len(item.response), limit, per_token):
             raise InvalidRequest(f"{where}: {len(item.response)} characters cannot fit the reward "
                                  f"model's max_model_len {limit} tokens")
+        chars = len(item.response) + sum(len(c) for _, c in conversation)
+        ids = [] if certainly_too_long(chars, limit, per_token) else self._render(conversation, item.response)
+        if ids and len(ids) <= limit:
+            return ids  # the whole conversation fits: one rendering, the usual case
         if not truncate:
-            chars = len(item.response) + sum(len(c) for _, c in conversation)
-            ids = [] if certainly_too_long(chars, limit, per_token) else self._render(conversation,
-                                                                                    item.response)
-            if not ids or len(ids) > limit:
-                shown = f"{len(ids)} tokens" if ids else f"{chars} characters"
-                raise InvalidRequest(f"{where}: {shown} with the conversation exceed the reward "
-                                     f"model's max_model_len {limit}; shorten the conversation")
-            return ids
+            shown = f"{len(ids)} tokens" if ids else f"{chars} characters"
+            raise InvalidRequest(f"{where}: {shown} with the conversation exceed the reward "
+                                 f"model's max_model_len {limit}; shorten the conversation")
         return self._fit_from_left(conversation, item.response)
 
     def _fit_from_left(self, conversation: list[Message], response: str) -> list[int]:
         """The longest suffix of the conversation (system prompt kept while possible) whose
-        rendering with the response fits; found by binary search on the exact rendered length."""
+        rendering with the response fits, the whole being known not to; found by binary search on
+        the exact rendered length."""
         limit = self.max_model_len
         system = conversation[:1] if conversation and conversation[0][0] == "system" else []
         rest = conversation[len(system):]
@@ -132,7 +132,7 @@ class VllmRewardEngine:
         while first > 0 and budget - len(rest[first - 1][1]) >= 0:
             first -= 1
             budget -= len(rest[first][1])
-        lo, hi, best = first, len(rest), None
+        lo, hi, best = max(first, 1), len(rest), None
         while lo <= hi:  # fewest dropped messages (smallest start) that fit
             mid = (lo + hi) // 2
             ids = self._render(system + rest[mid:], response)
