@@ -23,6 +23,14 @@ def metric(metrics_port: int, name: str) -> float:
     return samples(metrics_port, name)[0]
 
 
+def metric_labelled(metrics_port: int, name: str, labels: str) -> float:
+    """The value of the sample `name{labels}` (labels as exported, e.g. 'outcome="scored"'),
+    0 if it is not exported yet."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+    match = re.search(rf"^{re.escape(name)}{{{re.escape(labels)}}} ([-+\d.e]+)$", body, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
 def engine_idle(metrics_port: int) -> bool:
     """Whether the generation engine's scheduler reports no running and no waiting request.
 

@@ -116,12 +116,14 @@ def tokenizer_address(models_dir: Path, log_dir: Path) -> Iterator[str]:
     proc.stop()
 
 
-def start_gateway(log_dir: Path, name: str = "gateway", **addresses: str) -> tuple[ManagedProcess, str, int]:
+def start_gateway(log_dir: Path, name: str = "gateway", extra_flags: tuple[str, ...] = (),
+                  **addresses: str) -> tuple[ManagedProcess, str, int]:
     """A gateway with keys for alice and bob; addresses: tokenizer=..., generation=..., etc."""
     from chatstack.gateway.auth import hash_key
 
     port, metrics_port = free_port(), free_port()
-    flags = ["--api-keys", f"alice:{hash_key(ALICE_KEY)},bob:{hash_key(BOB_KEY)}", "--log-level", "WARNING"]
+    flags = ["--api-keys", f"alice:{hash_key(ALICE_KEY)},bob:{hash_key(BOB_KEY)}", "--log-level", "WARNING",
+             *extra_flags]
     for service, address in addresses.items():
         flags += [f"--{service}-address", address]
     proc = start_grpc_service(name, "gateway", port, metrics_port, log_dir, flags, health_service=CHAT_SERVICE)

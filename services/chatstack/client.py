@@ -33,6 +33,7 @@ class ChatResult:
     text: str = ""
     assistant_turn_id: str = ""
     reward_score: float = 0.0
+    reward_status: int = 0  # chat_pb2.RewardStatus: SCORED, PENDING (scored later) or OFF
     candidates: list[chat_pb2.CandidateScore] = field(default_factory=list)
     usage: Any = None
     timings: Any = None
@@ -78,7 +79,7 @@ def collect(events: Iterator[Any], on_delta: Callable[[str], None] | None = None
         elif kind == "final":
             f = event.final
             result.text, result.assistant_turn_id = f.text, f.assistant_turn_id
-            result.reward_score = f.reward_score
+            result.reward_score, result.reward_status = f.reward_score, f.reward_status
             result.candidates, result.usage, result.timings = list(f.candidates), f.usage, f.timings
             result.finish_reason, result.session_version = f.finish_reason, f.session_version
     return result

@@ -15,7 +15,7 @@ from chatstack.client import ChatClient, collect
 from chatstack.core.process import free_port, wait_until
 from chatstack.v1 import common_pb2, reward_pb2, reward_pb2_grpc, session_pb2, session_pb2_grpc
 from tests.integration.conftest import ALICE_KEY, BOB_KEY, start_gateway
-from tests.scrape import engine_idle, metric
+from tests.scrape import engine_idle, metric, metric_labelled
 
 pytestmark = pytest.mark.integration
 FAST = {"max_tokens": 8, "temperature": 1.0}
@@ -227,3 +227,44 @@ def test_gateway_metrics_have_stages_and_best_of_promtool_clean(gateway: tuple[s
     assert b'chatstack_gateway_best_of_requests_total{n="2"}' in body
     check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
     assert (check.returncode, check.stdout, check.stderr) == (0, b"", b"")
+
+
+def test_single_answer_scoring_sync_async_and_off(
+    stack_addresses: dict[str, str], reward_service: tuple[str, int], log_dir: Path, alice: ChatClient,
+) -> None:
+    """sync scores before the final message; async stores the answer first and annotates its turn
+    with the same score the reward service gives; off never scores."""
+    from chatstack.v1 import chat_pb2
+
+    synced = alice.chat("score me now", system_prompt="sys", **FAST)
+    assert synced.reward_status == chat_pb2.REWARD_STATUS_SCORED
+    assert alice.history(synced.session_id)[1][-1].metadata["reward_score"] == repr(synced.reward_score)
+    for mode, status in (("async", chat_pb2.REWARD_STATUS_PENDING), ("off", chat_pb2.REWARD_STATUS_OFF)):
+        proc, address, metrics_port = start_gateway(
+            log_dir, name=f"gateway-scoring-{mode}", extra_flags=("--single-answer-scoring", mode),
+            **stack_addresses)
+        try:
+            with ChatClient(address, ALICE_KEY, timeout=60) as client:
+                result = client.chat("score me later", system_prompt="sys", **FAST)
+                assert (result.reward_status, result.reward_score) == (status, 0.0)
+                assert result.timings.reward_seconds == 0.0  # the final message did not wait
+                if mode == "async":
+                    sid = result.session_id
+                    wait_until(lambda: "reward_score" in client.history(sid)[1][-1].metadata,  # noqa: B023
+                               30, "the deferred score to reach the stored turn")
+                    assert metric_labelled(metrics_port, "chatstack_gateway_deferred_scores_total",
+                                           'outcome="scored"') == 1
+                stored = client.history(result.session_id)[1][-1]
+                assert stored.turn_id == result.assistant_turn_id and stored.content == result.text
+            if mode == "off":
+                assert "reward_score" not in stored.metadata
+                continue
+            conversation = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content="sys"),
+                            common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content="score me later")]
+            with grpc.insecure_channel(reward_service[0]) as channel:
+                direct = reward_pb2_grpc.RewardServiceStub(channel).Score(reward_pb2.ScoreRequest(
+                    item=reward_pb2.ScoreItem(conversation=conversation, response=result.text))).score
+            assert float(stored.metadata["reward_score"]) == pytest.approx(direct, abs=1e-4)
+        finally:
+            assert proc.stop() == 0, proc.tail()
+

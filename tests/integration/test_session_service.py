@@ -232,6 +232,37 @@ def test_list_sessions_pages_newest_first(session_stub: session_pb2_grpc.Session
     assert seen == list(reversed(made))
 
 
+def test_annotate_merges_metadata_without_a_new_version(session_stub: session_pb2_grpc.SessionServiceStub) -> None:
+    md = owner_md()
+    s = new_session(session_stub, md)
+    pushed = session_stub.PushTurn(session_pb2.PushTurnRequest(
+        session_id=s.session_id, role=ASSISTANT, content="answer ü", token_count=2,
+        metadata={"finish_reason": "FINISH_REASON_STOP"}), metadata=md)
+    push(session_stub, md, s.session_id, "next question")
+    turn = session_stub.AnnotateTurn(session_pb2.AnnotateTurnRequest(
+        session_id=s.session_id, turn_id=pushed.turn.turn_id, metadata={"reward_score": "1.25"}),
+        metadata=md).turn
+    assert dict(turn.metadata) == {"finish_reason": "FINISH_REASON_STOP", "reward_score": "1.25"}
+    assert (turn.content, turn.token_count, turn.position) == ("answer ü", 2, 0)
+    listed = session_stub.ListTurns(session_pb2.ListTurnsRequest(session_id=s.session_id), metadata=md)
+    assert listed.version == 3  # create, two pushes: the annotation did not count
+    assert listed.turns[0] == turn and listed.turns[1].content == "next question"
+    # The merged labels stay within the limits; another owner and a missing turn are NOT_FOUND.
+    too_big = {f"k{i}": "v" for i in range(64)}
+    assert status_of(session_stub.AnnotateTurn, session_pb2.AnnotateTurnRequest(
+        session_id=s.session_id, turn_id=turn.turn_id, metadata=too_big), metadata=md) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    for req, who in [(session_pb2.AnnotateTurnRequest(session_id=s.session_id, turn_id=turn.turn_id,
+                                                       metadata={"a": "b"}), owner_md()),
+                     (session_pb2.AnnotateTurnRequest(session_id=s.session_id, turn_id="f" * 16,
+                                                       metadata={"a": "b"}), md)]:
+        assert status_of(session_stub.AnnotateTurn, req, metadata=who) == grpc.StatusCode.NOT_FOUND
+    assert status_of(session_stub.AnnotateTurn, session_pb2.AnnotateTurnRequest(
+        session_id=s.session_id, turn_id=turn.turn_id), metadata=md) == grpc.StatusCode.INVALID_ARGUMENT
+    again = session_stub.PeekTurns(session_pb2.PeekTurnsRequest(session_id=s.session_id, n=2), metadata=md)
+    assert dict(again.turns[1].metadata) == dict(turn.metadata) and again.version == 3
+
+
 def test_ttl_is_refreshed_on_use(session_stub: session_pb2_grpc.SessionServiceStub,
                                  redis_server: RedisProcess) -> None:
     md = owner_md()

@@ -1,5 +1,6 @@
 """Answering a prompt: generate (streamed for one answer, all at once for best-of-n), then let
-the reward model rank the candidates or score the single answer.
+the reward model rank the candidates or score the single answer (now, later or never: the
+gateway's `single_answer_scoring`; a later score is the dataplane's, once the answer is stored).
 
 `Answerer.answer` yields the answer's text as `DeltaEvent`s and, last, the `Answer` itself.
 """
@@ -55,12 +56,15 @@ class Answerer:
                 else:
                     final = item
             answer = _single_answer(prompt, final)
-            t = time.perf_counter()
-            if answer.text:
+            scoring = self.config.single_answer_scoring
+            if scoring == "sync" and answer.text:
+                t = time.perf_counter()
                 # The reward model's window may be shorter than the generator's: the reward
                 # service fits the conversation to it on the exact rendered length.
                 answer.reward_score = await self.reward.score(prompt.messages, answer.text)
-            clock.add("reward", t)
+                clock.add("reward", t)
+            elif scoring != "sync":
+                answer.reward_status = "pending" if scoring == "async" else "off"
         else:
             answer = await self._best_of(prompt, sampling, clock)
             yield DeltaEvent(answer.text, list(answer.token_ids))

@@ -138,6 +138,11 @@ class SessionClient:
         return await self._call("ListTurns", session_pb2.ListTurnsRequest(
             session_id=session_id, page_size=page_size, page_token=page_token))
 
+    async def annotate(self, session_id: str, turn_id: str, metadata: dict[str, str]) -> session_pb2.Turn:
+        """Merge metadata into a stored turn (the version does not change)."""
+        return (await self._call("AnnotateTurn", session_pb2.AnnotateTurnRequest(
+            session_id=session_id, turn_id=turn_id, metadata=metadata))).turn
+
     async def fork(self, request: session_pb2.ForkSessionRequest) -> session_pb2.Session:
         """A new session from the bottom of another."""
         return (await self._call("ForkSession", request)).session

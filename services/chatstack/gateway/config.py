@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -35,5 +37,16 @@ class GatewayConfig(ServerConfig):
     via_serve_proxy: bool = Field(
         False, description="Backends are Ray Serve applications behind one gRPC proxy: add the "
         "`application: <service>` metadata Serve routes on (the Ray runtime sets this).")
+    single_answer_scoring: Literal["sync", "async", "off"] = Field(
+        "sync", description="Reward scoring of a single (not best-of-n) answer: `sync` scores it "
+        "before the final message (its latency is the reward call's); `async` stores the answer "
+        "and sends the final message at once, then adds the score to the stored turn's metadata "
+        "when ready (ChatFinal.reward_status PENDING); `off` never scores it. Best-of-n is always "
+        "scored: the ranking chooses the answer.")
+    max_pending_scores: int = Field(
+        256, ge=1, description="Async scorings in flight at most; beyond it a single answer is "
+        "left unscored (counted in chatstack_gateway_deferred_scores_total{outcome=\"dropped\"}).")
+    deferred_score_timeout_seconds: float = Field(
+        30.0, gt=0, description="Deadline of an async scoring (reward call plus the annotation).")
     rollback_timeout_seconds: float = Field(
         5.0, gt=0, description="Deadline of the calls that undo a failed Chat's session writes.")

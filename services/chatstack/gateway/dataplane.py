@@ -33,6 +33,7 @@ from chatstack.core.errors import (
 from chatstack.gateway.answering import Answerer
 from chatstack.gateway.clients import Backends, SessionClient
 from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.deferred_scoring import DeferredScorer
 from chatstack.gateway.downstream import StageClock
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import Answer, ChatEvent, ChatOptions, FinalEvent, SessionEvent
@@ -70,6 +71,13 @@ class ChatDataPlane:
         self.metrics = metrics
         self.prompts = PromptBuilder(backends.tokenizer, backends.generation)
         self.answerer = Answerer(config, backends.generation, backends.reward, metrics)
+        self.scorer = DeferredScorer(backends.reward, metrics, config.max_pending_scores,
+                                     config.deferred_score_timeout_seconds)
+
+    async def close(self) -> None:
+        """Finish (or, after the grace period, cancel) pending scorings; close the channels."""
+        await self.scorer.close(self.config.grace_seconds)
+        await self.backends.close()
 
     def check(self, message: str | None, options: ChatOptions) -> int:
         """The call's limits (before any work); returns the effective max_tokens."""
@@ -235,20 +243,24 @@ class ChatDataPlane:
         stored = await self._store(ex, answer)
         clock.add("session_write", t)
         ex.undo.done()
+        if answer.reward_status == "pending" and not self.scorer.submit(
+                ex.sessions, ex.undo.session_id, stored.turn.turn_id, prompt.messages, answer.text):
+            answer.reward_status = "off"
         clock.seconds["total"] = time.perf_counter() - clock.start
         for stage, seconds in clock.seconds.items():
             self.metrics.stage.labels(stage).observe(seconds)
         yield FinalEvent(stored.turn.turn_id, answer.text, answer.reward_score, answer.candidates,
                          answer.prompt_tokens, answer.completion_tokens, dict(clock.seconds),
-                         answer.finish_reason, stored.version)
+                         answer.finish_reason, stored.version, answer.reward_status)
 
     @staticmethod
     async def _store(ex: Exchange, answer: Answer) -> session_pb2.PushTurnResponse:
         version = ex.version
         if ex.replace_turn_id:
             version = (await ex.sessions.pop(ex.undo.session_id, version)).version
-        metadata = {"reward_score": repr(answer.reward_score),
-                    "finish_reason": common_pb2.FinishReason.Name(answer.finish_reason)}
+        metadata = {"finish_reason": common_pb2.FinishReason.Name(answer.finish_reason)}
+        if answer.reward_status == "scored":
+            metadata["reward_score"] = repr(answer.reward_score)
         if answer.candidates:
             metadata["best_of"] = str(len(answer.candidates))
         return await ex.sessions.push(session_pb2.PushTurnRequest(

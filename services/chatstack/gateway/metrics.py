@@ -26,3 +26,9 @@ class GatewayMetrics:
             "chatstack_gateway_rollbacks",
             "Failed or cancelled calls whose session writes were undone, by outcome.",
             ["outcome"])
+        self.deferred_scores = f.counter(
+            "chatstack_gateway_deferred_scores",
+            "Single answers scored after they were stored (single_answer_scoring=async), by "
+            "outcome: scored, gone (the turn was undone or deleted first), failed, dropped (too "
+            "many pending), cancelled (shutdown).",
+            ["outcome"])

@@ -65,6 +65,7 @@ class FinalEvent:
     timings: dict[str, float]
     finish_reason: int
     session_version: int
+    reward_status: str = "scored"  # "scored", "pending" (scored after it was stored) or "off"
 
 
 ChatEvent = SessionEvent | DeltaEvent | FinalEvent
@@ -81,3 +82,4 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: int = 0
+    reward_status: str = "scored"  # see FinalEvent

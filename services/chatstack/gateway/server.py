@@ -30,7 +30,7 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
     backends = Backends(Downstream(config))
     dataplane = ChatDataPlane(config, backends, GatewayMetrics(registry))
     return servicer_spec(SERVICE_NAME, ChatServicer(dataplane, auth),
-                         chat_pb2_grpc.add_ChatServiceServicer_to_server, stop=backends.close)
+                         chat_pb2_grpc.add_ChatServiceServicer_to_server, stop=dataplane.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,9 @@ from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.model import ChatEvent, ChatOptions, DeltaEvent, SessionEvent
 from chatstack.v1 import chat_pb2, chat_pb2_grpc
 
+REWARD_STATUS = {"scored": chat_pb2.REWARD_STATUS_SCORED, "pending": chat_pb2.REWARD_STATUS_PENDING,
+                 "off": chat_pb2.REWARD_STATUS_OFF}
+
 
 def options_from_proto(o: chat_pb2.ChatOptions) -> ChatOptions:
     """ChatOptions message -> ChatOptions."""
@@ -41,6 +44,7 @@ def fill_event(message: Any, event: ChatEvent) -> Any:
         final.assistant_turn_id, final.text = event.assistant_turn_id, event.text
         final.reward_score, final.finish_reason = event.reward_score, event.finish_reason
         final.session_version = event.session_version
+        final.reward_status = REWARD_STATUS[event.reward_status]
         final.candidates.extend(chat_pb2.CandidateScore(
             index=c.index, reward_score=c.reward_score, text=c.text,
             completion_tokens=c.completion_tokens, chosen=c.chosen) for c in event.candidates)

@@ -44,6 +44,7 @@ class SessionStore(Protocol):
                    expected_version: int | None = None, metadata: dict[str, str] | None = None,
                    new_session_id: str = "") -> SessionHeader: ...
     async def list_sessions(self, owner: str, offset: int, limit: int) -> SessionPage: ...
+    async def annotate(self, owner: str, sid: str, turn_id: str, metadata: dict[str, str]) -> Turn: ...
 
 
 def _timestamp(ms: int) -> Timestamp:
@@ -186,3 +187,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             None if request.before_turn_id else request.keep_turns,
             request.before_turn_id, _expected(request), dict(request.metadata), request.new_session_id)
         return session_pb2.ForkSessionResponse(session=header_to_proto(header))
+
+    async def AnnotateTurn(self, request: session_pb2.AnnotateTurnRequest,
+                           context: grpc.aio.ServicerContext) -> session_pb2.AnnotateTurnResponse:
+        """Merge metadata into a stored turn."""
+        turn = await self.store.annotate(owner_of(context), request.session_id, request.turn_id,
+                                         dict(request.metadata))
+        return session_pb2.AnnotateTurnResponse(turn=turn_to_proto(turn))

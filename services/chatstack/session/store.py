@@ -53,7 +53,7 @@ from chatstack.session.model import (
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 SCRIPTS = ("create", "get", "delete", "push", "pop", "peek", "list_turns", "context", "fork",
-           "list_sessions")
+           "list_sessions", "annotate")
 
 
 def _load_script(name: str) -> str:
@@ -276,6 +276,18 @@ class RedisSessionStore:
         self.metrics.sessions_created.inc()
         return _header(new_sid, raw)
 
+    async def annotate(self, owner: str, sid: str, turn_id: str, metadata: dict[str, str]) -> Turn:
+        """Merge `metadata` into a stored turn's labels; the version does not change."""
+        self._check_session_id(sid)
+        check_id(turn_id, "turn_id")
+        if not metadata:
+            raise InvalidRequest("metadata: empty")
+        self._check_metadata(metadata, "metadata")
+        c = self.config
+        base, raw = await self._run("annotate", self._keys(sid), [
+            owner, turn_id, json.dumps(metadata), c.max_metadata_entries, c.max_metadata_bytes])
+        return _turn(raw, int(base))
+
     async def list_sessions(self, owner: str, offset: int, limit: int) -> SessionPage:
         """The owner's sessions, newest first."""
         has_more, *rows = await self._run(
@@ -323,6 +335,9 @@ _ERRORS: dict[str, Callable[[str], Exception]] = {
     "FULL": lambda rest: LimitExceeded(f"the session holds {rest} turns, the maximum"),
     "EXISTS": lambda rest: AlreadyExists("session_id: already exists"),
     "RANGE": lambda rest: InvalidRequest(f"keep_turns: exceeds the session's {rest} turns"),
+    "METADATA": lambda rest: InvalidRequest(
+        "metadata: the turn's merged metadata ({} entries, {} bytes) exceeds the limits".format(
+            *rest.split())),
 }
 
 

@@ -1,12 +1,24 @@
 from chatstack.v1 import common_pb2 as _common_pb2
 from chatstack.v1 import session_pb2 as _session_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class RewardStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REWARD_STATUS_UNSPECIFIED: _ClassVar[RewardStatus]
+    REWARD_STATUS_SCORED: _ClassVar[RewardStatus]
+    REWARD_STATUS_PENDING: _ClassVar[RewardStatus]
+    REWARD_STATUS_OFF: _ClassVar[RewardStatus]
+REWARD_STATUS_UNSPECIFIED: RewardStatus
+REWARD_STATUS_SCORED: RewardStatus
+REWARD_STATUS_PENDING: RewardStatus
+REWARD_STATUS_OFF: RewardStatus
 
 class ChatOptions(_message.Message):
     __slots__ = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of", "context_token_budget", "echo_prompt")
@@ -101,7 +113,7 @@ class StageTimings(_message.Message):
     def __init__(self, session_read_seconds: _Optional[float] = ..., template_seconds: _Optional[float] = ..., ttft_seconds: _Optional[float] = ..., generation_seconds: _Optional[float] = ..., reward_seconds: _Optional[float] = ..., session_write_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
 
 class ChatFinal(_message.Message):
-    __slots__ = ("assistant_turn_id", "text", "reward_score", "candidates", "usage", "timings", "finish_reason", "session_version")
+    __slots__ = ("assistant_turn_id", "text", "reward_score", "candidates", "usage", "timings", "finish_reason", "session_version", "reward_status")
     ASSISTANT_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     REWARD_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +122,7 @@ class ChatFinal(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     SESSION_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REWARD_STATUS_FIELD_NUMBER: _ClassVar[int]
     assistant_turn_id: str
     text: str
     reward_score: float
@@ -118,7 +131,8 @@ class ChatFinal(_message.Message):
     timings: StageTimings
     finish_reason: _common_pb2.FinishReason
     session_version: int
-    def __init__(self, assistant_turn_id: _Optional[str] = ..., text: _Optional[str] = ..., reward_score: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., session_version: _Optional[int] = ...) -> None: ...
+    reward_status: RewardStatus
+    def __init__(self, assistant_turn_id: _Optional[str] = ..., text: _Optional[str] = ..., reward_score: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., session_version: _Optional[int] = ..., reward_status: _Optional[_Union[RewardStatus, str]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("session", "delta", "final")

@@ -93,6 +93,11 @@ class SessionServiceStub:
                 request_serializer=chatstack_dot_v1_dot_session__pb2.ForkSessionRequest.SerializeToString,
                 response_deserializer=chatstack_dot_v1_dot_session__pb2.ForkSessionResponse.FromString,
                 _registered_method=True)
+        self.AnnotateTurn = channel.unary_unary(
+                '/chatstack.v1.SessionService/AnnotateTurn',
+                request_serializer=chatstack_dot_v1_dot_session__pb2.AnnotateTurnRequest.SerializeToString,
+                response_deserializer=chatstack_dot_v1_dot_session__pb2.AnnotateTurnResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -178,6 +183,15 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnnotateTurn(self, request, context):
+        """Merge metadata entries into a stored turn (e.g. a reward score computed after the answer
+        was stored). The only mutation that does not change the version: a turn's labels are not
+        part of the stack, so it never makes a concurrent push or pop ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +244,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ForkSession,
                     request_deserializer=chatstack_dot_v1_dot_session__pb2.ForkSessionRequest.FromString,
                     response_serializer=chatstack_dot_v1_dot_session__pb2.ForkSessionResponse.SerializeToString,
+            ),
+            'AnnotateTurn': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnnotateTurn,
+                    request_deserializer=chatstack_dot_v1_dot_session__pb2.AnnotateTurnRequest.FromString,
+                    response_serializer=chatstack_dot_v1_dot_session__pb2.AnnotateTurnResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -511,6 +530,33 @@ class SessionService:
             '/chatstack.v1.SessionService/ForkSession',
             chatstack_dot_v1_dot_session__pb2.ForkSessionRequest.SerializeToString,
             chatstack_dot_v1_dot_session__pb2.ForkSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnnotateTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatstack.v1.SessionService/AnnotateTurn',
+            chatstack_dot_v1_dot_session__pb2.AnnotateTurnRequest.SerializeToString,
+            chatstack_dot_v1_dot_session__pb2.AnnotateTurnResponse.FromString,
             options,
             channel_credentials,
             insecure,
