@@ -81,10 +81,13 @@ def test_results_equal_in_process_tokenizers_on_random_unicode(
 def test_chat_template_prompt_and_ids_agree(stub: tokenizer_pb2_grpc.TokenizerServiceStub,
                                             reference: Tokenizer) -> None:
     reply = stub.ApplyChatTemplate(tokenizer_pb2.ApplyChatTemplateRequest(
-        messages=[common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content="ka to")],
-        add_generation_prompt=True))
-    assert reply.prompt == "<s><|user|>\nka to<|end|>\n<|assistant|>\n"
+        messages=[common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content="be brief"),
+                  common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content="ka to")],
+        add_generation_prompt=True, count_messages=[1, 0]))
+    assert reply.prompt == "<s><|system|>\nbe brief<|end|>\n<|user|>\nka to<|end|>\n<|assistant|>\n"
     assert list(reply.token_ids) == reference.encode(reply.prompt, add_special_tokens=False).ids
+    assert list(reply.message_token_counts) == [
+        len(reference.encode(text, add_special_tokens=False).ids) for text in ("ka to", "be brief")]
 
 
 def _msg(role: int, content: str = "x") -> common_pb2.ChatMessage:

@@ -1,13 +1,15 @@
-"""ChatDataPlane's side-by-side calls before generation, with a fake of its downstream services.
+"""ChatDataPlane's writes beside generation, with a fake of its downstream services.
 
-The push of the user turn runs beside the template rendering, so a failure or a cancel can come
-while the push is still in flight. These tests pin the moments the real services cannot be made
-to hit on cue; tests/integration/test_gateway.py runs the same class over the real services.
+The push of the user turn (and a new session's create) runs beside the start of generation, so a
+failure or a cancel can come while the push is still in flight, or from generation after it
+landed. These tests pin the moments the real services cannot be made to hit on cue;
+tests/integration/test_gateway.py runs the same class over the real services.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,7 +21,7 @@ from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import ChatOptions
-from chatstack.v1 import generation_pb2, session_pb2, tokenizer_pb2
+from chatstack.v1 import common_pb2, generation_pb2, session_pb2, tokenizer_pb2
 
 MESSAGE = "hello there"
 
@@ -33,6 +35,8 @@ class FakeDownstream:
         self.push_gate: asyncio.Event | None = None  # a push waits on it (then lands)
         self.push_started = asyncio.Event()
         self.render_error: Exception | None = None
+        self.generation_error: Exception | None = None  # raised by the stream before its first delta
+        self.generation_closed = asyncio.Event()
         self.after_read: Any = None  # called after GetContext answers
         self.created: dict[str, session_pb2.Session] = {}
         self.create_gate: asyncio.Event | None = None  # a create lands, then waits on it
@@ -47,6 +51,18 @@ class FakeDownstream:
                    timeout: float | None = None) -> Any:  # noqa: ASYNC109
         return await fn(request)
 
+    async def generate_stream(self, request: generation_pb2.GenerateStreamRequest
+                              ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
+        try:
+            await asyncio.sleep(0)
+            if self.generation_error is not None:
+                raise self.generation_error
+            yield generation_pb2.GenerateStreamResponse(delta=generation_pb2.GenerationDelta(text="hi", token_ids=[5]))
+            yield generation_pb2.GenerateStreamResponse(final=generation_pb2.GenerateResponse(
+                choices=[generation_pb2.Choice(text="hi", token_ids=[5], finish_reason=common_pb2.FINISH_REASON_STOP)]))
+        finally:
+            self.generation_closed.set()
+
     async def _model_info(self, request: Any) -> generation_pb2.GetModelInfoResponse:
         return generation_pb2.GetModelInfoResponse(max_model_len=2048)
 
@@ -58,7 +74,8 @@ class FakeDownstream:
         if self.render_error is not None and request.messages[-1].content == MESSAGE:  # not the probes
             raise self.render_error
         ids = [1] + [7 for m in request.messages for _ in range(len(m.content.split()) + 2)]
-        return tokenizer_pb2.ApplyChatTemplateResponse(prompt="p", token_ids=ids)
+        counts = [len(request.messages[i].content.split()) for i in request.count_messages]
+        return tokenizer_pb2.ApplyChatTemplateResponse(prompt="p", token_ids=ids, message_token_counts=counts)
 
     async def _create(self, request: session_pb2.CreateSessionRequest) -> session_pb2.CreateSessionResponse:
         sid = request.session_id or "picked-by-the-service"
@@ -103,7 +120,8 @@ class FakeDownstream:
 
 
 def dataplane(ds: FakeDownstream) -> ChatDataPlane:
-    return ChatDataPlane(GatewayConfig(), Backends(ds), GatewayMetrics())  # type: ignore[arg-type]
+    config = GatewayConfig(single_answer_scoring="off")  # the fake has no reward model
+    return ChatDataPlane(config, Backends(ds), GatewayMetrics())  # type: ignore[arg-type]
 
 
 async def first_event(flow: ChatDataPlane) -> Any:
@@ -111,12 +129,31 @@ async def first_event(flow: ChatDataPlane) -> Any:
         return event
 
 
-async def test_a_render_failure_after_the_push_landed_pops_the_user_turn() -> None:
+async def test_a_render_failure_writes_nothing() -> None:
     ds = FakeDownstream()
     ds.render_error = BackendUnavailable("tokenizer service unavailable: down")
     with pytest.raises(BackendUnavailable, match="tokenizer"):
         await first_event(dataplane(ds))
+    assert ds.turns == [] and ds.version == 1 and not ds.push_started.is_set()
+
+
+async def test_a_generation_failure_after_the_push_landed_pops_the_user_turn() -> None:
+    ds = FakeDownstream()
+    ds.generation_error = BackendUnavailable("generation service unavailable: down")
+    events = []
+    with pytest.raises(BackendUnavailable, match="generation"):
+        async for event in dataplane(ds).chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8)):
+            events.append(event)
+    assert len(events) == 1 and events[0].user_turn_id == "t1"  # the first event named the stored turn
     assert ds.turns == [] and ds.version == 3  # pushed, then popped
+
+
+async def test_a_whole_chat_stores_both_turns_with_the_counts_of_the_rendering_call() -> None:
+    ds = FakeDownstream()
+    events = [e async for e in dataplane(ds).chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8))]
+    assert [type(e).__name__ for e in events] == ["SessionEvent", "DeltaEvent", "FinalEvent"]
+    assert [(t.content, t.token_count) for t in ds.turns] == [(MESSAGE, 2), ("hi", 1)]
+    assert events[-1].reward_status == "off" and ds.version == 3
 
 
 async def test_a_cancel_while_the_push_is_in_flight_still_undoes_the_push() -> None:
@@ -142,6 +179,7 @@ async def test_a_session_changed_between_read_and_push_is_aborted_and_nothing_of
     with pytest.raises(VersionConflict):
         await first_event(dataplane(ds))
     assert [t.turn_id for t in ds.turns] == ["other"] and ds.version == 2
+    await asyncio.wait_for(ds.generation_closed.wait(), 5)  # the generation started beside it was cancelled
 
 
 async def cancel_once_the_session_landed(ds: FakeDownstream, flow: Any) -> None:
@@ -157,6 +195,7 @@ async def cancel_once_the_session_landed(ds: FakeDownstream, flow: Any) -> None:
     await asyncio.wait_for(ds.create_landed.wait(), 5)
     assert len(ds.created) == 1
     task.cancel()
+    asyncio.get_running_loop().call_soon(ds.create_gate.set)  # its answer comes after the cancel
     with pytest.raises(asyncio.CancelledError):
         await task
 

@@ -52,6 +52,7 @@ def test_decode_round_trips_plain_text(engine: TokenizerEngine) -> None:
          "messages[1].role: robot"),
         (lambda e: e.apply_chat_template([], True), "messages: empty"),
         (lambda e: e.apply_chat_template([("user", "a")] * 4, True), "messages: 4 exceed"),
+        (lambda e: e.apply_chat_template([("user", "a")], True, [0, 1]), "count_messages[1]: 1 is not"),
     ],
 )
 def test_bad_input_names_the_offending_item(engine: TokenizerEngine, call, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -60,7 +61,8 @@ def test_bad_input_names_the_offending_item(engine: TokenizerEngine, call, messa
 
 
 def test_chat_template_renders_roles_and_generation_prompt(engine: TokenizerEngine) -> None:
-    prompt, ids = engine.apply_chat_template([("system", "be brief"), ("user", "hi")], True)
+    prompt, ids, counts = engine.apply_chat_template([("system", "be brief"), ("user", "hi")], True, [1, 0])
+    assert counts == engine.count(["hi", "be brief"], False)
     assert prompt == "<s><|system|>\nbe brief<|end|>\n<|user|>\nhi<|end|>\n<|assistant|>\n"
     assert ids[0] == engine.info().special_tokens[0][2]  # BOS written once, by the template
     assert ids.count(ids[0]) == 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +49,9 @@ class ServerConfig(BaseSettings):
     default_deadline_seconds: float = Field(
         120.0, gt=0, description="Deadline assumed for a call whose client set none: bounds every "
         "backend wait (Redis, downstream services) of that call.")
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="The standalone process's event loop: the standard library's or "
+        "uvloop (libuv). Measured in tests/benchmarks/bench_event_loop.py.")
     log_level: str = Field("INFO", description="Python log level.")
 
     @classmethod

@@ -229,4 +229,8 @@ def run_service(config: Config, build_spec: Callable[[Config, CollectorRegistry]
         runtime = ServiceRuntime(config, build_spec(config, registry), registry, service)
         return await runtime.run_until_stopped()
 
+    if config.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
     return asyncio.run(main())

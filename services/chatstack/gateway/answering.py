@@ -8,7 +8,7 @@ gateway's `single_answer_scoring`; a later score is the dataplane's, once the an
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from chatstack.gateway.clients import GenerationClient, RewardClient
 from chatstack.gateway.config import GatewayConfig
@@ -45,7 +45,7 @@ class Answerer:
         self.metrics = metrics
 
     async def answer(self, prompt: Prompt, max_tokens: int, options: ChatOptions,
-                     clock: StageClock) -> AsyncIterator[DeltaEvent | Answer]:
+                     clock: StageClock) -> AsyncGenerator[DeltaEvent | Answer]:
         """Deltas of the answer, then the scored Answer."""
         sampling = sampling_params(self.config, options, max_tokens)
         if sampling.n == 1:

@@ -9,12 +9,20 @@ every call it makes carries that owner.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from chatstack.gateway.downstream import Downstream
 from chatstack.v1 import common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
 
 Messages = Sequence[common_pb2.ChatMessage]
+
+
+class Rendering(NamedTuple):
+    """A rendered chat template."""
+
+    text: str
+    ids: list[int]
+    counts: list[int]  # token counts of the messages asked for
 
 
 class TokenizerClient:
@@ -29,12 +37,14 @@ class TokenizerClient:
                                     tokenizer_pb2.CountTokensRequest(texts=texts))
         return list(reply.counts)
 
-    async def render(self, messages: Messages) -> tuple[str, list[int]]:
-        """The prompt text and token ids of messages, with the generation prompt."""
+    async def render(self, messages: Messages, count: Sequence[int] = ()) -> Rendering:
+        """The prompt text and token ids of messages, with the generation prompt, and the token
+        counts of the messages at the indices `count`."""
         reply = await self._ds.call("tokenizer", self._ds.tokenizer.ApplyChatTemplate,
                                     tokenizer_pb2.ApplyChatTemplateRequest(
-                                        messages=messages, add_generation_prompt=True))
-        return reply.prompt, list(reply.token_ids)
+                                        messages=messages, add_generation_prompt=True,
+                                        count_messages=count))
+        return Rendering(reply.prompt, list(reply.token_ids), list(reply.message_token_counts))
 
 
 class GenerationClient:

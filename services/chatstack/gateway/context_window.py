@@ -1,11 +1,10 @@
 """Choosing the turns the model sees: pure functions over token counts, no I/O.
 
 The session service answers GetContext with the newest whole turns that fit a budget. The
-gateway reads that window *before* it pushes the user's new message (so the read, the count of
-the message and, later, the push and the template rendering can run side by side) and then cuts
-the window locally: the newest turns that fit together with the new message. Because the service
-already returned the newest turns that fit the larger budget, the turns that fit the smaller one
-are a suffix of them, so no second read is needed.
+gateway reads that window *before* it pushes the user's new message (the push then runs beside
+generation) and cuts it locally: the newest turns that fit together with the new message.
+Because the service already returned the newest turns that fit the larger budget, the turns that
+fit the smaller one are a suffix of them, so no second read is needed.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """ChatDataPlane: the chat flows, transport-free (the gRPC servicer is one adapter over it).
 
-One Chat = session -> tokenizer -> generation -> reward -> session. Latency: the calls before
-generation run in two rounds, each two calls side by side: (1) count the message's tokens and read
-the session's context window (before the push), then (2) push the user turn (at the version read,
-so a concurrent change is ABORTED rather than answered from a stale window) and render the chat
-template.
+One Chat = session -> tokenizer -> generation -> reward -> session. Latency: one call to each
+service before generation, in sequence: read the session's context window, then render the chat
+template (the same tokenizer call counts the new message). The user turn is then pushed (at the
+version read, so a concurrent change is ABORTED rather than answered from a stale window) while
+the engine already works on the prompt; the first event, which names the stored user turn, waits
+for the push, the deltas follow. A new session is created the same way, beside generation.
 
 Consistency: a call that fails or is cancelled at any stage undoes its own session writes (pops
 its user turn with the version it produced, or deletes the session or fork it created: their ids
@@ -18,9 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 from chatstack.core.errors import (
     AlreadyExists,
@@ -36,29 +36,28 @@ from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.deferred_scoring import DeferredScorer
 from chatstack.gateway.downstream import StageClock
 from chatstack.gateway.metrics import GatewayMetrics
-from chatstack.gateway.model import Answer, ChatEvent, ChatOptions, FinalEvent, SessionEvent
+from chatstack.gateway.model import Answer, ChatEvent, ChatOptions, DeltaEvent, FinalEvent, SessionEvent
 from chatstack.gateway.prompting import ChatContext, Prompt, PromptBuilder, too_long
 from chatstack.gateway.rollback import Undo, undo_writes
 from chatstack.v1 import common_pb2, session_pb2
 
-A = TypeVar("A")
-B = TypeVar("B")
 # A session call that failed with one of these certainly changed nothing.
 REFUSED = (InvalidRequest, NotFound, FailedPrecondition, VersionConflict, AlreadyExists, Unauthenticated)
 
 
 @dataclass
 class Exchange:
-    """One answer being made: where it goes and what it answers."""
+    """One answer being made: where it goes and what it answers. The user turn it answers is
+    either stored already (`user_turn_id`, `version`) or being pushed (`undo.pending_push`)."""
 
     sessions: SessionClient
     undo: Undo
-    user_turn_id: str
-    version: int  # the session's version the answer is stored at
     prompt: Prompt
     max_tokens: int
     options: ChatOptions
     clock: StageClock
+    user_turn_id: str = ""
+    version: int = 0  # the session's version the answer is stored at
     replace_turn_id: str | None = None  # the assistant turn a regenerate replaces
 
 
@@ -97,18 +96,12 @@ class ChatDataPlane:
         return max_tokens
 
     # -- sessions -------------------------------------------------------------------------------
-    async def create_session(self, owner: str, system_prompt: str, metadata: dict[str, str] | None = None,
-                             also_count: str | None = None, session_id: str = "",
-                             ) -> tuple[session_pb2.Session, int]:
-        """A new session (with `session_id`, or one the session service picks); the system
-        prompt's tokens are counted in the same tokenizer call as `also_count` (a Chat's first
-        message), whose count is returned (0 if None)."""
-        texts = ([also_count] if also_count is not None else []) + ([system_prompt] if system_prompt else [])
-        counts = await self.backends.tokenizer.count(texts) if texts else []
-        session = await self.backends.sessions(owner).create(session_pb2.CreateSessionRequest(
-            session_id=session_id, system_prompt=system_prompt,
-            system_prompt_tokens=counts[-1] if system_prompt else 0, metadata=metadata or {}))
-        return session, (counts[0] if also_count is not None else 0)
+    async def create_session(self, owner: str, system_prompt: str,
+                             metadata: dict[str, str] | None = None) -> session_pb2.Session:
+        """A new session, its system prompt counted."""
+        counts = await self.backends.tokenizer.count([system_prompt]) if system_prompt else [0]
+        return await self.backends.sessions(owner).create(session_pb2.CreateSessionRequest(
+            system_prompt=system_prompt, system_prompt_tokens=counts[0], metadata=metadata or {}))
 
     def sessions(self, owner: str) -> SessionClient:
         """The session service as `owner` (GetSession, ListSessions, DeleteSession pass through)."""
@@ -124,39 +117,47 @@ class ChatDataPlane:
     # -- flows ----------------------------------------------------------------------------------
     async def chat(self, owner: str, session_id: str, system_prompt: str, message: str,
                    options: ChatOptions) -> AsyncIterator[ChatEvent]:
-        """Push the user message, answer it, store the answer; undo everything on failure."""
+        """Read the window, render the prompt, answer it while the user turn is stored, store the
+        answer; undo everything on failure."""
         max_tokens = self.check(message, options)
         clock, sessions = StageClock(), self.backends.sessions(owner)
         undo = Undo(session_id=session_id)
         try:
             budget = await self.prompts.budget(max_tokens, options)
             t = time.perf_counter()
-            if session_id:  # round 1: count the message | read the window
-                (user_tokens,), ctx = await _both(self.backends.tokenizer.count([message]),
-                                                  self.prompts.read(sessions, session_id, budget))
+            if session_id:
+                ctx = await self.prompts.read(sessions, session_id, budget)
             else:  # a new session holds only its system prompt: nothing to read
-                undo.session_id, undo.created = uuid.uuid4().hex, True
-                session, user_tokens = await self.create_session(
-                    owner, system_prompt, also_count=message, session_id=undo.session_id)
-                ctx = ChatContext(session.system_prompt, session.system_prompt_tokens, session.version)
+                undo.session_id = uuid.uuid4().hex  # chosen here, so a cancelled create is deleted
+                ctx = ChatContext(system_prompt, None, 0)
             t = clock.add("session_read", t)
-            ctx.append(common_pb2.ROLE_USER, message, user_tokens)
-            # round 2: push the user turn | render the prompt
-            undo.pending_push = asyncio.ensure_future(sessions.push(session_pb2.PushTurnRequest(
-                session_id=undo.session_id, role=common_pb2.ROLE_USER, content=message,
-                token_count=user_tokens, expected_version=ctx.version)))
-            prompt = await self.prompts.fit_and_render(ctx, budget, max_tokens)
-            t = clock.add("template", t)
-            pushed = await asyncio.shield(undo.pending_push)  # a cancel must not cut the push short
-            undo.pushed_version, undo.pending_push = pushed.version, None
-            clock.add("session_write", t)
-            exchange = Exchange(sessions, undo, pushed.turn.turn_id, pushed.version, prompt, max_tokens,
-                                options, clock)
+            ctx.append(common_pb2.ROLE_USER, message, None)
+            prompt = await self.prompts.fit_and_render(ctx, budget, max_tokens)  # counts the message too
+            clock.add("template", t)
+            # The user turn is stored (at the version read, so a concurrent change is ABORTED
+            # rather than answered from a stale window) while the engine starts on the prompt.
+            undo.pending_push = asyncio.ensure_future(self._store_user_turn(
+                sessions, undo, system_prompt if not session_id else None, ctx.version, message, prompt))
+            exchange = Exchange(sessions, undo, prompt, max_tokens, options, clock)
             async for event in self._answer_and_store(exchange):
                 yield event
         except BaseException:
             await undo_writes(sessions, undo, self.config.rollback_timeout_seconds, self.metrics)
             raise
+
+    async def _store_user_turn(self, sessions: SessionClient, undo: Undo, new_system_prompt: str | None,
+                               version: int, message: str, prompt: Prompt) -> session_pb2.PushTurnResponse:
+        """Push the user turn at `version`, creating the session first when `new_system_prompt`
+        is given (a new-session Chat)."""
+        if new_system_prompt is not None:
+            undo.created = True  # set before the call: a create cut short may still land
+            session = await sessions.create(session_pb2.CreateSessionRequest(
+                session_id=undo.session_id, system_prompt=new_system_prompt,
+                system_prompt_tokens=prompt.system_tokens))
+            version = session.version
+        return await sessions.push(session_pb2.PushTurnRequest(
+            session_id=undo.session_id, role=common_pb2.ROLE_USER, content=message,
+            token_count=prompt.message_tokens, expected_version=version))
 
     async def edit(self, owner: str, session_id: str, turn_id: str, message: str,
                    options: ChatOptions) -> AsyncIterator[ChatEvent]:
@@ -205,8 +206,9 @@ class ChatDataPlane:
         prompt = await self.prompts.fit_and_render(ctx, budget, max_tokens)
         clock.add("template", t)
         # Nothing is written before the answer is ready: nothing to undo.
-        exchange = Exchange(sessions, Undo(session_id=session_id), turns[0].turn_id, top.version, prompt,
-                            max_tokens, options, clock, replace.turn_id if replace else None)
+        exchange = Exchange(sessions, Undo(session_id=session_id), prompt, max_tokens, options, clock,
+                            user_turn_id=turns[0].turn_id, version=top.version,
+                            replace_turn_id=replace.turn_id if replace else None)
         async for event in self._answer_and_store(exchange):
             yield event
 
@@ -229,14 +231,29 @@ class ChatDataPlane:
     # -- the shared end: answer, store ----------------------------------------------------------
     async def _answer_and_store(self, ex: Exchange) -> AsyncIterator[ChatEvent]:
         prompt, clock = ex.prompt, ex.clock
-        yield SessionEvent(ex.undo.session_id, ex.undo.created, ex.user_turn_id, prompt.context_turns,
-                           prompt.truncated, len(prompt.ids), prompt.text if ex.options.echo_prompt else "")
+        answering = self.answerer.answer(prompt, ex.max_tokens, ex.options, clock)
+        first = asyncio.ensure_future(anext(answering))  # the engine starts while the turn is stored
         answer: Answer | None = None
-        async for item in self.answerer.answer(prompt, ex.max_tokens, ex.options, clock):
-            if isinstance(item, Answer):
-                answer = item
-            else:
-                yield item
+        try:
+            if ex.undo.pending_push is not None:
+                pushed = await asyncio.shield(ex.undo.pending_push)  # a cancel must not cut it short
+                ex.undo.pushed_version, ex.undo.pending_push = pushed.version, None
+                ex.user_turn_id, ex.version = pushed.turn.turn_id, pushed.version
+            yield SessionEvent(ex.undo.session_id, ex.undo.created, ex.user_turn_id,
+                               prompt.context_turns, prompt.truncated, len(prompt.ids),
+                               prompt.text if ex.options.echo_prompt else "")
+            item: DeltaEvent | Answer | None = await first
+            while item is not None:
+                if isinstance(item, Answer):
+                    answer = item
+                else:
+                    yield item
+                item = await anext(answering, None)
+        finally:
+            if not first.done():
+                first.cancel()
+                await asyncio.gather(first, return_exceptions=True)
+            await answering.aclose()  # early: cancels the generation stream, the engine aborts
         if answer is None or not answer.text:
             raise FailedPrecondition("the model produced an empty answer; regenerate")
         t = time.perf_counter()
@@ -268,13 +285,3 @@ class ChatDataPlane:
             token_count=len(answer.token_ids),  # the generated ids are the answer's tokens: no recount
             metadata=metadata, expected_version=version))
 
-
-async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
-    """Await two calls side by side; both finish before the first failure (in argument order) is
-    raised, so nothing is left running unobserved."""
-    a, b = await asyncio.gather(first, second, return_exceptions=True)
-    if isinstance(a, BaseException):
-        raise a
-    if isinstance(b, BaseException):
-        raise b
-    return a, b

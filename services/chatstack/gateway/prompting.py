@@ -1,10 +1,12 @@
-"""Building the prompt the model sees: a session's context window, cut to the generator's length
-on the exact rendered token count.
+"""Building the prompt the model sees: a session's context window, cut to the budget and to the
+generator's length on the exact rendered token count.
 
 The session service answers GetContext with the newest whole turns that fit a budget; the
-gateway appends the message being answered, keeps the newest turns that fit with it, renders them
-with the tokenizer service's chat template, and drops more of the oldest turns while the rendering
-plus max_tokens is still too long (template tokens; stored counts that differ from a rendering).
+gateway appends the message being answered, keeps the newest turns that fit with it, and renders
+them with the tokenizer service's chat template. The same tokenizer call counts the new message
+(and a new session's system prompt), so no separate count precedes it. While the rendering plus
+max_tokens exceeds the model's length, or the counts exceed the budget, more of the oldest turns
+are dropped and the rest rendered again (only when the window is tight).
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ class ChatContext:
     message being answered as the last turn once it is appended."""
 
     system_prompt: str
-    system_tokens: int
+    system_tokens: int | None  # None: not counted yet (a new session's)
     version: int
     omitted: int = 0  # older turns the read already left out
     messages: list[common_pb2.ChatMessage] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
+    tokens: list[int | None] = field(default_factory=list)  # None: not counted yet (the new message)
     turn_ids: list[str] = field(default_factory=list)
 
-    def append(self, role: int, content: str, tokens: int, turn_id: str = "") -> None:
+    def append(self, role: int, content: str, tokens: int | None, turn_id: str = "") -> None:
         """Add a turn on top."""
         self.messages.append(common_pb2.ChatMessage(role=role, content=content))  # type: ignore[arg-type]
         self.tokens.append(tokens)
@@ -45,13 +47,15 @@ class ChatContext:
 
 @dataclass(frozen=True)
 class Prompt:
-    """The rendered context sent to the model."""
+    """The rendered context sent to the model, with the counts the rendering call made."""
 
     messages: list[common_pb2.ChatMessage]
     text: str
     ids: list[int]
     context_turns: int
     truncated: bool
+    message_tokens: int  # tokens of the message being answered
+    system_tokens: int  # tokens of the system prompt (0 without one)
 
 
 def too_long(limit: int, max_tokens: int) -> str:
@@ -74,11 +78,11 @@ class PromptBuilder:
             def msgs(n: int) -> list[common_pb2.ChatMessage]:
                 return [common_pb2.ChatMessage(role=common_pb2.ROLE_USER if i % 2 == 0 else
                                                common_pb2.ROLE_ASSISTANT, content="x") for i in range(n)]
-            one = await self.tokenizer.render(msgs(1))
+            one = await self.tokenizer.render(msgs(1), count=[0])
             three = await self.tokenizer.render(msgs(3))
-            x = (await self.tokenizer.count(["x"]))[0]
-            per_message = max(0, (len(three[1]) - len(one[1])) // 2 - x)
-            self._overhead = (max(0, len(one[1]) - x - per_message), per_message)
+            x = one.counts[0]
+            per_message = max(0, (len(three.ids) - len(one.ids)) // 2 - x)
+            self._overhead = (max(0, len(one.ids) - x - per_message), per_message)
         return self._overhead
 
     async def budget(self, max_tokens: int, options: ChatOptions) -> int:
@@ -103,22 +107,43 @@ class PromptBuilder:
 
     async def fit_and_render(self, ctx: ChatContext, budget: int, max_tokens: int) -> Prompt:
         """Keep the newest turns (the last, the one being answered, always) that fit the budget,
-        render them; while the rendered prompt plus max_tokens still exceeds the model's length,
-        drop more of the oldest turns and render again: by the estimate, and at least one turn
-        per round, so a conversation of any length converges on the exact rendered count."""
+        render them, counting what `ctx` has not counted yet in the same call; while the counts
+        exceed the budget or the rendered prompt plus max_tokens exceeds the model's length, drop
+        more of the oldest turns and render again: by the estimate, and at least one turn per
+        round, so a conversation of any length converges on the exact rendered count."""
         limit = await self.generation.max_model_len()
         _, per_message = await self.template_overhead()
-        first = len(ctx.tokens) - newest_that_fit(ctx.tokens, budget - ctx.system_tokens)
         system = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=ctx.system_prompt)] \
             if ctx.system_prompt else []
-        while first < len(ctx.tokens):  # the message being answered always stays
+        if not system:
+            ctx.system_tokens = 0
+        older = ctx.tokens[:-1]
+        first = len(older) - newest_that_fit(
+            [t or 0 for t in older], budget - (ctx.system_tokens or 0) - (ctx.tokens[-1] or 0))
+        while True:
             messages = system + ctx.messages[first:]
-            text, ids = await self.tokenizer.render(messages)
-            excess = len(ids) + max_tokens - limit
-            if excess <= 0:
-                return Prompt(messages, text, ids, len(ctx.tokens) - first, ctx.omitted + first > 0)
-            if first == len(ctx.tokens) - 1:
+            uncounted = ([len(messages) - 1] if ctx.tokens[-1] is None else []) + \
+                ([0] if ctx.system_tokens is None else [])
+            rendering = await self.tokenizer.render(messages, count=uncounted)
+            for index, tokens in zip(uncounted, rendering.counts, strict=True):
+                if index == 0 and system:
+                    ctx.system_tokens = tokens
+                else:
+                    ctx.tokens[-1] = tokens
+            kept = [t or 0 for t in ctx.tokens[first:]]
+            over_budget = (ctx.system_tokens or 0) + sum(kept) - budget
+            excess = len(rendering.ids) + max_tokens - limit
+            if excess <= 0 and over_budget <= 0:
+                return Prompt(messages, rendering.text, rendering.ids, len(kept), ctx.omitted + first > 0,
+                              kept[-1], ctx.system_tokens or 0)
+            if len(kept) == 1:
                 break  # only the message being answered is left, and it does not fit
-            drop = turns_to_drop(ctx.tokens[first:-1], excess, per_message)
-            first += max(1, drop if drop is not None else len(ctx.tokens) - 1 - first)
+            drop = max(_to_drop(kept[:-1], over_budget, 0), _to_drop(kept[:-1], excess, per_message))
+            first += max(1, drop)
         raise InvalidRequest(too_long(limit, max_tokens))
+
+
+def _to_drop(older: list[int], excess: int, per_message: int) -> int:
+    """How many of the oldest turns free `excess` tokens (all of them if that is not enough)."""
+    drop = turns_to_drop(older, excess, per_message)
+    return len(older) if drop is None else drop

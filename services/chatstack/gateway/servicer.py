@@ -101,8 +101,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def CreateSession(self, request: chat_pb2.ChatServiceCreateSessionRequest,
                             context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceCreateSessionResponse:
         """Create a session."""
-        session, _ = await self.flow.create_session(self._owner(context), request.system_prompt,
-                                                    dict(request.metadata))
+        session = await self.flow.create_session(self._owner(context), request.system_prompt,
+                                                 dict(request.metadata))
         return chat_pb2.ChatServiceCreateSessionResponse(session=session)
 
     async def GetSession(self, request: chat_pb2.ChatServiceGetSessionRequest,

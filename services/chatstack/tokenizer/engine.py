@@ -180,9 +180,11 @@ class TokenizerEngine:
         )
 
     def apply_chat_template(
-        self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool
-    ) -> tuple[str, list[int]]:
-        """Render (role, content) messages; returns the prompt text and its token ids."""
+        self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool,
+        count_messages: Sequence[int] = (),
+    ) -> tuple[str, list[int], list[int]]:
+        """Render (role, content) messages; returns the prompt text, its token ids and the token
+        counts of the contents of the messages at `count_messages` (indices)."""
         if self.chat_template is None:
             raise InvalidRequest(f"model {self.model_name} has no chat template")
         if not messages:
@@ -203,14 +205,21 @@ class TokenizerEngine:
                     f"{self.limits.max_text_chars}"
                 )
         self._check_request_chars(sum(len(c) for _, c in messages), "messages")
+        for i, index in enumerate(count_messages):
+            if index >= len(messages):
+                raise InvalidRequest(f"count_messages[{i}]: {index} is not a message index "
+                                     f"(there are {len(messages)} messages)")
         prompt = self.chat_template.render(
             [{"role": r, "content": c} for r, c in messages], add_generation_prompt
         )
         # The template already wrote BOS and role markers as text: don't add them again.
-        # encode_batch releases the GIL while it runs (encode does not).
-        ids = self.tokenizer.encode_batch_fast([prompt], add_special_tokens=False)[0].ids
+        # encode_batch releases the GIL while it runs (encode does not); the counted contents
+        # are encoded in the same batch.
+        encodings = self.tokenizer.encode_batch_fast(
+            [prompt, *(messages[i][1] for i in count_messages)], add_special_tokens=False)
+        ids = encodings[0].ids
         self._check_tokens(len(ids), "messages")
-        return prompt, ids
+        return prompt, ids, [len(e.ids) for e in encodings[1:]]
 
     def info(self) -> TokenizerInfo:
         """Vocabulary size, special tokens, max length and model name."""

@@ -86,10 +86,11 @@ class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServiceServicer):
     ) -> tokenizer_pb2.ApplyChatTemplateResponse:
         """Render the conversation with the model's chat template."""
         messages = messages_from_proto(list(request.messages))
-        prompt, ids = await self.offload.run(_chars(c for _, c in messages),
-                                             self.engine.apply_chat_template, messages,
-                                             request.add_generation_prompt)
-        return tokenizer_pb2.ApplyChatTemplateResponse(prompt=prompt, token_ids=ids)
+        prompt, ids, counts = await self.offload.run(
+            _chars(c for _, c in messages), self.engine.apply_chat_template, messages,
+            request.add_generation_prompt, list(request.count_messages))
+        return tokenizer_pb2.ApplyChatTemplateResponse(prompt=prompt, token_ids=ids,
+                                                       message_token_counts=counts)
 
     async def GetInfo(
         self, request: tokenizer_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
