@@ -101,7 +101,7 @@ def on_serve(models: Path, tmp: Path, clients: int, seconds: float,
                     grpc_options={"port": port, "grpc_servicer_functions": apps.GRPC_SERVICER_FUNCTIONS})
         one = {"min_replicas": 1, "max_replicas": 1}
         small = {"num_cpus": 0.1}
-        args = local_app_args(models, redis.url, port, {"api_keys": f"bench:{hash_key(KEY)}"})
+        args = local_app_args(models, redis.url, {"api_keys": f"bench:{hash_key(KEY)}"})
         serve.run_many([serve.RunTarget(apps.DEPLOYMENTS[n].options(autoscaling_config=one, ray_actor_options=small)
                                         .bind(a), name=n, route_prefix=f"/{n}") for n, a in args.items()])
         target = f"127.0.0.1:{port}"

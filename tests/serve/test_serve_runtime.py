@@ -56,7 +56,7 @@ def serve_stack(serve_instance: int, models_dir: Path, tmp_path_factory: pytest.
     redis = RedisProcess(free_port(), tmp_path_factory.mktemp("serve-redis")).start()
     small = {"num_cpus": 0.1, "num_gpus": 0}
     one = {"min_replicas": 1, "max_replicas": 1}
-    args = local_app_args(models_dir, redis.url, serve_instance, {"api_keys": f"alice:{hash_key(KEY)}"})
+    args = local_app_args(models_dir, redis.url, {"api_keys": f"alice:{hash_key(KEY)}"})
     try:
         serve.run_many([  # deploy all five at once; the engines load in parallel
             serve.RunTarget(apps.DEPLOYMENTS[name].options(ray_actor_options=small, autoscaling_config=one)

@@ -35,7 +35,7 @@ def test_every_import_path_builds_an_application_and_args_are_config_fields() ->
         module, _, attr = app["import_path"].partition(":")
         built = getattr(importlib.import_module(module), attr)(app["args"])
         assert isinstance(built, Application)
-        fields = set(configs[app["name"]].model_fields) | {"serve_proxy_address"}
+        fields = set(configs[app["name"]].model_fields)
         assert set(app["args"]) <= fields, f"{app['name']}: unknown args {set(app['args']) - fields}"
         names = {d["name"] for d in app["deployments"]}
         assert names == {f"{app['name'].capitalize()}Deployment"}

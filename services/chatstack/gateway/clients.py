@@ -1,4 +1,5 @@
-"""Typed clients of the four backend services, over `Downstream`'s channels.
+"""Typed clients of the four backend services, over a transport: gRPC channels (`Downstream`)
+or, on Ray Serve, deployment handles (`chatstack.serve.handle_downstream`).
 
 Each method is one call in the gateway's terms (texts in, counts out; a session's turns), with the
 stub, request building, deadline, metadata and error mapping hidden here once, so the chat flows
@@ -8,13 +9,32 @@ every call it makes carries that owner.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar
 
-from chatstack.gateway.downstream import Downstream
 from chatstack.v1 import common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
 
 Messages = Sequence[common_pb2.ChatMessage]
+T = TypeVar("T")
+
+
+class Transport(Protocol):
+    """What the typed clients need of a transport: one stub per service (its attributes are the
+    RPCs), a unary call with deadline, metadata and error mapping, and the generation stream.
+    `Downstream` (gRPC) and `HandleDownstream` (Serve handles) implement it."""
+
+    tokenizer: Any
+    generation: Any
+    reward: Any
+    session: Any
+
+    async def call(self, service: str, fn: Callable[..., Awaitable[T]], request: Any,
+                   owner: str | None = None, timeout: float | None = None) -> T: ...  # noqa: ASYNC109
+
+    def generate_stream(self, request: generation_pb2.GenerateStreamRequest
+                        ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]: ...
+
+    async def close(self) -> None: ...
 
 
 class Rendering(NamedTuple):
@@ -28,7 +48,7 @@ class Rendering(NamedTuple):
 class TokenizerClient:
     """Counts and chat templates from the tokenizer service."""
 
-    def __init__(self, ds: Downstream) -> None:
+    def __init__(self, ds: Transport) -> None:
         self._ds = ds
 
     async def count(self, texts: list[str]) -> list[int]:
@@ -50,7 +70,7 @@ class TokenizerClient:
 class GenerationClient:
     """Generation over token ids, and the model's context length (asked once)."""
 
-    def __init__(self, ds: Downstream) -> None:
+    def __init__(self, ds: Transport) -> None:
         self._ds = ds
         self._max_model_len: int | None = None
 
@@ -78,7 +98,7 @@ class GenerationClient:
 class RewardClient:
     """Scores and rankings; the reward service fits long conversations to its own window."""
 
-    def __init__(self, ds: Downstream) -> None:
+    def __init__(self, ds: Transport) -> None:
         self._ds = ds
 
     async def score(self, conversation: Messages, response: str) -> float:
@@ -98,7 +118,7 @@ class RewardClient:
 class SessionClient:
     """One owner's view of the session service."""
 
-    def __init__(self, ds: Downstream, owner: str) -> None:
+    def __init__(self, ds: Transport, owner: str) -> None:
         self._ds = ds
         self.owner = owner
 
@@ -161,7 +181,7 @@ class SessionClient:
 class Backends:
     """The typed clients of one gateway (one set of channels)."""
 
-    def __init__(self, ds: Downstream) -> None:
+    def __init__(self, ds: Transport) -> None:
         self._ds = ds
         self.tokenizer = TokenizerClient(ds)
         self.generation = GenerationClient(ds)

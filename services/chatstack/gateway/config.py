@@ -34,9 +34,6 @@ class GatewayConfig(ServerConfig):
     max_best_of: int = Field(8, ge=1, description="Largest best_of.")
     max_message_chars: int = Field(32_000, ge=1, description="Longest user message.")
     default_temperature: float = Field(0.8, ge=0, description="Temperature when unset.")
-    via_serve_proxy: bool = Field(
-        False, description="Backends are Ray Serve applications behind one gRPC proxy: add the "
-        "`application: <service>` metadata Serve routes on (the Ray runtime sets this).")
     single_answer_scoring: Literal["sync", "async", "off"] = Field(
         "sync", description="Reward scoring of a single (not best-of-n) answer: `sync` scores it "
         "before the final message (its latency is the reward call's); `async` stores the answer "

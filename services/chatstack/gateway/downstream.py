@@ -61,8 +61,11 @@ CHANNEL_OPTIONS = [
 
 def map_rpc_error(service: str, err: grpc.aio.AioRpcError) -> errors.ChatstackError:
     """A downstream failure as a domain error naming the service."""
-    code = err.code()
-    details = err.details() or code.name
+    return map_status(service, err.code(), err.details() or err.code().name)
+
+
+def map_status(service: str, code: grpc.StatusCode, details: str) -> errors.ChatstackError:
+    """A downstream status as a domain error naming the service (any transport)."""
     if code in _PASS_THROUGH_DETAILS:
         return _MAPPED[code](details)
     cls = _MAPPED.get(code)
@@ -104,8 +107,6 @@ class Downstream:
         """One unary call with deadline, metadata and error mapping (`timeout` is the gRPC
         deadline of this call, default: the client's remaining deadline)."""
         extra = {OWNER_KEY: owner} if owner else {}
-        if self.config.via_serve_proxy:
-            extra["application"] = service
         try:
             return await fn(request, timeout=timeout or self.timeout(),
                             metadata=downstream_metadata(extra))
@@ -116,9 +117,8 @@ class Downstream:
                               ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
         """GenerateStream; closing the iterator (or cancelling the task) cancels the RPC,
         which aborts the request in the engine."""
-        extra = {"application": "generation"} if self.config.via_serve_proxy else {}
         call = self.generation.GenerateStream(request, timeout=self.timeout(),
-                                              metadata=downstream_metadata(extra))
+                                              metadata=downstream_metadata())
         try:
             async for message in call:
                 yield message
@@ -142,5 +142,5 @@ class StageClock:
         return now
 
 
-__all__ = ["Downstream", "StageClock", "generation_pb2", "map_rpc_error", "reward_pb2",
+__all__ = ["Downstream", "StageClock", "generation_pb2", "map_rpc_error", "map_status", "reward_pb2",
            "session_pb2", "tokenizer_pb2"]

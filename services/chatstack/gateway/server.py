@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from chatstack.core.metrics import MetricFactory
 from chatstack.core.server import ServiceSpec, run_service, servicer_spec
 from chatstack.gateway.auth import ApiKeyAuthenticator
-from chatstack.gateway.clients import Backends
+from chatstack.gateway.clients import Backends, Transport
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.downstream import Downstream
@@ -21,13 +21,15 @@ from chatstack.v1 import chat_pb2, chat_pb2_grpc
 SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 
 
-def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactory) -> ServiceSpec:
-    """The gateway's spec. It is SERVING once its keys load: downstream outages are reported per
+def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactory,
+               transport: Transport | None = None) -> ServiceSpec:
+    """The gateway's spec, its backends over `transport` (default: gRPC channels to the
+    configured addresses). It is SERVING once its keys load: downstream outages are reported per
     call (UNAVAILABLE naming the service), not by taking the gateway out of rotation.
 
     Call it with an event loop running: the downstream channels are `grpc.aio` channels."""
     auth = ApiKeyAuthenticator.from_config(config.api_keys_file, config.api_keys)
-    backends = Backends(Downstream(config))
+    backends = Backends(transport or Downstream(config))
     dataplane = ChatDataPlane(config, backends, GatewayMetrics(registry))
     return servicer_spec(SERVICE_NAME, ChatServicer(dataplane, auth),
                          chat_pb2_grpc.add_ChatServiceServicer_to_server, stop=dataplane.close)

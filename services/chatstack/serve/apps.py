@@ -26,6 +26,7 @@ from chatstack.generation import server as generation_server
 from chatstack.generation.config import GenerationConfig
 from chatstack.reward import server as reward_server
 from chatstack.reward.config import RewardConfig
+from chatstack.serve.handle_downstream import HandleDownstream
 from chatstack.serve.ingress import ServeIngress, ingress_class
 from chatstack.serve.ray_metrics import RayMetricFactory
 from chatstack.session import server as session_server
@@ -92,15 +93,14 @@ class _RewardBase(_SpecIngress):
     config_class, build_spec = RewardConfig, reward_server.build_spec
 
 
-class _GatewayBase(_SpecIngress):
-    config_class, build_spec = GatewayConfig, gateway_server.build_spec
+def _gateway_over_handles(config: GatewayConfig, metrics: MetricFactory) -> ServiceSpec:
+    """The gateway with its backends reached through their Serve deployment handles (no trip
+    through the gRPC proxy; see `chatstack.serve.handle_downstream`)."""
+    return gateway_server.build_spec(config, metrics, HandleDownstream(config))
 
-    def make_config(self, args: dict[str, Any]) -> ServerConfig:
-        """Every backend is reached through this node's Serve gRPC proxy, routed by the
-        `application` metadata (see README: "Gateway -> services on Ray Serve")."""
-        proxy = args.pop("serve_proxy_address", "127.0.0.1:9000")
-        backends = {f"{name}_address": proxy for name in ("tokenizer", "generation", "reward", "session")}
-        return GatewayConfig(**backends, via_serve_proxy=True, **args)
+
+class _GatewayBase(_SpecIngress):
+    config_class, build_spec = GatewayConfig, _gateway_over_handles
 
 
 def _deployment(name: str, service: Any, base: type, num_cpus: float, autoscaling: dict[str, Any],

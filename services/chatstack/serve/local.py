@@ -25,8 +25,7 @@ def load_serve_config(path: str | Path) -> dict[str, Any]:
     return dict(yaml.safe_load(Path(path).read_text()))
 
 
-def local_app_args(models: Path, redis_url: str, proxy_port: int,
-                   gateway_keys: dict[str, str]) -> dict[str, dict[str, Any]]:
+def local_app_args(models: Path, redis_url: str, gateway_keys: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Each application's args on one machine: tiny models, a local Redis, small KV caches, the
     two engines on disjoint cores; `gateway_keys` is {"api_keys": ...} or {"api_keys_file": ...}."""
     return {
@@ -36,14 +35,13 @@ def local_app_args(models: Path, redis_url: str, proxy_port: int,
                        **engine_placement(0)},
         "reward": {"model": str(models / "reward"), "dtype": "float32", "cpu_kvcache_space_gib": 1,
                    **engine_placement(1)},
-        "gateway": {**gateway_keys, "serve_proxy_address": f"127.0.0.1:{proxy_port}"},
+        "gateway": dict(gateway_keys),
     }
 
 
 def localize(config: dict[str, Any], models: Path, redis_url: str, keys_file: Path) -> dict[str, Any]:
     """Args for a laptop: tiny models, local Redis, local keys file, small KV caches."""
-    local = local_app_args(models, redis_url, config["grpc_options"]["port"],
-                           {"api_keys_file": str(keys_file)})
+    local = local_app_args(models, redis_url, {"api_keys_file": str(keys_file)})
     for app in config["applications"]:
         app["args"] = {**app.get("args", {}), **local.get(app["name"], {})}
         for deployment in app.get("deployments", []):
