@@ -13,6 +13,7 @@ Run: `python -m tests.benchmarks.bench_serve --models-dir .models/tiny`.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -77,7 +78,10 @@ def standalone(models: Path, tmp: Path, clients: int, seconds: float, max_tokens
                                             (*flags[name], "--log-level", "WARNING"), timeout=300))
         target = f"127.0.0.1:{ports['gateway']}"
         closed_loop(lambda: ChatClient(target, KEY), 1, 3, max_tokens)  # warm-up
-        return closed_loop(lambda: ChatClient(target, KEY), clients, seconds, max_tokens)
+        before = machine_cpu()
+        latencies = closed_loop(lambda: ChatClient(target, KEY), clients, seconds, max_tokens)
+        report_cpu(before, machine_cpu(), len(latencies), "standalone")
+        return latencies
     finally:
         for p in reversed(procs):
             p.stop()
@@ -110,7 +114,9 @@ def on_serve(models: Path, tmp: Path, clients: int, seconds: float,
             return ChatClient(target, KEY, application="gateway")
 
         closed_loop(client, 1, 3, max_tokens)  # warm-up
+        before = machine_cpu()
         latencies = closed_loop(client, clients, seconds, max_tokens)
+        report_cpu(before, machine_cpu(), len(latencies), "Ray Serve")
         for name in args:
             serve.delete(name)
         scaling = autoscale_step(models, port)
@@ -164,6 +170,36 @@ def autoscale_step(models: Path, port: int) -> dict[str, float]:
             w.join(60)
         serve.delete("step")
     return result
+
+
+def machine_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds (utime + stime) of every process on the machine, with its title (Ray names
+    its workers by what they run: `ray::ServeReplica:generation:...`, `ray::ProxyActor`)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        out[int(entry.name)] = (title.rsplit("/", 1)[-1][:60], (int(fields[11]) + int(fields[12])) / ticks)
+    return out
+
+
+def report_cpu(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], chats: int,
+               label: str) -> None:
+    """The processes that used the most CPU during the measured loop, in ms per Chat."""
+    used: dict[str, float] = {}
+    for pid, (title, seconds) in after.items():
+        used[title] = used.get(title, 0.0) + seconds - before.get(pid, (title, 0.0))[1]
+    top = sorted(used.items(), key=lambda kv: -kv[1])[:12]
+    total = sum(used.values())
+    print(f"  {label}: machine CPU {1e3 * total / max(1, chats):.1f} ms per Chat; top processes (ms per Chat):")
+    for title, seconds in top:
+        print(f"    {1e3 * seconds / max(1, chats):7.1f}  {title}")
 
 
 def pct(values: list[float], q: float) -> float:
