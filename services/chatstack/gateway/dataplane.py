@@ -33,6 +33,7 @@ from chatstack.core.errors import (
 from chatstack.gateway.answering import Answerer
 from chatstack.gateway.clients import Backends, SessionClient
 from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.conversations import Conversations
 from chatstack.gateway.deferred_scoring import DeferredScorer
 from chatstack.gateway.downstream import StageClock
 from chatstack.gateway.metrics import GatewayMetrics
@@ -72,6 +73,7 @@ class ChatDataPlane:
         self.answerer = Answerer(config, backends.generation, backends.reward, metrics)
         self.scorer = DeferredScorer(backends.reward, metrics, config.max_pending_scores,
                                      config.deferred_score_timeout_seconds)
+        self.conversations = Conversations(backends)  # the session RPCs that are not chat flows
 
     async def close(self) -> None:
         """Finish (or, after the grace period, cancel) pending scorings; close the channels."""
@@ -95,25 +97,6 @@ class ChatDataPlane:
             raise InvalidRequest(f"options.best_of: {options.best_of} exceeds the limit of {c.max_best_of}")
         return max_tokens
 
-    # -- sessions -------------------------------------------------------------------------------
-    async def create_session(self, owner: str, system_prompt: str,
-                             metadata: dict[str, str] | None = None) -> session_pb2.Session:
-        """A new session, its system prompt counted."""
-        counts = await self.backends.tokenizer.count([system_prompt]) if system_prompt else [0]
-        return await self.backends.sessions(owner).create(session_pb2.CreateSessionRequest(
-            system_prompt=system_prompt, system_prompt_tokens=counts[0], metadata=metadata or {}))
-
-    def sessions(self, owner: str) -> SessionClient:
-        """The session service as `owner` (GetSession, ListSessions, DeleteSession pass through)."""
-        return self.backends.sessions(owner)
-
-    async def history(self, owner: str, session_id: str, page_size: int,
-                      page_token: str) -> tuple[str, session_pb2.ListTurnsResponse]:
-        """The system prompt and a page of turns, oldest first."""
-        sessions = self.backends.sessions(owner)
-        session = await sessions.get(session_id)
-        return session.system_prompt, await sessions.turns(session_id, page_size, page_token)
-
     # -- flows ----------------------------------------------------------------------------------
     async def chat(self, owner: str, session_id: str, system_prompt: str, message: str,
                    options: ChatOptions) -> AsyncIterator[ChatEvent]:
@@ -136,8 +119,8 @@ class ChatDataPlane:
             clock.add("template", t)
             # The user turn is stored (at the version read, so a concurrent change is ABORTED
             # rather than answered from a stale window) while the engine starts on the prompt.
-            undo.pending_push = asyncio.ensure_future(self._store_user_turn(
-                sessions, undo, system_prompt if not session_id else None, ctx.version, message, prompt))
+            undo.pending_push = asyncio.ensure_future(
+                self._store_user_turn(sessions, undo, ctx, prompt, create=not session_id))
             exchange = Exchange(sessions, undo, prompt, max_tokens, options, clock)
             async for event in self._answer_and_store(exchange):
                 yield event
@@ -145,18 +128,20 @@ class ChatDataPlane:
             await undo_writes(sessions, undo, self.config.rollback_timeout_seconds, self.metrics)
             raise
 
-    async def _store_user_turn(self, sessions: SessionClient, undo: Undo, new_system_prompt: str | None,
-                               version: int, message: str, prompt: Prompt) -> session_pb2.PushTurnResponse:
-        """Push the user turn at `version`, creating the session first when `new_system_prompt`
-        is given (a new-session Chat)."""
-        if new_system_prompt is not None:
+    @staticmethod
+    async def _store_user_turn(sessions: SessionClient, undo: Undo, ctx: ChatContext, prompt: Prompt,
+                               create: bool) -> session_pb2.PushTurnResponse:
+        """Push the message being answered (ctx's top) at the version read, creating the session
+        with ctx's system prompt first when `create`."""
+        version = ctx.version
+        if create:
             undo.created = True  # set before the call: a create cut short may still land
             session = await sessions.create(session_pb2.CreateSessionRequest(
-                session_id=undo.session_id, system_prompt=new_system_prompt,
+                session_id=undo.session_id, system_prompt=ctx.system_prompt,
                 system_prompt_tokens=prompt.system_tokens))
             version = session.version
         return await sessions.push(session_pb2.PushTurnRequest(
-            session_id=undo.session_id, role=common_pb2.ROLE_USER, content=message,
+            session_id=undo.session_id, role=common_pb2.ROLE_USER, content=ctx.messages[-1].content,
             token_count=prompt.message_tokens, expected_version=version))
 
     async def edit(self, owner: str, session_id: str, turn_id: str, message: str,
@@ -211,22 +196,6 @@ class ChatDataPlane:
                             replace_turn_id=replace.turn_id if replace else None)
         async for event in self._answer_and_store(exchange):
             yield event
-
-    async def undo_last(self, owner: str, session_id: str) -> tuple[list[session_pb2.Turn], int]:
-        """Pop the last user/assistant exchange (or a lone unanswered user turn)."""
-        sessions = self.backends.sessions(owner)
-        top = await sessions.peek(session_id, 2)
-        turns = list(top.turns)
-        if not turns:
-            raise FailedPrecondition("nothing to undo: the session is empty")
-        count = 2 if (len(turns) == 2 and turns[0].role == common_pb2.ROLE_ASSISTANT
-                      and turns[1].role == common_pb2.ROLE_USER) else 1
-        removed, version = [], top.version
-        for _ in range(count):
-            popped = await sessions.pop(session_id, version)
-            removed.append(popped.turn)
-            version = popped.version
-        return removed, version
 
     # -- the shared end: answer, store ----------------------------------------------------------
     async def _answer_and_store(self, ex: Exchange) -> AsyncIterator[ChatEvent]:

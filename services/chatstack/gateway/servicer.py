@@ -95,39 +95,40 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def Undo(self, request: chat_pb2.UndoRequest,
                    context: grpc.aio.ServicerContext) -> chat_pb2.UndoResponse:
         """Remove the last exchange."""
-        removed, version = await self.flow.undo_last(self._owner(context), request.session_id)
+        removed, version = await self.flow.conversations.undo_last(self._owner(context), request.session_id)
         return chat_pb2.UndoResponse(removed_turns=removed, session_version=version)
 
     async def CreateSession(self, request: chat_pb2.ChatServiceCreateSessionRequest,
                             context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceCreateSessionResponse:
         """Create a session."""
-        session = await self.flow.create_session(self._owner(context), request.system_prompt,
+        session = await self.flow.conversations.create_session(self._owner(context), request.system_prompt,
                                                  dict(request.metadata))
         return chat_pb2.ChatServiceCreateSessionResponse(session=session)
 
     async def GetSession(self, request: chat_pb2.ChatServiceGetSessionRequest,
                          context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceGetSessionResponse:
         """Read a session header."""
-        session = await self.flow.sessions(self._owner(context)).get(request.session_id)
+        session = await self.flow.conversations.sessions(self._owner(context)).get(request.session_id)
         return chat_pb2.ChatServiceGetSessionResponse(session=session)
 
     async def ListSessions(self, request: chat_pb2.ChatServiceListSessionsRequest,
                            context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceListSessionsResponse:
         """List the caller's sessions."""
-        page = await self.flow.sessions(self._owner(context)).list(request.page_size, request.page_token)
+        sessions = self.flow.conversations.sessions(self._owner(context))
+        page = await sessions.list(request.page_size, request.page_token)
         return chat_pb2.ChatServiceListSessionsResponse(sessions=page.sessions,
                                                         next_page_token=page.next_page_token)
 
     async def DeleteSession(self, request: chat_pb2.ChatServiceDeleteSessionRequest,
                             context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceDeleteSessionResponse:
         """Delete a session."""
-        await self.flow.sessions(self._owner(context)).delete(request.session_id)
+        await self.flow.conversations.sessions(self._owner(context)).delete(request.session_id)
         return chat_pb2.ChatServiceDeleteSessionResponse()
 
     async def GetHistory(self, request: chat_pb2.GetHistoryRequest,
                          context: grpc.aio.ServicerContext) -> chat_pb2.GetHistoryResponse:
         """The full history, oldest first, paged."""
-        system_prompt, page = await self.flow.history(self._owner(context), request.session_id,
+        system_prompt, page = await self.flow.conversations.history(self._owner(context), request.session_id,
                                                       request.page_size, request.page_token)
         return chat_pb2.GetHistoryResponse(system_prompt=system_prompt, turns=page.turns,
                                            next_page_token=page.next_page_token)

@@ -1,0 +1,50 @@
+"""The gateway's session operations that are not chat flows: create (counting the system
+prompt), read, list, delete, history, and undo of the last exchange; transport-free like the
+chat dataplane that holds them."""
+
+from __future__ import annotations
+
+from chatstack.core.errors import FailedPrecondition
+from chatstack.gateway.clients import Backends, SessionClient
+from chatstack.v1 import common_pb2, session_pb2
+
+
+class Conversations:
+    """Session operations as an owner, over the typed backend clients."""
+
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+
+    async def create_session(self, owner: str, system_prompt: str,
+                             metadata: dict[str, str] | None = None) -> session_pb2.Session:
+        """A new session, its system prompt counted."""
+        counts = await self.backends.tokenizer.count([system_prompt]) if system_prompt else [0]
+        return await self.backends.sessions(owner).create(session_pb2.CreateSessionRequest(
+            system_prompt=system_prompt, system_prompt_tokens=counts[0], metadata=metadata or {}))
+
+    def sessions(self, owner: str) -> SessionClient:
+        """The session service as `owner` (GetSession, ListSessions, DeleteSession pass through)."""
+        return self.backends.sessions(owner)
+
+    async def history(self, owner: str, session_id: str, page_size: int,
+                      page_token: str) -> tuple[str, session_pb2.ListTurnsResponse]:
+        """The system prompt and a page of turns, oldest first."""
+        sessions = self.backends.sessions(owner)
+        session = await sessions.get(session_id)
+        return session.system_prompt, await sessions.turns(session_id, page_size, page_token)
+
+    async def undo_last(self, owner: str, session_id: str) -> tuple[list[session_pb2.Turn], int]:
+        """Pop the last user/assistant exchange (or a lone unanswered user turn)."""
+        sessions = self.backends.sessions(owner)
+        top = await sessions.peek(session_id, 2)
+        turns = list(top.turns)
+        if not turns:
+            raise FailedPrecondition("nothing to undo: the session is empty")
+        count = 2 if (len(turns) == 2 and turns[0].role == common_pb2.ROLE_ASSISTANT
+                      and turns[1].role == common_pb2.ROLE_USER) else 1
+        removed, version = [], top.version
+        for _ in range(count):
+            popped = await sessions.pop(session_id, version)
+            removed.append(popped.turn)
+            version = popped.version
+        return removed, version
