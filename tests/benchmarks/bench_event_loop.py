@@ -26,7 +26,7 @@ from chatstack.core.process import ManagedProcess, free_port
 from chatstack.core.redis_process import RedisProcess
 from chatstack.v1 import chat_pb2, chat_pb2_grpc
 from tests.benchmarks.bench_gateway import API_KEY, MESSAGE, start_stack, stop_all
-from tests.benchmarks.bench_peers import cpu_seconds
+from tests.benchmarks.measure import cpu_seconds
 
 LOOPS = ("asyncio", "uvloop")
 SERVICES = ("TOKENIZER", "SESSION", "GENERATION", "REWARD", "GATEWAY")

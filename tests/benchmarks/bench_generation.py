@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import random
 import statistics
@@ -35,7 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from chatstack.core.cpu_placement import allowed_cpus, off_engine_cores
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service, wait_until
 from chatstack.generation.config import GenerationConfig
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from tests.benchmarks.measure import sse_events
 
 GENERATION_SERVICE = "chatstack.v1.GenerationService"
 
@@ -245,17 +245,6 @@ def start_vllm_serve(engine: GenerationConfig, port: int, log_dir: Path, timeout
     return proc
 
 
-async def _sse_events(content: Any) -> AsyncIterator[dict[str, Any]]:
-    async for raw in content:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return
-        yield json.loads(data)
-
-
 async def http_side(base: str, model: str, load: Load) -> dict[int, Side]:
     import aiohttp
 
@@ -270,7 +259,7 @@ async def http_side(base: str, model: str, load: Load) -> dict[int, Side]:
                 ttft, ids = 0.0, []
                 async with session.post(f"{base}/v1/completions", json=body) as reply:
                     reply.raise_for_status()
-                    async for event in _sse_events(reply.content):
+                    async for event in sse_events(reply.content):
                         for choice in event.get("choices", []):
                             new = choice.get("token_ids") or []
                             if new and not ids:

@@ -61,7 +61,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +90,7 @@ from chatstack.v1 import (
     tokenizer_pb2,
     tokenizer_pb2_grpc,
 )
+from tests.benchmarks.measure import cpu_seconds, sse_events
 
 API_KEY = "bench-secret-key"
 SCORING_ENV = "CHATSTACK_GATEWAY_SINGLE_ANSWER_SCORING"
@@ -188,40 +189,6 @@ def pair_ratio(a: Stats, b: Stats) -> float:
 def alternate(items: Sequence[str], round_index: int) -> list[str]:
     """`items` in order on even rounds, reversed on odd ones (A, B | B, A | ...)."""
     return list(items) if round_index % 2 == 0 else list(reversed(items))
-
-
-# -- server CPU time from /proc ---------------------------------------------------------------
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its live descendants."""
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        try:
-            tasks = list(Path(f"/proc/{current}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                todo += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime (+ reaped children's) of a process and its live descendants."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-    return total / CLOCK_TICKS
 
 
 class CpuMeter:
@@ -358,18 +325,6 @@ def chat_call(stub: chat_pb2_grpc.ChatServiceStub, request: chat_pb2.ChatRequest
                        prompt_tokens=final.usage.prompt_tokens,
                        reward_status=chat_pb2.RewardStatus.Name(final.reward_status))
     return one
-
-
-async def sse_events(content: Any) -> AsyncIterator[dict[str, Any]]:
-    """The JSON events of a server-sent-event stream, up to `[DONE]`."""
-    async for raw in content:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return
-        yield json.loads(data)
 
 
 def smg_call(session: Any, url: str, body: Mapping[str, Any]) -> Call:

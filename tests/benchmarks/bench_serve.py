@@ -13,7 +13,6 @@ Run: `python -m tests.benchmarks.bench_serve --models-dir .models/tiny`.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import threading
@@ -30,6 +29,7 @@ from chatstack.gateway.auth import hash_key
 from chatstack.local_stack import engine_placement_flags
 from chatstack.serve.local import local_app_args
 from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
+from tests.benchmarks.measure import machine_cpu, report_cpu
 
 KEY = "bench-serve-key"
 
@@ -170,36 +170,6 @@ def autoscale_step(models: Path, port: int) -> dict[str, float]:
             w.join(60)
         serve.delete("step")
     return result
-
-
-def machine_cpu() -> dict[int, tuple[str, float]]:
-    """CPU seconds (utime + stime) of every process on the machine, with its title (Ray names
-    its workers by what they run: `ray::ServeReplica:generation:...`, `ray::ProxyActor`)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        out[int(entry.name)] = (title.rsplit("/", 1)[-1][:60], (int(fields[11]) + int(fields[12])) / ticks)
-    return out
-
-
-def report_cpu(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], chats: int,
-               label: str) -> None:
-    """The processes that used the most CPU during the measured loop, in ms per Chat."""
-    used: dict[str, float] = {}
-    for pid, (title, seconds) in after.items():
-        used[title] = used.get(title, 0.0) + seconds - before.get(pid, (title, 0.0))[1]
-    top = sorted(used.items(), key=lambda kv: -kv[1])[:12]
-    total = sum(used.values())
-    print(f"  {label}: machine CPU {1e3 * total / max(1, chats):.1f} ms per Chat; top processes (ms per Chat):")
-    for title, seconds in top:
-        print(f"    {1e3 * seconds / max(1, chats):7.1f}  {title}")
 
 
 def pct(values: list[float], q: float) -> float:
