@@ -53,6 +53,7 @@ def test_decode_round_trips_plain_text(engine: TokenizerEngine) -> None:
         (lambda e: e.apply_chat_template([], True), "messages: empty"),
         (lambda e: e.apply_chat_template([("user", "a")] * 4, True), "messages: 4 exceed"),
         (lambda e: e.apply_chat_template([("user", "a")], True, [0, 1]), "count_messages[1]: 1 is not"),
+        (lambda e: e.apply_chat_template([("user", "a")], True, [0, 0]), "count_messages[1]: 0 is not"),
     ],
 )
 def test_bad_input_names_the_offending_item(engine: TokenizerEngine, call, message: str) -> None:  # type: ignore[no-untyped-def]

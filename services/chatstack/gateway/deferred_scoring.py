@@ -35,11 +35,6 @@ class DeferredScorer:
         self.timeout_seconds = timeout_seconds
         self._pending: set[asyncio.Task[None]] = set()
 
-    @property
-    def pending(self) -> int:
-        """Scorings in flight."""
-        return len(self._pending)
-
     def submit(self, sessions: SessionClient, session_id: str, turn_id: str,
                conversation: Messages, response: str) -> bool:
         """Score `response` and annotate its turn later; False if too many are pending."""

@@ -59,6 +59,13 @@ CHANNEL_OPTIONS = [
 ]
 
 
+def call_deadline(default_seconds: float) -> float:
+    """Seconds a downstream call made now may take: the calling RPC's remaining deadline (the
+    client's, or the service's default deadline), `default_seconds` outside an RPC."""
+    left = remaining_seconds()
+    return default_seconds if left is None else max(0.001, left)
+
+
 def map_rpc_error(service: str, err: grpc.aio.AioRpcError) -> errors.ChatstackError:
     """A downstream failure as a domain error naming the service."""
     return map_status(service, err.code(), err.details() or err.code().name)
@@ -97,10 +104,8 @@ class Downstream:
             await channel.close()
 
     def timeout(self) -> float:
-        """The calling RPC's remaining deadline (the client's, or the service's default deadline;
-        the default outside an RPC)."""
-        left = remaining_seconds()
-        return self.config.default_deadline_seconds if left is None else max(0.001, left)
+        """The deadline of a call made now (see `call_deadline`)."""
+        return call_deadline(self.config.default_deadline_seconds)
 
     async def call(self, service: str, fn: Callable[..., Awaitable[T]], request: Any,
                    owner: str | None = None, timeout: float | None = None) -> T:  # noqa: ASYNC109
@@ -142,5 +147,5 @@ class StageClock:
         return now
 
 
-__all__ = ["Downstream", "StageClock", "generation_pb2", "map_rpc_error", "map_status", "reward_pb2",
-           "session_pb2", "tokenizer_pb2"]
+__all__ = ["Downstream", "StageClock", "call_deadline", "generation_pb2", "map_rpc_error", "map_status",
+           "reward_pb2", "session_pb2", "tokenizer_pb2"]

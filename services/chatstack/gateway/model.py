@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+# How a single answer's reward was handled (ChatFinal.reward_status).
+RewardStatus = Literal["scored", "pending", "off"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class FinalEvent:
     timings: dict[str, float]
     finish_reason: int
     session_version: int
-    reward_status: str = "scored"  # "scored", "pending" (scored after it was stored) or "off"
+    reward_status: RewardStatus = "scored"  # "pending": scored after it was stored
 
 
 ChatEvent = SessionEvent | DeltaEvent | FinalEvent
@@ -82,4 +86,4 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: int = 0
-    reward_status: str = "scored"  # see FinalEvent
+    reward_status: RewardStatus = "scored"

@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from chatstack.core import errors
-from chatstack.core.request_context import OWNER_KEY, downstream_metadata, remaining_seconds
+from chatstack.core.request_context import OWNER_KEY, downstream_metadata
 from chatstack.gateway.config import GatewayConfig
-from chatstack.gateway.downstream import map_status
+from chatstack.gateway.downstream import call_deadline, map_status
 from chatstack.v1 import generation_pb2
 
 T = TypeVar("T")
@@ -85,9 +85,8 @@ class HandleDownstream:
         """Nothing to close: Serve owns the handles' connections."""
 
     def timeout(self) -> float:
-        """The calling RPC's remaining deadline (or the service's default deadline)."""
-        left = remaining_seconds()
-        return self.config.default_deadline_seconds if left is None else max(0.001, left)
+        """The deadline of a call made now (as over gRPC: `call_deadline`)."""
+        return call_deadline(self.config.default_deadline_seconds)
 
     async def call(self, service: str, fn: Callable[..., Awaitable[T]], request: Any,
                    owner: str | None = None, timeout: float | None = None) -> T:  # noqa: ASYNC109
@@ -95,7 +94,7 @@ class HandleDownstream:
         context = HandleCallContext(downstream_metadata({OWNER_KEY: owner} if owner else {}))
         response: Any = fn(request, context)  # a DeploymentResponse
         try:
-            return await asyncio.wait_for(_awaited(response), timeout or self.timeout())
+            return await asyncio.wait_for(response, timeout or self.timeout())
         except TimeoutError as exc:
             response.cancel()
             raise errors.DeadlineExceeded(f"{service} service: deadline exceeded") from exc
@@ -123,7 +122,3 @@ class HandleDownstream:
             raise map_backend_error("generation", exc) from exc
         finally:
             stream.cancel()  # no-op when finished; aborts generation when we stop early
-
-
-async def _awaited(response: Any) -> Any:
-    return await response

@@ -204,11 +204,15 @@ class TokenizerEngine:
                     f"messages[{i}].content: {len(content)} characters exceed the limit of "
                     f"{self.limits.max_text_chars}"
                 )
-        self._check_request_chars(sum(len(c) for _, c in messages), "messages")
+        seen: set[int] = set()
         for i, index in enumerate(count_messages):
-            if index >= len(messages):
-                raise InvalidRequest(f"count_messages[{i}]: {index} is not a message index "
+            if index >= len(messages) or index in seen:
+                raise InvalidRequest(f"count_messages[{i}]: {index} is not a distinct message index "
                                      f"(there are {len(messages)} messages)")
+            seen.add(index)
+        # Counted contents are encoded a second time: they count against the request's characters.
+        self._check_request_chars(sum(len(c) for _, c in messages)
+                                  + sum(len(messages[i][1]) for i in count_messages), "messages")
         prompt = self.chat_template.render(
             [{"role": r, "content": c} for r, c in messages], add_generation_prompt
         )
