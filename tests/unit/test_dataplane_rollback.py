@@ -47,11 +47,11 @@ class FakeDownstream:
         self.tokenizer = SimpleNamespace(CountTokens=self._count, ApplyChatTemplate=self._render)
         self.generation = SimpleNamespace(GetModelInfo=self._model_info)
 
-    async def call(self, service: str, fn: Any, request: Any, owner: str | None = None,
-                   timeout: float | None = None) -> Any:  # noqa: ASYNC109
-        return await fn(request)
+    async def call(self, service: str, method: str, request: Any, owner: str | None = None,
+                   timeout: float | None = None, route_key: str | None = None) -> Any:  # noqa: ASYNC109
+        return await getattr(getattr(self, service), method)(request)
 
-    async def generate_stream(self, request: generation_pb2.GenerateStreamRequest
+    async def generate_stream(self, request: generation_pb2.GenerateStreamRequest, route_key: str | None = None
                               ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
         try:
             await asyncio.sleep(0)

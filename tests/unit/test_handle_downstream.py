@@ -88,7 +88,7 @@ def transport(**config: Any) -> tuple[HandleDownstream, dict[str, FakeHandle]]:
 async def test_a_call_carries_the_request_id_and_owner_and_returns_the_reply() -> None:
     ds, handles = transport()
     set_request_id("req-1")
-    assert await ds.call("session", ds.session.GetSession, "request", owner="alice") == "ok"
+    assert await ds.call("session", "GetSession", "request", owner="alice") == "ok"
     method, request, context = handles["session"].calls[0]
     assert (method, request) == ("GetSession", "request")
     assert dict(context.invocation_metadata()) == {REQUEST_ID_KEY: "req-1", OWNER_KEY: "alice"}
@@ -111,7 +111,7 @@ async def test_a_backend_error_maps_like_its_grpc_status(raised: BaseException, 
     for outcome in (raised, RayTaskError(raised)):
         handles["session"].outcome = outcome
         with pytest.raises(expected) as err:
-            await ds.call("session", ds.session.PopTurn, "request")
+            await ds.call("session", "PopTurn", "request")
         assert str(err.value) == message
 
 
@@ -119,7 +119,7 @@ async def test_a_call_past_its_deadline_is_deadline_exceeded_and_cancelled() -> 
     ds, handles = transport()
     handles["reward"].outcome = "hang"
     with pytest.raises(errors.DeadlineExceeded, match="reward service"):
-        await ds.call("reward", ds.reward.Score, "request", timeout=0.05)
+        await ds.call("reward", "Score", "request", timeout=0.05)
     assert handles["reward"].responses[0].cancelled
 
 

@@ -44,13 +44,14 @@ class Answerer:
         self.reward = reward
         self.metrics = metrics
 
-    async def answer(self, prompt: Prompt, max_tokens: int, options: ChatOptions,
-                     clock: StageClock) -> AsyncGenerator[DeltaEvent | Answer]:
-        """Deltas of the answer, then the scored Answer."""
+    async def answer(self, prompt: Prompt, max_tokens: int, options: ChatOptions, clock: StageClock,
+                     session_id: str | None = None) -> AsyncGenerator[DeltaEvent | Answer]:
+        """Deltas of the answer, then the scored Answer; generated on the session's replica when
+        generation routing follows sessions (best-of-n too: the candidates share the prompt)."""
         sampling = sampling_params(self.config, options, max_tokens)
         if sampling.n == 1:
             final: generation_pb2.GenerateResponse | None = None
-            async for item in self._stream(prompt, sampling, clock):
+            async for item in self._stream(prompt, sampling, clock, session_id):
                 if isinstance(item, DeltaEvent):
                     yield item
                 else:
@@ -66,15 +67,16 @@ class Answerer:
             elif scoring != "sync":
                 answer.reward_status = "pending" if scoring == "async" else "off"
         else:
-            answer = await self._best_of(prompt, sampling, clock)
+            answer = await self._best_of(prompt, sampling, clock, session_id)
             yield DeltaEvent(answer.text, list(answer.token_ids))
         yield answer
 
     async def _stream(self, prompt: Prompt, sampling: generation_pb2.SamplingParams,
-                      clock: StageClock) -> AsyncIterator[DeltaEvent | generation_pb2.GenerateResponse]:
+                      clock: StageClock, session_id: str | None
+                      ) -> AsyncIterator[DeltaEvent | generation_pb2.GenerateResponse]:
         """The stream's deltas as events, then its final message."""
         started, first = time.perf_counter(), True
-        async for message in self.generation.stream(prompt.ids, sampling):
+        async for message in self.generation.stream(prompt.ids, sampling, session_id):
             if message.HasField("delta"):
                 if first:
                     clock.seconds["ttft"] = time.perf_counter() - started
@@ -85,9 +87,9 @@ class Answerer:
         clock.add("generation", started)
 
     async def _best_of(self, prompt: Prompt, sampling: generation_pb2.SamplingParams,
-                       clock: StageClock) -> Answer:
+                       clock: StageClock, session_id: str | None) -> Answer:
         started = time.perf_counter()
-        reply = await self.generation.generate(prompt.ids, sampling)
+        reply = await self.generation.generate(prompt.ids, sampling, session_id)
         clock.seconds["ttft"] = time.perf_counter() - started  # nothing streams before ranking
         t = clock.add("generation", started)
         self.metrics.best_of.labels(str(sampling.n)).inc()

@@ -9,29 +9,25 @@ every call it makes carries that owner.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, Protocol, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from chatstack.v1 import common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
 
 Messages = Sequence[common_pb2.ChatMessage]
-T = TypeVar("T")
 
 
 class Transport(Protocol):
-    """What the typed clients need of a transport: one stub per service (its attributes are the
-    RPCs), a unary call with deadline, metadata and error mapping, and the generation stream.
+    """What the typed clients need of a transport: a unary call of one RPC (by service and method
+    name) with deadline, metadata and error mapping, and the generation stream. `route_key` (the
+    session id, on generation calls) lets the transport send a session's calls to one replica.
     `Downstream` (gRPC) and `HandleDownstream` (Serve handles) implement it."""
 
-    tokenizer: Any
-    generation: Any
-    reward: Any
-    session: Any
+    async def call(self, service: str, method: str, request: Any, owner: str | None = None,
+                   timeout: float | None = None,  # noqa: ASYNC109
+                   route_key: str | None = None) -> Any: ...
 
-    async def call(self, service: str, fn: Callable[..., Awaitable[T]], request: Any,
-                   owner: str | None = None, timeout: float | None = None) -> T: ...  # noqa: ASYNC109
-
-    def generate_stream(self, request: generation_pb2.GenerateStreamRequest
+    def generate_stream(self, request: generation_pb2.GenerateStreamRequest, route_key: str | None = None
                         ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]: ...
 
     async def close(self) -> None: ...
@@ -53,14 +49,14 @@ class TokenizerClient:
 
     async def count(self, texts: list[str]) -> list[int]:
         """Token counts of texts (no special tokens)."""
-        reply = await self._ds.call("tokenizer", self._ds.tokenizer.CountTokens,
+        reply = await self._ds.call("tokenizer", "CountTokens",
                                     tokenizer_pb2.CountTokensRequest(texts=texts))
         return list(reply.counts)
 
     async def render(self, messages: Messages, count: Sequence[int] = ()) -> Rendering:
         """The prompt text and token ids of messages, with the generation prompt, and the token
         counts of the messages at the indices `count`."""
-        reply = await self._ds.call("tokenizer", self._ds.tokenizer.ApplyChatTemplate,
+        reply = await self._ds.call("tokenizer", "ApplyChatTemplate",
                                     tokenizer_pb2.ApplyChatTemplateRequest(
                                         messages=messages, add_generation_prompt=True,
                                         count_messages=count))
@@ -77,22 +73,22 @@ class GenerationClient:
     async def max_model_len(self) -> int:
         """The generation model's context length."""
         if self._max_model_len is None:
-            info = await self._ds.call("generation", self._ds.generation.GetModelInfo,
+            info = await self._ds.call("generation", "GetModelInfo",
                                        generation_pb2.GetModelInfoRequest())
             self._max_model_len = int(info.max_model_len)
         return self._max_model_len
 
-    async def generate(self, ids: list[int],
-                       sampling: generation_pb2.SamplingParams) -> generation_pb2.GenerateResponse:
-        """Every choice at once."""
-        return await self._ds.call("generation", self._ds.generation.Generate, generation_pb2.GenerateRequest(
-            token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling))
+    async def generate(self, ids: list[int], sampling: generation_pb2.SamplingParams,
+                       session_id: str | None = None) -> generation_pb2.GenerateResponse:
+        """Every choice at once (on the session's replica, when routing follows sessions)."""
+        return await self._ds.call("generation", "Generate", generation_pb2.GenerateRequest(
+            token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling), route_key=session_id)
 
-    def stream(self, ids: list[int], sampling: generation_pb2.SamplingParams
+    def stream(self, ids: list[int], sampling: generation_pb2.SamplingParams, session_id: str | None = None
                ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
         """Deltas, then the final message; closing the iterator aborts the generation."""
         return self._ds.generate_stream(generation_pb2.GenerateStreamRequest(
-            token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling))
+            token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling), route_key=session_id)
 
 
 class RewardClient:
@@ -103,14 +99,14 @@ class RewardClient:
 
     async def score(self, conversation: Messages, response: str) -> float:
         """The reward of one response."""
-        reply = await self._ds.call("reward", self._ds.reward.Score, reward_pb2.ScoreRequest(
+        reply = await self._ds.call("reward", "Score", reward_pb2.ScoreRequest(
             item=reward_pb2.ScoreItem(conversation=conversation, response=response),
             truncation=reward_pb2.TRUNCATION_AUTO))
         return float(reply.score)
 
     async def rank(self, conversation: Messages, candidates: list[str]) -> list[reward_pb2.RankedCandidate]:
         """Candidates best first."""
-        reply = await self._ds.call("reward", self._ds.reward.Rank, reward_pb2.RankRequest(
+        reply = await self._ds.call("reward", "Rank", reward_pb2.RankRequest(
             conversation=conversation, candidates=candidates, truncation=reward_pb2.TRUNCATION_AUTO))
         return list(reply.ranked)
 
@@ -124,8 +120,7 @@ class SessionClient:
 
     async def _call(self, method: str, request: Any, within: float | None = None) -> Any:
         """One call as the owner; `within` caps its deadline in seconds (rollbacks)."""
-        return await self._ds.call("session", getattr(self._ds.session, method), request,
-                                   owner=self.owner, timeout=within)
+        return await self._ds.call("session", method, request, owner=self.owner, timeout=within)
 
     async def create(self, request: session_pb2.CreateSessionRequest) -> session_pb2.Session:
         """A new session."""

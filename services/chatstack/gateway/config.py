@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from chatstack.core.config import ServerConfig
+from chatstack.gateway.replicas.discovery import parse_target
+from chatstack.gateway.replicas.routing import RoutingPolicy
+
+_ADDRESS_FORMS = ("`host:port` (one replica), `host:port,host:port` (a static list) or "
+                  "`dns:///name:port` (every address of the name, re-resolved: a headless Service).")
 
 
 class GatewayConfig(ServerConfig):
@@ -20,15 +25,38 @@ class GatewayConfig(ServerConfig):
 
     port: int = Field(50050, ge=0, le=65535, description="gRPC port.")
     metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus /metrics port.")
-    tokenizer_address: str = Field("127.0.0.1:50051", description="host:port of the tokenizer.")
-    generation_address: str = Field("127.0.0.1:50052", description="host:port of generation.")
-    reward_address: str = Field("127.0.0.1:50053", description="host:port of the reward service.")
-    session_address: str = Field("127.0.0.1:50054", description="host:port of the session service.")
+    tokenizer_address: str = Field("127.0.0.1:50051",
+        description=f"The tokenizer's replicas: {_ADDRESS_FORMS}")
+    generation_address: str = Field("127.0.0.1:50052",
+        description=f"Generation's replicas: {_ADDRESS_FORMS}")
+    reward_address: str = Field("127.0.0.1:50053",
+        description=f"The reward service's replicas: {_ADDRESS_FORMS}")
+    session_address: str = Field("127.0.0.1:50054",
+        description=f"The session service's replicas: {_ADDRESS_FORMS}")
+    tokenizer_routing: RoutingPolicy = Field("round_robin", description="Tokenizer replica per call.")
+    generation_routing: RoutingPolicy = Field(
+        "session_affinity", description="Generation replica per call: `session_affinity` sends a "
+        "session's turns (and best-of-n candidates) to the replica whose prefix cache holds its "
+        "history, unless that replica is over its bounded load.")
+    reward_routing: RoutingPolicy = Field("round_robin", description="Reward replica per call.")
+    session_routing: RoutingPolicy = Field("round_robin", description="Session replica per call.")
+    affinity_load_factor: float = Field(
+        0.25, ge=0, description="session_affinity's bound ε: a replica with more than (1+ε) times the "
+        "mean in-flight calls passes a session on to the next replica on the ring.")
+    resolve_interval_seconds: float = Field(
+        15.0, gt=0, description="How often a dns:/// address is resolved again (also at once "
+        "after a replica's connection fails).")
     api_keys_file: str = Field(
         "", description="File of API keys, one `<owner>:<sha256 hex of the key>` per line "
         "(e.g. a mounted Secret). Keys are never stored in plain text.")
     api_keys: str = Field(
         "", description="Extra keys as comma-separated `<owner>:<sha256 hex>` entries.")
+
+    @field_validator("tokenizer_address", "generation_address", "reward_address", "session_address")
+    @classmethod
+    def _valid_address(cls, value: str, info: ValidationInfo) -> str:
+        parse_target(value, str(info.field_name))
+        return value
     default_max_tokens: int = Field(128, ge=1, description="max_tokens when a Chat leaves it 0.")
     max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens a Chat may ask.")
     max_best_of: int = Field(8, ge=1, description="Largest best_of.")

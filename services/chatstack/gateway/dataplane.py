@@ -200,7 +200,7 @@ class ChatDataPlane:
     # -- the shared end: answer, store ----------------------------------------------------------
     async def _answer_and_store(self, ex: Exchange) -> AsyncIterator[ChatEvent]:
         prompt, clock = ex.prompt, ex.clock
-        answering = self.answerer.answer(prompt, ex.max_tokens, ex.options, clock)
+        answering = self.answerer.answer(prompt, ex.max_tokens, ex.options, clock, ex.undo.session_id)
         first = asyncio.ensure_future(anext(answering))  # the engine starts while the turn is stored
         answer: Answer | None = None
         try:

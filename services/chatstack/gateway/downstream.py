@@ -9,14 +9,17 @@ unavailable: ...` quickly instead of hanging.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from chatstack.core import errors
 from chatstack.core.request_context import OWNER_KEY, downstream_metadata, remaining_seconds
 from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.replicas.discovery import parse_target
+from chatstack.gateway.replicas.replica_set import BackendMetrics, ReplicaSet
+from chatstack.gateway.replicas.routing import make_router
 from chatstack.v1 import (
     generation_pb2,
     generation_pb2_grpc,
@@ -27,8 +30,6 @@ from chatstack.v1 import (
     tokenizer_pb2,
     tokenizer_pb2_grpc,
 )
-
-T = TypeVar("T")
 
 # Downstream status -> domain error class; the message keeps the service's own details.
 _MAPPED: dict[grpc.StatusCode, type[errors.ChatstackError]] = {
@@ -46,7 +47,15 @@ _MAPPED: dict[grpc.StatusCode, type[errors.ChatstackError]] = {
 _PASS_THROUGH_DETAILS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}
 
-CHANNEL_OPTIONS = [
+# backend -> (the proto service its health reports, its stub)
+_BACKENDS: dict[str, tuple[str, Any]] = {
+    "tokenizer": ("chatstack.v1.TokenizerService", tokenizer_pb2_grpc.TokenizerServiceStub),
+    "generation": ("chatstack.v1.GenerationService", generation_pb2_grpc.GenerationServiceStub),
+    "reward": ("chatstack.v1.RewardService", reward_pb2_grpc.RewardServiceStub),
+    "session": ("chatstack.v1.SessionService", session_pb2_grpc.SessionServiceStub),
+}
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # Same message ceiling as the servers.
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -82,51 +91,57 @@ def map_status(service: str, code: grpc.StatusCode, details: str) -> errors.Chat
 
 
 class Downstream:
-    """Channels and stubs of the tokenizer, generation, reward and session services."""
+    """The four backends over gRPC: a `ReplicaSet` each (one channel per replica, health-aware,
+    routed by the backend's policy), with deadlines, metadata and error mapping per call."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, metrics: BackendMetrics) -> None:
         self.config = config
-        self._channels = {
-            name: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            for name, address in (("tokenizer", config.tokenizer_address),
-                                  ("generation", config.generation_address),
-                                  ("reward", config.reward_address),
-                                  ("session", config.session_address))
+        self.replica_sets = {
+            service: ReplicaSet(
+                service, parse_target(getattr(config, f"{service}_address"), f"{service}_address"),
+                health_name, make_router(getattr(config, f"{service}_routing"), config.affinity_load_factor),
+                stub, CHANNEL_OPTIONS, metrics, config.resolve_interval_seconds)
+            for service, (health_name, stub) in _BACKENDS.items()
         }
-        self.tokenizer = tokenizer_pb2_grpc.TokenizerServiceStub(self._channels["tokenizer"])
-        self.generation = generation_pb2_grpc.GenerationServiceStub(self._channels["generation"])
-        self.reward = reward_pb2_grpc.RewardServiceStub(self._channels["reward"])
-        self.session = session_pb2_grpc.SessionServiceStub(self._channels["session"])
 
     async def close(self) -> None:
         """Close every channel."""
-        for channel in self._channels.values():
-            await channel.close()
+        for replicas in self.replica_sets.values():
+            await replicas.close()
 
     def timeout(self) -> float:
         """The deadline of a call made now (see `call_deadline`)."""
         return call_deadline(self.config.default_deadline_seconds)
 
-    async def call(self, service: str, fn: Callable[..., Awaitable[T]], request: Any,
-                   owner: str | None = None, timeout: float | None = None) -> T:  # noqa: ASYNC109
-        """One unary call with deadline, metadata and error mapping (`timeout` is the gRPC
-        deadline of this call, default: the client's remaining deadline)."""
+    async def call(self, service: str, method: str, request: Any, owner: str | None = None,
+                   timeout: float | None = None, route_key: str | None = None) -> Any:  # noqa: ASYNC109
+        """One unary call of `method` on a replica of `service` that the routing picks (by
+        `route_key` under session_affinity), with deadline (`timeout`, default: the client's
+        remaining deadline), metadata and error mapping."""
+        timeout = timeout or self.timeout()
+        replicas = self.replica_sets[service]
+        replica = await replicas.pick(route_key, timeout)
         extra = {OWNER_KEY: owner} if owner else {}
         try:
-            return await fn(request, timeout=timeout or self.timeout(),
-                            metadata=downstream_metadata(extra))
+            with replicas.track(replica):
+                return await getattr(replica.stub, method)(
+                    request, timeout=timeout, metadata=downstream_metadata(extra))
         except grpc.aio.AioRpcError as err:
             raise map_rpc_error(service, err) from err
 
-    async def generate_stream(self, request: generation_pb2.GenerateStreamRequest
+    async def generate_stream(self, request: generation_pb2.GenerateStreamRequest,
+                              route_key: str | None = None
                               ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
-        """GenerateStream; closing the iterator (or cancelling the task) cancels the RPC,
-        which aborts the request in the engine."""
-        call = self.generation.GenerateStream(request, timeout=self.timeout(),
-                                              metadata=downstream_metadata())
+        """GenerateStream on the replica the routing picks; closing the iterator (or cancelling
+        the task) cancels the RPC, which aborts the request in the engine."""
+        timeout = self.timeout()
+        replicas = self.replica_sets["generation"]
+        replica = await replicas.pick(route_key, timeout)
+        call = replica.stub.GenerateStream(request, timeout=timeout, metadata=downstream_metadata())
         try:
-            async for message in call:
-                yield message
+            with replicas.track(replica):
+                async for message in call:
+                    yield message
         except grpc.aio.AioRpcError as err:
             raise map_rpc_error("generation", err) from err
         finally:

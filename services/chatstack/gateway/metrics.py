@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from chatstack.core.metrics import LATENCY_BUCKETS_SECONDS, MetricFactory, metric_factory
+from chatstack.gateway.replicas.replica_set import BackendMetrics
 
 STAGES = ("session_read", "template", "ttft", "generation", "reward", "session_write", "total")
 
@@ -32,3 +33,4 @@ class GatewayMetrics:
             "outcome: scored, gone (the turn was undone or deleted first), failed, dropped (too "
             "many pending), cancelled (shutdown).",
             ["outcome"])
+        self.backends = BackendMetrics(f)

@@ -29,8 +29,9 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
 
     Call it with an event loop running: the downstream channels are `grpc.aio` channels."""
     auth = ApiKeyAuthenticator.from_config(config.api_keys_file, config.api_keys)
-    backends = Backends(transport or Downstream(config))
-    dataplane = ChatDataPlane(config, backends, GatewayMetrics(registry))
+    metrics = GatewayMetrics(registry)
+    backends = Backends(transport or Downstream(config, metrics.backends))
+    dataplane = ChatDataPlane(config, backends, metrics)
     return servicer_spec(SERVICE_NAME, ChatServicer(dataplane, auth),
                          chat_pb2_grpc.add_ChatServiceServicer_to_server, stop=dataplane.close)
 

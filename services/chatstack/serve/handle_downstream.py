@@ -5,7 +5,7 @@ backends over gRPC (`Downstream`). A gateway replica on Serve reaches the other 
 through their deployment handles instead: a call goes from this replica straight to a backend
 replica that Serve's router picks (power of two choices over the replicas' queues), with no
 second trip through Serve's gRPC proxy and its serialization. `HandleDownstream` offers the
-surface the typed clients use (`call`, `generate_stream`, one stub per service), so the chat
+surface the typed clients use (`call` by service and method name, `generate_stream`), so the chat
 dataplane does not know which transport it runs on.
 
 What the gRPC transport carries in metadata (request id, the session owner) travels in a
@@ -17,8 +17,8 @@ What the gRPC transport carries in metadata (request id, the session owner) trav
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from chatstack.core import errors
 from chatstack.core.request_context import OWNER_KEY, downstream_metadata
@@ -26,7 +26,6 @@ from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.downstream import call_deadline, map_status
 from chatstack.v1 import generation_pb2
 
-T = TypeVar("T")
 SERVICES = ("tokenizer", "generation", "reward", "session")  # Serve application names
 
 
@@ -48,18 +47,6 @@ class HandleCallContext:
         """Ignored: the raised exception reaches the caller."""
 
 
-class HandleStub:
-    """One backend application's RPCs as attributes (`stub.CountTokens(request, context)`)."""
-
-    def __init__(self, handle: Any) -> None:
-        self._handle = handle
-
-    def __getattr__(self, method: str) -> Callable[[Any, HandleCallContext], Awaitable[Any]]:
-        def invoke(request: Any, context: HandleCallContext) -> Any:
-            return getattr(self._handle, method).remote(request, context)
-        return invoke
-
-
 def map_backend_error(service: str, exc: BaseException) -> errors.ChatstackError:
     """What a handle call raised, as the domain error the gRPC transport would give."""
     cause = getattr(exc, "cause", None) or exc  # Ray wraps a replica's exception (RayTaskError)
@@ -78,8 +65,6 @@ class HandleDownstream:
             get_handle = serve.get_app_handle
         self.config = config
         self._handles = {name: get_handle(name) for name in SERVICES}
-        self.tokenizer, self.generation, self.reward, self.session = (
-            HandleStub(self._handles[name]) for name in SERVICES)
 
     async def close(self) -> None:
         """Nothing to close: Serve owns the handles' connections."""
@@ -88,11 +73,13 @@ class HandleDownstream:
         """The deadline of a call made now (as over gRPC: `call_deadline`)."""
         return call_deadline(self.config.default_deadline_seconds)
 
-    async def call(self, service: str, fn: Callable[..., Awaitable[T]], request: Any,
-                   owner: str | None = None, timeout: float | None = None) -> T:  # noqa: ASYNC109
-        """One call with deadline, metadata and error mapping (as `Downstream.call`)."""
+    async def call(self, service: str, method: str, request: Any, owner: str | None = None,
+                   timeout: float | None = None,  # noqa: ASYNC109
+                   route_key: str | None = None) -> Any:
+        """One call with deadline, metadata and error mapping (as `Downstream.call`); Serve's
+        router picks the replica (`route_key` is not used: see the README on Ray routing)."""
         context = HandleCallContext(downstream_metadata({OWNER_KEY: owner} if owner else {}))
-        response: Any = fn(request, context)  # a DeploymentResponse
+        response: Any = getattr(self._handles[service], method).remote(request, context)
         try:
             return await asyncio.wait_for(response, timeout or self.timeout())
         except TimeoutError as exc:
@@ -104,7 +91,8 @@ class HandleDownstream:
         except Exception as exc:
             raise map_backend_error(service, exc) from exc
 
-    async def generate_stream(self, request: generation_pb2.GenerateStreamRequest
+    async def generate_stream(self, request: generation_pb2.GenerateStreamRequest,
+                              route_key: str | None = None
                               ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
         """GenerateStream through the handle; closing the iterator (or cancelling the task)
         cancels the replica's generator, which aborts the request in the engine."""
