@@ -43,6 +43,13 @@ class ServerConfig(BaseSettings):
     keepalive_timeout_seconds: int = Field(
         10, ge=1, description="How long to wait for a keepalive ack before closing."
     )
+    max_connection_age_seconds: int = Field(
+        300, ge=0, description="A client connection older than this is sent GOAWAY (0 = never): "
+        "long-lived clients (gateways, other services) then reconnect and resolve again, so "
+        "replicas added since get their share of traffic.")
+    max_connection_age_grace_seconds: int = Field(
+        120, ge=0, description="After that GOAWAY, how long the connection's open calls "
+        "(streams) may still run before it closes.")
     max_concurrent_rpcs: int | None = Field(
         None, ge=1, description="gRPC-level cap on concurrent RPCs (None = unbounded)."
     )

@@ -95,7 +95,17 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         # Don't let one port be bound by two servers by accident (SO_REUSEPORT).
         ("grpc.so_reuseport", 0),
+        *_connection_age(config),
     ]
+
+
+def _connection_age(config: ServerConfig) -> list[tuple[str, int]]:
+    """Bound a connection's life so clients spread over replicas added after they connected
+    (HTTP/2 keeps a connection, and a Service's load balancing is per connection)."""
+    if not config.max_connection_age_seconds:
+        return []
+    return [("grpc.max_connection_age_ms", config.max_connection_age_seconds * 1000),
+            ("grpc.max_connection_age_grace_ms", config.max_connection_age_grace_seconds * 1000)]
 
 
 class ServiceRuntime:
