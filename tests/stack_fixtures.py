@@ -34,13 +34,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     server.stop()
 
 
-def start_session_service(redis_url: str, log_dir: Path, *flags: str,
-                          name: str = "session") -> tuple[ManagedProcess, str, int]:
-    """Start the session service against `redis_url`; returns (process, address, metrics port)."""
-    port, metrics_port = free_port(), free_port()
+def start_session_service(redis_url: str, log_dir: Path, *flags: str, name: str = "session",
+                          host: str = "127.0.0.1", port: int = 0) -> tuple[ManagedProcess, str, int]:
+    """Start the session service against `redis_url` (on host:port, default a free port);
+    returns (process, address, metrics port)."""
+    port, metrics_port = port or free_port(host), free_port()
     proc = start_grpc_service(name, "session", port, metrics_port, log_dir,
-                              ("--redis-url", redis_url, *flags), health_service=SESSION_SERVICE)
-    return proc, f"127.0.0.1:{port}", metrics_port
+                              ("--redis-url", redis_url, *flags), health_service=SESSION_SERVICE, host=host)
+    return proc, f"{host}:{port}", metrics_port
 
 
 @pytest.fixture(scope="session")
@@ -66,14 +67,16 @@ GENERATION_FLAGS = ("--dtype", "float32", "--max-in-flight", "24", "--max-num-se
                     "--max-n", "4", "--log-level", "WARNING", *engine_placement_flags(0))
 
 
-def start_generation_service(model_dir: Path, log_dir: Path, *flags: str,
-                             name: str = "generation") -> tuple[ManagedProcess, str, int]:
-    """Start the generation service (a real vLLM engine); returns (process, address, metrics port)."""
-    port, metrics_port = free_port(), free_port()
+def start_generation_service(model_dir: Path, log_dir: Path, *flags: str, name: str = "generation",
+                             host: str = "127.0.0.1", port: int = 0,
+                             metrics_port: int = 0) -> tuple[ManagedProcess, str, int]:
+    """Start the generation service (a real vLLM engine) on host:port (default a free port);
+    returns (process, address, metrics port)."""
+    port, metrics_port = port or free_port(host), metrics_port or free_port()
     proc = start_grpc_service(name, "generation", port, metrics_port, log_dir,
                               ("--model", str(model_dir), *GENERATION_FLAGS, *flags),
-                              health_service=GENERATION_SERVICE, timeout=300)
-    return proc, f"127.0.0.1:{port}", metrics_port
+                              health_service=GENERATION_SERVICE, timeout=300, host=host)
+    return proc, f"{host}:{port}", metrics_port
 
 
 @pytest.fixture(scope="session")

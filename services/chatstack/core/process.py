@@ -125,17 +125,19 @@ def service_argv(module: str, *flags: str) -> list[str]:
 
 def start_grpc_service(name: str, module: str, port: int, metrics_port: int, log_dir: Path,
                        flags: Sequence[str] = (), env: Mapping[str, str] | None = None,
-                       health_service: str = "", timeout: float = 180.0) -> ManagedProcess:
-    """Start a chatstack service and block until its health says SERVING.
+                       health_service: str = "", timeout: float = 180.0,
+                       host: str = "127.0.0.1") -> ManagedProcess:
+    """Start a chatstack service on host:port and block until its health says SERVING.
 
     If it fails to get there, or the wait is interrupted (Ctrl-C), the service is stopped first.
     """
     proc = ManagedProcess(
         name,
-        service_argv(module, "--port", str(port), "--metrics-port", str(metrics_port), *flags),
+        service_argv(module, "--host", host, "--port", str(port), "--metrics-port", str(metrics_port),
+                     *flags),
         log_dir / f"{name}.log", env=env,
     )
-    address = f"127.0.0.1:{port}"
+    address = f"{host}:{port}"
     try:
         proc.start()
         wait_until(
