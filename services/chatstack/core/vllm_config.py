@@ -47,7 +47,10 @@ class VllmEngineConfig(ServerConfig):
 
 def engine_args(config: VllmEngineConfig, runner: str = "generate", **extra: Any) -> Any:
     """vLLM AsyncEngineArgs for a config (also used by benchmarks' in-process baselines);
-    `extra` adds service-specific engine arguments (e.g. stream_interval)."""
+    `extra` adds service-specific engine arguments (`GenerationConfig.engine_kwargs()`:
+    stream_interval, enable_prefix_caching). Prefix caching is not a shared setting: left unset,
+    vLLM turns it on where the model supports it (on CPU too) and off for pooling models it
+    would score wrongly (mean/CLS pooling, encoder-only), which is what the reward service wants."""
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{config.cpu_kvcache_space_gib:g}"
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
     from vllm import AsyncEngineArgs

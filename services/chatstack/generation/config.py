@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -24,3 +26,13 @@ class GenerationConfig(VllmEngineConfig):
     stream_interval: int = Field(
         1, ge=1, description="Stream a delta every k tokens (vLLM's stream_interval; the first token "
         "always goes at once). 1 = every token; larger cuts per-token host work on busy CPUs.")
+    enable_prefix_caching: bool = Field(
+        True, description="Reuse the KV of a prompt prefix the engine computed before (vLLM's "
+        "automatic prefix caching), so a session's next turn on the same replica recomputes only "
+        "its new tokens. Generation only: the reward service leaves it to vLLM, which turns it off "
+        "for pooling models it would give wrong scores for (mean/CLS pooling, encoder-only).")
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The generation-only vLLM engine arguments (`engine_args`' extra keyword arguments)."""
+        return {"stream_interval": self.stream_interval,
+                "enable_prefix_caching": self.enable_prefix_caching}

@@ -19,6 +19,7 @@ from chatstack.core.offload import CpuOffload, max_chars_per_token
 from chatstack.core.request_context import current_request_id
 from chatstack.core.vllm_config import engine_args, engine_started, engine_validation_errors
 from chatstack.generation.config import GenerationConfig
+from chatstack.generation.engine_stats import vllm_stat_logger
 from chatstack.generation.metrics import GenerationMetrics
 from chatstack.generation.model import (
     ChoiceResult,
@@ -64,27 +65,6 @@ def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
     if seed is not None:
         kwargs["seed"] = seed
     return SamplingParams(**kwargs)
-
-
-def _stat_logger_class(metrics: GenerationMetrics) -> Callable[..., Any]:
-    """A vLLM stat logger that copies the scheduler's running/waiting counts into our gauges."""
-    from vllm.v1.metrics.loggers import StatLoggerBase
-
-    class SchedulerGauges(StatLoggerBase):
-        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
-            pass
-
-        def record(self, scheduler_stats: Any, iteration_stats: Any,
-                   mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
-            if scheduler_stats is not None:
-                metrics.running.set(scheduler_stats.num_running_reqs)
-                metrics.waiting.set(scheduler_stats.num_waiting_reqs
-                                    + getattr(scheduler_stats, "num_skipped_waiting_reqs", 0))
-
-        def log_engine_initialized(self) -> None:
-            pass
-
-    return SchedulerGauges
 
 
 def _logprobs(token_ids: list[int], entries: Any) -> list[PositionLogprobs]:
@@ -133,9 +113,9 @@ class VllmGenerationEngine:
         """Start the engine (model load, ~20 s on CPU with the tiny model) off the event loop."""
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = engine_args(self.config, stream_interval=self.config.stream_interval)
+        args = engine_args(self.config, **self.config.engine_kwargs())
         self.llm = await asyncio.to_thread(
-            AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger_class(self.metrics)])
+            AsyncLLM.from_engine_args, args, stat_loggers=[vllm_stat_logger(self.metrics)])
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.model_config.max_model_len)
         self.vocab_size = int(self.llm.model_config.get_vocab_size())

@@ -17,7 +17,8 @@ E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 4
 
 
 class GenerationMetrics:
-    """TTFT/ITL/E2E histograms, token counters, engine queue gauges, aborts and rejections."""
+    """TTFT/ITL/E2E histograms, token counters, engine queue and KV-cache gauges, prefix-cache
+    counters, aborts and rejections."""
 
     def __init__(self, registry: CollectorRegistry | MetricFactory | None = None) -> None:
         f = metric_factory(registry)
@@ -41,6 +42,21 @@ class GenerationMetrics:
         self.waiting = f.gauge(
             "chatstack_generation_engine_waiting_requests",
             "Requests waiting in the engine's scheduler (from vLLM's scheduler stats).")
+        self.kv_cache_usage = f.gauge(
+            "chatstack_generation_kv_cache_usage_ratio",
+            "Fraction of the engine's KV-cache blocks in use, 0 to 1 (from vLLM's scheduler stats).")
+        # In tokens, as vLLM's own vllm:prefix_cache_queries/hits: hits/queries is the fraction of
+        # prompt tokens whose KV was reused rather than recomputed, the effect of routing a
+        # session's turns to the replica that already holds its prefix.
+        self.prefix_cache_queries = f.counter(
+            "chatstack_generation_prefix_cache_queries",
+            "Prompt tokens looked up in the engine's prefix cache, in tokens (from vLLM's "
+            "scheduler stats; requests resumed after preemption are not counted).")
+        self.prefix_cache_hits = f.counter(
+            "chatstack_generation_prefix_cache_hits",
+            "Prompt tokens found in the engine's prefix cache (KV reused, not recomputed), in "
+            "tokens (from vLLM's scheduler stats; requests resumed after preemption are not "
+            "counted).")
         self.in_flight = f.gauge(
             "chatstack_generation_in_flight_requests",
             "Requests admitted by the service and not finished.")
