@@ -3,6 +3,7 @@ gRPC proxy — with real Redis and real vLLM engines on the tiny models."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from chatstack.core.process import free_port, wait_until
 from chatstack.core.redis_process import RedisProcess
 from chatstack.gateway.auth import hash_key
 from chatstack.serve.local import local_app_args
-from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
+from chatstack.v1 import generation_pb2, generation_pb2_grpc, tokenizer_pb2, tokenizer_pb2_grpc
 
 pytestmark = pytest.mark.integration
 KEY = "serve-test-key"
@@ -136,3 +137,53 @@ def test_a_burst_scales_the_deployment_up_and_it_returns_to_one(serve_instance: 
     wait_until(lambda: replicas("autoscale", "TokenizerDeployment") == 1, 120,
                "the deployment to scale back to 1 replica", interval=0.5)
     serve.delete("autoscale")
+
+
+def test_generation_calls_of_one_session_go_to_one_replica_from_the_proxy_and_from_a_replica(
+        serve_instance: int) -> None:
+    """The generation deployment's router (chatstack.serve.session_router) on real Serve, with two
+    stand-in replicas (no vLLM: GetModelInfo answers with the replica's id). A session's calls
+    stay on one replica whether they come through the gRPC proxy (`session_id` metadata) or from
+    another replica's handle (`options(session_id=...)`, what HandleDownstream does), and both
+    callers' routers send a session to the same replica."""
+    from ray import serve
+
+    from chatstack.serve.apps import SESSION_AFFINITY_ROUTING
+
+    @serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0.1},
+                      request_router_config=SESSION_AFFINITY_ROUTING)
+    class WhichReplica:
+        async def GetModelInfo(self, request: generation_pb2.GetModelInfoRequest, grpc_context: object = None
+                               ) -> generation_pb2.GetModelInfoResponse:
+            return generation_pb2.GetModelInfoResponse(model=serve.get_replica_context().replica_id.unique_id)
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.1})
+    class Caller:  # the gateway's situation: concurrent handle calls while serving one request
+        async def fan_out(self, sessions: list[str]) -> list[str]:
+            target = serve.get_app_handle("affinity")
+            replies = await asyncio.gather(*(
+                target.options(method_name="GetModelInfo", session_id=s).remote(generation_pb2.GetModelInfoRequest())
+                for s in sessions))
+            return [r.model for r in replies]
+
+    serve.run(WhichReplica.bind(), name="affinity", route_prefix="/affinity")
+    serve.run(Caller.bind(), name="affinity-caller", route_prefix="/affinity-caller")
+    try:
+        sessions = [f"session-{i}" for i in range(16)]
+        with grpc.insecure_channel(f"127.0.0.1:{serve_instance}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+
+            def replica_of(session: str) -> str:
+                return str(stub.GetModelInfo(generation_pb2.GetModelInfoRequest(), timeout=30, metadata=(
+                    ("application", "affinity"), ("session_id", session))).model)
+
+            homes = {s: replica_of(s) for s in sessions}
+            assert all(replica_of(s) == homes[s] for s in sessions for _ in range(2))
+        assert len(set(homes.values())) == 2  # sessions spread over both replicas
+        one = next(s for s in sessions if homes[s] != homes[sessions[0]])
+        caller = serve.get_app_handle("affinity-caller")
+        picked = caller.fan_out.remote([sessions[0], one, sessions[0]]).result(timeout_s=60)
+        assert picked == [homes[sessions[0]], homes[one], homes[sessions[0]]]
+    finally:
+        serve.delete("affinity-caller")
+        serve.delete("affinity")

@@ -58,26 +58,24 @@ class FakeStream:
 
 
 class FakeHandle:
-    """Records every call; answers with `outcome`."""
+    """Records every call (method, request, context, handle options); answers with `outcome`.
+    Only `options` with DeploymentHandle's own option names, as HandleDownstream uses it."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, Any, Any]] = []
+        self.calls: list[tuple[str, Any, Any, dict[str, Any]]] = []
         self.outcome: Any = "ok"
         self.responses: list[Any] = []
 
-    def options(self, stream: bool = False) -> FakeHandle:
-        return self
-
-    def __getattr__(self, method: str) -> Any:
+    def options(self, *, method_name: str = "__call__", stream: bool = False, session_id: str = "") -> Any:
         handle = self
 
-        class Method:
+        class Bound:
             def remote(self, request: Any, context: Any) -> Any:
-                handle.calls.append((method, request, context))
-                response = FakeStream(handle.outcome) if method == "GenerateStream" else FakeResponse(handle.outcome)
+                handle.calls.append((method_name, request, context, {"stream": stream, "session_id": session_id}))
+                response = FakeStream(handle.outcome) if stream else FakeResponse(handle.outcome)
                 handle.responses.append(response)
                 return response
-        return Method()
+        return Bound()
 
 
 def transport(**config: Any) -> tuple[HandleDownstream, dict[str, FakeHandle]]:
@@ -89,8 +87,8 @@ async def test_a_call_carries_the_request_id_and_owner_and_returns_the_reply() -
     ds, handles = transport()
     set_request_id("req-1")
     assert await ds.call("session", "GetSession", "request", owner="alice") == "ok"
-    method, request, context = handles["session"].calls[0]
-    assert (method, request) == ("GetSession", "request")
+    method, request, context, options = handles["session"].calls[0]
+    assert (method, request, options) == ("GetSession", "request", {"stream": False, "session_id": ""})
     assert dict(context.invocation_metadata()) == {REQUEST_ID_KEY: "req-1", OWNER_KEY: "alice"}
 
 
@@ -137,3 +135,16 @@ async def test_the_generation_stream_yields_maps_errors_and_is_cancelled_when_cl
     assert await anext(early) == "a"
     await early.aclose()
     assert all(r.cancelled for r in handles["generation"].responses)
+
+
+async def test_generation_calls_carry_the_route_key_as_serves_session_id() -> None:
+    ds, handles = transport()
+    assert await ds.call("generation", "Generate", "request", route_key="sess-1") == "ok"
+    handles["generation"].outcome = ["a"]
+    assert [m async for m in ds.generate_stream("request", route_key="sess-1")] == ["a"]
+    assert [m async for m in ds.generate_stream("request")] == ["a"]
+    assert [(method, options) for method, _, _, options in handles["generation"].calls] == [
+        ("Generate", {"stream": False, "session_id": "sess-1"}),
+        ("GenerateStream", {"stream": True, "session_id": "sess-1"}),
+        ("GenerateStream", {"stream": True, "session_id": ""}),  # no key: Serve's default choice
+    ]

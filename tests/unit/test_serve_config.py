@@ -46,3 +46,24 @@ def test_servicer_functions_cover_every_proto_service() -> None:
     from chatstack.serve.apps import GRPC_SERVICER_FUNCTIONS
 
     assert config["grpc_options"]["grpc_servicer_functions"] == GRPC_SERVICER_FUNCTIONS
+
+
+def test_generation_routes_by_session_in_the_config_and_in_the_code_and_its_kwargs_are_accepted() -> None:
+    pytest.importorskip("ray")
+    from ray.serve._private.common import DeploymentHandleSource, DeploymentID
+    from ray.serve.config import RequestRouterConfig
+
+    from chatstack.serve.apps import SESSION_AFFINITY_ROUTING, GenerationDeployment
+    from chatstack.serve.session_router import SessionAffinityRouter
+
+    apps = {app["name"]: app for app in yaml.safe_load(CONFIG.read_text())["applications"]}
+    (deployment,) = apps["generation"]["deployments"]
+    configured = RequestRouterConfig(**deployment["request_router_config"])  # imports the class
+    assert configured.get_request_router_class().__qualname__ == SessionAffinityRouter.__qualname__
+    assert configured == RequestRouterConfig(**SESSION_AFFINITY_ROUTING)
+    assert GenerationDeployment._deployment_config.request_router_config == configured
+    router = SessionAffinityRouter(deployment_id=DeploymentID(name="GenerationDeployment", app_name="generation"),
+                                   handle_source=DeploymentHandleSource.REPLICA)
+    router.initialize_state(**configured.request_router_kwargs)  # as Serve does; a typo raises
+    others = [d for name, app in apps.items() if name != "generation" for d in app["deployments"]]
+    assert not any("request_router_config" in d for d in others)  # Serve's power of two choices

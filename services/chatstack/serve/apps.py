@@ -3,8 +3,9 @@
 Each replica is built by its service's own `server.build_spec`, exactly as the standalone
 runtime builds it (engine/store, servicer, start, stop); only the metrics go through Ray.
 `args` (from the Serve config) are fields of the service's config object; env vars
-`CHATSTACK_<SERVICE>_<FIELD>` apply as usual. Deployment options (autoscaling, resources) have
-defaults here and are overridden by the Serve config's `deployments:` section.
+`CHATSTACK_<SERVICE>_<FIELD>` apply as usual. Deployment options (autoscaling, resources, the
+generation deployment's request router) have defaults here and are overridden by the Serve
+config's `deployments:` section.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from chatstack.reward.config import RewardConfig
 from chatstack.serve.handle_downstream import HandleDownstream
 from chatstack.serve.ingress import ServeIngress, ingress_class
 from chatstack.serve.ray_metrics import RayMetricFactory
+from chatstack.serve.session_router import DEFAULT_LOAD_FACTOR, ROUTER_PATH
 from chatstack.session import server as session_server
 from chatstack.session.config import SessionConfig
 from chatstack.tokenizer import server as tokenizer_server
@@ -41,6 +43,10 @@ CPU_AUTOSCALING = {"min_replicas": 1, "max_replicas": 4, "target_ongoing_request
                    "upscale_delay_s": 5, "downscale_delay_s": 30}
 ENGINE_AUTOSCALING = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 32,
                       "upscale_delay_s": 10, "downscale_delay_s": 120}
+# A conversation's turns go to the generation replica holding its prefix in vLLM's prefix cache
+# (bounded-load consistent hashing on the session id the gateway sends; see session_router).
+SESSION_AFFINITY_ROUTING = {"request_router_class": ROUTER_PATH,
+                            "request_router_kwargs": {"load_factor": DEFAULT_LOAD_FACTOR}}
 
 
 def _service(module: Any, name: str) -> Any:
@@ -104,8 +110,10 @@ class _GatewayBase(_SpecIngress):
 
 
 def _deployment(name: str, service: Any, base: type, num_cpus: float, autoscaling: dict[str, Any],
-                num_gpus: float = 0) -> Any:
-    """Deployment `name`: `base` plus one method per RPC of the proto `service`."""
+                num_gpus: float = 0, routing: dict[str, Any] | None = None) -> Any:
+    """Deployment `name`: `base` plus one method per RPC of the proto `service`; `routing` is
+    its request router config (default: Serve's power of two choices)."""
+    options: dict[str, Any] = {"request_router_config": routing} if routing else {}
     return serve.deployment(
         name=name,
         ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
@@ -113,6 +121,7 @@ def _deployment(name: str, service: Any, base: type, num_cpus: float, autoscalin
         max_ongoing_requests=256,
         health_check_period_s=5,
         graceful_shutdown_timeout_s=30,
+        **options,
     )(ingress_class(name, service, base))
 
 
@@ -121,7 +130,7 @@ TokenizerDeployment = _deployment("TokenizerDeployment", _service(tokenizer_pb2,
 SessionDeployment = _deployment("SessionDeployment", _service(session_pb2, "SessionService"),
                                 _SessionBase, 0.5, CPU_AUTOSCALING)
 GenerationDeployment = _deployment("GenerationDeployment", _service(generation_pb2, "GenerationService"),
-                                   _GenerationBase, 1, ENGINE_AUTOSCALING)
+                                   _GenerationBase, 1, ENGINE_AUTOSCALING, routing=SESSION_AFFINITY_ROUTING)
 RewardDeployment = _deployment("RewardDeployment", _service(reward_pb2, "RewardService"),
                                _RewardBase, 1, ENGINE_AUTOSCALING)
 GatewayDeployment = _deployment("GatewayDeployment", _service(chat_pb2, "ChatService"),

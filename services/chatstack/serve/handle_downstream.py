@@ -6,7 +6,10 @@ through their deployment handles instead: a call goes from this replica straight
 replica that Serve's router picks (power of two choices over the replicas' queues), with no
 second trip through Serve's gRPC proxy and its serialization. `HandleDownstream` offers the
 surface the typed clients use (`call` by service and method name, `generate_stream`), so the chat
-dataplane does not know which transport it runs on.
+dataplane does not know which transport it runs on. A call's `route_key` (the session id, on
+generation calls) travels as Serve's session id (`handle.options(session_id=...)`), which the
+generation deployment's router (`chatstack.serve.session_router`) hashes to the replica holding
+the conversation's prefix in its KV cache; a deployment on Serve's default router ignores it.
 
 What the gRPC transport carries in metadata (request id, the session owner) travels in a
 `HandleCallContext` in the place of Serve's gRPC context; each backend method runs in the same
@@ -66,6 +69,16 @@ class HandleDownstream:
         self.config = config
         self._handles = {name: get_handle(name) for name in SERVICES}
 
+    def _handle(self, service: str, method: str, route_key: str | None, stream: bool = False) -> Any:
+        """The handle of one call: method, streaming and session id set in one `options` (what
+        `getattr(handle, method)` costs anyway)."""
+        options: dict[str, Any] = {"method_name": method}
+        if stream:
+            options["stream"] = True
+        if route_key:
+            options["session_id"] = route_key
+        return self._handles[service].options(**options)
+
     async def close(self) -> None:
         """Nothing to close: Serve owns the handles' connections."""
 
@@ -76,10 +89,10 @@ class HandleDownstream:
     async def call(self, service: str, method: str, request: Any, owner: str | None = None,
                    timeout: float | None = None,  # noqa: ASYNC109
                    route_key: str | None = None) -> Any:
-        """One call with deadline, metadata and error mapping (as `Downstream.call`); Serve's
-        router picks the replica (`route_key` is not used: see the README on Ray routing)."""
+        """One call with deadline, metadata and error mapping (as `Downstream.call`); the
+        deployment's router picks the replica, by `route_key` where it routes by session."""
         context = HandleCallContext(downstream_metadata({OWNER_KEY: owner} if owner else {}))
-        response: Any = getattr(self._handles[service], method).remote(request, context)
+        response: Any = self._handle(service, method, route_key).remote(request, context)
         try:
             return await asyncio.wait_for(response, timeout or self.timeout())
         except TimeoutError as exc:
@@ -96,7 +109,7 @@ class HandleDownstream:
                               ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
         """GenerateStream through the handle; closing the iterator (or cancelling the task)
         cancels the replica's generator, which aborts the request in the engine."""
-        stream: Any = self._handles["generation"].options(stream=True).GenerateStream.remote(
+        stream: Any = self._handle("generation", "GenerateStream", route_key, stream=True).remote(
             request, HandleCallContext(downstream_metadata()))
         try:
             async with asyncio.timeout(self.timeout()):
