@@ -14,16 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatstack.catalog import SERVICES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "CHATSTACK_LOADTEST_"
-# The ports `make run` uses (services/chatstack/local_stack.py).
-DEFAULT_TARGETS: dict[str, str] = {
-    "gateway": "127.0.0.1:50050",
-    "tokenizer": "127.0.0.1:50051",
-    "generation": "127.0.0.1:50052",
-    "reward": "127.0.0.1:50053",
-    "session": "127.0.0.1:50054",
-}
+# Where `make run` serves each service (the service catalog).
+DEFAULT_TARGETS: dict[str, str] = {name: info.local_address for name, info in SERVICES.items()}
 DEFAULT_API_KEY_FILE = REPO_ROOT / ".run" / "dev-api-key"  # written by `make run`
 _SCHEMES = ("dns:///", "dns:", "ipv4:", "ipv6:")
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatstack.catalog import GATEWAY, GENERATION, REWARD, SESSION, TINY_ENGINE_FLAGS, TOKENIZER
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.local_stack import engine_placement_flags
 from chatstack.v1 import session_pb2_grpc
 
-SESSION_SERVICE = "chatstack.v1.SessionService"
+SESSION_SERVICE = SESSION.proto_service
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +61,8 @@ def session_stub(session_service: tuple[str, int]) -> Iterator[session_pb2_grpc.
         yield session_pb2_grpc.SessionServiceStub(channel)
 
 
-GENERATION_SERVICE = "chatstack.v1.GenerationService"
-# float32: vLLM's bf16 CPU kernels die with SIGILL on machines that report AMX but do not let a
-# process use it (seen on a Sapphire Rapids sandbox); the tiny model loses nothing in float32.
-GENERATION_FLAGS = ("--dtype", "float32", "--max-in-flight", "24", "--max-num-seqs", "32", "--cpu-kvcache-space-gib", "1",
+GENERATION_SERVICE = GENERATION.proto_service
+GENERATION_FLAGS = (*TINY_ENGINE_FLAGS, "--max-in-flight", "24", "--max-num-seqs", "32",
                     "--max-n", "4", "--log-level", "WARNING", *engine_placement_flags(0))
 
 
@@ -87,7 +86,7 @@ def generation_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, i
     assert proc.stop(60) == 0, proc.tail()
 
 
-REWARD_SERVICE = "chatstack.v1.RewardService"
+REWARD_SERVICE = REWARD.proto_service
 
 
 @pytest.fixture(scope="session")
@@ -96,16 +95,15 @@ def reward_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, int]]
     port, metrics_port = free_port(), free_port()
     proc = start_grpc_service(
         "reward", "reward", port, metrics_port, log_dir,
-        ("--model", str(models_dir / "reward"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1",
-         *engine_placement_flags(1), "--max-candidates", "8",
+        ("--model", str(models_dir / "reward"), *TINY_ENGINE_FLAGS, *engine_placement_flags(1), "--max-candidates", "8",
          "--max-batch-items", "64", "--max-model-len", "512", "--log-level", "WARNING"),
         health_service=REWARD_SERVICE, timeout=300)
     yield f"127.0.0.1:{port}", metrics_port
     assert proc.stop(60) == 0, proc.tail()
 
 
-TOKENIZER_SERVICE = "chatstack.v1.TokenizerService"
-CHAT_SERVICE = "chatstack.v1.ChatService"
+TOKENIZER_SERVICE = TOKENIZER.proto_service
+CHAT_SERVICE = GATEWAY.proto_service
 ALICE_KEY, BOB_KEY = "alice-secret-key", "bob-secret-key"
 
 

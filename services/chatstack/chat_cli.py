@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from chatstack.catalog import GATEWAY
 from chatstack.client import ChatClient, ChatResult
 from chatstack.v1 import common_pb2
 
@@ -110,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the REPL."""
     parser = argparse.ArgumentParser(prog="chatstack chat", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", default=os.environ.get("CHATSTACK_TARGET", "127.0.0.1:50050"))
+    parser.add_argument("--target", default=os.environ.get("CHATSTACK_TARGET", GATEWAY.local_address))
     parser.add_argument("--api-key", default=os.environ.get("CHATSTACK_API_KEY", ""),
                         help="API key (or env CHATSTACK_API_KEY)")
     parser.add_argument("--application", default="",

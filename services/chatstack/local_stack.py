@@ -16,12 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from chatstack.catalog import (
+    DEV_REDIS_PORT,
+    GATEWAY,
+    GENERATION,
+    REWARD,
+    SESSION,
+    TINY_ENGINE_FLAGS,
+    TOKENIZER,
+    ServiceInfo,
+)
 from chatstack.core.cpu_placement import allowed_cpus
 from chatstack.core.process import ManagedProcess, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.core.vllm_config import VllmEngineConfig
-
-REDIS_PORT = 6390  # not 6379, so a system Redis is left alone
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,11 @@ class LocalService:
     port: int
     metrics_port: int
     flags: tuple[str, ...]
+
+    @classmethod
+    def of(cls, info: ServiceInfo, flags: tuple[str, ...]) -> LocalService:
+        """A catalog service on its default ports."""
+        return cls(info.name, info.name, info.port, info.metrics_port, flags)
 
 
 def dev_api_key(run: Path) -> tuple[str, Path]:
@@ -77,15 +90,13 @@ def engine_placement_flags(index: int) -> tuple[str, ...]:
 def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[LocalService]:
     """The services `make run` starts, in dependency order."""
     return [
-        LocalService("tokenizer", "tokenizer", 50051, 9101, ("--model-dir", str(models_dir / "lm"))),
-        LocalService("session", "session", 50054, 9104, ("--redis-url", redis_url)),
-        LocalService("generation", "generation", 50052, 9102,
-                     ("--model", str(models_dir / "lm"), "--dtype", "float32",
-                      "--cpu-kvcache-space-gib", "1", *engine_placement_flags(0))),
-        LocalService("reward", "reward", 50053, 9103,
-                     ("--model", str(models_dir / "reward"), "--dtype", "float32",
-                      "--cpu-kvcache-space-gib", "1", *engine_placement_flags(1))),
-        LocalService("gateway", "gateway", 50050, 9100, ("--api-keys-file", str(keys_file))),
+        LocalService.of(TOKENIZER, ("--model-dir", str(models_dir / "lm"))),
+        LocalService.of(SESSION, ("--redis-url", redis_url)),
+        LocalService.of(GENERATION, ("--model", str(models_dir / "lm"), *TINY_ENGINE_FLAGS,
+                                     *engine_placement_flags(0))),
+        LocalService.of(REWARD, ("--model", str(models_dir / "reward"), *TINY_ENGINE_FLAGS,
+                                 *engine_placement_flags(1))),
+        LocalService.of(GATEWAY, ("--api-keys-file", str(keys_file))),
     ]
 
 
@@ -166,7 +177,7 @@ ServiceList = Callable[[str, Path], list[LocalService]]
 def run_local_stack(models_dir: str, run_dir: str) -> int:
     """Start every service, print addresses, wait for Ctrl-C, stop all."""
     models = Path(models_dir).resolve()
-    return supervise(Path(run_dir).resolve(), REDIS_PORT,
+    return supervise(Path(run_dir).resolve(), DEV_REDIS_PORT,
                      lambda redis_url, keys_file: local_services(models, redis_url, keys_file))
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import grpc
 
+from chatstack.catalog import GATEWAY, GENERATION, SESSION, TOKENIZER
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.local_stack import engine_placement_flags
@@ -88,13 +89,13 @@ def start_stack(models: Path, log_dir: Path, redis_url: str, kv_gib: float
 
     try:
         addresses["tokenizer"] = start("tokenizer", "tokenizer", ("--model-dir", str(models / "lm")),
-                                       "chatstack.v1.TokenizerService")
+                                       TOKENIZER.proto_service)
         addresses["session"] = start("session", "session", ("--redis-url", redis_url),
-                                     "chatstack.v1.SessionService")
+                                     SESSION.proto_service)
         replicas = [start(f"generation-{i}", "generation",
                           ("--model", str(models / "lm"), "--dtype", "float32", "--max-model-len", "4096",
                            "--cpu-kvcache-space-gib", f"{kv_gib:g}", *engine_placement_flags(i)),
-                          "chatstack.v1.GenerationService") for i in range(2)]
+                          GENERATION.proto_service) for i in range(2)]
         for policy in POLICIES:
             addresses[policy] = start(
                 f"gateway-{policy}", "gateway",
@@ -103,7 +104,7 @@ def start_stack(models: Path, log_dir: Path, redis_url: str, kv_gib: float
                  "--reward-address", f"127.0.0.1:{free_port()}",  # never called: scoring off
                  "--single-answer-scoring", "off", "--generation-routing", policy,
                  "--max-message-chars", "100000"),
-                "chatstack.v1.ChatService")
+                GATEWAY.proto_service)
     except BaseException:
         for proc in reversed(procs):
             proc.stop(60)
@@ -112,12 +113,12 @@ def start_stack(models: Path, log_dir: Path, redis_url: str, kv_gib: float
 
 
 async def run_session(stub: chat_pb2_grpc.ChatServiceStub, rng: random.Random, history_tokens: int,
-                      turns: int, max_tokens: int, tally: Tally) -> None:
+                      message_words: int, turns: int, max_tokens: int, tally: Tally) -> None:
     md = (("authorization", f"Bearer {API_KEY}"),)
-    session_id, system = "", words(rng, history_tokens // 2)  # ~2 tokens per word here
+    session_id, system = "", words(rng, history_tokens)  # about a token per word here
     for turn in range(1, turns + 1):
         request = chat_pb2.ChatRequest(session_id=session_id, system_prompt=system if turn == 1 else "",
-                                       message=f"turn {turn}: {words(rng, 30)}",
+                                       message=f"turn {turn}: {words(rng, message_words)}",
                                        options=chat_pb2.ChatOptions(max_tokens=max_tokens, temperature=0.0))
         start, first = time.perf_counter(), None
         async for event in stub.Chat(request, metadata=md, timeout=300):
@@ -141,8 +142,8 @@ async def wave(address: str, args: argparse.Namespace, seed: int, tally: Tally, 
 
         async def one(i: int) -> None:
             async with gate:
-                await run_session(stub, random.Random(rng.random()), args.history_tokens, args.turns,
-                                  args.max_tokens, tally)
+                await run_session(stub, random.Random(rng.random()), args.history_tokens,
+                                  args.message_words, args.turns, args.max_tokens, tally)
         await asyncio.gather(*(one(i) for i in range(args.sessions)))
     await asyncio.sleep(1.5)  # the engines' stats arrive with their next step/log interval
     q, h = cache_counters(gen_metrics)
@@ -179,9 +180,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=6, help="sessions per wave and policy")
     parser.add_argument("--turns", type=int, default=5)
-    parser.add_argument("--concurrency", type=int, default=2, help="sessions at once")
-    parser.add_argument("--history-tokens", type=int, default=1200, help="system prompt length")
-    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=3, help="sessions at once (an even number "
+                        "in lockstep would let round robin keep each session on one replica by chance)")
+    parser.add_argument("--history-tokens", type=int, default=1000, help="system prompt length")
+    parser.add_argument("--message-words", type=int, default=150, help="words per user turn")
+    parser.add_argument("--max-tokens", type=int, default=48, help="answer length")
     parser.add_argument("--waves", type=int, default=2, help="A/B rounds")
     parser.add_argument("--hidden-size", type=int, default=384)
     parser.add_argument("--layers", type=int, default=4)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from chatstack.catalog import GATEWAY, GENERATION, REWARD, SESSION, TOKENIZER
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.local_stack import engine_placement_flags
@@ -80,14 +81,14 @@ def start_stack(models: Path, log_dir: Path, redis_url: str) -> tuple[list[Manag
     procs: list[ManagedProcess] = []
     addresses: dict[str, str] = {}
     specs = [
-        ("tokenizer", ("--model-dir", str(models / "lm")), "chatstack.v1.TokenizerService"),
-        ("session", ("--redis-url", redis_url), "chatstack.v1.SessionService"),
+        ("tokenizer", ("--model-dir", str(models / "lm")), TOKENIZER.proto_service),
+        ("session", ("--redis-url", redis_url), SESSION.proto_service),
         ("generation", ("--model", str(models / "lm"), "--dtype", "float32", "--max-num-seqs", "16", "--cpu-kvcache-space-gib", "1",
                         *engine_placement_flags(0)),
-         "chatstack.v1.GenerationService"),
+         GENERATION.proto_service),
         ("reward", ("--model", str(models / "reward"), "--dtype", "float32", "--max-model-len", "512",
                     "--cpu-kvcache-space-gib", "1", *engine_placement_flags(1)),
-         "chatstack.v1.RewardService"),
+         REWARD.proto_service),
     ]
     try:
         for name, flags, health in specs:
@@ -103,7 +104,7 @@ def start_stack(models: Path, log_dir: Path, redis_url: str) -> tuple[list[Manag
             flags += [f"--{name}-address", address]
         print("  starting gateway ...", flush=True)
         procs.append(start_grpc_service("gateway-bench", "gateway", port, free_port(), log_dir, flags,
-                                        health_service="chatstack.v1.ChatService"))
+                                        health_service=GATEWAY.proto_service))
         addresses["gateway"] = f"127.0.0.1:{port}"
     except BaseException:
         stop_all(procs)

@@ -42,13 +42,14 @@ from typing import Any
 
 import grpc
 
+from chatstack.catalog import GENERATION
 from chatstack.core.cpu_placement import allowed_cpus, off_engine_cores
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service, wait_until
 from chatstack.generation.config import GenerationConfig
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.benchmarks.measure import sse_events
 
-GENERATION_SERVICE = "chatstack.v1.GenerationService"
+GENERATION_SERVICE = GENERATION.proto_service
 
 # One stream: (seconds to the first token, generated token ids).
 Stream = Callable[[], Awaitable[tuple[float, list[int]]]]

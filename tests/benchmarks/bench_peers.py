@@ -70,6 +70,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
+from chatstack.catalog import GATEWAY, GENERATION
 from chatstack.core.cpu_placement import allowed_cpus, engine_cpus, pin_process
 from chatstack.core.process import (
     ManagedProcess,
@@ -370,7 +371,7 @@ def start_generation(engine: GenerationConfig, log_dir: Path, timeout: float, na
     port = free_port()
     proc = start_grpc_service(name, "generation", port, free_port(), log_dir,
                               engine.cli_args(*ENGINE_FIELDS, "max_in_flight", "log_level"),
-                              env=engine_env(engine), health_service="chatstack.v1.GenerationService",
+                              env=engine_env(engine), health_service=GENERATION.proto_service,
                               timeout=timeout)
     return proc, f"127.0.0.1:{port}"
 
@@ -623,7 +624,7 @@ def start_stack(models: Path, engine: GenerationConfig, redis_url: str, scoring:
         gateway_flags += [f"--{name}-address", address]
     print(f"starting gateway (single-answer scoring {scoring}) ...", flush=True)
     procs.append(start_grpc_service("gateway-peers", "gateway", port, free_port(), log_dir, gateway_flags,
-                                    env={SCORING_ENV: scoring}, health_service="chatstack.v1.ChatService",
+                                    env={SCORING_ENV: scoring}, health_service=GATEWAY.proto_service,
                                     timeout=timeout))
     addresses["gateway"] = f"127.0.0.1:{port}"
     return addresses

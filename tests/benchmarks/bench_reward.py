@@ -31,12 +31,13 @@ from typing import Any
 
 import grpc
 
+from chatstack.catalog import REWARD
 from chatstack.core.cpu_placement import off_engine_cores
 from chatstack.core.process import free_port, start_grpc_service
 from chatstack.reward.config import RewardConfig
 from chatstack.v1 import common_pb2, reward_pb2, reward_pb2_grpc
 
-REWARD_SERVICE = "chatstack.v1.RewardService"
+REWARD_SERVICE = REWARD.proto_service
 WORDS = ("the cat sat on a mat while rain fell over quiet hills and rivers ran to the sea "
          "every answer should be short clear and kind to the reader who asked it").split()
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from chatstack.catalog import TINY_ENGINE_FLAGS
 from chatstack.client import ChatClient
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
@@ -65,9 +66,9 @@ def standalone(models: Path, tmp: Path, clients: int, seconds: float, max_tokens
         flags = {
             "tokenizer": ("--model-dir", str(models / "lm")),
             "session": ("--redis-url", redis.url),
-            "generation": ("--model", str(models / "lm"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1",
+            "generation": ("--model", str(models / "lm"), *TINY_ENGINE_FLAGS,
                            *engine_placement_flags(0)),
-            "reward": ("--model", str(models / "reward"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1",
+            "reward": ("--model", str(models / "reward"), *TINY_ENGINE_FLAGS,
                        *engine_placement_flags(1)),
             "gateway": ("--api-keys", f"bench:{hash_key(KEY)}",
                         *[arg for s in ("tokenizer", "session", "generation", "reward")

@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chatstack.catalog import TINY_ENGINE_FLAGS
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.gateway.auth import hash_key
@@ -201,9 +202,9 @@ def stack(models: Path, run: Path) -> Iterator[dict[str, str]]:
     try:
         start("tokenizer", "--model-dir", str(models / "lm"))
         start("session", "--redis-url", redis.url)
-        start("generation", "--model", str(models / "lm"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1",
+        start("generation", "--model", str(models / "lm"), *TINY_ENGINE_FLAGS,
               *engine_placement_flags(0))
-        start("reward", "--model", str(models / "reward"), "--dtype", "float32", "--cpu-kvcache-space-gib", "1",
+        start("reward", "--model", str(models / "reward"), *TINY_ENGINE_FLAGS,
               *engine_placement_flags(1))
         start("gateway", "--api-keys", f"probe:{hash_key(API_KEY)}",
               *(f for s in ("tokenizer", "generation", "reward", "session")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 
+from chatstack.catalog import GENERATION
 from chatstack.core.process import free_port, start_grpc_service
 from chatstack.v1 import generation_pb2_grpc
 from tests.benchmarks.bench_generation import stream_request
@@ -44,7 +45,7 @@ def main() -> None:
                               Path(tempfile.mkdtemp(prefix="probe-stream-")),
                               ("--model", str(Path(args.models_dir, "lm").resolve()),
                                "--stream-interval", str(args.stream_interval)),
-                              health_service="chatstack.v1.GenerationService", timeout=300)
+                              health_service=GENERATION.proto_service, timeout=300)
     request = stream_request(list(range(100, 132)), args.tokens)
     client_ttfts, service_ttfts, lates = [], [], []
     try:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from chatstack.catalog import TOKENIZER
 from chatstack.core.process import free_port, start_grpc_service
 
-TOKENIZER_SERVICE = "chatstack.v1.TokenizerService"
+TOKENIZER_SERVICE = TOKENIZER.proto_service
 
 
 @pytest.fixture(scope="session")

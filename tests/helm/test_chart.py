@@ -29,6 +29,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from chatstack.catalog import SERVICES as CATALOG
 from chatstack.client import ChatClient
 from chatstack.v1 import (
     common_pb2,
@@ -52,14 +53,9 @@ VALUES_FILES = ("values-dev-cpu.yaml", "values-gpu.yaml", "values-ray.yaml")
 RUNTIMES = ("kubernetes", "ray")
 KUBERNETES_FILES = ("values-dev-cpu.yaml", "values-gpu.yaml")
 
-# service -> (gRPC port, metrics port, the proto service its gRPC health reports)
-SERVICES = {
-    "gateway": (50050, 9100, "chatstack.v1.ChatService"),
-    "tokenizer": (50051, 9101, "chatstack.v1.TokenizerService"),
-    "generation": (50052, 9102, "chatstack.v1.GenerationService"),
-    "reward": (50053, 9103, "chatstack.v1.RewardService"),
-    "session": (50054, 9104, "chatstack.v1.SessionService"),
-}
+# service -> (gRPC port, metrics port, the proto service its gRPC health reports): the service
+# catalog, which the chart's default ports must match
+SERVICES = {name: (info.port, info.metrics_port, info.proto_service) for name, info in CATALOG.items()}
 CORE_KINDS = {"Deployment", "Service", "StatefulSet", "PodDisruptionBudget", "HorizontalPodAutoscaler",
               "Secret", "ConfigMap", "PersistentVolumeClaim", "ServiceAccount", "Ingress"}
 CRD_API_VERSIONS = {

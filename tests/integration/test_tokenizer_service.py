@@ -18,12 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
+from chatstack.catalog import TOKENIZER
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service, wait_until
 from chatstack.v1 import common_pb2, tokenizer_pb2, tokenizer_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-SERVICE = "chatstack.v1.TokenizerService"
+SERVICE = TOKENIZER.proto_service
 LIMIT_FLAGS = ("--max-batch-items", "64", "--max-text-chars", "4096", "--max-messages", "8")
 
 

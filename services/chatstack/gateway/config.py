@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from chatstack.catalog import GATEWAY, GENERATION, REWARD, SESSION, TOKENIZER
 from chatstack.core.config import ServerConfig
 from chatstack.gateway.replicas.discovery import parse_target
 from chatstack.gateway.replicas.routing import RoutingPolicy
@@ -23,15 +24,15 @@ class GatewayConfig(ServerConfig):
         extra="ignore",
     )
 
-    port: int = Field(50050, ge=0, le=65535, description="gRPC port.")
-    metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus /metrics port.")
-    tokenizer_address: str = Field("127.0.0.1:50051",
+    port: int = Field(GATEWAY.port, ge=0, le=65535, description="gRPC port.")
+    metrics_port: int = Field(GATEWAY.metrics_port, ge=0, le=65535, description="Prometheus /metrics port.")
+    tokenizer_address: str = Field(TOKENIZER.local_address,
         description=f"The tokenizer's replicas: {_ADDRESS_FORMS}")
-    generation_address: str = Field("127.0.0.1:50052",
+    generation_address: str = Field(GENERATION.local_address,
         description=f"Generation's replicas: {_ADDRESS_FORMS}")
-    reward_address: str = Field("127.0.0.1:50053",
+    reward_address: str = Field(REWARD.local_address,
         description=f"The reward service's replicas: {_ADDRESS_FORMS}")
-    session_address: str = Field("127.0.0.1:50054",
+    session_address: str = Field(SESSION.local_address,
         description=f"The session service's replicas: {_ADDRESS_FORMS}")
     tokenizer_routing: RoutingPolicy = Field("round_robin", description="Tokenizer replica per call.")
     generation_routing: RoutingPolicy = Field(

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from chatstack.catalog import GENERATION, REWARD, SESSION, TOKENIZER
 from chatstack.core import errors
 from chatstack.core.request_context import OWNER_KEY, downstream_metadata, remaining_seconds
 from chatstack.gateway.config import GatewayConfig
@@ -49,10 +50,10 @@ _PASS_THROUGH_DETAILS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_F
 
 # backend -> (the proto service its health reports, its stub)
 _BACKENDS: dict[str, tuple[str, Any]] = {
-    "tokenizer": ("chatstack.v1.TokenizerService", tokenizer_pb2_grpc.TokenizerServiceStub),
-    "generation": ("chatstack.v1.GenerationService", generation_pb2_grpc.GenerationServiceStub),
-    "reward": ("chatstack.v1.RewardService", reward_pb2_grpc.RewardServiceStub),
-    "session": ("chatstack.v1.SessionService", session_pb2_grpc.SessionServiceStub),
+    TOKENIZER.name: (TOKENIZER.proto_service, tokenizer_pb2_grpc.TokenizerServiceStub),
+    GENERATION.name: (GENERATION.proto_service, generation_pb2_grpc.GenerationServiceStub),
+    REWARD.name: (REWARD.proto_service, reward_pb2_grpc.RewardServiceStub),
+    SESSION.name: (SESSION.proto_service, session_pb2_grpc.SessionServiceStub),
 }
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [

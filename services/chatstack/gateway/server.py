@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
+from chatstack.catalog import GATEWAY
 from chatstack.core.metrics import MetricFactory
 from chatstack.core.server import ServiceSpec, run_service, servicer_spec
 from chatstack.gateway.auth import ApiKeyAuthenticator
@@ -16,9 +17,9 @@ from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.downstream import Downstream
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.servicer import ChatServicer
-from chatstack.v1 import chat_pb2, chat_pb2_grpc
+from chatstack.v1 import chat_pb2_grpc
 
-SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+SERVICE_NAME = GATEWAY.proto_service
 
 
 def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactory,

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from chatstack.catalog import GENERATION
 from chatstack.core.vllm_config import VllmEngineConfig
 
 
@@ -18,8 +19,9 @@ class GenerationConfig(VllmEngineConfig):
         extra="ignore",
     )
 
-    port: int = Field(50052, ge=0, le=65535, description="gRPC port.")
-    metrics_port: int = Field(9102, ge=0, le=65535, description="Prometheus /metrics port.")
+    port: int = Field(GENERATION.port, ge=0, le=65535, description="gRPC port.")
+    metrics_port: int = Field(GENERATION.metrics_port, ge=0, le=65535,
+                              description="Prometheus /metrics port.")
     max_n: int = Field(8, ge=1, description="Largest n (choices per request).")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request leaves it 0.")
     max_logprobs: int = Field(20, ge=0, description="Largest logprobs count per token.")

@@ -7,15 +7,16 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
+from chatstack.catalog import GENERATION
 from chatstack.core.metrics import MetricFactory
 from chatstack.core.server import ServiceSpec, engine_service_spec, run_service
 from chatstack.generation.config import GenerationConfig
 from chatstack.generation.engine import VllmGenerationEngine
 from chatstack.generation.metrics import GenerationMetrics
 from chatstack.generation.servicer import GenerationServicer
-from chatstack.v1 import generation_pb2, generation_pb2_grpc
+from chatstack.v1 import generation_pb2_grpc
 
-SERVICE_NAME = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
+SERVICE_NAME = GENERATION.proto_service
 
 
 def build_spec(config: GenerationConfig, registry: CollectorRegistry | MetricFactory) -> ServiceSpec:

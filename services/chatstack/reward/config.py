@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from chatstack.catalog import REWARD
 from chatstack.core.vllm_config import VllmEngineConfig
 
 
@@ -16,8 +17,8 @@ class RewardConfig(VllmEngineConfig):
         extra="ignore",
     )
 
-    port: int = Field(50053, ge=0, le=65535, description="gRPC port.")
-    metrics_port: int = Field(9103, ge=0, le=65535, description="Prometheus /metrics port.")
+    port: int = Field(REWARD.port, ge=0, le=65535, description="gRPC port.")
+    metrics_port: int = Field(REWARD.metrics_port, ge=0, le=65535, description="Prometheus /metrics port.")
     model: str = Field(".models/tiny/reward", description="Reward model directory or hub id "
                        "(a *ForSequenceClassification with num_labels=1 and a chat template).")
     max_in_flight: int = Field(

@@ -7,15 +7,16 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
+from chatstack.catalog import REWARD
 from chatstack.core.metrics import MetricFactory
 from chatstack.core.server import ServiceSpec, engine_service_spec, run_service
 from chatstack.reward.config import RewardConfig
 from chatstack.reward.engine import VllmRewardEngine
 from chatstack.reward.metrics import RewardMetrics
 from chatstack.reward.servicer import RewardServicer
-from chatstack.v1 import reward_pb2, reward_pb2_grpc
+from chatstack.v1 import reward_pb2_grpc
 
-SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
+SERVICE_NAME = REWARD.proto_service
 
 
 def build_spec(config: RewardConfig, registry: CollectorRegistry | MetricFactory) -> ServiceSpec:

@@ -14,10 +14,9 @@ from typing import Any
 
 import yaml
 
+from chatstack.catalog import DEV_RAY_REDIS_PORT, TINY_ENGINE_SETTINGS
 from chatstack.core.redis_process import RedisProcess
 from chatstack.local_stack import StopSignals, dev_api_key, engine_placement, say
-
-REDIS_PORT = 6391
 
 
 def load_serve_config(path: str | Path) -> dict[str, Any]:
@@ -31,10 +30,8 @@ def local_app_args(models: Path, redis_url: str, gateway_keys: dict[str, str]) -
     return {
         "tokenizer": {"model_dir": str(models / "lm")},
         "session": {"redis_url": redis_url},
-        "generation": {"model": str(models / "lm"), "dtype": "float32", "cpu_kvcache_space_gib": 1,
-                       **engine_placement(0)},
-        "reward": {"model": str(models / "reward"), "dtype": "float32", "cpu_kvcache_space_gib": 1,
-                   **engine_placement(1)},
+        "generation": {"model": str(models / "lm"), **TINY_ENGINE_SETTINGS, **engine_placement(0)},
+        "reward": {"model": str(models / "reward"), **TINY_ENGINE_SETTINGS, **engine_placement(1)},
         "gateway": dict(gateway_keys),
     }
 
@@ -57,7 +54,7 @@ def run_ray_stack(config_path: str, models_dir: str, run_dir: str) -> int:
     run, models = Path(run_dir).resolve(), Path(models_dir).resolve()
     stop = StopSignals()
     stop.install()
-    redis = RedisProcess(REDIS_PORT, run / "redis-ray")
+    redis = RedisProcess(DEV_RAY_REDIS_PORT, run / "redis-ray")
     try:
         redis.start()
         key, keys_file = dev_api_key(run)

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from chatstack.catalog import SESSION
 from chatstack.core.config import ServerConfig
 
 
@@ -18,8 +19,8 @@ class SessionConfig(ServerConfig):
         extra="ignore",
     )
 
-    port: int = Field(50054, ge=0, le=65535, description="gRPC port.")
-    metrics_port: int = Field(9104, ge=0, le=65535, description="Prometheus /metrics port.")
+    port: int = Field(SESSION.port, ge=0, le=65535, description="gRPC port.")
+    metrics_port: int = Field(SESSION.metrics_port, ge=0, le=65535, description="Prometheus /metrics port.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss://).")
     key_prefix: str = Field("cs:", description="Prefix of every Redis key this service writes.")
     pool_size: int = Field(64, ge=1, description="Most Redis connections in the pool.")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
+from chatstack.catalog import SESSION
 from chatstack.core.errors import BackendUnavailable
 from chatstack.core.metrics import MetricFactory
 from chatstack.core.server import ServiceSpec, run_service, servicer_spec
@@ -16,9 +17,9 @@ from chatstack.session.config import SessionConfig
 from chatstack.session.metrics import SessionMetrics
 from chatstack.session.servicer import SessionServicer
 from chatstack.session.store import RedisSessionStore
-from chatstack.v1 import session_pb2, session_pb2_grpc
+from chatstack.v1 import session_pb2_grpc
 
-SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
+SERVICE_NAME = SESSION.proto_service
 log = logging.getLogger(__name__)
 
 

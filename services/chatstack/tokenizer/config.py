@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from chatstack.catalog import TOKENIZER
 from chatstack.core.config import ServerConfig
 
 
@@ -16,8 +17,8 @@ class TokenizerConfig(ServerConfig):
         extra="ignore",
     )
 
-    port: int = Field(50051, ge=0, le=65535, description="gRPC port.")
-    metrics_port: int = Field(9101, ge=0, le=65535, description="Prometheus /metrics port.")
+    port: int = Field(TOKENIZER.port, ge=0, le=65535, description="gRPC port.")
+    metrics_port: int = Field(TOKENIZER.metrics_port, ge=0, le=65535, description="Prometheus /metrics port.")
     model_dir: str = Field(
         ".models/tiny/lm",
         description="Directory with tokenizer.json (and tokenizer_config.json for the chat "

@@ -7,14 +7,15 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
+from chatstack.catalog import TOKENIZER
 from chatstack.core.metrics import MetricFactory
 from chatstack.core.server import ServiceSpec, run_service, servicer_spec
 from chatstack.tokenizer.config import TokenizerConfig
 from chatstack.tokenizer.engine import TokenizerEngine, TokenizerLimits
 from chatstack.tokenizer.servicer import TokenizerServicer
-from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
+from chatstack.v1 import tokenizer_pb2_grpc
 
-SERVICE_NAME = tokenizer_pb2.DESCRIPTOR.services_by_name["TokenizerService"].full_name
+SERVICE_NAME = TOKENIZER.proto_service
 
 
 def build_spec(config: TokenizerConfig, registry: CollectorRegistry | MetricFactory) -> ServiceSpec:
