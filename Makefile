@@ -110,6 +110,7 @@ bench: setup  ## benchmarks (ratios against in-process baselines)
 	$(PY) -m tests.benchmarks.bench_reward --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_gateway --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_serve --models-dir $(MODELS_DIR)
+	$(PY) -m tests.benchmarks.bench_affinity
 	$(PY) -m tests.benchmarks.probe_event_loop_stall --models-dir $(MODELS_DIR)
 	$(MAKE) --no-print-directory bench-peers
 
