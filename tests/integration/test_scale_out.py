@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -211,24 +212,28 @@ def test_killing_a_replica_fails_only_its_calls_in_flight_and_moves_its_sessions
         assert _turn(scale_out, alice, s, "welcome back")[1] == victim
 
 
-def test_a_replica_added_to_the_name_gets_traffic_without_a_gateway_restart(
+def test_a_replica_added_to_the_name_gets_traffic_and_drains_cleanly(
         scale_out: ScaleOut, alice: ChatClient, redis_server: RedisProcess, log_dir: Path) -> None:
     newcomer = f"{SESSION_HOSTS[2]}:{scale_out.session_port}"
-    proc, _, _ = start_session_service(redis_server.url, log_dir, name="session-replica-2",
-                                       host=SESSION_HOSTS[2], port=scale_out.session_port)
-    scale_out.sessions.append(proc)
+    proc, _, _ = start_session_service(redis_server.url, log_dir, "--grace-seconds", "30",
+                                       name="session-replica-2", host=SESSION_HOSTS[2], port=scale_out.session_port)
     try:
         scale_out.dns.set(SESSION_NAME, SESSION_HOSTS)
         wait_until(lambda: scale_out.serving("session") == 3, 30, "the gateway resolved the third replica")
         for _ in range(6):
             alice.create_session()
         assert scale_out.served("session", newcomer) >= 1
-        # and leaving the name stops its traffic
-        scale_out.dns.set(SESSION_NAME, SESSION_HOSTS[:2])
-        wait_until(lambda: scale_out.serving("session") == 2, 30, "the gateway dropped the third replica")
+
+        # SIGTERM while still in the name: it turns NOT_SERVING, the gateway stops watching it
+        # (a held Watch would keep it draining for its whole 30 s grace), calls go elsewhere
+        started = time.monotonic()
+        assert proc.stop(30) == 0, proc.tail()
+        assert time.monotonic() - started < 15
+        wait_until(lambda: scale_out.serving("session") == 2, 30, "the gateway saw the replica go")
         before = scale_out.served("session", newcomer)
         for _ in range(6):
             alice.create_session()
         assert scale_out.served("session", newcomer) == before
     finally:
         proc.stop(30)
+        scale_out.dns.set(SESSION_NAME, SESSION_HOSTS[:2])

@@ -12,7 +12,8 @@ a scaled-out backend would get no traffic from the gateways already running.
   also keeps the connection up). Only SERVING replicas get calls: NOT_SERVING (starting, draining,
   a dead engine) or an unreachable one is skipped until it reports SERVING again. A broken watch is
   retried at once (a server's max connection age ends it on purpose), and only a second failure in
-  a row marks the replica down.
+  a row marks the replica down. A replica that is not serving is asked again twice a second
+  instead of watched, so the gateway does not hold a draining server open.
 - Load: the calls (streams until their end) this gateway has open on each replica, which
   `least_loaded` and the bound of `session_affinity` read.
 """
@@ -35,7 +36,8 @@ from chatstack.gateway.replicas.routing import Router
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 RETIRE_GRACE_SECONDS = 300.0  # a removed replica's open calls (streams) may run this long
-SETTLE_SECONDS = 2.0  # a call waits at most this long for a new set's first health answers
+SETTLE_SECONDS = 2.0
+NOT_SERVING_POLL_SECONDS = 0.5  # a call waits at most this long for a new set's first health answers
 
 
 class Replica:
@@ -106,6 +108,7 @@ class ReplicaSet:
                     await asyncio.gather(*(r.known.wait() for r in list(self.replicas.values())))
         eligible = [a for a in self._order if self.replicas[a].reachable()]
         if not eligible:
+            self._resolve_now.set()  # perhaps the replicas moved: look again now
             raise errors.BackendUnavailable(
                 f"{self.service} service unavailable: no serving replica at {self._describe()}")
         load = {a: self.replicas[a].in_flight for a in eligible}
@@ -195,19 +198,32 @@ class ReplicaSet:
         replica.known.set()
 
     async def _watch(self, replica: Replica) -> None:
-        """Follow the replica's health (see module docstring)."""
+        """Follow the replica's health (see module docstring). A Watch is held only while the
+        replica serves: a server's health never ends a Watch, so one held through its SIGTERM
+        would keep it draining for its whole grace period. After NOT_SERVING it is dropped and
+        opened again every `NOT_SERVING_POLL_SECONDS` (its first reply is the current status)."""
         stub = health_pb2_grpc.HealthStub(replica.channel)
         request = health_pb2.HealthCheckRequest(service=self.health_service)
         failures = 0
         while True:
+            serving: bool | None = None
+            call = stub.Watch(request)
             try:
-                async for reply in stub.Watch(request):
+                async for reply in call:
                     failures = 0
-                    self._set_serving(replica, reply.status == SERVING)
+                    serving = reply.status == SERVING
+                    self._set_serving(replica, serving)
+                    if not serving:
+                        break
             except grpc.aio.AioRpcError as err:
                 if err.code() == grpc.StatusCode.UNIMPLEMENTED:  # no health service: trust calls
                     self._set_serving(replica, True)
                     return
+            finally:
+                call.cancel()
+            if serving is False:
+                await asyncio.sleep(NOT_SERVING_POLL_SECONDS)
+                continue
             failures += 1
             if failures >= 2:
                 self._set_serving(replica, False)
