@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from chatstack.gateway.config import GatewayConfig
-from chatstack.gateway.replicas.discovery import Target, parse_target
+from chatstack.gateway.replicas.discovery import Target, parse_target, resolve
 from chatstack.gateway.replicas.routing import BoundedLoadHashRing, LeastLoaded, RoundRobin, make_router
 
 TWO = ["10.0.0.1:50052", "10.0.0.2:50052"]
@@ -101,3 +101,11 @@ def test_address_forms(text: str, target: Target) -> None:
 def test_a_malformed_address_is_refused_naming_the_setting(text: str) -> None:
     with pytest.raises(ValueError, match="generation_address"):
         GatewayConfig(generation_address=text)
+
+
+async def test_a_dns_name_without_a_server_resolves_with_the_system_resolver() -> None:
+    # /etc/hosts and search domains apply, as for any process in a pod
+    assert "127.0.0.1:50052" in await resolve(parse_target("dns:///localhost:50052"))
+    with pytest.raises(OSError):
+        await resolve(parse_target("dns:///no-such-host.invalid:50052"))
+    assert await resolve(parse_target("b:2,a:1")) == ["b:2", "a:1"]  # a static list as written
