@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 import pytest
@@ -117,18 +118,27 @@ def tokenizer_address(models_dir: Path, log_dir: Path) -> Iterator[str]:
     proc.stop()
 
 
+class GatewayProcess(NamedTuple):
+    """A gateway started by a fixture."""
+
+    proc: ManagedProcess
+    address: str  # gRPC host:port
+    metrics_port: int
+    http_port: int  # the OpenAI-compatible API: http://127.0.0.1:<http_port>/v1
+
+
 def start_gateway(log_dir: Path, name: str = "gateway", extra_flags: tuple[str, ...] = (),
-                  **addresses: str) -> tuple[ManagedProcess, str, int]:
+                  **addresses: str) -> GatewayProcess:
     """A gateway with keys for alice and bob; addresses: tokenizer=..., generation=..., etc."""
     from chatstack.gateway.auth import hash_key
 
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, http_port = free_port(), free_port(), free_port()
     flags = ["--api-keys", f"alice:{hash_key(ALICE_KEY)},bob:{hash_key(BOB_KEY)}", "--log-level", "WARNING",
-             *extra_flags]
+             "--http-port", str(http_port), *extra_flags]
     for service, address in addresses.items():
         flags += [f"--{service}-address", address]
     proc = start_grpc_service(name, "gateway", port, metrics_port, log_dir, flags, health_service=CHAT_SERVICE)
-    return proc, f"127.0.0.1:{port}", metrics_port
+    return GatewayProcess(proc, f"127.0.0.1:{port}", metrics_port, http_port)
 
 
 @pytest.fixture(scope="session")
@@ -140,8 +150,14 @@ def stack_addresses(tokenizer_address: str, session_service: tuple[str, int],
 
 
 @pytest.fixture(scope="session")
-def gateway(stack_addresses: dict[str, str], log_dir: Path) -> Iterator[tuple[str, int]]:
-    """The gateway over the real stack; yields (address, metrics port)."""
-    proc, address, metrics_port = start_gateway(log_dir, **stack_addresses)
-    yield address, metrics_port
-    assert proc.stop() == 0, proc.tail()
+def gateway_process(stack_addresses: dict[str, str], log_dir: Path) -> Iterator[GatewayProcess]:
+    """The gateway over the real stack."""
+    started = start_gateway(log_dir, **stack_addresses)
+    yield started
+    assert started.proc.stop() == 0, started.proc.tail()
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_process: GatewayProcess) -> tuple[str, int]:
+    """The gateway over the real stack: (gRPC address, metrics port)."""
+    return gateway_process.address, gateway_process.metrics_port

@@ -38,6 +38,9 @@ GENERATION = ServiceInfo("generation", _proto(generation_pb2, "GenerationService
 REWARD = ServiceInfo("reward", _proto(reward_pb2, "RewardService"), 50053, 9103)
 SESSION = ServiceInfo("session", _proto(session_pb2, "SessionService"), 50054, 9104)
 
+#: The gateway's OpenAI-compatible HTTP API (`http://127.0.0.1:8080/v1` under `make run`).
+GATEWAY_HTTP_PORT = 8080
+
 #: The gateway's backends, in the order the gateway's settings name them.
 BACKENDS = (TOKENIZER, GENERATION, REWARD, SESSION)
 SERVICES = {s.name: s for s in (GATEWAY, *BACKENDS)}

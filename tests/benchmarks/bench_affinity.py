@@ -116,7 +116,7 @@ def start_stack(models: Path, log_dir: Path, redis_url: str, kv_gib: float
                  "--session-address", addresses["session"], "--generation-address", ",".join(replicas),
                  "--reward-address", f"127.0.0.1:{free_port()}",  # never called: scoring off
                  "--single-answer-scoring", "off", "--generation-routing", policy,
-                 "--max-message-chars", "100000"),
+                 "--max-message-chars", "100000", "--http-port", "0"),
                 GATEWAY.proto_service)
     except BaseException:
         for proc in reversed(procs):

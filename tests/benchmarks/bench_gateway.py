@@ -99,7 +99,7 @@ def start_stack(models: Path, log_dir: Path, redis_url: str) -> tuple[list[Manag
                                             timeout=300))
             addresses[name] = f"127.0.0.1:{port}"
         port = free_port()
-        flags = ["--api-keys", f"bench:{hash_key(API_KEY)}", "--log-level", "WARNING"]
+        flags = ["--api-keys", f"bench:{hash_key(API_KEY)}", "--log-level", "WARNING", "--http-port", "0"]
         for name, address in addresses.items():
             flags += [f"--{name}-address", address]
         print("  starting gateway ...", flush=True)

@@ -619,7 +619,7 @@ def start_stack(models: Path, engine: GenerationConfig, redis_url: str, scoring:
                                         timeout=timeout))
         addresses[name] = f"127.0.0.1:{port}"
     port = free_port()
-    gateway_flags = ["--api-keys", f"bench:{hash_key(API_KEY)}", "--log-level", "WARNING"]
+    gateway_flags = ["--api-keys", f"bench:{hash_key(API_KEY)}", "--log-level", "WARNING", "--http-port", "0"]
     for name, address in addresses.items():
         gateway_flags += [f"--{name}-address", address]
     print(f"starting gateway (single-answer scoring {scoring}) ...", flush=True)

@@ -206,7 +206,7 @@ def stack(models: Path, run: Path) -> Iterator[dict[str, str]]:
               *engine_placement_flags(0))
         start("reward", "--model", str(models / "reward"), *TINY_ENGINE_FLAGS,
               *engine_placement_flags(1))
-        start("gateway", "--api-keys", f"probe:{hash_key(API_KEY)}",
+        start("gateway", "--api-keys", f"probe:{hash_key(API_KEY)}", "--http-port", "0",
               *(f for s in ("tokenizer", "generation", "reward", "session")
                 for f in (f"--{s}-address", addresses[s])))
         yield addresses

@@ -171,7 +171,7 @@ def test_a_downstream_service_down_is_unavailable_naming_it_and_the_session_is_u
     sid = alice.chat("hello", **FAST).session_id
     before = session_state(session_service[0], sid)
     addresses = {**stack_addresses, broken: f"127.0.0.1:{free_port()}"}  # nothing listens there
-    proc, address, _ = start_gateway(log_dir, name=f"gateway-no-{broken}", **addresses)
+    proc, address, _, _ = start_gateway(log_dir, name=f"gateway-no-{broken}", **addresses)
     try:
         with ChatClient(address, ALICE_KEY, timeout=30) as client:
             started = time.monotonic()
@@ -240,7 +240,7 @@ def test_single_answer_scoring_sync_async_and_off(
     assert synced.reward_status == chat_pb2.REWARD_STATUS_SCORED
     assert alice.history(synced.session_id)[1][-1].metadata["reward_score"] == repr(synced.reward_score)
     for mode, status in (("async", chat_pb2.REWARD_STATUS_PENDING), ("off", chat_pb2.REWARD_STATUS_OFF)):
-        proc, address, metrics_port = start_gateway(
+        proc, address, metrics_port, _ = start_gateway(
             log_dir, name=f"gateway-scoring-{mode}", extra_flags=("--single-answer-scoring", mode),
             **stack_addresses)
         try:

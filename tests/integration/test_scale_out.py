@@ -84,7 +84,7 @@ def scale_out(models_dir: Path, log_dir: Path, redis_server: RedisProcess, token
             generation[address], gen_metrics[address] = proc, metrics_port
         dns.set(GEN_NAME, GEN_HOSTS)
         dns.set(SESSION_NAME, SESSION_HOSTS[:2])
-        gw, address, metrics_port = start_gateway(
+        gw, address, metrics_port, _ = start_gateway(
             log_dir, name="gateway-scale-out",
             extra_flags=("--resolve-interval-seconds", "0.5", "--single-answer-scoring", "off",
                          "--generation-routing", "session_affinity", "--session-routing", "round_robin"),

@@ -80,3 +80,28 @@ def status_for(error: ChatstackError) -> grpc.StatusCode:
         if code is not None:
             return code
     return grpc.StatusCode.UNKNOWN
+
+
+# The HTTP status of each gRPC status, as google.rpc.Code documents the mapping (CANCELLED: the
+# 499 "client closed request" of nginx and Google's APIs). An HTTP adapter maps a domain error
+# through `status_for` and this table, so both transports answer from the one table above.
+HTTP_BY_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def http_status_for(error: ChatstackError) -> int:
+    """The HTTP status of a domain error (500 only for an unmapped one: a bug)."""
+    return HTTP_BY_STATUS.get(status_for(error), 500)

@@ -13,6 +13,7 @@ OWNER_KEY = "x-chatstack-owner"
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+_transport: contextvars.ContextVar[str] = contextvars.ContextVar("transport", default="grpc")
 
 
 def new_request_id() -> str:
@@ -28,6 +29,17 @@ def current_request_id() -> str:
 def set_request_id(request_id: str) -> None:
     """Bind a request id to the current task (each RPC runs in its own task and context)."""
     _request_id.set(request_id)
+
+
+def set_transport(transport: str) -> None:
+    """Name the front door the current call came through ("grpc", "http"), for metric labels:
+    the flows themselves do not know it."""
+    _transport.set(transport)
+
+
+def current_transport() -> str:
+    """The front door of the call being served ("grpc" unless an adapter said otherwise)."""
+    return _transport.get()
 
 
 def set_deadline(remaining_seconds: float | None) -> None:

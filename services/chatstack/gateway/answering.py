@@ -26,7 +26,10 @@ def sampling_params(config: GatewayConfig, options: ChatOptions,
     temperature = config.default_temperature if options.temperature is None else options.temperature
     n = 1 if temperature == 0 else max(1, options.best_of)
     sampling = generation_pb2.SamplingParams(
-        n=n, max_tokens=max_tokens, min_tokens=1, stop=list(options.stop), temperature=temperature)
+        n=n, max_tokens=max_tokens, min_tokens=1, stop=list(options.stop), temperature=temperature,
+        presence_penalty=options.presence_penalty, frequency_penalty=options.frequency_penalty)
+    if options.logprobs is not None:
+        sampling.logprobs = options.logprobs
     for name in ("top_p", "top_k", "seed"):
         value = getattr(options, name)
         if value is not None:

@@ -68,15 +68,18 @@ class GenerationClient:
 
     def __init__(self, ds: Transport) -> None:
         self._ds = ds
-        self._max_model_len: int | None = None
+        self._info: generation_pb2.GetModelInfoResponse | None = None
+
+    async def info(self) -> generation_pb2.GetModelInfoResponse:
+        """The generation model's name and limits (asked once)."""
+        if self._info is None:
+            self._info = await self._ds.call("generation", "GetModelInfo",
+                                             generation_pb2.GetModelInfoRequest())
+        return self._info
 
     async def max_model_len(self) -> int:
         """The generation model's context length."""
-        if self._max_model_len is None:
-            info = await self._ds.call("generation", "GetModelInfo",
-                                       generation_pb2.GetModelInfoRequest())
-            self._max_model_len = int(info.max_model_len)
-        return self._max_model_len
+        return int((await self.info()).max_model_len)
 
     async def generate(self, ids: list[int], sampling: generation_pb2.SamplingParams,
                        session_id: str | None = None) -> generation_pb2.GenerateResponse:

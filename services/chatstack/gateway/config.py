@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from chatstack.catalog import GATEWAY, GENERATION, REWARD, SESSION, TOKENIZER
+from chatstack.catalog import GATEWAY, GATEWAY_HTTP_PORT, GENERATION, REWARD, SESSION, TOKENIZER
 from chatstack.core.config import ServerConfig
 from chatstack.gateway.replicas.discovery import parse_target
 from chatstack.gateway.replicas.routing import RoutingPolicy
@@ -26,6 +26,9 @@ class GatewayConfig(ServerConfig):
 
     port: int = Field(GATEWAY.port, ge=0, le=65535, description="gRPC port.")
     metrics_port: int = Field(GATEWAY.metrics_port, ge=0, le=65535, description="Prometheus /metrics port.")
+    http_port: int = Field(GATEWAY_HTTP_PORT, ge=0, le=65535,
+                           description="Port of the OpenAI-compatible HTTP API (0 = a free one), on `host`.")
+    http_enabled: bool = Field(True, description="Serve the OpenAI-compatible HTTP API.")
     tokenizer_address: str = Field(TOKENIZER.local_address,
         description=f"The tokenizer's replicas: {_ADDRESS_FORMS}")
     generation_address: str = Field(GENERATION.local_address,
@@ -62,6 +65,9 @@ class GatewayConfig(ServerConfig):
     max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens a Chat may ask.")
     max_best_of: int = Field(8, ge=1, description="Largest best_of.")
     max_message_chars: int = Field(32_000, ge=1, description="Longest user message.")
+    max_conversation_chars: int = Field(
+        256_000, ge=1, description="Most characters of a conversation a stateless call (OpenAI "
+        "chat completions) sends, all messages together.")
     default_temperature: float = Field(0.8, ge=0, description="Temperature when unset.")
     single_answer_scoring: Literal["sync", "async", "off"] = Field(
         "sync", description="Reward scoring of a single (not best-of-n) answer: `sync` scores it "

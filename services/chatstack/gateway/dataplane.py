@@ -234,7 +234,7 @@ class ChatDataPlane:
             answer.reward_status = "off"
         clock.seconds["total"] = time.perf_counter() - clock.start
         for stage, seconds in clock.seconds.items():
-            self.metrics.stage.labels(stage).observe(seconds)
+            self.metrics.observe_stage(stage, seconds)
         yield FinalEvent(stored.turn.turn_id, answer.text, answer.reward_score, answer.candidates,
                          answer.prompt_tokens, answer.completion_tokens, dict(clock.seconds),
                          answer.finish_reason, stored.version, answer.reward_status)

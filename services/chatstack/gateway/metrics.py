@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from chatstack.core.metrics import LATENCY_BUCKETS_SECONDS, MetricFactory, metric_factory
+from chatstack.core.request_context import current_transport
 from chatstack.gateway.replicas.replica_set import BackendMetrics
 
 STAGES = ("session_read", "template", "ttft", "generation", "reward", "session_write", "total")
@@ -17,8 +18,9 @@ class GatewayMetrics:
         f = metric_factory(registry)
         self.stage = f.histogram(
             "chatstack_gateway_stage_duration_seconds",
-            "Wall-clock seconds of each stage of a successful Chat/Regenerate/Edit call.",
-            ["stage"], buckets=LATENCY_BUCKETS_SECONDS)
+            "Wall-clock seconds of each stage of a successful chat call, by the front door it came "
+            "through (transport: grpc, http).",
+            ["stage", "transport"], buckets=LATENCY_BUCKETS_SECONDS)
         self.best_of = f.counter(
             "chatstack_gateway_best_of_requests",
             "Chat calls that generated several candidates and kept the reward model's best, by n.",
@@ -34,3 +36,7 @@ class GatewayMetrics:
             "many pending), cancelled (shutdown).",
             ["outcome"])
         self.backends = BackendMetrics(f)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        """One stage's duration, labelled with the current call's transport."""
+        self.stage.labels(stage, current_transport()).observe(seconds)

@@ -22,6 +22,10 @@ class ChatOptions:
     best_of: int = 1
     context_token_budget: int = 0
     echo_prompt: bool = False
+    n: int = 1  # answers returned (stateless completions)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None  # top log-probabilities per token (None: none)
 
 
 @dataclass(frozen=True)

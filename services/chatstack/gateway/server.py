@@ -8,14 +8,17 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry
 
 from chatstack.catalog import GATEWAY
-from chatstack.core.metrics import MetricFactory
+from chatstack.core.metrics import MetricFactory, metric_factory
 from chatstack.core.server import ServiceSpec, run_service, servicer_spec
 from chatstack.gateway.auth import ApiKeyAuthenticator
 from chatstack.gateway.clients import Backends, Transport
+from chatstack.gateway.completions import Completions
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.downstream import Downstream
+from chatstack.gateway.http_server import HttpServer
 from chatstack.gateway.metrics import GatewayMetrics
+from chatstack.gateway.openai_api.app import HttpMetrics, build_app
 from chatstack.gateway.servicer import ChatServicer
 from chatstack.v1 import chat_pb2_grpc
 
@@ -33,8 +36,23 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
     metrics = GatewayMetrics(registry)
     backends = Backends(transport or Downstream(config, metrics.backends))
     dataplane = ChatDataPlane(config, backends, metrics)
+    http: HttpServer | None = None
+    if config.http_enabled and transport is None:
+        completions = Completions(config, backends.tokenizer, backends.generation, backends.reward, metrics)
+        app = build_app(completions, auth, HttpMetrics(metric_factory(registry)))
+        http = HttpServer(app, config.host, config.http_port, config.grace_seconds)
+
+    async def start() -> None:
+        if http is not None:
+            await http.start()
+
+    async def stop() -> None:
+        if http is not None:
+            await http.stop()
+        await dataplane.close()
+
     return servicer_spec(SERVICE_NAME, ChatServicer(dataplane, auth),
-                         chat_pb2_grpc.add_ChatServiceServicer_to_server, stop=dataplane.close)
+                         chat_pb2_grpc.add_ChatServiceServicer_to_server, start=start, stop=stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

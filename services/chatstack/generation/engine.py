@@ -67,7 +67,10 @@ def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
     return SamplingParams(**kwargs)
 
 
-def _logprobs(token_ids: list[int], entries: Any) -> list[PositionLogprobs]:
+def _logprobs(token_ids: list[int], entries: Any, top_k: int) -> list[PositionLogprobs]:
+    """Each position's sampled token and its `top_k` most likely tokens. vLLM adds the sampled
+    token to a position's entries when it is not among the top k (with its rank, > k): it is kept
+    as `sampled`, not counted among the top."""
     if not entries:
         return []
     out = []
@@ -80,7 +83,7 @@ def _logprobs(token_ids: list[int], entries: Any) -> list[PositionLogprobs]:
         sampled = entry.get(token_id)
         out.append(PositionLogprobs(
             sampled=lp(token_id, sampled) if sampled is not None else TokenLogprob(token_id, 0.0, ""),
-            top=tuple(lp(t, v) for t, v in ranked if v.rank and v.rank > 0),
+            top=tuple(lp(t, v) for t, v in ranked if v.rank and 0 < v.rank <= top_k),
         ))
     return out
 
@@ -219,7 +222,7 @@ class VllmGenerationEngine:
                                 itl_count += len(new_ids)
                         last_token_at[o.index] = now
                         self.metrics.generated_tokens.inc(len(new_ids))
-                    lps = _logprobs(new_ids, o.logprobs)
+                    lps = _logprobs(new_ids, o.logprobs, params.logprobs or 0)
                     choice.text += o.text
                     choice.token_ids += new_ids
                     choice.logprobs += lps

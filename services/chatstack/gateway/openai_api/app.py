@@ -1,0 +1,112 @@
+"""The OpenAI-compatible HTTP API of the gateway: a FastAPI app over the same transport-free
+flows as the gRPC servicer. Handlers only authenticate, translate and map errors.
+
+Every request: `Authorization: Bearer <key>` (the gRPC keys and owners), `x-request-id` taken or
+made (and returned), the transport named "http" for the flows' metrics, and a per-route count and
+latency (`chatstack_http_requests_total`, `chatstack_http_request_duration_seconds`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from chatstack.core.errors import ChatstackError, NotFound
+from chatstack.core.metrics import MetricFactory
+from chatstack.core.request_context import (
+    REQUEST_ID_KEY,
+    new_request_id,
+    set_request_id,
+    set_transport,
+)
+from chatstack.gateway.auth import ApiKeyAuthenticator
+from chatstack.gateway.completions import Completions
+from chatstack.gateway.openai_api.chat_completions import ChatCompletionsHandler
+from chatstack.gateway.openai_api.errors import error_response, validation_response
+from chatstack.gateway.openai_api.schemas import ChatCompletionRequest
+
+log = logging.getLogger(__name__)
+
+
+class HttpMetrics:
+    """Count and latency of each HTTP route, by status."""
+
+    def __init__(self, factory: MetricFactory) -> None:
+        self.requests = factory.counter(
+            "chatstack_http_requests", "HTTP requests of the OpenAI-compatible API, by route and status.",
+            ["route", "status"])
+        self.duration = factory.histogram(
+            "chatstack_http_request_duration_seconds",
+            "Seconds until an HTTP response's headers were ready (a stream's events follow).", ["route"])
+
+
+def build_app(completions: Completions, auth: ApiKeyAuthenticator, metrics: HttpMetrics) -> FastAPI:
+    """The app (see module docstring)."""
+    app = FastAPI(title="chatstack", docs_url=None, redoc_url=None, openapi_url=None)
+    handler = ChatCompletionsHandler(completions)
+
+    @app.middleware("http")
+    async def context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request.headers.get(REQUEST_ID_KEY) or new_request_id()
+        set_request_id(request_id)
+        set_transport("http")
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.duration.labels(route).observe(time.perf_counter() - started)
+        response.headers[REQUEST_ID_KEY] = request_id
+        return response
+
+    @app.exception_handler(ChatstackError)
+    async def domain_error(request: Request, exc: ChatstackError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_response(exc)
+
+    def owner(request: Request) -> str:
+        return auth.owner_for(request.headers.get("authorization"))
+
+    async def model_name() -> str:
+        info = await completions.generation.info()
+        return info.model
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        owner(request)
+        name = await model_name()
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "chatstack"}]}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        owner(request)
+        name = await model_name()
+        if body.model != name:
+            raise NotFound(f"model: {body.model!r} is not served here (GET /v1/models lists {name!r})")
+        if not body.stream:
+            return await handler.complete(body, name)
+        events = handler.stream(body, name)
+        first = await anext(events)  # an error before the first event gets its own HTTP status
+        return StreamingResponse(_prepend(first, events), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache"})
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    yield first
+    async for event in rest:
+        yield event

@@ -1,0 +1,106 @@
+"""`POST /v1/chat/completions`: the stateless completion flow in OpenAI's shapes, whole or as
+server-sent events (`chat.completion.chunk` objects, then `data: [DONE]`)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from chatstack.core.errors import ChatstackError, http_status_for
+from chatstack.gateway.completions import Completion, CompletionDelta, Completions
+from chatstack.gateway.openai_api.errors import error_body
+from chatstack.gateway.openai_api.schemas import ChatCompletionRequest
+from chatstack.v1 import common_pb2, generation_pb2
+
+FINISH_REASONS: dict[int, str] = {common_pb2.FINISH_REASON_STOP: "stop",
+                                  common_pb2.FINISH_REASON_LENGTH: "length",
+                                  common_pb2.FINISH_REASON_ABORT: "abort"}
+
+
+def _token_logprob(t: generation_pb2.TokenLogprob) -> dict[str, Any]:
+    return {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode())}
+
+
+def logprobs_json(positions: list[generation_pb2.PositionLogprobs]) -> dict[str, Any]:
+    """OpenAI's `logprobs` of a choice: the sampled token and the top alternatives per position."""
+    return {"content": [{**_token_logprob(p.sampled), "top_logprobs": [_token_logprob(t) for t in p.top]}
+                        for p in positions]}
+
+
+def usage_json(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """OpenAI's `usage`."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class ChatCompletionsHandler:
+    """Runs one chat-completions request over `Completions` and shapes the answer."""
+
+    def __init__(self, completions: Completions) -> None:
+        self.completions = completions
+
+    async def complete(self, body: ChatCompletionRequest, model: str) -> dict[str, Any]:
+        """The whole `chat.completion` object."""
+        want_logprobs = body.logprobs
+        result: Completion | None = None
+        async for item in self.completions.complete(body.messages_proto(), body.options()):
+            if isinstance(item, Completion):
+                result = item
+        assert result is not None
+        choices = []
+        for c in result.choices:
+            choice: dict[str, Any] = {
+                "index": c.index, "message": {"role": "assistant", "content": c.text},
+                "logprobs": logprobs_json(c.logprobs) if want_logprobs else None,
+                "finish_reason": FINISH_REASONS.get(c.finish_reason, "stop")}
+            if c.reward is not None:
+                choice["reward"] = c.reward  # chatstack extension (best_of)
+            choices.append(choice)
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+                "created": int(time.time()), "model": model, "choices": choices,
+                "usage": usage_json(result.prompt_tokens, result.completion_tokens)}
+
+    async def stream(self, body: ChatCompletionRequest, model: str) -> AsyncIterator[str]:
+        """Server-sent events: each choice's role, its text as generated, its finish reason, the
+        usage if asked (`stream_options.include_usage`), then `[DONE]`. An error before the first
+        event is raised (the caller answers it with its HTTP status); after it, it arrives as an
+        `error` event, the status being sent already."""
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": model}
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+            return f"data: {json.dumps({**base, 'choices': choices, **extra})}\n\n"
+
+        started: set[int] = set()
+        sent = False
+        try:
+            async for item in self.completions.complete(body.messages_proto(), body.options()):
+                if isinstance(item, CompletionDelta):
+                    delta: dict[str, Any] = {"content": item.text}
+                    if item.index not in started:
+                        started.add(item.index)
+                        delta["role"] = "assistant"
+                    choice = {"index": item.index, "delta": delta, "finish_reason": None,
+                              "logprobs": logprobs_json(item.logprobs) if body.logprobs else None}
+                    sent = True
+                    yield chunk([choice])
+                    continue
+                sent = True
+                for c in item.choices:
+                    final: dict[str, Any] = {"index": c.index, "delta": {}, "logprobs": None,
+                                             "finish_reason": FINISH_REASONS.get(c.finish_reason, "stop")}
+                    if c.reward is not None:
+                        final["reward"] = c.reward
+                    yield chunk([final])
+                if include_usage:
+                    yield chunk([], usage=usage_json(item.prompt_tokens, item.completion_tokens))
+        except ChatstackError as exc:
+            if not sent:
+                raise
+            yield f"data: {json.dumps(error_body(http_status_for(exc), str(exc)))}\n\n"
+            return
+        yield "data: [DONE]\n\n"

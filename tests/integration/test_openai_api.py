@@ -1,0 +1,119 @@
+"""The gateway's OpenAI-compatible HTTP API, driven by the official `openai` SDK over the real
+stack (tokenizer, generation, reward, session, gateway on loopback)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from chatstack.client import ChatClient
+from tests.integration.conftest import ALICE_KEY
+from tests.scrape import engine_idle, metric_labelled
+from tests.stack_fixtures import GatewayProcess
+
+pytestmark = pytest.mark.integration
+
+HELLO = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module")
+def client(gateway_process: GatewayProcess) -> Iterator[openai.OpenAI]:
+    # max_retries=0: the SDK retries 409/429/5xx by default, which would hide the first answer
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_process.http_port}/v1", api_key=ALICE_KEY,
+                       max_retries=0, timeout=120) as sdk:
+        yield sdk
+
+
+@pytest.fixture(scope="module")
+def model(client: openai.OpenAI) -> str:
+    models = client.models.list().data
+    assert len(models) == 1
+    return models[0].id
+
+
+def test_a_chat_completion_whole_and_streamed_give_the_same_answer(client: openai.OpenAI, model: str) -> None:
+    whole = client.chat.completions.create(model=model, messages=HELLO, max_tokens=12, temperature=0.7, seed=3)
+    choice = whole.choices[0]
+    assert whole.object == "chat.completion" and whole.model == model
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert whole.usage is not None and whole.usage.prompt_tokens > 0
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+
+    chunks = list(client.chat.completions.create(model=model, messages=HELLO, max_tokens=12, temperature=0.7,
+                                                 seed=3, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == choice.message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [choice.finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+
+
+def test_n_choices_and_best_of_ranked_by_the_reward_model(client: openai.OpenAI, model: str) -> None:
+    plain = client.chat.completions.create(model=model, messages=HELLO, max_tokens=8, n=3, temperature=1.0)
+    assert [c.index for c in plain.choices] == [0, 1, 2]
+    assert all(c.message.content for c in plain.choices)
+
+    ranked = client.chat.completions.create(model=model, messages=HELLO, max_tokens=8, n=2, temperature=1.0,
+                                            extra_body={"best_of": 4})
+    rewards = [c.model_extra["reward"] for c in ranked.choices]  # type: ignore[index]
+    assert len(rewards) == 2 and rewards == sorted(rewards, reverse=True)
+    assert ranked.usage is not None and ranked.usage.completion_tokens >= 4  # all four candidates count
+
+
+def test_logprobs_and_sampling_fields(client: openai.OpenAI, model: str) -> None:
+    reply = client.chat.completions.create(
+        model=model, messages=HELLO, max_completion_tokens=5, temperature=0.5, top_p=0.9,
+        presence_penalty=0.5, frequency_penalty=0.5, stop=["\n\n"], logprobs=True, top_logprobs=2)
+    content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content and len(content) == reply.usage.completion_tokens  # type: ignore[union-attr]
+    assert all(len(position.top_logprobs) == 2 for position in content)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "param"), [
+    ({"max_tokens": 100_000}, openai.BadRequestError, "max_tokens"),
+    ({"temperature": 3}, openai.BadRequestError, "temperature"),
+    ({"messages": []}, openai.BadRequestError, "messages"),
+    ({"model": "gpt-4o"}, openai.NotFoundError, "model"),
+    ({"n": 2, "extra_body": {"best_of": 1}}, openai.BadRequestError, "best_of"),
+    ({"messages": [{"role": "user", "content": "x" * 20_000}] * 20}, openai.BadRequestError, "messages"),
+])
+def test_errors_surface_as_the_sdks_own_exceptions(client: openai.OpenAI, model: str, kwargs: dict,
+                                                    error: type[Exception], param: str) -> None:
+    args = {"model": model, "messages": HELLO, **kwargs}
+    with pytest.raises(error) as raised:
+        client.chat.completions.create(**args)
+    assert raised.value.body["param"] == param, raised.value.body  # type: ignore[attr-defined]
+
+
+def test_a_wrong_key_is_an_authentication_error(gateway_process: GatewayProcess) -> None:
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_process.http_port}/v1", api_key="nope",
+                       max_retries=0) as stranger, pytest.raises(openai.AuthenticationError):
+        stranger.models.list()
+
+
+def test_a_stream_closed_midway_aborts_the_generation(client: openai.OpenAI, model: str,
+                                                      generation_service: tuple[str, int]) -> None:
+    from chatstack.core.process import wait_until
+
+    stream = client.chat.completions.create(model=model, messages=HELLO, max_tokens=1000, temperature=1.0,
+                                            stream=True)
+    for _, chunk in zip(range(3), stream, strict=False):
+        assert chunk.choices
+    stream.close()
+    wait_until(lambda: engine_idle(generation_service[1]), 30, "the engine aborted the request")
+
+
+def test_grpc_and_http_answer_alike_for_the_same_seed_and_history(client: openai.OpenAI, model: str,
+                                                                  gateway_process: GatewayProcess) -> None:
+    with ChatClient(gateway_process.address, ALICE_KEY, timeout=120) as grpc_client:
+        over_grpc = grpc_client.chat("Say hello.", system_prompt="You are terse.", max_tokens=12,
+                                     temperature=0.7, seed=11)
+    over_http = client.chat.completions.create(model=model, messages=HELLO, max_tokens=12, temperature=0.7,
+                                               seed=11)
+    assert over_http.choices[0].message.content == over_grpc.text
+    assert metric_labelled(gateway_process.metrics_port, "chatstack_gateway_stage_duration_seconds_count",
+                           'stage="generation",transport="http"') >= 1
