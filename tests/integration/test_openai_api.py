@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from chatstack.client import ChatClient
-from tests.integration.conftest import ALICE_KEY
+from tests.integration.conftest import ALICE_KEY, BOB_KEY
 from tests.scrape import engine_idle, metric_labelled
 from tests.stack_fixtures import GatewayProcess
 
@@ -117,3 +117,115 @@ def test_grpc_and_http_answer_alike_for_the_same_seed_and_history(client: openai
     assert over_http.choices[0].message.content == over_grpc.text
     assert metric_labelled(gateway_process.metrics_port, "chatstack_gateway_stage_duration_seconds_count",
                            'stage="generation",transport="http"') >= 1
+
+
+# -- Responses and Conversations: stored on the session stack ----------------------------------------
+def _texts(client: openai.OpenAI, conversation: str) -> list[tuple[str, str]]:
+    items = client.conversations.items.list(conversation, order="asc", limit=100)
+    return [(item.role, item.content[0].text) for item in items]  # type: ignore[union-attr]
+
+
+def test_a_conversation_over_four_turns_and_its_items_paged(client: openai.OpenAI, model: str) -> None:
+    conversation = client.conversations.create(
+        items=[{"type": "message", "role": "system", "content": "You are terse."}], metadata={"topic": "demo"})
+    assert conversation.id.startswith("conv_") and conversation.metadata == {"topic": "demo"}
+    answers = []
+    for turn in range(4):
+        reply = client.responses.create(model=model, input=f"question {turn}", conversation=conversation.id,
+                                        max_output_tokens=8)
+        assert reply.status == "completed" and reply.output_text
+        assert reply.conversation is not None and reply.conversation.id == conversation.id
+        answers.append(reply.output_text)
+    stored = _texts(client, conversation.id)
+    assert stored == [pair for turn in range(4) for pair in (("user", f"question {turn}"),
+                                                              ("assistant", answers[turn]))]
+    # pages of 3, newest first, followed by the SDK through `after`
+    newest_first = [item.id for item in client.conversations.items.list(conversation.id, limit=3)]
+    page = client.conversations.items.list(conversation.id, limit=3)
+    assert len(page.data) == 3 and page.has_more
+    assert newest_first == [i.id for i in client.conversations.items.list(conversation.id, order="asc",
+                                                                          limit=100)][::-1]
+    assert client.conversations.retrieve(conversation.id).id == conversation.id
+
+
+def test_previous_response_id_chains_and_an_older_one_forks(client: openai.OpenAI, model: str) -> None:
+    first = client.responses.create(model=model, input="first", instructions="Be brief.", max_output_tokens=8)
+    second = client.responses.create(model=model, input="second", previous_response_id=first.id,
+                                     max_output_tokens=8)
+    assert second.conversation.id == first.conversation.id  # type: ignore[union-attr]
+    fork = client.responses.create(model=model, input="instead", previous_response_id=first.id,
+                                   max_output_tokens=8)
+    assert fork.conversation.id != first.conversation.id  # type: ignore[union-attr]
+    assert [t for _, t in _texts(client, fork.conversation.id)] == [  # type: ignore[union-attr]
+        "first", first.output_text, "instead", fork.output_text]
+    assert [t for _, t in _texts(client, first.conversation.id)] == [  # type: ignore[union-attr]
+        "first", first.output_text, "second", second.output_text]
+    assert client.responses.retrieve(second.id).output_text == second.output_text
+
+
+def test_truncation_auto_drops_the_oldest_turns_and_disabled_refuses(client: openai.OpenAI, model: str) -> None:
+    long = " ".join(["story"] * 160)  # under the session fixture's 1 KiB per turn
+    conversation = client.conversations.create(items=[
+        {"type": "message", "role": role, "content": long} for role in ("user", "assistant") * 10])
+    before = _texts(client, conversation.id)
+    # twenty turns of 160 words (3.2k tokens or more) do not fit the model's 2k window whole
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model=model, input="and then?", conversation=conversation.id,
+                                max_output_tokens=8, truncation="disabled")
+    assert refused.value.body["param"] == "input"  # type: ignore[index]
+    assert _texts(client, conversation.id) == before  # refused before anything was stored
+    reply = client.responses.create(model=model, input="and then?", conversation=conversation.id,
+                                    max_output_tokens=8, truncation="auto")
+    assert reply.status == "completed"
+    assert _texts(client, conversation.id)[:20] == before  # the window left some out; the history keeps them
+
+
+def test_store_false_keeps_nothing(client: openai.OpenAI, model: str) -> None:
+    reply = client.responses.create(model=model, input="just once", store=False, max_output_tokens=8)
+    assert reply.output_text and reply.conversation is None
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(reply.id)
+
+
+def test_responses_get_delete_and_owners(client: openai.OpenAI, model: str,
+                                         gateway_process: GatewayProcess) -> None:
+    first = client.responses.create(model=model, input="one", max_output_tokens=8)
+    second = client.responses.create(model=model, input="two", previous_response_id=first.id,
+                                     max_output_tokens=8)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.delete(first.id)  # not the top of its stack
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_process.http_port}/v1", api_key=BOB_KEY,
+                       max_retries=0) as bob:
+        with pytest.raises(openai.NotFoundError):
+            bob.responses.retrieve(second.id)
+        with pytest.raises(openai.NotFoundError):
+            bob.conversations.retrieve(second.conversation.id)  # type: ignore[union-attr]
+    client.responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(second.id)
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+    client.conversations.delete(first.conversation.id)  # type: ignore[union-attr]
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(first.conversation.id)  # type: ignore[union-attr]
+
+
+def test_a_streamed_response_and_one_closed_midway(client: openai.OpenAI, model: str,
+                                                   generation_service: tuple[str, int]) -> None:
+    from chatstack.core.process import wait_until
+
+    events = list(client.responses.create(model=model, input="stream it", max_output_tokens=12, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")  # type: ignore[union-attr]
+    done = events[-1].response  # type: ignore[union-attr]
+    assert deltas == done.output_text and done.conversation is not None
+    before = _texts(client, done.conversation.id)
+
+    stream = client.responses.create(model=model, input="a long one", conversation=done.conversation.id,
+                                     max_output_tokens=1000, temperature=1.0, stream=True)
+    for _, event in zip(range(6), stream, strict=False):
+        assert event.type != "error"
+    stream.close()
+    wait_until(lambda: engine_idle(generation_service[1]), 30, "the engine aborted the request")
+    wait_until(lambda: _texts(client, done.conversation.id) == before, 30,  # type: ignore[union-attr]
+               "the cancelled exchange rolled back")

@@ -22,6 +22,40 @@ class Conversations:
         return await self.backends.sessions(owner).create(session_pb2.CreateSessionRequest(
             system_prompt=system_prompt, system_prompt_tokens=counts[0], metadata=metadata or {}))
 
+    async def create_with_turns(self, owner: str, system_prompt: str, turns: list[tuple[int, str]],
+                                metadata: dict[str, str] | None = None) -> session_pb2.Session:
+        """A new session holding `turns` (role, text) already, each counted; deleted again if
+        storing one fails, so it is created whole or not at all."""
+        if not turns:
+            return await self.create_session(owner, system_prompt, metadata)
+        counts = await self.backends.tokenizer.count([system_prompt, *(text for _, text in turns)])
+        sessions = self.backends.sessions(owner)
+        session = await sessions.create(session_pb2.CreateSessionRequest(
+            system_prompt=system_prompt, system_prompt_tokens=counts[0] if system_prompt else 0,
+            metadata=metadata or {}))
+        try:
+            version = session.version
+            for (role, text), tokens in zip(turns, counts[1:], strict=True):
+                version = (await sessions.push(session_pb2.PushTurnRequest(
+                    session_id=session.session_id, role=role, content=text,  # type: ignore[arg-type]
+                    token_count=tokens, expected_version=version))).version
+        except BaseException:
+            await sessions.delete(session.session_id)
+            raise
+        return await sessions.get(session.session_id)
+
+    async def all_turns(self, owner: str, session_id: str) -> list[session_pb2.Turn]:
+        """Every turn of a session, oldest first."""
+        sessions = self.backends.sessions(owner)
+        turns: list[session_pb2.Turn] = []
+        token = ""
+        while True:
+            page = await sessions.turns(session_id, 500, token)
+            turns += page.turns
+            token = page.next_page_token
+            if not token:
+                return turns
+
     def sessions(self, owner: str) -> SessionClient:
         """The session service as `owner` (GetSession, ListSessions, DeleteSession pass through)."""
         return self.backends.sessions(owner)

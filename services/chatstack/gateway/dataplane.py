@@ -99,9 +99,10 @@ class ChatDataPlane:
 
     # -- flows ----------------------------------------------------------------------------------
     async def chat(self, owner: str, session_id: str, system_prompt: str, message: str,
-                   options: ChatOptions) -> AsyncIterator[ChatEvent]:
+                   options: ChatOptions, instructions: str | None = None) -> AsyncIterator[ChatEvent]:
         """Read the window, render the prompt, answer it while the user turn is stored, store the
-        answer; undo everything on failure."""
+        answer; undo everything on failure. `system_prompt` is a new session's; `instructions`
+        replace an existing session's for this call only."""
         max_tokens = self.check(message, options)
         clock, sessions = StageClock(), self.backends.sessions(owner)
         undo = Undo(session_id=session_id)
@@ -110,6 +111,8 @@ class ChatDataPlane:
             t = time.perf_counter()
             if session_id:
                 ctx = await self.prompts.read(sessions, session_id, budget)
+                if instructions is not None:
+                    ctx.system_prompt, ctx.system_tokens = instructions, None  # counted in the render
             else:  # a new session holds only its system prompt: nothing to read
                 undo.session_id = uuid.uuid4().hex  # chosen here, so a cancelled create is deleted
                 ctx = ChatContext(system_prompt, None, 0)
@@ -117,6 +120,10 @@ class ChatDataPlane:
             ctx.append(common_pb2.ROLE_USER, message, None)
             prompt = await self.prompts.fit_and_render(ctx, budget, max_tokens)  # counts the message too
             clock.add("template", t)
+            if prompt.truncated and not options.truncate:
+                raise InvalidRequest(
+                    f"input: the conversation does not fit the context window with max_tokens {max_tokens} "
+                    f"({prompt.context_turns} newest turns would); truncation 'auto' lets the oldest leave")
             # The user turn is stored (at the version read, so a concurrent change is ABORTED
             # rather than answered from a stale window) while the engine starts on the prompt.
             undo.pending_push = asyncio.ensure_future(
@@ -145,7 +152,7 @@ class ChatDataPlane:
             token_count=prompt.message_tokens, expected_version=version))
 
     async def edit(self, owner: str, session_id: str, turn_id: str, message: str,
-                   options: ChatOptions) -> AsyncIterator[ChatEvent]:
+                   options: ChatOptions, instructions: str | None = None) -> AsyncIterator[ChatEvent]:
         """Fork below a user turn and chat there with a new message (the fork is the answer's session)."""
         self.check(message, options)
         if not turn_id:
@@ -157,7 +164,7 @@ class ChatDataPlane:
                 session_id=session_id, before_turn_id=turn_id, metadata={"forked_from": session_id},
                 new_session_id=fork_id))
             forked = True
-            async for event in self.chat(owner, fork_id, "", message, options):
+            async for event in self.chat(owner, fork_id, "", message, options, instructions):
                 if isinstance(event, SessionEvent):
                     event = SessionEvent(event.session_id, True, event.user_turn_id, event.context_turns,
                                          event.context_truncated, event.prompt_tokens, event.prompt)

@@ -26,6 +26,7 @@ class ChatOptions:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: int | None = None  # top log-probabilities per token (None: none)
+    truncate: bool = True  # False: a conversation that does not fit is refused, not cut
 
 
 @dataclass(frozen=True)

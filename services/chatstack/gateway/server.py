@@ -19,6 +19,7 @@ from chatstack.gateway.downstream import Downstream
 from chatstack.gateway.http_server import HttpServer
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.openai_api.app import HttpMetrics, build_app
+from chatstack.gateway.responses import Responses
 from chatstack.gateway.servicer import ChatServicer
 from chatstack.v1 import chat_pb2_grpc
 
@@ -39,7 +40,8 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
     http: HttpServer | None = None
     if config.http_enabled and transport is None:
         completions = Completions(config, backends.tokenizer, backends.generation, backends.reward, metrics)
-        app = build_app(completions, auth, HttpMetrics(metric_factory(registry)))
+        responses = Responses(dataplane, dataplane.conversations)
+        app = build_app(completions, responses, auth, HttpMetrics(metric_factory(registry)))
         http = HttpServer(app, config.host, config.http_port, config.grace_seconds)
 
     async def start() -> None:

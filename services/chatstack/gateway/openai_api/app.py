@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -29,7 +29,13 @@ from chatstack.gateway.auth import ApiKeyAuthenticator
 from chatstack.gateway.completions import Completions
 from chatstack.gateway.openai_api.chat_completions import ChatCompletionsHandler
 from chatstack.gateway.openai_api.errors import error_response, validation_response
-from chatstack.gateway.openai_api.schemas import ChatCompletionRequest
+from chatstack.gateway.openai_api.responses_api import ResponsesHandler
+from chatstack.gateway.openai_api.schemas import (
+    ChatCompletionRequest,
+    ConversationCreateRequest,
+    ResponseCreateRequest,
+)
+from chatstack.gateway.responses import Responses
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +52,12 @@ class HttpMetrics:
             "Seconds until an HTTP response's headers were ready (a stream's events follow).", ["route"])
 
 
-def build_app(completions: Completions, auth: ApiKeyAuthenticator, metrics: HttpMetrics) -> FastAPI:
+def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthenticator,
+              metrics: HttpMetrics) -> FastAPI:
     """The app (see module docstring)."""
     app = FastAPI(title="chatstack", docs_url=None, redoc_url=None, openapi_url=None)
     handler = ChatCompletionsHandler(completions)
+    stored = ResponsesHandler(responses, completions)
 
     @app.middleware("http")
     async def context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -98,6 +106,44 @@ def build_app(completions: Completions, auth: ApiKeyAuthenticator, metrics: Http
         first = await anext(events)  # an error before the first event gets its own HTTP status
         return StreamingResponse(_prepend(first, events), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
+
+    @app.post("/v1/responses", response_model=None)
+    async def create_response(body: ResponseCreateRequest, request: Request) -> Any:
+        who = owner(request)
+        name = await model_name()
+        if body.model != name:
+            raise NotFound(f"model: {body.model!r} is not served here (GET /v1/models lists {name!r})")
+        if not body.stream:
+            return await stored.create(who, body, name)
+        events = stored.stream(who, body, name)
+        first = await anext(events)
+        return StreamingResponse(_prepend(first, events), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache"})
+
+    @app.get("/v1/responses/{response_id}")
+    async def get_response(response_id: str, request: Request) -> dict[str, Any]:
+        return await stored.get(owner(request), response_id, await model_name())
+
+    @app.delete("/v1/responses/{response_id}")
+    async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
+        return await stored.delete(owner(request), response_id)
+
+    @app.post("/v1/conversations")
+    async def create_conversation(body: ConversationCreateRequest, request: Request) -> dict[str, Any]:
+        return await stored.create_conversation(owner(request), body)
+
+    @app.get("/v1/conversations/{conversation_id}")
+    async def get_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
+        return await stored.get_conversation(owner(request), conversation_id)
+
+    @app.delete("/v1/conversations/{conversation_id}")
+    async def delete_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
+        return await stored.delete_conversation(owner(request), conversation_id)
+
+    @app.get("/v1/conversations/{conversation_id}/items")
+    async def list_items(conversation_id: str, request: Request, limit: int = Query(20, ge=1, le=100),
+                         order: Literal["asc", "desc"] = "desc", after: str | None = None) -> dict[str, Any]:
+        return await stored.items(owner(request), conversation_id, limit, order, after)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

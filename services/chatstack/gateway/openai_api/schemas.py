@@ -87,3 +87,75 @@ class ChatCompletionRequest(BaseModel):
             top_p=self.top_p, seed=self.seed, stop=stop, best_of=self.best_of or 1, n=self.n,
             presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None)
+
+
+class InputMessage(BaseModel):
+    """A message item of a Responses `input` or a new conversation's `items`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["message"] = "message"
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        """The item's text (parts joined)."""
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ConversationRef(BaseModel):
+    """`conversation: {"id": ...}`."""
+
+    id: str
+
+
+class ResponseCreateRequest(BaseModel):
+    """`POST /v1/responses`. chatstack stores one user message per response: `input` is that
+    message (a string, or items of which system/developer ones add to `instructions`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    input: str | list[InputMessage]
+    instructions: str | None = None
+    conversation: str | ConversationRef | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    truncation: Literal["auto", "disabled"] = "disabled"
+    stream: bool = False
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0)  # chatstack extension, as in chat completions
+
+    def conversation_id(self) -> str | None:
+        """The conversation's public id, if one is named."""
+        return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
+
+    def message_and_instructions(self) -> tuple[str, str | None]:
+        """The user message, and the instructions (with any system/developer items)."""
+        if isinstance(self.input, str):
+            return self.input, self.instructions
+        users = [m for m in self.input if m.role == "user"]
+        others = [m for m in self.input if m.role == "assistant"]
+        if len(users) != 1 or others:
+            raise InvalidRequest("input: one user message per response (chatstack stores the conversation: "
+                                 "continue it with conversation or previous_response_id)")
+        system = [m.text() for m in self.input if m.role in ("system", "developer")]
+        instructions = "\n\n".join([*([self.instructions] if self.instructions else []), *system]) or None
+        return users[0].text(), instructions
+
+    def options(self) -> ChatOptions:
+        """The sampling options as the flows take them."""
+        return ChatOptions(max_tokens=self.max_output_tokens or 0, temperature=self.temperature,
+                           top_p=self.top_p, seed=self.seed, truncate=self.truncation == "auto")
+
+
+class ConversationCreateRequest(BaseModel):
+    """`POST /v1/conversations`: system/developer items become the system prompt, user and
+    assistant items its first turns."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[InputMessage] = Field(default_factory=list, max_length=20)
+    metadata: dict[str, str] | None = None

@@ -1,0 +1,236 @@
+"""`/v1/responses` and `/v1/conversations` in OpenAI's shapes, over the transport-free `Responses`,
+`Conversations` and (for `store: false`) `Completions` flows."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatstack.core.errors import ChatstackError, InvalidRequest, NotFound, http_status_for
+from chatstack.gateway.completions import Completion, CompletionDelta, Completions
+from chatstack.gateway.model import ChatEvent, DeltaEvent, FinalEvent, SessionEvent
+from chatstack.gateway.openai_api.schemas import ConversationCreateRequest, ResponseCreateRequest
+from chatstack.gateway.responses import ResponseRef, Responses, StoredExchange
+from chatstack.v1 import common_pb2, session_pb2
+
+ROLE_NAMES = {common_pb2.ROLE_USER: "user", common_pb2.ROLE_ASSISTANT: "assistant",
+              common_pb2.ROLE_SYSTEM: "system"}
+ROLES: dict[str, int] = {"user": common_pb2.ROLE_USER, "assistant": common_pb2.ROLE_ASSISTANT}
+
+
+def conversation_id(session_id: str) -> str:
+    return f"conv_{session_id}"
+
+
+def session_of(conversation: str, field_name: str = "conversation_id") -> str:
+    """A public conversation id back to the session id; NotFound if it is not one of ours."""
+    session_id = conversation.removeprefix("conv_")
+    if session_id == conversation or not session_id:
+        raise NotFound(f"{field_name}: no conversation {conversation!r}")
+    return session_id
+
+
+def message_item(item_id: str, role: str, text: str, status: str = "completed") -> dict[str, Any]:
+    """A message item of a response's output or a conversation's items."""
+    kind = "output_text" if role == "assistant" else "input_text"
+    part: dict[str, Any] = {"type": kind, "text": text}
+    if kind == "output_text":
+        part["annotations"] = []
+    return {"type": "message", "id": item_id, "status": status, "role": role, "content": [part]}
+
+
+def turn_item(turn: session_pb2.Turn) -> dict[str, Any]:
+    return message_item(f"msg_{turn.turn_id}", ROLE_NAMES.get(turn.role, "user"), turn.content)
+
+
+@dataclass
+class ResponseDraft:
+    """The response object being built (a stream's events carry it as it grows)."""
+
+    body: ResponseCreateRequest
+    model: str
+    instructions: str | None
+    id: str = ""
+    conversation: str | None = None
+    created_at: int = field(default_factory=lambda: int(time.time()))
+    status: str = "in_progress"
+    output: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+
+    def json(self) -> dict[str, Any]:
+        """OpenAI's `response` object."""
+        b = self.body
+        return {
+            "id": self.id, "object": "response", "created_at": self.created_at, "status": self.status,
+            "model": self.model, "output": self.output, "instructions": self.instructions,
+            "previous_response_id": b.previous_response_id,
+            "conversation": {"id": self.conversation} if self.conversation else None,
+            "store": b.store, "truncation": b.truncation, "temperature": b.temperature, "top_p": b.top_p,
+            "max_output_tokens": b.max_output_tokens, "parallel_tool_calls": False, "tool_choice": "auto",
+            "tools": [], "text": {"format": {"type": "text"}}, "metadata": {}, "error": None,
+            "incomplete_details": None, "usage": self.usage}
+
+
+def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0}}
+
+
+class ResponsesHandler:
+    """Runs Responses and Conversations requests and shapes their answers."""
+
+    def __init__(self, responses: Responses, completions: Completions) -> None:
+        self.responses = responses
+        self.completions = completions
+
+    # -- responses ------------------------------------------------------------------------------
+    async def events(self, owner: str, body: ResponseCreateRequest, model: str
+                     ) -> AsyncIterator[tuple[str, dict[str, Any], ResponseDraft]]:
+        """(event type, event fields, the response so far) as the answer is made."""
+        message, instructions = body.message_and_instructions()
+        draft = ResponseDraft(body, model, instructions)
+        if not body.store:
+            async for item in self._unstored(body, message, instructions, draft):
+                yield item
+            return
+        conversation = body.conversation_id()
+        previous = ResponseRef.decode(body.previous_response_id, "previous_response_id") \
+            if body.previous_response_id else None
+        events: AsyncIterator[ChatEvent] = self.responses.create(
+            owner, message, body.options(), instructions,
+            session_of(conversation, "conversation") if conversation else None, previous)
+        async for event in events:
+            if isinstance(event, SessionEvent):
+                draft.id = ResponseRef(event.session_id, event.user_turn_id).encode()
+                draft.conversation = conversation_id(event.session_id)
+                yield "response.created", {}, draft
+                yield "response.output_item.added", {"output_index": 0, "item": message_item(
+                    "msg_pending", "assistant", "", "in_progress")}, draft
+            elif isinstance(event, DeltaEvent):
+                yield "response.output_text.delta", {"output_index": 0, "content_index": 0,
+                                                     "item_id": "msg_pending", "delta": event.text}, draft
+            elif isinstance(event, FinalEvent):
+                draft.status = "completed"
+                draft.output = [message_item(f"msg_{event.assistant_turn_id}", "assistant", event.text)]
+                draft.usage = usage(event.prompt_tokens, event.completion_tokens)
+                yield "response.output_item.done", {"output_index": 0, "item": draft.output[0]}, draft
+
+    async def _unstored(self, body: ResponseCreateRequest, message: str, instructions: str | None,
+                        draft: ResponseDraft) -> AsyncIterator[tuple[str, dict[str, Any], ResponseDraft]]:
+        """`store: false`: a stateless completion; nothing is kept, the id finds nothing later."""
+        if body.conversation_id() or body.previous_response_id:
+            raise InvalidRequest("store: false answers without a stored conversation; drop conversation "
+                                 "and previous_response_id, or store the response")
+        messages = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=instructions)] \
+            if instructions else []
+        messages.append(common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=message))
+        draft.id = f"resp_{uuid.uuid4().hex}"
+        yield "response.created", {}, draft
+        yield "response.output_item.added", {"output_index": 0, "item": message_item(
+            "msg_pending", "assistant", "", "in_progress")}, draft
+        async for item in self.completions.complete(messages, body.options()):
+            if isinstance(item, CompletionDelta):
+                yield "response.output_text.delta", {"output_index": 0, "content_index": 0,
+                                                     "item_id": "msg_pending", "delta": item.text}, draft
+            elif isinstance(item, Completion):
+                draft.status = "completed"
+                text = item.choices[0].text if item.choices else ""
+                draft.output = [message_item(f"msg_{uuid.uuid4().hex[:16]}", "assistant", text)]
+                draft.usage = usage(item.prompt_tokens, item.completion_tokens)
+                yield "response.output_item.done", {"output_index": 0, "item": draft.output[0]}, draft
+
+    async def create(self, owner: str, body: ResponseCreateRequest, model: str) -> dict[str, Any]:
+        """The finished response."""
+        last: ResponseDraft | None = None
+        async for _, _, draft in self.events(owner, body, model):
+            last = draft
+        assert last is not None
+        return last.json()
+
+    async def stream(self, owner: str, body: ResponseCreateRequest, model: str) -> AsyncIterator[str]:
+        """Server-sent events: response.created, .in_progress, .output_item.added, .output_text.delta…,
+        .output_text.done, .output_item.done, .completed. An error before the first event is
+        raised (its HTTP status answers); after it, an `error` event ends the stream."""
+        sequence = 0
+
+        def sse(kind: str, fields: dict[str, Any]) -> str:
+            nonlocal sequence
+            sequence += 1
+            data = json.dumps({"type": kind, "sequence_number": sequence, **fields})
+            return f"event: {kind}\ndata: {data}\n\n"
+
+        text, sent = "", False
+        try:
+            async for kind, fields, draft in self.events(owner, body, model):
+                if kind == "response.created":
+                    sent = True
+                    yield sse(kind, {"response": draft.json()})
+                    yield sse("response.in_progress", {"response": draft.json()})
+                    continue
+                if kind == "response.output_text.delta":
+                    text += fields["delta"]
+                if kind == "response.output_item.done":
+                    yield sse("response.output_text.done", {"output_index": 0, "content_index": 0,
+                                                            "item_id": fields["item"]["id"], "text": text})
+                yield sse(kind, fields)
+                if kind == "response.output_item.done":
+                    yield sse("response.completed", {"response": draft.json()})
+        except ChatstackError as exc:
+            if not sent:
+                raise
+            yield sse("error", {"code": str(http_status_for(exc)), "message": str(exc), "param": None})
+
+    async def get(self, owner: str, response_id: str, model: str) -> dict[str, Any]:
+        """A stored response."""
+        exchange: StoredExchange = await self.responses.find(owner, ResponseRef.decode(response_id))
+        tokens = exchange.answer.token_count
+        draft = ResponseDraft(ResponseCreateRequest(model=model, input=exchange.user.content), model, None,
+                              id=response_id, conversation=conversation_id(exchange.ref.session_id),
+                              created_at=exchange.answer.create_time.seconds, status="completed",
+                              output=[turn_item(exchange.answer)], usage=usage(0, tokens))
+        return draft.json()
+
+    async def delete(self, owner: str, response_id: str) -> dict[str, Any]:
+        await self.responses.delete(owner, ResponseRef.decode(response_id))
+        return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+    # -- conversations --------------------------------------------------------------------------
+    async def create_conversation(self, owner: str, body: ConversationCreateRequest) -> dict[str, Any]:
+        system = "\n\n".join(i.text() for i in body.items if i.role in ("system", "developer"))
+        turns = [(ROLES[i.role], i.text()) for i in body.items if i.role in ROLES]
+        session = await self.responses.conversations.create_with_turns(owner, system, turns, body.metadata)
+        return _conversation_json(session)
+
+    async def get_conversation(self, owner: str, conversation: str) -> dict[str, Any]:
+        session = await self.responses.conversations.sessions(owner).get(session_of(conversation))
+        return _conversation_json(session)
+
+    async def delete_conversation(self, owner: str, conversation: str) -> dict[str, Any]:
+        await self.responses.conversations.sessions(owner).delete(session_of(conversation))
+        return {"id": conversation, "object": "conversation.deleted", "deleted": True}
+
+    async def items(self, owner: str, conversation: str, limit: int, order: str,
+                    after: str | None) -> dict[str, Any]:
+        """A page of a conversation's items (`after`: the last item id of the previous page)."""
+        turns = await self.responses.conversations.all_turns(owner, session_of(conversation))
+        if order == "desc":
+            turns.reverse()
+        start = 0
+        if after:
+            ids = [f"msg_{t.turn_id}" for t in turns]
+            if after not in ids:
+                raise InvalidRequest(f"after: {after!r} is not an item of {conversation}")
+            start = ids.index(after) + 1
+        page = [turn_item(t) for t in turns[start:start + limit]]
+        return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(turns)}
+
+
+def _conversation_json(session: session_pb2.Session) -> dict[str, Any]:
+    return {"id": conversation_id(session.session_id), "object": "conversation",
+            "created_at": session.create_time.seconds, "metadata": dict(session.metadata)}

@@ -1,0 +1,109 @@
+"""Stored responses on the session stack (OpenAI's Responses and Conversations model), transport-free.
+
+A conversation is a chatstack session; a response is one exchange in it, named by the session and
+the user turn it answers (`ResponseRef`): that turn id is known as soon as the turn is stored, so a
+streamed response has its id in its first event. Continuing from a response:
+
+- the session's latest response: the next exchange is pushed on the same session;
+- an older one: the session is forked below the turn that followed it (the fork keeps everything up
+  to and including that response) and the exchange goes to the fork, as an Edit does;
+- no previous response and no conversation: a new session, `instructions` its system prompt.
+
+`instructions` on an existing conversation replace its system prompt for that call only.
+Deleting a response pops its exchange, which only the latest one can be: a stack.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound, VersionConflict
+from chatstack.gateway.conversations import Conversations
+from chatstack.gateway.dataplane import ChatDataPlane
+from chatstack.gateway.model import ChatEvent, ChatOptions
+from chatstack.v1 import common_pb2, session_pb2
+
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class ResponseRef:
+    """One exchange: the session it is in and the user turn it answers."""
+
+    session_id: str
+    user_turn_id: str
+
+    def encode(self) -> str:
+        """The public response id."""
+        return f"resp_{self.session_id}_{self.user_turn_id}"
+
+    @classmethod
+    def decode(cls, response_id: str, field: str = "response_id") -> ResponseRef:
+        """A response id back to its parts; NotFound (naming `field`) if it is not one of ours."""
+        parts = response_id.split("_")
+        if len(parts) != 3 or parts[0] != "resp" or not all(p and set(p) <= _HEX for p in parts[1:]):
+            raise NotFound(f"{field}: no response {response_id!r}")
+        return cls(parts[1], parts[2])
+
+
+@dataclass(frozen=True)
+class StoredExchange:
+    """A stored response: its user turn and the answer."""
+
+    ref: ResponseRef
+    user: session_pb2.Turn
+    answer: session_pb2.Turn
+    latest: bool  # the session's top exchange
+
+
+class Responses:
+    """Responses over the chat dataplane and the session operations (see module docstring)."""
+
+    def __init__(self, dataplane: ChatDataPlane, conversations: Conversations) -> None:
+        self.dataplane = dataplane
+        self.conversations = conversations
+
+    async def create(self, owner: str, message: str, options: ChatOptions, instructions: str | None = None,
+                     conversation: str | None = None, previous: ResponseRef | None = None
+                     ) -> AsyncIterator[ChatEvent]:
+        """Answer `message` and store the exchange (see module docstring); the chat events."""
+        if conversation and previous:
+            raise InvalidRequest("previous_response_id: cannot be used together with conversation")
+        if previous is not None:
+            exchange = await self.find(owner, previous, "previous_response_id")
+            if not exchange.latest:
+                after = await self._turn_after(owner, previous.session_id, exchange.answer.turn_id)
+                async for event in self.dataplane.edit(owner, previous.session_id, after.turn_id, message,
+                                                       options, instructions):
+                    yield event
+                return
+            conversation = previous.session_id
+        async for event in self.dataplane.chat(owner, conversation or "", instructions or "", message,
+                                               options, instructions):
+            yield event
+
+    async def find(self, owner: str, ref: ResponseRef, field: str = "response_id") -> StoredExchange:
+        """The stored exchange of a response id (NotFound for another owner's or a missing one)."""
+        turns = await self.conversations.all_turns(owner, ref.session_id)
+        for i, turn in enumerate(turns):
+            if turn.turn_id == ref.user_turn_id and i + 1 < len(turns) \
+                    and turn.role == common_pb2.ROLE_USER and turns[i + 1].role == common_pb2.ROLE_ASSISTANT:
+                return StoredExchange(ref, turn, turns[i + 1], latest=i + 2 == len(turns))
+        raise NotFound(f"{field}: no response {ref.encode()!r}")
+
+    async def _turn_after(self, owner: str, session_id: str, turn_id: str) -> session_pb2.Turn:
+        turns = await self.conversations.all_turns(owner, session_id)
+        for turn, following in itertools.pairwise(turns):
+            if turn.turn_id == turn_id:
+                return following
+        raise VersionConflict(f"session {session_id} changed while forking it; try again")
+
+    async def delete(self, owner: str, ref: ResponseRef) -> None:
+        """Pop the response's exchange; only a conversation's latest response can go."""
+        exchange = await self.find(owner, ref)
+        if not exchange.latest:
+            raise FailedPrecondition(f"response_id: {ref.encode()!r} is not its conversation's latest "
+                                     "response; a conversation is a stack: delete from the top")
+        await self.conversations.undo_last(owner, ref.session_id)
