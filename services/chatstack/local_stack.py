@@ -19,6 +19,7 @@ from typing import TextIO
 from chatstack.catalog import (
     DEV_REDIS_PORT,
     GATEWAY,
+    GATEWAY_HTTP_PORT,
     GENERATION,
     REWARD,
     SESSION,
@@ -96,7 +97,7 @@ def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[Lo
                                      *engine_placement_flags(0))),
         LocalService.of(REWARD, ("--model", str(models_dir / "reward"), *TINY_ENGINE_FLAGS,
                                  *engine_placement_flags(1))),
-        LocalService.of(GATEWAY, ("--api-keys-file", str(keys_file))),
+        LocalService.of(GATEWAY, ("--api-keys-file", str(keys_file), "--http-port", str(GATEWAY_HTTP_PORT))),
     ]
 
 
@@ -204,7 +205,9 @@ def supervise(run: Path, redis_port: int, services: ServiceList) -> int:
                 f"metrics http://127.0.0.1:{svc.metrics_port}/metrics")
         stop.starting = False
         say(f"chatstack is up (logs in {run / 'logs'}); Ctrl-C stops all")
-        say(f"dev API key: {key}\n  chat: .venv/bin/chatstack chat --api-key $(cat {run / 'dev-api-key'})")
+        say(f"dev API key: {key}\n  chat: .venv/bin/chatstack chat --api-key $(cat {run / 'dev-api-key'})\n"
+            f"  OpenAI API: http://127.0.0.1:{GATEWAY_HTTP_PORT}/v1 "
+            "(OPENAI_BASE_URL; OPENAI_API_KEY = the dev key)")
         while not stop.requested and all(p.alive() for p in started):
             time.sleep(0.5)
         dead = [p.name for p in started if not p.alive()]
