@@ -45,6 +45,8 @@ GATEWAY_HTTP_PORT = 8080
 BACKENDS = (TOKENIZER, GENERATION, REWARD, SESSION)
 SERVICES = {s.name: s for s in (GATEWAY, *BACKENDS)}
 
+#: The tiny LM's name under `make run` (what GET /v1/models lists; OpenAI clients send it as `model`).
+DEV_MODEL_NAME = "chatstack-tiny"
 #: Redis of `make run` and of `make run-ray`: not 6379, so a system Redis is left alone, and not
 #: each other's, so both stacks can run at once.
 DEV_REDIS_PORT = 6390

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from chatstack.catalog import (
+    DEV_MODEL_NAME,
     DEV_REDIS_PORT,
     GATEWAY,
     GATEWAY_HTTP_PORT,
@@ -93,8 +94,8 @@ def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[Lo
     return [
         LocalService.of(TOKENIZER, ("--model-dir", str(models_dir / "lm"))),
         LocalService.of(SESSION, ("--redis-url", redis_url)),
-        LocalService.of(GENERATION, ("--model", str(models_dir / "lm"), *TINY_ENGINE_FLAGS,
-                                     *engine_placement_flags(0))),
+        LocalService.of(GENERATION, ("--model", str(models_dir / "lm"), "--served-model-name", DEV_MODEL_NAME,
+                                     *TINY_ENGINE_FLAGS, *engine_placement_flags(0))),
         LocalService.of(REWARD, ("--model", str(models_dir / "reward"), *TINY_ENGINE_FLAGS,
                                  *engine_placement_flags(1))),
         LocalService.of(GATEWAY, ("--api-keys-file", str(keys_file), "--http-port", str(GATEWAY_HTTP_PORT))),
