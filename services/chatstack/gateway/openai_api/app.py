@@ -28,7 +28,7 @@ from chatstack.core.request_context import (
 from chatstack.gateway.auth import ApiKeyAuthenticator
 from chatstack.gateway.completions import Completions
 from chatstack.gateway.openai_api.chat_completions import ChatCompletionsHandler
-from chatstack.gateway.openai_api.errors import error_response, validation_response
+from chatstack.gateway.openai_api.errors import error_body, error_response, validation_response
 from chatstack.gateway.openai_api.responses_api import ResponsesHandler
 from chatstack.gateway.openai_api.schemas import (
     ChatCompletionRequest,
@@ -75,6 +75,14 @@ def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthen
     @app.exception_handler(ChatstackError)
     async def domain_error(request: Request, exc: ChatstackError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        # Any other exception is a bug: logged with the request id, answered 500 in OpenAI's shape
+        # (the request id in the message, as the gRPC side's INTERNAL carries it).
+        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        request_id = request.headers.get(REQUEST_ID_KEY) or "-"
+        return JSONResponse(error_body(500, f"internal error (request id {request_id})"), status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
