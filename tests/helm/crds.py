@@ -1,7 +1,7 @@
 """Offline validation of the custom resources the chart renders against their CRDs' schemas.
 
 - Prometheus Operator (ServiceMonitor, PodMonitor, PrometheusRule), KEDA (ScaledObject) and Gateway
-  API (GRPCRoute): the schemas the kubernetes-models project generates from each operator's API
+  API (GRPCRoute, HTTPRoute): the schemas the kubernetes-models project generates from each operator's API
   types and publishes on npm, pinned in the Makefile (CRD_MODELS) and installed into .tools by
   `make tools`; validate_crs.mjs checks types, enums, patterns and ranges (ajv) and unknown fields
   (TypeScript's excess-property check against the same package's typings).
@@ -31,7 +31,7 @@ KUBE_VERSION = "1.37.0"  # the newest schemas kubernetes-validate ships
 # What each custom resource is checked against (every kind the chart may render).
 SCHEMA_SOURCES = {
     "ServiceMonitor": "npm", "PodMonitor": "npm", "PrometheusRule": "npm", "ScaledObject": "npm",
-    "GRPCRoute": "npm", "RayService": "rayservice.schema.json",
+    "GRPCRoute": "npm", "HTTPRoute": "npm", "RayService": "rayservice.schema.json",
 }
 
 

@@ -29,6 +29,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from chatstack.catalog import GATEWAY_HTTP_PORT
 from chatstack.catalog import SERVICES as CATALOG
 from chatstack.client import ChatClient
 from chatstack.v1 import (
@@ -65,6 +66,7 @@ CRD_API_VERSIONS = {
     "RayService": "ray.io/v1",
     "ScaledObject": "keda.sh/v1alpha1",
     "GRPCRoute": "gateway.networking.k8s.io/v1",
+    "HTTPRoute": "gateway.networking.k8s.io/v1",
 }
 BACKENDS = ("tokenizer", "generation", "reward", "session")  # what the gateway calls
 KEDA = {"keda": {"enabled": True, "prometheus": {"serverAddress": "http://prometheus.monitoring.svc:9090"}}}
@@ -72,6 +74,12 @@ GRPC_ROUTE = {"gateway": {"grpcRoute": {"enabled": True, "hostnames": ["chat.exa
                                         "parentRefs": [{"name": "public", "namespace": "gateway-system"}]}}}
 INGRESS = {"gateway": {"ingress": {"enabled": True, "className": "nginx", "host": "chat.example.com",
                                    "tls": {"secretName": "chat-tls"}}}}
+# The OpenAI-compatible HTTP API's route and Ingress (runtime: kubernetes only).
+HTTP_ROUTE = {"gateway": {"httpRoute": {"enabled": True, "hostnames": ["chat.example.com"],
+                                        "parentRefs": [{"name": "public", "namespace": "gateway-system",
+                                                        "sectionName": "https"}]}}}
+HTTP_INGRESS = {"gateway": {"ingress": {"className": "nginx", "host": "chat.example.com",
+                                        "tls": {"secretName": "chat-tls"}, "http": {"enabled": True}}}}
 PLAINTEXT_KEY = "cs-test-key-7f3a9c21d4e8b6a0"
 METRIC_NAME = re.compile(r"chatstack_[a-z0-9_]+")
 
@@ -159,10 +167,17 @@ def test_deploy_helm_holds_exactly_the_three_environments() -> None:
     assert sorted(p.name for p in VALUES_DIR.glob("*.yaml")) == sorted(VALUES_FILES)
 
 
+# Every way out of the cluster at once (gRPC and HTTP, route and Ingress); each values file is
+# linted and rendered as it is and with these.
+EXPOSED = merge(GRPC_ROUTE, HTTP_ROUTE, INGRESS, HTTP_INGRESS)
+EXPOSURES = {"as-is": {}, "exposed": EXPOSED}
+
+
+@pytest.mark.parametrize("exposure", EXPOSURES)
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("values_file", VALUES_FILES)
-def test_lint_passes_without_warnings(values_file: str, runtime: str) -> None:
-    report = helm.lint(CHART, merge(values(values_file), {"runtime": runtime}), strict=True,
+def test_lint_passes_without_warnings(values_file: str, runtime: str, exposure: str) -> None:
+    report = helm.lint(CHART, merge(values(values_file), {"runtime": runtime}, EXPOSURES[exposure]), strict=True,
                        namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert (report["errors"], problems) == ([], [])
@@ -191,12 +206,17 @@ def check_crd_shape(doc: dict[str, Any]) -> None:
     elif kind == "GRPCRoute":
         assert spec["parentRefs"] and spec["rules"][0]["backendRefs"] == [
             {"name": component("gateway"), "port": SERVICES["gateway"][0]}]
+    elif kind == "HTTPRoute":
+        assert spec["parentRefs"] and spec["rules"][0]["backendRefs"] == [
+            {"name": component("gateway"), "port": GATEWAY_HTTP_PORT}]
 
 
+@pytest.mark.parametrize("exposure", EXPOSURES)
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("values_file", VALUES_FILES)
-def test_every_environment_renders_valid_manifests_under_both_runtimes(values_file: str, runtime: str) -> None:
-    rendered = render(values(values_file), {"runtime": runtime})
+def test_every_environment_renders_valid_manifests_under_both_runtimes(
+        values_file: str, runtime: str, exposure: str) -> None:
+    rendered = render(values(values_file), {"runtime": runtime}, EXPOSURES[exposure])
     kinds = {d["kind"] for d in rendered.docs}
     assert kinds <= CORE_KINDS | set(CRD_API_VERSIONS), f"unexpected kinds {kinds}"
     for doc in rendered.docs:
@@ -217,8 +237,8 @@ def test_every_environment_renders_valid_manifests_under_both_runtimes(values_fi
 def every_custom_resource() -> list[dict[str, Any]]:
     """The custom resources of every environment under both runtimes, plain and with every optional
     one switched on (each distinct resource once: one validator run checks them all)."""
-    options = merge(GRPC_ROUTE, {"observability": {"serviceMonitor": {"enabled": True},
-                                                   "prometheusRule": {"enabled": True}}})
+    options = merge(EXPOSED, {"observability": {"serviceMonitor": {"enabled": True},
+                                                "prometheusRule": {"enabled": True}}})
     scaled = merge(KEDA, {"autoscaling": {"llmSignals": {"enabled": False}}})
     found: dict[str, dict[str, Any]] = {}
     for values_file in VALUES_FILES:
@@ -266,6 +286,12 @@ BROKEN_RESOURCES = {
         "GRPCRoute", component("gateway"), "spec.rules.0.backendRefs.0.port", "grpc", "port must be integer"),
     "GRPCRoute with a misspelt field": (
         "GRPCRoute", component("gateway"), "spec.hostname", ["chat.example.com"], "'hostname'"),
+    "HTTPRoute with a stream timeout that is no Gateway API duration": (
+        "HTTPRoute", component("gateway"), "spec.rules.0.timeouts.request", "1 hour", "request must match pattern"),
+    "HTTPRoute with a named backend port": (
+        "HTTPRoute", component("gateway"), "spec.rules.0.backendRefs.0.port", "http", "port must be integer"),
+    "HTTPRoute with a misspelt rule field": (
+        "HTTPRoute", component("gateway"), "spec.rules.0.timeout", {"request": "1h"}, "'timeout'"),
     "RayService with a misspelt worker field": (
         "RayService", RELEASE, "spec.rayClusterConfig.workerGroupSpecs.0.maxReplica", 3, "'maxReplica' was unexpected"),
 }
@@ -290,7 +316,8 @@ def test_probes_are_native_grpc_on_the_service_port_asking_its_proto_service(val
     rendered = render(values(values_file))
     for name, (port, metrics_port, proto) in SERVICES.items():
         c = container(rendered.one("Deployment", component(name)))
-        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": port, "metrics": metrics_port}
+        http = {"http": GATEWAY_HTTP_PORT} if name == "gateway" else {}  # the OpenAI API: no probe of its own
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": port, "metrics": metrics_port, **http}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["grpc"] == {"port": port, "service": proto}, f"{name} {probe}"
         env = env_of(c)
@@ -457,6 +484,7 @@ def test_the_gateway_is_not_exposed_by_route_or_ingress_unless_asked() -> None:
         rendered = render(values(values_file))
         assert rendered.all("Ingress") == []
         assert (rendered.all("GRPCRoute") != []) == (values_file == "values-gpu.yaml")
+        assert (rendered.all("HTTPRoute") != []) == (values_file == "values-gpu.yaml")
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -496,6 +524,125 @@ def test_route_and_ingress_need_their_parent_and_host() -> None:
         values("values-dev-cpu.yaml"), {"gateway": {"grpcRoute": {"enabled": True}}})
     assert "gateway.ingress.host is required" in render_error(
         values("values-dev-cpu.yaml"), {"gateway": {"ingress": {"enabled": True}}})
+    assert "gateway.httpRoute.parentRefs: name the Gateway" in render_error(
+        values("values-dev-cpu.yaml"), {"gateway": {"httpRoute": {"enabled": True}}})
+    assert "gateway.ingress.host is required when gateway.ingress.http.enabled" in render_error(
+        values("values-dev-cpu.yaml"), {"gateway": {"ingress": {"http": {"enabled": True}}}})
+
+
+# -- the OpenAI-compatible HTTP API ---------------------------------------------------------
+@pytest.mark.parametrize("values_file", KUBERNETES_FILES)
+def test_gateway_serves_the_openai_api_on_its_http_port_and_service(values_file: str) -> None:
+    rendered = render(values(values_file))
+    c = container(rendered.one("Deployment", component("gateway")))
+    assert {"name": "http", "containerPort": GATEWAY_HTTP_PORT, "protocol": "TCP"} in c["ports"]
+    env = env_of(c)
+    assert (env["CHATSTACK_GATEWAY_HTTP_ENABLED"], env["CHATSTACK_GATEWAY_HTTP_PORT"]) == ("true", str(GATEWAY_HTTP_PORT))
+    # The probes stay on gRPC health: they cover the process, and work with the HTTP API off too.
+    assert all("grpc" in c[probe] for probe in ("startupProbe", "readinessProbe", "livenessProbe"))
+    service = rendered.one("Service", component("gateway"))["spec"]
+    assert {"name": "http", "port": GATEWAY_HTTP_PORT, "targetPort": "http", "protocol": "TCP",
+            "appProtocol": "http"} in service["ports"]
+    # Only the gateway serves HTTP (its backends' Services keep grpc and metrics).
+    for name in BACKENDS:
+        assert "http" not in {p["name"] for p in rendered.one("Service", component(name))["spec"]["ports"]}
+        assert not {k for k in env_of(container(rendered.one("Deployment", component(name)))) if "_HTTP_" in k}
+
+
+def test_the_http_port_follows_gateway_http_port() -> None:
+    rendered = render(values("values-dev-cpu.yaml"), {"gateway": {"httpPort": 9080}}, HTTP_ROUTE, HTTP_INGRESS)
+    c = container(rendered.one("Deployment", component("gateway")))
+    assert {p["name"]: p["containerPort"] for p in c["ports"]}["http"] == 9080
+    assert env_of(c)["CHATSTACK_GATEWAY_HTTP_PORT"] == "9080"
+    service_ports = {p["name"]: p["port"] for p in rendered.one("Service", component("gateway"))["spec"]["ports"]}
+    assert service_ports["http"] == 9080
+    assert rendered.one("HTTPRoute", component("gateway"))["spec"]["rules"][0]["backendRefs"][0]["port"] == 9080
+    assert "port-forward svc/chatstack-gateway 9080" in rendered.notes and "localhost:9080/v1" in rendered.notes
+
+
+def test_http_disabled_drops_the_port_and_says_so_to_the_gateway() -> None:
+    rendered = render(values("values-dev-cpu.yaml"), {"gateway": {"http": {"enabled": False}}})
+    c = container(rendered.one("Deployment", component("gateway")))
+    assert "http" not in {p["name"] for p in c["ports"]}
+    env = env_of(c)
+    # Said explicitly: the gateway would serve the API by default.
+    assert env["CHATSTACK_GATEWAY_HTTP_ENABLED"] == "false" and "CHATSTACK_GATEWAY_HTTP_PORT" not in env
+    assert {p["name"] for p in rendered.one("Service", component("gateway"))["spec"]["ports"]} == {"grpc", "metrics"}
+    assert all("grpc" in c[probe] for probe in ("startupProbe", "readinessProbe", "livenessProbe"))
+    assert "switched off (gateway.http.enabled: false)" in rendered.notes and "OPENAI_BASE_URL" not in rendered.notes
+
+
+@pytest.mark.parametrize("exposure", ["gateway.httpRoute", "gateway.ingress.http"])
+def test_a_route_to_a_disabled_http_api_is_refused(exposure: str) -> None:
+    layer = HTTP_ROUTE if exposure == "gateway.httpRoute" else HTTP_INGRESS
+    message = render_error(values("values-dev-cpu.yaml"), layer, {"gateway": {"http": {"enabled": False}}})
+    assert f"{exposure}.enabled needs gateway.http.enabled" in message
+
+
+def test_http_route_sends_v1_to_the_gateway_services_http_port_with_a_long_timeout() -> None:
+    rendered = render(values("values-dev-cpu.yaml"), HTTP_ROUTE)
+    route = rendered.one("HTTPRoute", component("gateway"))
+    assert route["spec"]["parentRefs"] == HTTP_ROUTE["gateway"]["httpRoute"]["parentRefs"]
+    assert route["spec"]["hostnames"] == ["chat.example.com"]
+    [rule] = route["spec"]["rules"]
+    # /v1 only: /health stays inside the cluster.
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/v1"}}]
+    service = rendered.one("Service", component("gateway"))
+    http_port = next(p for p in service["spec"]["ports"] if p["name"] == "http")
+    assert rule["backendRefs"] == [{"name": service["metadata"]["name"], "port": http_port["port"]}]
+    # A stream (server-sent events) is one request for as long as it generates.
+    assert rule["timeouts"] == {"request": "1h"}
+    assert crd_errors([route]) == [[]]
+    no_timeout = render(values("values-dev-cpu.yaml"), HTTP_ROUTE, {"gateway": {"httpRoute": {"requestTimeout": ""}}})
+    assert "timeouts" not in no_timeout.one("HTTPRoute", component("gateway"))["spec"]["rules"][0]
+
+
+def test_http_ingress_proxies_v1_unbuffered_to_the_gateway_services_http_port() -> None:
+    rendered = render(values("values-dev-cpu.yaml"), HTTP_INGRESS)
+    # A second Ingress: ingress-nginx takes the backend protocol per Ingress; the gRPC one stays off.
+    assert [i["metadata"]["name"] for i in rendered.all("Ingress")] == [f"{component('gateway')}-http"]
+    ingress = rendered.one("Ingress", f"{component('gateway')}-http")
+    kubernetes_validate.validate(ingress, KUBE_VERSION, strict=True)
+    assert ingress["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/backend-protocol": "HTTP",
+        # Server-sent events reach the client as they come, and a long generation is not cut off.
+        "nginx.ingress.kubernetes.io/proxy-buffering": "off",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+    }
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"hosts": ["chat.example.com"], "secretName": "chat-tls"}]
+    [rule] = spec["rules"]
+    assert rule["host"] == "chat.example.com"
+    assert rule["http"]["paths"] == [{"path": "/v1", "pathType": "Prefix", "backend": {
+        "service": {"name": component("gateway"), "port": {"name": "http"}}}}]
+    assert "http" in {p["name"] for p in rendered.one("Service", component("gateway"))["spec"]["ports"]}
+    # Beside the gRPC Ingress, on the same host, each with its own annotations.
+    both = render(values("values-dev-cpu.yaml"), INGRESS, HTTP_INGRESS)
+    assert both.one("Ingress", component("gateway"))["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/backend-protocol": "GRPC"}
+    assert len(both.all("Ingress")) == 2
+
+
+def test_ray_runtime_renders_nothing_for_the_http_api() -> None:
+    rendered = render(values("values-gpu.yaml"), {"runtime": "ray"}, EXPOSED)
+    assert rendered.all("HTTPRoute") == []
+    assert [i["metadata"]["name"] for i in rendered.all("Ingress")] == [component("gateway")]  # gRPC only
+    assert [p["name"] for p in rendered.one("Service", component("gateway"))["spec"]["ports"]] == ["grpc"]
+    assert "CHATSTACK_GATEWAY_HTTP" not in rendered.text
+    assert "not served on the Ray runtime yet" in rendered.notes
+    assert "gateway.httpRoute and gateway.ingress.http are ignored here" in rendered.notes
+    assert "OPENAI_BASE_URL" not in rendered.notes
+    # The checks of the HTTP exposures do not apply either: the Ray runtime renders neither.
+    render(values("values-ray.yaml"), {"gateway": {"httpRoute": {"enabled": True}, "http": {"enabled": False}}})
+
+
+def test_http_api_settings_come_from_their_values_not_config() -> None:
+    assert "gateway.config.http_port: use gateway.httpPort" in render_error(
+        values("values-dev-cpu.yaml"), {"gateway": {"config": {"http_port": 9000}}})
+    assert "gateway.config.http_enabled: use gateway.http.enabled" in render_error(
+        values("values-dev-cpu.yaml"), {"gateway": {"config": {"http_enabled": False}}})
 
 
 def test_notes_explain_per_connection_services_and_what_to_set() -> None:
@@ -643,6 +790,15 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
                                 "at '/session/maxConnectionAgeSeconds': minimum: got -1, want 0"),
     "route parent without a name": ({"gateway": {"grpcRoute": {"parentRefs": [{"namespace": "gw"}]}}},
                                     "at '/gateway/grpcRoute/parentRefs/0': missing property 'name'"),
+    "http route parent without a name": ({"gateway": {"httpRoute": {"parentRefs": [{"namespace": "gw"}]}}},
+                                         "at '/gateway/httpRoute/parentRefs/0': missing property 'name'"),
+    "http port out of range": ({"gateway": {"httpPort": 0}}, "at '/gateway/httpPort': minimum: got 0, want 1"),
+    "http enabled as a string": ({"gateway": {"http": {"enabled": "yes"}}},
+                                 "at '/gateway/http/enabled': got string, want boolean"),
+    "stream timeout that is no duration": ({"gateway": {"httpRoute": {"requestTimeout": "1 hour"}}},
+                                           "at '/gateway/httpRoute/requestTimeout': '1 hour' does not match pattern"),
+    "misspelt http ingress key": ({"gateway": {"ingress": {"http": {"enable": True}}}},
+                                  "additional properties 'enable' not allowed"),
 }
 
 
@@ -936,6 +1092,29 @@ def test_notes_explain_how_to_reach_the_gateway_and_chat(values_file: str) -> No
     notes = render(values(values_file)).notes
     assert f"kubectl -n {NAMESPACE} port-forward svc/{component('gateway')} 50050" in notes
     assert "chatstack chat --target localhost:50050 --api-key <your-api-key>" in notes
+
+
+@pytest.mark.parametrize("values_file", KUBERNETES_FILES)
+def test_notes_give_the_openai_base_url(values_file: str) -> None:
+    notes = render(values(values_file)).notes
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{component('gateway')} {GATEWAY_HTTP_PORT}" in notes
+    assert f"export OPENAI_BASE_URL=http://localhost:{GATEWAY_HTTP_PORT}/v1" in notes
+    assert "export OPENAI_API_KEY=<your-api-key>" in notes
+
+
+def test_notes_give_the_route_and_ingress_urls_of_the_openai_api() -> None:
+    routed = render(values("values-gpu.yaml")).notes
+    assert f"HTTPRoute {component('gateway')} attaches /v1 to Gateway gateway-system/public (listener https)" in routed
+    assert "export OPENAI_BASE_URL=https://chat.example.com/v1" in routed
+    assert f"get httproute {component('gateway')}" in routed
+    ingress = render(values("values-dev-cpu.yaml"), HTTP_INGRESS).notes
+    assert f"Ingress {component('gateway')}-http serves /v1 on chat.example.com" in ingress
+    assert "export OPENAI_BASE_URL=https://chat.example.com/v1" in ingress
+    no_tls = render(values("values-dev-cpu.yaml"), merge(HTTP_INGRESS, {"gateway": {"ingress": {"tls": {"secretName": ""}}}}))
+    assert "export OPENAI_BASE_URL=http://chat.example.com/v1" in no_tls.notes
+    assert "API keys cross the network in clear" in no_tls.notes
+    plain = render(values("values-dev-cpu.yaml")).notes
+    assert "gateway.httpRoute (set parentRefs) or gateway.ingress.http (set host)" in plain
 
 
 ENTRYPOINT = DOCKER_DIR / "chatstack-entrypoint.sh"

@@ -20,6 +20,7 @@ const MODELS = {
   PrometheusRule: ["monitoring.coreos.com/v1", "@kubernetes-models/prometheus-operator", "monitoring.coreos.com/v1/PrometheusRule"],
   ScaledObject: ["keda.sh/v1alpha1", "@kubernetes-models/keda", "keda.sh/v1alpha1/ScaledObject"],
   GRPCRoute: ["gateway.networking.k8s.io/v1", "@kubernetes-models/gateway-api", "gateway.networking.k8s.io/v1/GRPCRoute"],
+  HTTPRoute: ["gateway.networking.k8s.io/v1", "@kubernetes-models/gateway-api", "gateway.networking.k8s.io/v1/HTTPRoute"],
 };
 
 const toolsDir = path.resolve(process.argv[2]);

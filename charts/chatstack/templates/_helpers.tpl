@@ -316,6 +316,15 @@ ctx: (dict "resources" $resources "gpu" $gpu "what" "generation.gpu")
 {{- end }}
 {{- end }}
 
+{{/*
+Does the gateway serve its OpenAI-compatible HTTP API? ("true"/"") Only the Deployments of
+runtime kubernetes do; the Ray runtime's gateway serves gRPC only (yet), so nothing HTTP-specific
+is rendered there.
+*/}}
+{{- define "chatstack.httpEnabled" -}}
+{{- if and .Values.gateway.enabled .Values.gateway.http.enabled (eq .Values.runtime "kubernetes") }}true{{ end }}
+{{- end }}
+
 {{/* PromQL label matchers scoping queries to this release's namespace. */}}
 {{- define "chatstack.promNamespace" -}}
 namespace={{ .Release.Namespace | quote }}

@@ -1,6 +1,36 @@
 {{/*
-Sections of NOTES.txt that explain how calls are balanced and what an operator must set.
+Sections of NOTES.txt that explain how calls are balanced, what an operator must set, and how to
+reach the OpenAI-compatible HTTP API.
 */}}
+
+{{/* Step 4: the OpenAI-compatible HTTP API through a port-forward (or why there is none). */}}
+{{- define "chatstack.notesOpenAI" -}}
+{{- $gateway := include "chatstack.componentName" (dict "root" . "component" "gateway") }}
+{{- $port := .Values.gateway.httpPort }}
+{{- if include "chatstack.httpEnabled" . }}
+
+4. Or use the OpenAI-compatible HTTP API, on the same Service's port http with the same API keys (as Bearer tokens):
+
+     kubectl -n {{ .Release.Namespace }} port-forward svc/{{ $gateway }} {{ $port }}
+     export OPENAI_BASE_URL=http://localhost:{{ $port }}/v1
+     export OPENAI_API_KEY=<your-api-key>
+     curl -s "$OPENAI_BASE_URL/models" -H "Authorization: Bearer $OPENAI_API_KEY"
+
+   OpenAI's SDKs read OPENAI_BASE_URL and OPENAI_API_KEY (Python: openai.OpenAI()); the model is the id
+   /v1/models lists. It serves /v1/chat/completions, /v1/responses and /v1/conversations; streams are
+   server-sent events.
+{{- else if eq .Values.runtime "ray" }}
+
+4. The OpenAI-compatible HTTP API is not served on the Ray runtime yet (the gateway's Serve deployment
+   speaks gRPC only): use gRPC as above, or runtime kubernetes.
+{{- if or .Values.gateway.httpRoute.enabled .Values.gateway.ingress.http.enabled }}
+   gateway.httpRoute and gateway.ingress.http are ignored here: no HTTPRoute or HTTP Ingress is rendered.
+{{- end }}
+{{- else }}
+
+4. The OpenAI-compatible HTTP API is switched off (gateway.http.enabled: false).
+{{- end }}
+{{- end }}
 {{- define "chatstack.notesBalancing" -}}
 {{- if and .Values.gateway.enabled (eq .Values.runtime "kubernetes") }}
 {{- $b := .Values.gateway.balancing }}
@@ -48,6 +78,35 @@ Clients outside the cluster: Ingress {{ $gateway }} serves ChatService on {{ $in
 {{- if not $ingress.tls.secretName }}
    WARNING: gateway.ingress.tls.secretName is empty. ingress-nginx serves HTTP/2, hence gRPC, only over TLS:
    set it (a kubernetes.io/tls Secret for {{ $ingress.host }}) unless your controller accepts h2c.
+{{- end }}
+{{- end }}
+{{- if include "chatstack.httpEnabled" . }}
+{{- $httpRoute := .Values.gateway.httpRoute }}
+{{- if $httpRoute.enabled }}
+
+OpenAI API from outside the cluster: HTTPRoute {{ $gateway }} attaches /v1 to
+{{- range $httpRoute.parentRefs }} Gateway {{ .namespace | default $.Release.Namespace }}/{{ .name }}{{ with .sectionName }} (listener {{ . }}){{ end }}{{ end }}
+{{- with $httpRoute.hostnames }} for {{ join ", " . }}{{ end }}:
+     export OPENAI_BASE_URL=https://{{ if $httpRoute.hostnames }}{{ first $httpRoute.hostnames }}{{ else }}<the Gateway's address>{{ end }}/v1   (http:// on a plain-HTTP listener)
+{{- if $httpRoute.requestTimeout }}
+   A request, a whole stream included, may take up to {{ $httpRoute.requestTimeout }} (timeouts.request; gateway.httpRoute.requestTimeout).
+{{- end }}
+   Check the route is Accepted with
+     kubectl -n {{ .Release.Namespace }} get httproute {{ $gateway }} -o jsonpath='{.status.parents[*].conditions}'
+{{- end }}
+{{- if $ingress.http.enabled }}
+
+OpenAI API from outside the cluster: Ingress {{ $gateway }}-http serves /v1 on {{ $ingress.host }}:
+     export OPENAI_BASE_URL={{ if $ingress.tls.secretName }}https{{ else }}http{{ end }}://{{ $ingress.host }}/v1
+{{- if not $ingress.tls.secretName }}
+   WARNING: gateway.ingress.tls.secretName is empty: API keys cross the network in clear.
+{{- end }}
+{{- end }}
+{{- if not (or $httpRoute.enabled $ingress.http.enabled) }}
+
+The OpenAI API's clients keep their connections open too (HTTP keep-alive), each on one gateway pod
+through the Service. gateway.httpRoute (set parentRefs) or gateway.ingress.http (set host) expose /v1
+outside the cluster and balance each request over the gateway's pods.
 {{- end }}
 {{- end }}
 {{- if not (or $route.enabled $ingress.enabled) }}

@@ -30,6 +30,8 @@ affinity_load_factor: "use gateway.balancing.affinityLoadFactor"
 resolve_interval_seconds: "use gateway.balancing.resolveIntervalSeconds"
 max_connection_age_seconds: "use <service>.maxConnectionAgeSeconds"
 max_connection_age_grace_seconds: "use <service>.maxConnectionAgeGraceSeconds"
+http_port: "use gateway.httpPort"
+http_enabled: "use gateway.http.enabled"
 {{- end }}
 
 {{/*
@@ -68,6 +70,13 @@ as float64, and 1000000 would otherwise print as 1e+06), booleans as true/false.
 - name: {{ $p }}MAX_CONNECTION_AGE_GRACE_SECONDS
   value: {{ include "chatstack.envValue" $svc.maxConnectionAgeGraceSeconds | quote }}
 {{- if eq $name "gateway" }}
+{{- /* The OpenAI-compatible HTTP API, on HOST like gRPC. Said either way: the gateway's default is on. */}}
+- name: {{ $p }}HTTP_ENABLED
+  value: {{ if include "chatstack.httpEnabled" $root }}"true"{{ else }}"false"{{ end }}
+{{- if include "chatstack.httpEnabled" $root }}
+- name: {{ $p }}HTTP_PORT
+  value: {{ include "chatstack.envValue" $svc.httpPort | quote }}
+{{- end }}
 {{- $balancing := $svc.balancing }}
 {{- range $backend := list "tokenizer" "generation" "reward" "session" }}
 {{- if (index $root.Values $backend).enabled }}

@@ -30,6 +30,23 @@ Checks across values that values.schema.json cannot express; each fails with wha
 {{- if and $v.gateway.ingress.enabled (not $v.gateway.ingress.host) }}
 {{- fail "gateway.ingress.host is required when gateway.ingress.enabled (the host name clients call)" }}
 {{- end }}
+{{- /* The HTTP API's route and Ingress: runtime kubernetes only (the Ray runtime renders neither). */}}
+{{- if and $v.gateway.enabled (eq $v.runtime "kubernetes") }}
+{{- if not $v.gateway.http.enabled }}
+{{- if $v.gateway.httpRoute.enabled }}
+{{- fail "gateway.httpRoute.enabled needs gateway.http.enabled: it would route to an HTTP API the gateway does not serve" }}
+{{- end }}
+{{- if $v.gateway.ingress.http.enabled }}
+{{- fail "gateway.ingress.http.enabled needs gateway.http.enabled: it would route to an HTTP API the gateway does not serve" }}
+{{- end }}
+{{- end }}
+{{- if and $v.gateway.httpRoute.enabled (not $v.gateway.httpRoute.parentRefs) }}
+{{- fail "gateway.httpRoute.parentRefs: name the Gateway the route attaches to, e.g. [{name: public, namespace: gateway-system}]; a route without a parent serves nothing" }}
+{{- end }}
+{{- if and $v.gateway.ingress.http.enabled (not $v.gateway.ingress.host) }}
+{{- fail "gateway.ingress.host is required when gateway.ingress.http.enabled (the host name clients call)" }}
+{{- end }}
+{{- end }}
 {{- if and $v.keda.enabled $v.autoscaling.llmSignals.enabled }}
 {{- fail "keda.enabled and autoscaling.llmSignals.enabled both scale generation: enable one" }}
 {{- end }}
