@@ -1,11 +1,13 @@
-"""Locust users of chatstack over gRPC.
+"""Locust users of chatstack over gRPC, and over the gateway's OpenAI-compatible HTTP API.
 
-    locust -f loadtest/locustfile.py --headless -u 8 -r 4 -t 30s            # every user class
+    locust -f loadtest/locustfile.py --headless -u 10 -r 5 -t 30s           # every user class
     locust -f loadtest/locustfile.py --headless -u 4 -r 4 -t 30s TokenizerUser  # one service alone
 
-ChatUser is the real workload: conversations through the gateway. The per-service users load one
-backend directly, to find which one is the bottleneck. Targets default to the `make run` ports
-(`--gateway`, `--tokenizer`, ... or CHATSTACK_LOADTEST_*); `--help` lists every option.
+ChatUser is the real workload: conversations through the gateway; OpenAIUser is the same gateway
+as the official SDKs see it (streamed chat completions and Responses conversations over HTTP).
+The per-service users load one backend directly, to find which one is the bottleneck. Targets
+default to the `make run` ports (`--gateway`, `--tokenizer`, ..., `--openai-base-url`, or
+CHATSTACK_LOADTEST_*); `--help` lists every option.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from chatstack.v1 import (
     tokenizer_pb2_grpc,
 )
 from loadtest.grpc_user import GrpcUser, init_grpc_gevent, write_final_csv
-from loadtest.settings import LoadSettings, SettingsError, add_arguments, reachable
+from loadtest.http_user import SseUser
+from loadtest.settings import API_KEY_SERVICES, OPENAI, LoadSettings, SettingsError, add_arguments, reachable
+from loadtest.sse import ChatCompletionStream, ResponseStream
 
 init_grpc_gevent()  # before any channel exists in this process
 
@@ -56,22 +60,22 @@ def _add_arguments(parser: Any, **_: Any) -> None:
 
 @events.init.add_listener
 def _check_settings(environment: Any, **_: Any) -> None:
-    """Refuse bad settings (a non-loopback target, no API key for ChatUser) before any user starts;
-    headless, also a target nothing listens on (a stack that is not running)."""
+    """Refuse bad settings (a non-loopback target, no API key for ChatUser or OpenAIUser) before any
+    user starts; headless, also a target nothing listens on (a stack that is not running)."""
     options = environment.parsed_options
     services = {getattr(cls, "service", "") for cls in environment.user_classes or []} - {""}
     try:
         settings = LoadSettings.from_options(options)
-        if "gateway" in services:
+        if services & API_KEY_SERVICES:
             settings.api_key()
     except SettingsError as err:
         sys.exit(f"chatstack load test: {err}")
     if options is not None and getattr(options, "headless", False):
         for service in sorted(services):
-            address = getattr(settings, service)
+            address, option = settings.target(service)
             if not reachable(address):
                 sys.exit(f"chatstack load test: nothing listens on {address} ({service}): start the stack "
-                         f"with `make run`, or pass --{service} HOST:PORT")
+                         f"with `make run`, or pass {option}")
 
 
 @events.quitting.add_listener
@@ -169,6 +173,103 @@ class ChatUser(ChatstackUser):
     def regenerate_request(self, options: dict[str, Any]) -> chat_pb2.RegenerateRequest:
         """A RegenerateRequest for the open session."""
         return chat_pb2.RegenerateRequest(session_id=self.session_id, options=chat_options(**options))
+
+
+def model_list_problem(answer: Any) -> str:
+    """What is wrong with a `GET /v1/models` answer ('' if it names a model)."""
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not data or not isinstance(data[0], dict) or not isinstance(data[0].get("id"), str):
+        return f"GET /models: no model id in {str(answer)[:80]}"
+    return ""
+
+
+def deleted_problem(answer: Any) -> str:
+    """What is wrong with a DELETE's answer ('' if it says `deleted: true`)."""
+    return "" if isinstance(answer, dict) and answer.get("deleted") is True else f"not deleted: {answer}"
+
+
+class OpenAIUser(SseUser):
+    """An application on the gateway's OpenAI-compatible HTTP API, as the official SDKs call it.
+
+    Streamed chat completions (stateless), and streamed Responses conversations of --openai-turns
+    turns, each turn continuing the previous response (`previous_response_id`); a conversation is
+    deleted after its last turn, after a failed turn and when the user stops. The served model's
+    id comes from `GET /models`.
+    """
+
+    service = OPENAI
+    weight = 2
+
+    def __init__(self, environment: Any) -> None:
+        self.settings = LoadSettings.from_options(environment.parsed_options)
+        self.host = self.settings.openai_base_url  # before HttpUser makes its client: paths follow it
+        super().__init__(environment)
+        self.headers = {"Authorization": f"Bearer {self.settings.api_key()}"}
+        self.timeout = self.settings.rpc_timeout
+        self.model = ""
+        self.previous_response_id = ""
+        self.conversation_id = ""
+        self.turns_left = 0
+
+    def wait_time(self) -> float:
+        """Seconds to wait between two tasks (--think-time, as a ChatUser)."""
+        return random.uniform(*self.settings.think_time)
+
+    def on_stop(self) -> None:
+        """Delete the open conversation."""
+        self.end_conversation()
+
+    def ensure_model(self) -> bool:
+        """`GET /models` once (and again after a failure): every request names the served model."""
+        if not self.model:
+            answer = self.call("GET", "/models", "openai models", check=model_list_problem)
+            self.model = answer["data"][0]["id"] if answer is not None else ""
+        return bool(self.model)
+
+    @tag("openai", "http", "chat.completions")
+    @task
+    def chat_completion(self) -> None:
+        """A streamed chat completion with the usage chunk: `openai chat.completions` and its TTFT."""
+        if not self.ensure_model():
+            return
+        body = {"model": self.model, "messages": [{"role": "system", "content": "be brief"},
+                                                  {"role": "user", "content": words(2, 8)}],
+                "max_tokens": self.settings.max_tokens, "temperature": 1.0, "stream": True,
+                "stream_options": {"include_usage": True}}
+        self.stream("/chat/completions", "openai chat.completions", body,
+                    ChatCompletionStream(expect_usage=True))
+
+    @tag("openai", "http", "responses")
+    @task
+    def respond(self) -> None:
+        """One turn of a Responses conversation (`openai responses` and its TTFT): the first turn
+        starts one, the next ones continue the previous response, the last deletes it."""
+        if not self.ensure_model():
+            return
+        body: dict[str, Any] = {"model": self.model, "input": words(2, 8), "stream": True,
+                                "max_output_tokens": self.settings.max_tokens, "temperature": 1.0}
+        if self.previous_response_id:
+            body["previous_response_id"] = self.previous_response_id
+        else:
+            body["instructions"] = "be brief"  # a new conversation's system prompt
+            self.turns_left = random.randint(*self.settings.openai_turns)
+        reply = ResponseStream()
+        try:
+            ok = self.stream("/responses", "openai responses", body, reply)
+        finally:  # also when Locust stops the user mid-stream: on_stop deletes the conversation
+            self.conversation_id = reply.conversation_id or self.conversation_id
+        self.previous_response_id = str(reply.response["id"]) if ok and reply.response else ""
+        self.turns_left -= 1  # a failed turn counts too: a broken stack cannot loop forever
+        if self.turns_left <= 0 or not ok:
+            self.end_conversation()
+
+    def end_conversation(self) -> None:
+        """`DELETE /conversations/{id}`: the load test leaves no conversations behind."""
+        self.previous_response_id, self.turns_left = "", 0
+        if self.conversation_id:
+            conversation, self.conversation_id = self.conversation_id, ""
+            self.call("DELETE", f"/conversations/{conversation}", "openai conversations.delete",
+                      check=deleted_problem)
 
 
 class TokenizerUser(ChatstackUser):

@@ -65,8 +65,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("classes", nargs="*", metavar="UserClass",
-                        help="user classes to run (default: all: ChatUser, TokenizerUser, GenerationUser, "
-                             "RewardUser, SessionUser)")
+                        help="user classes to run (default: all: ChatUser, OpenAIUser, TokenizerUser, "
+                             "GenerationUser, RewardUser, SessionUser)")
     parser.add_argument("-u", "--users", type=int, default=8, help="peak number of users (default 8)")
     parser.add_argument("-r", "--spawn-rate", type=float, default=4,
                         help="users started per second (default 4)")

@@ -13,13 +13,18 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from chatstack.catalog import SERVICES
+from chatstack.catalog import GATEWAY_HTTP_PORT, SERVICES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "CHATSTACK_LOADTEST_"
 # Where `make run` serves each service (the service catalog).
 DEFAULT_TARGETS: dict[str, str] = {name: info.local_address for name, info in SERVICES.items()}
+# The gateway's OpenAI-compatible HTTP API under `make run`; OpenAIUser's target.
+DEFAULT_OPENAI_BASE_URL = f"http://127.0.0.1:{GATEWAY_HTTP_PORT}/v1"
+OPENAI = "openai"  # OpenAIUser's `service`: its target is --openai-base-url, a URL
+API_KEY_SERVICES = frozenset({"gateway", OPENAI})  # the targets that need the gateway API key
 DEFAULT_API_KEY_FILE = REPO_ROOT / ".run" / "dev-api-key"  # written by `make run`
 _SCHEMES = ("dns:///", "dns:", "ipv4:", "ipv6:")
 
@@ -39,6 +44,8 @@ class OptionSpec:
 OPTIONS: tuple[OptionSpec, ...] = (
     *(OptionSpec(service, address, f"host:port of the {service} (default: the `make run` port)")
       for service, address in DEFAULT_TARGETS.items()),
+    OptionSpec("openai-base-url", DEFAULT_OPENAI_BASE_URL,
+               "base URL of the gateway's OpenAI-compatible API (default: the `make run` port)"),
     OptionSpec("allow-remote", False, "allow non-loopback targets (only ones you own)", flag=True),
     OptionSpec("api-key", "", "gateway API key (default: the first line of --api-key-file)", secret=True),
     OptionSpec("api-key-file", str(DEFAULT_API_KEY_FILE), "file holding the gateway API key"),
@@ -47,6 +54,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("think-time", "0.5,2", "ChatUser think time between actions: MIN,MAX seconds"),
     OptionSpec("service-think-time", "0.05,0.2", "per-service users' wait between calls: MIN,MAX seconds"),
     OptionSpec("turns", "3,6", "ChatUser turns per conversation: MIN,MAX"),
+    OptionSpec("openai-turns", "2,3", "OpenAIUser turns per Responses conversation: MIN,MAX"),
     OptionSpec("p-regenerate", 0.15, "probability that a ChatUser regenerates an answer", type=float),
     OptionSpec("p-best-of", 0.15, "probability that a Chat asks best_of > 1", type=float),
     OptionSpec("max-best-of", 3, "largest best_of a ChatUser asks (2..N)", type=int),
@@ -137,6 +145,36 @@ def check_target(service: str, address: str, allow_remote: bool) -> str:
     return address
 
 
+def url_address(url: str) -> str:
+    """The `host:port` an http(s) URL connects to (`[::1]:8080` for IPv6; the scheme's default port)."""
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_base_url(option: str, url: str, allow_remote: bool) -> str:
+    """An http(s) base URL (without its trailing slash) if it may be loaded: check_target's loopback
+    rule, on the URL's host."""
+    url = url.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        address = url_address(url)  # ValueError for a port that is not a number
+    except ValueError as err:
+        raise SettingsError(f"--{option} {url}: not a URL ({err})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"--{option} {url!r}: expected an http:// or https:// URL with a host, "
+                            f"e.g. {DEFAULT_OPENAI_BASE_URL}")
+    if parts.username is not None or parts.query or parts.fragment:
+        raise SettingsError(f"--{option} {url}: no credentials, query or fragment in the base URL "
+                            "(the key goes in --api-key)")
+    if not allow_remote and not is_loopback(address):
+        raise SettingsError(f"--{option} {url}: not a loopback address; load tests target this machine "
+                            f"unless --allow-remote ({env_var('allow-remote')}=true) is given for a target "
+                            "you own")
+    return url
+
+
 def resolve_api_key(given: str, key_file: str | Path) -> str:
     """The API key: given directly (--api-key / env), else the first line of the key file."""
     if given.strip():
@@ -178,6 +216,7 @@ class LoadSettings:
     generation: str
     reward: str
     session: str
+    openai_base_url: str
     api_key_given: str
     api_key_file: str
     max_tokens: int
@@ -185,6 +224,7 @@ class LoadSettings:
     think_time: tuple[float, float]
     service_think_time: tuple[float, float]
     turns: tuple[int, int]
+    openai_turns: tuple[int, int]
     p_regenerate: float
     p_best_of: float
     max_best_of: int
@@ -198,20 +238,30 @@ class LoadSettings:
         allow_remote = bool(getattr(o, "allow_remote", False))
         targets = {service: check_target(service, str(getattr(o, service)), allow_remote)
                    for service in DEFAULT_TARGETS}
+        openai_base_url = check_base_url("openai-base-url", str(o.openai_base_url), allow_remote)
         turns = parse_range(o.turns, "turns")
-        if o.max_tokens < 1 or o.rpc_timeout <= 0 or o.max_best_of < 2 or o.cancel_after < 1 or turns[0] < 1:
-            raise SettingsError("--max-tokens, --turns and --cancel-after must be >= 1, --max-best-of >= 2, "
-                                "--rpc-timeout > 0")
+        openai_turns = parse_range(o.openai_turns, "openai-turns")
+        if o.max_tokens < 1 or o.rpc_timeout <= 0 or o.max_best_of < 2 or o.cancel_after < 1 \
+                or turns[0] < 1 or openai_turns[0] < 1:
+            raise SettingsError("--max-tokens, --turns, --openai-turns and --cancel-after must be >= 1, "
+                                "--max-best-of >= 2, --rpc-timeout > 0")
         return cls(
-            **targets, api_key_given=str(o.api_key or ""), api_key_file=str(o.api_key_file),
+            **targets, openai_base_url=openai_base_url, api_key_given=str(o.api_key or ""),
+            api_key_file=str(o.api_key_file),
             max_tokens=int(o.max_tokens), rpc_timeout=float(o.rpc_timeout),
             think_time=parse_range(o.think_time, "think-time"),
             service_think_time=parse_range(o.service_think_time, "service-think-time"),
-            turns=(int(turns[0]), int(turns[1])),
+            turns=(int(turns[0]), int(turns[1])), openai_turns=(int(openai_turns[0]), int(openai_turns[1])),
             p_regenerate=_probability(o.p_regenerate, "p-regenerate"),
             p_best_of=_probability(o.p_best_of, "p-best-of"), max_best_of=int(o.max_best_of),
             p_cancel=_probability(o.p_cancel, "p-cancel"), cancel_after=int(o.cancel_after))
 
     def api_key(self) -> str:
-        """The gateway API key (only the ChatUser needs one)."""
+        """The gateway API key (ChatUser and OpenAIUser need one: API_KEY_SERVICES)."""
         return resolve_api_key(self.api_key_given, self.api_key_file)
+
+    def target(self, service: str) -> tuple[str, str]:
+        """A user class's target as (`host:port` to probe, the option that sets it)."""
+        if service == OPENAI:
+            return url_address(self.openai_base_url), "--openai-base-url URL"
+        return getattr(self, service), f"--{service} HOST:PORT"

@@ -17,24 +17,30 @@ from pathlib import Path
 
 import pytest
 
+from chatstack.catalog import GATEWAY_HTTP_PORT
 from loadtest.report import RpcStats, RunStats, Slo, check_slo, read_run, summary_table
 from loadtest.run import parse_timespan
 from loadtest.settings import (
     LoadSettings,
     SettingsError,
+    check_base_url,
     check_target,
     default_options,
+    env_var,
     is_loopback,
     parse_range,
     reachable,
+    url_address,
 )
 from tests.integration.conftest import ALICE_KEY
+from tests.stack_fixtures import GatewayProcess
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 # The request names each user class reports: every class must show up in a run.
 NAMES_BY_CLASS = {
     "ChatUser": {"CreateSession", "Chat", "Chat best_of", "Chat (cancelled)", "Regenerate", "DeleteSession"},
+    "OpenAIUser": {"openai models", "openai chat.completions", "openai responses", "openai conversations.delete"},
     "TokenizerUser": {"Tokenizer.Encode", "Tokenizer.CountTokens", "Tokenizer.ApplyChatTemplate"},
     "GenerationUser": {"Generation.GenerateStream"},
     "RewardUser": {"Reward.Score", "Reward.Rank"},
@@ -42,9 +48,9 @@ NAMES_BY_CLASS = {
 }
 
 
-def target_args(gateway: tuple[str, int], stack: dict[str, str]) -> list[str]:
+def target_args(gateway: GatewayProcess, stack: dict[str, str]) -> list[str]:
     """Locustfile options aiming every user at the fixtures' stack (free loopback ports)."""
-    args = ["--gateway", gateway[0]]
+    args = ["--gateway", gateway.address, "--openai-base-url", f"http://127.0.0.1:{gateway.http_port}/v1"]
     for service in ("tokenizer", "generation", "reward", "session"):
         args += [f"--{service}", stack[service]]
     return args
@@ -73,17 +79,18 @@ def count(rows: dict[str, dict[str, str]], name: str) -> int:
 
 @pytest.mark.integration
 def test_every_user_class_makes_requests_without_failures(
-    gateway: tuple[str, int], stack_addresses: dict[str, str], tmp_path: Path
+    gateway_process: GatewayProcess, stack_addresses: dict[str, str], tmp_path: Path
 ) -> None:
     prefix = tmp_path / "all"
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "8", "-r", "8",
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "10", "-r", "10",
                "-t", "10s", "--stop-timeout", "30", "--csv", str(prefix), "--only-summary",
-               *target_args(gateway, stack_addresses),
+               *target_args(gateway_process, stack_addresses),
                "--think-time", "0.2,0.6", "--p-regenerate", "0.5", "--p-best-of", "0.3", "--p-cancel", "0.2"]
     done = subprocess.run(command, cwd=REPO, env=loadtest_env(), capture_output=True, text=True, timeout=120)
     output = done.stderr[-6000:]  # Locust logs and prints its summary on stderr
     assert done.returncode == 0, output
     assert "All users spawned" in done.stderr and '"ChatUser": 4' in done.stderr, output
+    assert '"OpenAIUser": 2' in done.stderr, output  # the weights: 4 ChatUser, 2 OpenAIUser, 1 of each other
     rows = stats_rows(prefix)
     for user_class, names in NAMES_BY_CLASS.items():
         assert sum(count(rows, name) for name in names) > 0, f"{user_class} made no requests\n{output}"
@@ -94,10 +101,13 @@ def test_every_user_class_makes_requests_without_failures(
     assert count(rows, "Generation.GenerateStream TTFT") >= max(1, count(rows, "Generation.GenerateStream"))
     assert count(rows, "Chat TTFT") >= count(rows, "Chat") + count(rows, "Chat (cancelled)")
     assert count(rows, "Chat TTFT") + count(rows, "Chat best_of TTFT") >= 1, output
+    # the OpenAI API over HTTP: both streams, each with its TTFT (a stream may end without text)
+    for stream in ("openai chat.completions", "openai responses"):
+        assert 1 <= count(rows, f"{stream} TTFT") <= count(rows, stream) + count(rows, f"{stream} (unfinished)"), output
 
 
 @pytest.fixture(scope="module")
-def cancelling_run(gateway: tuple[str, int], stack_addresses: dict[str, str],
+def cancelling_run(gateway_process: GatewayProcess, stack_addresses: dict[str, str],
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
     """`python -m loadtest.run` for 6 s: ChatUsers that cancel every Chat mid-stream, a TokenizerUser."""
     out = tmp_path_factory.mktemp("reports")
@@ -105,7 +115,7 @@ def cancelling_run(gateway: tuple[str, int], stack_addresses: dict[str, str],
                "--stop-timeout", "30", "--out", str(out), "--name", "cancel",
                "--slo-p95-ms", "60000", "--slo-ttft-p95-ms", "60000", "--slo-error-rate", "0",
                "--pids", str(os.getpid()), "ChatUser", "TokenizerUser",
-               "--", *target_args(gateway, stack_addresses), "--think-time", "0.1,0.3", "--p-cancel", "1"]
+               "--", *target_args(gateway_process, stack_addresses), "--think-time", "0.1,0.3", "--p-cancel", "1"]
     done = subprocess.run(command, cwd=REPO, env=loadtest_env(), capture_output=True, text=True, timeout=150)
     yield out / "cancel", done
 
@@ -190,6 +200,45 @@ def test_defaults_are_the_make_run_ports_and_the_dev_key_file() -> None:
         "127.0.0.1:50050", "127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053", "127.0.0.1:50054")
     assert settings.api_key_file == str(REPO / ".run" / "dev-api-key")
     assert settings.think_time == (0.5, 2.0)
+    assert settings.openai_base_url == f"http://127.0.0.1:{GATEWAY_HTTP_PORT}/v1" and settings.openai_turns == (2, 3)
+    assert env_var("openai-base-url") == "CHATSTACK_LOADTEST_OPENAI_BASE_URL"
+    assert settings.target("openai") == (f"127.0.0.1:{GATEWAY_HTTP_PORT}", "--openai-base-url URL")
+    assert settings.target("session") == ("127.0.0.1:50054", "--session HOST:PORT")
+
+
+@pytest.mark.parametrize(("url", "address"), [
+    ("http://127.0.0.1:8080/v1/", "127.0.0.1:8080"), ("http://localhost/v1", "localhost:80"),
+    ("https://127.0.0.2/v1", "127.0.0.2:443"), ("http://[::1]:8080/v1", "[::1]:8080"),
+])
+def test_an_openai_base_url_on_loopback_is_accepted_without_its_trailing_slash(url: str, address: str) -> None:
+    assert check_base_url("openai-base-url", url, allow_remote=False) == url.rstrip("/")
+    assert url_address(url) == address
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://10.0.0.5:8080/v1", "not a loopback address"), ("http://example.com/v1", "not a loopback address"),
+    ("http://0.0.0.0:8080/v1", "not a loopback address"), ("http://127.0.0.1.nip.io/v1", "not a loopback address"),
+    ("http://[2001:db8::1]:8080/v1", "not a loopback address"),
+    ("127.0.0.1:8080/v1", "expected an http:// or https:// URL"), ("ftp://127.0.0.1/v1", "expected an http://"),
+    ("http:///v1", "expected an http://"), ("http://127.0.0.1:port/v1", "not a URL"),
+    ("http://user:secret@127.0.0.1:8080/v1", "no credentials"), ("", "expected an http://"),
+])
+def test_an_openai_base_url_elsewhere_or_malformed_is_refused_naming_the_option(url: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"^--openai-base-url .*{message}"):
+        check_base_url("openai-base-url", url, allow_remote=False)
+    options = default_options()
+    options.openai_base_url = url
+    with pytest.raises(SettingsError, match="--openai-base-url"):
+        LoadSettings.from_options(options)
+
+
+def test_a_remote_openai_base_url_needs_allow_remote_and_openai_turns_are_checked() -> None:
+    options = default_options()
+    options.openai_base_url, options.allow_remote = "https://api.example.com/v1", True
+    assert LoadSettings.from_options(options).openai_base_url == "https://api.example.com/v1"
+    options.openai_turns = "0,2"
+    with pytest.raises(SettingsError, match="--openai-turns"):
+        LoadSettings.from_options(options)
 
 
 def test_a_missing_api_key_file_is_a_clear_error(tmp_path: Path) -> None:
