@@ -223,7 +223,7 @@ def test_gateway_metrics_have_stages_and_best_of_promtool_clean(gateway: tuple[s
     alice.chat("metrics please", best_of=2, **FAST)
     body = urllib.request.urlopen(f"http://127.0.0.1:{gateway[1]}/metrics").read()
     for stage in ("session_read", "template", "ttft", "generation", "reward", "session_write", "total"):
-        assert f'chatstack_gateway_stage_duration_seconds_count{{stage="{stage}"}}'.encode() in body
+        assert f'chatstack_gateway_stage_duration_seconds_count{{stage="{stage}",transport="grpc"}}'.encode() in body
     assert b'chatstack_gateway_best_of_requests_total{n="2"}' in body
     check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
     assert (check.returncode, check.stdout, check.stderr) == (0, b"", b"")

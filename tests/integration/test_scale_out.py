@@ -91,6 +91,8 @@ def scale_out(models_dir: Path, log_dir: Path, redis_server: RedisProcess, token
             tokenizer=tokenizer_address, reward=reward_service[0],
             generation=dns.target(GEN_NAME, gen_port), session=dns.target(SESSION_NAME, session_port))
         procs.append(gw)
+        with ChatClient(address, ALICE_KEY, timeout=120) as warm:  # the gateway asks the model's
+            warm.chat("warm up", max_tokens=2)  # limits once: later counts see only the answers
         yield ScaleOut(dns, address, metrics_port, gen_port, session_port, generation, gen_metrics, sessions)
     finally:
         for proc in reversed(procs):
