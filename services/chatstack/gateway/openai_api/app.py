@@ -95,6 +95,13 @@ def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthen
         info = await completions.generation.info()
         return info.model
 
+    async def served(requested: str) -> str:
+        """The served model's name, if `requested` is it (404 naming the served one otherwise)."""
+        name = await model_name()
+        if requested != name:
+            raise NotFound(f"model: {requested!r} is not served here (GET /v1/models lists {name!r})")
+        return name
+
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
         owner(request)
@@ -105,28 +112,18 @@ def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthen
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         owner(request)
-        name = await model_name()
-        if body.model != name:
-            raise NotFound(f"model: {body.model!r} is not served here (GET /v1/models lists {name!r})")
+        name = await served(body.model)
         if not body.stream:
             return await handler.complete(body, name)
-        events = handler.stream(body, name)
-        first = await anext(events)  # an error before the first event gets its own HTTP status
-        return StreamingResponse(_prepend(first, events), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache"})
+        return await _event_stream(handler.stream(body, name))
 
     @app.post("/v1/responses", response_model=None)
     async def create_response(body: ResponseCreateRequest, request: Request) -> Any:
         who = owner(request)
-        name = await model_name()
-        if body.model != name:
-            raise NotFound(f"model: {body.model!r} is not served here (GET /v1/models lists {name!r})")
+        name = await served(body.model)
         if not body.stream:
             return await stored.create(who, body, name)
-        events = stored.stream(who, body, name)
-        first = await anext(events)
-        return StreamingResponse(_prepend(first, events), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache"})
+        return await _event_stream(stored.stream(who, body, name))
 
     @app.get("/v1/responses/{response_id}")
     async def get_response(response_id: str, request: Request) -> dict[str, Any]:
@@ -160,7 +157,14 @@ def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthen
     return app
 
 
-async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
-    yield first
-    async for event in rest:
-        yield event
+async def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    """Server-sent events; the first is made before the response starts, so an error before it
+    is answered with its own HTTP status (the exception handlers), not inside a 200 stream."""
+    first = await anext(events)
+
+    async def all_events() -> AsyncIterator[str]:
+        yield first
+        async for event in events:
+            yield event
+    return StreamingResponse(all_events(), media_type="text/event-stream",
+                             headers={"cache-control": "no-cache"})
