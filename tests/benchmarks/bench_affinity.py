@@ -160,6 +160,7 @@ async def run_session(stub: chat_pb2_grpc.ChatServiceStub, rng: random.Random, h
 async def wave(address: str, args: argparse.Namespace, seed: int, tally: Tally, gen_metrics: list[int]) -> None:
     rng = random.Random(seed)
     queries, hits = cache_counters(gen_metrics)
+    sent_before = sum(map(sum, tally.prompt_tokens.values()))
     async with grpc.aio.insecure_channel(address) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         gate = asyncio.Semaphore(args.concurrency)
@@ -169,7 +170,12 @@ async def wave(address: str, args: argparse.Namespace, seed: int, tally: Tally, 
                 await run_session(stub, random.Random(rng.random()), args.history_tokens,
                                   args.message_words, args.turns, args.max_tokens, tally)
         await asyncio.gather(*(one(i) for i in range(args.sessions)))
-    await asyncio.sleep(1.5)  # the engines' stats arrive with their next step/log interval
+    # The engines report a step's prefix-cache stats as they process its output: wait (with a
+    # deadline) until every prompt of this wave has been counted as looked up.
+    sent = sum(map(sum, tally.prompt_tokens.values())) - sent_before
+    deadline = time.monotonic() + 30
+    while cache_counters(gen_metrics)[0] < queries + sent and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
     q, h = cache_counters(gen_metrics)
     tally.queries += q - queries
     tally.hits += h - hits
