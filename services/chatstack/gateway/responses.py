@@ -15,11 +15,10 @@ Deleting a response pops its exchange, which only the latest one can be: a stack
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound, VersionConflict
+from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound
 from chatstack.gateway.conversations import Conversations
 from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.model import ChatEvent, ChatOptions
@@ -55,7 +54,12 @@ class StoredExchange:
     ref: ResponseRef
     user: session_pb2.Turn
     answer: session_pb2.Turn
-    latest: bool  # the session's top exchange
+    next_turn_id: str  # the turn after the answer ("" when this is the session's latest exchange)
+
+    @property
+    def latest(self) -> bool:
+        """Whether this is the session's top exchange."""
+        return not self.next_turn_id
 
 
 class Responses:
@@ -73,10 +77,9 @@ class Responses:
             raise InvalidRequest("previous_response_id: cannot be used together with conversation")
         if previous is not None:
             exchange = await self.find(owner, previous, "previous_response_id")
-            if not exchange.latest:
-                after = await self._turn_after(owner, previous.session_id, exchange.answer.turn_id)
-                async for event in self.dataplane.edit(owner, previous.session_id, after.turn_id, message,
-                                                       options, instructions):
+            if not exchange.latest:  # fork below the turn that followed it
+                async for event in self.dataplane.edit(owner, previous.session_id, exchange.next_turn_id,
+                                                       message, options, instructions):
                     yield event
                 return
             conversation = previous.session_id
@@ -90,15 +93,9 @@ class Responses:
         for i, turn in enumerate(turns):
             if turn.turn_id == ref.user_turn_id and i + 1 < len(turns) \
                     and turn.role == common_pb2.ROLE_USER and turns[i + 1].role == common_pb2.ROLE_ASSISTANT:
-                return StoredExchange(ref, turn, turns[i + 1], latest=i + 2 == len(turns))
+                following = turns[i + 2].turn_id if i + 2 < len(turns) else ""
+                return StoredExchange(ref, turn, turns[i + 1], following)
         raise NotFound(f"{field}: no response {ref.encode()!r}")
-
-    async def _turn_after(self, owner: str, session_id: str, turn_id: str) -> session_pb2.Turn:
-        turns = await self.conversations.all_turns(owner, session_id)
-        for turn, following in itertools.pairwise(turns):
-            if turn.turn_id == turn_id:
-                return following
-        raise VersionConflict(f"session {session_id} changed while forking it; try again")
 
     async def delete(self, owner: str, ref: ResponseRef) -> None:
         """Pop the response's exchange; only a conversation's latest response can go."""
