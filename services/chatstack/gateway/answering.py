@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
+from chatstack.core.errors import InvalidRequest
 from chatstack.gateway.clients import GenerationClient, RewardClient
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.downstream import StageClock
@@ -17,6 +18,15 @@ from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import Answer, Candidate, ChatOptions, DeltaEvent
 from chatstack.gateway.prompting import Prompt
 from chatstack.v1 import generation_pb2
+
+
+def capped_max_tokens(config: GatewayConfig, requested: int, field: str) -> int:
+    """The answer length a call gets (0: the gateway's default), refused past the limit (the
+    message names the caller's `field`)."""
+    max_tokens = requested or config.default_max_tokens
+    if max_tokens > config.max_tokens_limit:
+        raise InvalidRequest(f"{field}: {max_tokens} exceeds the limit of {config.max_tokens_limit}")
+    return max_tokens
 
 
 def sampling_params(config: GatewayConfig, options: ChatOptions,

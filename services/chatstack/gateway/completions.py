@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from chatstack.core.errors import InvalidRequest
-from chatstack.gateway.answering import sampling_params
+from chatstack.gateway.answering import capped_max_tokens, sampling_params
 from chatstack.gateway.clients import GenerationClient, RewardClient, TokenizerClient
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.metrics import GatewayMetrics
@@ -76,9 +76,7 @@ class Completions:
         if chars > c.max_conversation_chars:
             raise InvalidRequest(f"messages: {chars} characters exceed the limit of "
                                  f"{c.max_conversation_chars}")
-        max_tokens = options.max_tokens or c.default_max_tokens
-        if max_tokens > c.max_tokens_limit:
-            raise InvalidRequest(f"max_tokens: {max_tokens} exceeds the limit of {c.max_tokens_limit}")
+        max_tokens = capped_max_tokens(c, options.max_tokens, "max_tokens")
         if options.n > c.max_best_of:
             raise InvalidRequest(f"n: {options.n} exceeds the limit of {c.max_best_of}")
         if options.best_of > 1:

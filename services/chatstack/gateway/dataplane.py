@@ -30,7 +30,7 @@ from chatstack.core.errors import (
     Unauthenticated,
     VersionConflict,
 )
-from chatstack.gateway.answering import Answerer
+from chatstack.gateway.answering import Answerer, capped_max_tokens
 from chatstack.gateway.clients import Backends, SessionClient
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.conversations import Conversations
@@ -89,10 +89,7 @@ class ChatDataPlane:
             if len(message) > c.max_message_chars:
                 raise InvalidRequest(f"message: {len(message)} characters exceed the limit of "
                                      f"{c.max_message_chars}")
-        max_tokens = options.max_tokens or c.default_max_tokens
-        if max_tokens > c.max_tokens_limit:
-            raise InvalidRequest(f"options.max_tokens: {max_tokens} exceeds the limit of "
-                                 f"{c.max_tokens_limit}")
+        max_tokens = capped_max_tokens(c, options.max_tokens, "options.max_tokens")
         if options.best_of > c.max_best_of:
             raise InvalidRequest(f"options.best_of: {options.best_of} exceeds the limit of {c.max_best_of}")
         return max_tokens
