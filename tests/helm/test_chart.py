@@ -74,7 +74,7 @@ GRPC_ROUTE = {"gateway": {"grpcRoute": {"enabled": True, "hostnames": ["chat.exa
                                         "parentRefs": [{"name": "public", "namespace": "gateway-system"}]}}}
 INGRESS = {"gateway": {"ingress": {"enabled": True, "className": "nginx", "host": "chat.example.com",
                                    "tls": {"secretName": "chat-tls"}}}}
-# The OpenAI-compatible HTTP API's route and Ingress (runtime: kubernetes only).
+# The OpenAI-compatible HTTP API's route and Ingress.
 HTTP_ROUTE = {"gateway": {"httpRoute": {"enabled": True, "hostnames": ["chat.example.com"],
                                         "parentRefs": [{"name": "public", "namespace": "gateway-system",
                                                         "sectionName": "https"}]}}}
@@ -625,17 +625,25 @@ def test_http_ingress_proxies_v1_unbuffered_to_the_gateway_services_http_port() 
     assert len(both.all("Ingress")) == 2
 
 
-def test_ray_runtime_renders_nothing_for_the_http_api() -> None:
+def test_ray_runtime_serves_the_http_api_through_serves_http_proxy() -> None:
     rendered = render(values("values-gpu.yaml"), {"runtime": "ray"}, EXPOSED)
-    assert rendered.all("HTTPRoute") == []
-    assert [i["metadata"]["name"] for i in rendered.all("Ingress")] == [component("gateway")]  # gRPC only
-    assert [p["name"] for p in rendered.one("Service", component("gateway"))["spec"]["ports"]] == ["grpc"]
-    assert "CHATSTACK_GATEWAY_HTTP" not in rendered.text
-    assert "not served on the Ray runtime yet" in rendered.notes
-    assert "gateway.httpRoute and gateway.ingress.http are ignored here" in rendered.notes
-    assert "OPENAI_BASE_URL" not in rendered.notes
-    # The checks of the HTTP exposures do not apply either: the Ray runtime renders neither.
-    render(values("values-ray.yaml"), {"gateway": {"httpRoute": {"enabled": True}, "http": {"enabled": False}}})
+    ports = {p["name"]: p for p in rendered.one("Service", component("gateway"))["spec"]["ports"]}
+    assert ports["grpc"]["targetPort"] == "serve-grpc"
+    assert (ports["http"]["port"], ports["http"]["targetPort"]) == (GATEWAY_HTTP_PORT, "serve")
+    cluster = rendered.one("RayService", RELEASE)["spec"]["rayClusterConfig"]
+    [head] = cluster["headGroupSpec"]["template"]["spec"]["containers"]
+    assert {"name": "serve", "containerPort": 8000, "protocol": "TCP"} in head["ports"]
+    serve_config = yaml.safe_load(rendered.one("RayService", RELEASE)["spec"]["serveConfigV2"])
+    assert serve_config["http_options"]["port"] == 8000
+    assert {a["name"]: a["route_prefix"] for a in serve_config["applications"]}["gateway"] == "/"  # /v1
+    assert [r["metadata"]["name"] for r in rendered.all("HTTPRoute")] == [component("gateway")]
+    assert {i["metadata"]["name"] for i in rendered.all("Ingress")} == {
+        component("gateway"), f"{component('gateway')}-http"}
+    assert "OPENAI_BASE_URL" in rendered.notes and "Ray Serve's HTTP proxy" in rendered.notes
+    off = render(values("values-ray.yaml"), {"gateway": {"http": {"enabled": False}}})
+    assert [p["name"] for p in off.one("Service", component("gateway"))["spec"]["ports"]] == ["grpc"]
+    assert "gateway.httpRoute.enabled needs gateway.http.enabled" in render_error(
+        values("values-ray.yaml"), HTTP_ROUTE, {"gateway": {"http": {"enabled": False}}})
 
 
 def test_http_api_settings_come_from_their_values_not_config() -> None:

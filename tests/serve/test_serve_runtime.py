@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import openai
 import pytest
 
+from chatstack.catalog import DEV_MODEL_NAME
 from chatstack.client import ChatClient
 from chatstack.core.process import free_port, wait_until
 from chatstack.core.redis_process import RedisProcess
@@ -22,9 +25,17 @@ pytestmark = pytest.mark.integration
 KEY = "serve-test-key"
 
 
+@dataclass(frozen=True)
+class Proxies:
+    """Ports of Serve's two proxies on loopback."""
+
+    grpc: int
+    http: int
+
+
 @pytest.fixture(scope="module")
-def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """Ray (8 logical CPUs on this 2-core machine) with Serve's gRPC proxy; yields its port."""
+def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxies]:
+    """Ray (8 logical CPUs on this 2-core machine) with Serve's gRPC and HTTP proxies."""
     ray = pytest.importorskip("ray")
     from ray import serve
 
@@ -36,10 +47,10 @@ def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     head = RayHead(tmp / "ray", num_cpus=8, log_path=tmp / "ray-head.log").start()
     try:
         head.connect("chatstack-test")
-        grpc_port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
-                    grpc_options={"port": grpc_port, "grpc_servicer_functions": GRPC_SERVICER_FUNCTIONS})
-        yield grpc_port
+        proxies = Proxies(grpc=free_port(), http=free_port())
+        serve.start(http_options={"host": "127.0.0.1", "port": proxies.http},
+                    grpc_options={"port": proxies.grpc, "grpc_servicer_functions": GRPC_SERVICER_FUNCTIONS})
+        yield proxies
         serve.shutdown()
     finally:
         ray.shutdown()
@@ -47,9 +58,10 @@ def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def serve_stack(serve_instance: int, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[int]:
-    """Every chatstack application deployed on Serve (apps deploy in parallel)."""
+def serve_stack(serve_instance: Proxies, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[Proxies]:
+    """Every chatstack application deployed on Serve (apps deploy in parallel); the gateway at
+    route prefix / (as in deploy/ray/serve-config.yaml), so its HTTP API is at /v1."""
     from ray import serve
 
     from chatstack.serve import apps
@@ -61,7 +73,7 @@ def serve_stack(serve_instance: int, models_dir: Path, tmp_path_factory: pytest.
     try:
         serve.run_many([  # deploy all five at once; the engines load in parallel
             serve.RunTarget(apps.DEPLOYMENTS[name].options(ray_actor_options=small, autoscaling_config=one)
-                            .bind(app_args), name=name, route_prefix=f"/{name}")
+                            .bind(app_args), name=name, route_prefix="/" if name == "gateway" else f"/{name}")
             for name, app_args in args.items()], wait_for_applications_running=False)
         def all_running() -> bool:
             apps_now = serve.status().applications
@@ -78,8 +90,8 @@ def serve_stack(serve_instance: int, models_dir: Path, tmp_path_factory: pytest.
         redis.stop()  # also when a deployment failed
 
 
-def test_chat_end_to_end_through_serve(serve_stack: int) -> None:
-    with ChatClient(f"127.0.0.1:{serve_stack}", KEY, timeout=120, application="gateway") as client:
+def test_chat_end_to_end_through_serve(serve_stack: Proxies) -> None:
+    with ChatClient(f"127.0.0.1:{serve_stack.grpc}", KEY, timeout=120, application="gateway") as client:
         first = client.chat("ka to ri", system_prompt="be terse", max_tokens=8, echo_prompt=True)
         assert first.created and first.text and first.reward_score != 0.0
         second = client.chat("sa mo", session_id=first.session_id, max_tokens=8, best_of=2, echo_prompt=True)
@@ -90,10 +102,53 @@ def test_chat_end_to_end_through_serve(serve_stack: int) -> None:
         with pytest.raises(grpc.RpcError) as err:
             client.chat("x", session_id="missing", max_tokens=4)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND  # status codes cross the proxy
-    with ChatClient(f"127.0.0.1:{serve_stack}", "wrong", application="gateway") as intruder, \
+    with ChatClient(f"127.0.0.1:{serve_stack.grpc}", "wrong", application="gateway") as intruder, \
             pytest.raises(grpc.RpcError) as err:
         intruder.chat("x", max_tokens=4)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_openai_api_through_serves_http_proxy(serve_stack: Proxies) -> None:
+    """The gateway deployment is also Serve's HTTP ingress: the same OpenAI-compatible app as the
+    standalone gateway, driven by the official SDK through Serve's HTTP proxy."""
+    base_url = f"http://127.0.0.1:{serve_stack.http}/v1"
+    with openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=120) as client:
+        assert [m.id for m in client.models.list().data] == [DEV_MODEL_NAME]
+        chunks = list(client.chat.completions.create(
+            model=DEV_MODEL_NAME, messages=[{"role": "user", "content": "ka to ri"}], max_tokens=8, seed=3,
+            stream=True, stream_options={"include_usage": True}))
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert streamed and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+        first = client.responses.create(model=DEV_MODEL_NAME, input="ka to ri", max_output_tokens=8,
+                                        instructions="be terse")
+        assert first.conversation is not None and first.output_text
+        second = client.responses.create(model=DEV_MODEL_NAME, input="sa mo", previous_response_id=first.id,
+                                         max_output_tokens=8)
+        conversation = first.conversation.id
+
+        def texts() -> list[str]:
+            items = client.conversations.items.list(conversation, order="asc", limit=100)
+            return [item.content[0].text for item in items]  # type: ignore[union-attr]
+
+        assert texts() == ["ka to ri", first.output_text, "sa mo", second.output_text]
+        before = texts()
+        # A client that goes away mid-stream: Serve cancels the replica's request, the gateway
+        # aborts the generation and rolls the exchange back.
+        stream = client.responses.create(model=DEV_MODEL_NAME, input="a long one", conversation=conversation,
+                                         max_output_tokens=1000, temperature=1.0, stream=True)
+        for _, event in zip(range(6), stream, strict=False):
+            assert event.type != "error"
+        stream.close()
+        wait_until(lambda: texts() == before, 60, "the cancelled exchange rolled back", interval=0.2)
+
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.retrieve("missing")
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model=DEV_MODEL_NAME, messages=[], max_tokens=4)
+    with openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0) as intruder, \
+            pytest.raises(openai.AuthenticationError):
+        intruder.models.list()
 
 
 def replicas(app: str, deployment: str) -> int:
@@ -103,7 +158,7 @@ def replicas(app: str, deployment: str) -> int:
     return int(status.replica_states.get("RUNNING", 0))
 
 
-def test_a_burst_scales_the_deployment_up_and_it_returns_to_one(serve_instance: int, models_dir: Path) -> None:
+def test_a_burst_scales_the_deployment_up_and_it_returns_to_one(serve_instance: Proxies, models_dir: Path) -> None:
     from ray import serve
 
     from chatstack.serve import apps
@@ -118,7 +173,7 @@ def test_a_burst_scales_the_deployment_up_and_it_returns_to_one(serve_instance: 
     stop = threading.Event()
 
     def hammer() -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{serve_instance}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{serve_instance.grpc}") as channel:
             stub = tokenizer_pb2_grpc.TokenizerServiceStub(channel)
             while not stop.is_set():
                 stub.Encode(tokenizer_pb2.EncodeRequest(texts=texts), metadata=(("application", "autoscale"),),
@@ -140,7 +195,7 @@ def test_a_burst_scales_the_deployment_up_and_it_returns_to_one(serve_instance: 
 
 
 def test_generation_calls_of_one_session_go_to_one_replica_from_the_proxy_and_from_a_replica(
-        serve_instance: int) -> None:
+        serve_instance: Proxies) -> None:
     """The generation deployment's router (chatstack.serve.session_router) on real Serve, with two
     stand-in replicas (no vLLM: GetModelInfo answers with the replica's id). A session's calls
     stay on one replica whether they come through the gRPC proxy (`session_id` metadata) or from
@@ -170,7 +225,7 @@ def test_generation_calls_of_one_session_go_to_one_replica_from_the_proxy_and_fr
     serve.run(Caller.bind(), name="affinity-caller", route_prefix="/affinity-caller")
     try:
         sessions = [f"session-{i}" for i in range(16)]
-        with grpc.insecure_channel(f"127.0.0.1:{serve_instance}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{serve_instance.grpc}") as channel:
             stub = generation_pb2_grpc.GenerationServiceStub(channel)
 
             def replica_of(session: str) -> str:

@@ -15,6 +15,8 @@ def test_serve_config_parses_as_serve_deploy_schema() -> None:
     assert {app.name for app in parsed.applications} == {"tokenizer", "session", "generation", "reward", "gateway"}
     assert parsed.grpc_options.port == 9000
     assert all(app.route_prefix for app in parsed.applications)  # Serve's gRPC proxy needs one
+    # The gateway is also the HTTP ingress: the OpenAI-compatible API at <proxy>/v1.
+    assert {app.name: app.route_prefix for app in parsed.applications}["gateway"] == "/"
 
 
 def test_every_import_path_builds_an_application_and_args_are_config_fields() -> None:

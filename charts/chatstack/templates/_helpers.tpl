@@ -322,7 +322,7 @@ runtime kubernetes do; the Ray runtime's gateway serves gRPC only (yet), so noth
 is rendered there.
 */}}
 {{- define "chatstack.httpEnabled" -}}
-{{- if and .Values.gateway.enabled .Values.gateway.http.enabled (eq .Values.runtime "kubernetes") }}true{{ end }}
+{{- if and .Values.gateway.enabled .Values.gateway.http.enabled }}true{{ end }}
 {{- end }}
 
 {{/* PromQL label matchers scoping queries to this release's namespace. */}}

@@ -19,12 +19,8 @@ reach the OpenAI-compatible HTTP API.
    OpenAI's SDKs read OPENAI_BASE_URL and OPENAI_API_KEY (Python: openai.OpenAI()); the model is the id
    /v1/models lists. It serves /v1/chat/completions, /v1/responses and /v1/conversations; streams are
    server-sent events.
-{{- else if eq .Values.runtime "ray" }}
-
-4. The OpenAI-compatible HTTP API is not served on the Ray runtime yet (the gateway's Serve deployment
-   speaks gRPC only): use gRPC as above, or runtime kubernetes.
-{{- if or .Values.gateway.httpRoute.enabled .Values.gateway.ingress.http.enabled }}
-   gateway.httpRoute and gateway.ingress.http are ignored here: no HTTPRoute or HTTP Ingress is rendered.
+{{- if eq .Values.runtime "ray" }}
+   (In the Ray runtime the port leads to Ray Serve's HTTP proxy, where the gateway application serves /v1.)
 {{- end }}
 {{- else }}
 

@@ -30,8 +30,8 @@ Checks across values that values.schema.json cannot express; each fails with wha
 {{- if and $v.gateway.ingress.enabled (not $v.gateway.ingress.host) }}
 {{- fail "gateway.ingress.host is required when gateway.ingress.enabled (the host name clients call)" }}
 {{- end }}
-{{- /* The HTTP API's route and Ingress: runtime kubernetes only (the Ray runtime renders neither). */}}
-{{- if and $v.gateway.enabled (eq $v.runtime "kubernetes") }}
+{{- /* The HTTP API's route and Ingress lead to the Service's http port, there only with http.enabled. */}}
+{{- if $v.gateway.enabled }}
 {{- if not $v.gateway.http.enabled }}
 {{- if $v.gateway.httpRoute.enabled }}
 {{- fail "gateway.httpRoute.enabled needs gateway.http.enabled: it would route to an HTTP API the gateway does not serve" }}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -97,8 +98,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             scope = self._scope(method, context)
             try:
                 check_well_formed(request)
-                async for message in behavior(request, context):
-                    yield message
+                async with aclosing(behavior(request, context)) as source:
+                    async for message in source:
+                        yield message
             except BaseException as exc:
                 await _answer_failure(scope, context, exc)
             finally:

@@ -44,6 +44,9 @@ class ServiceSpec:
     register: Callable[[grpc.aio.Server], None]
     #: The servicer object `register` adds: the Ray Serve runtime serves this same object.
     servicer: Any = None
+    #: An ASGI app the service also serves over HTTP (the gateway's OpenAI-compatible API): the
+    #: standalone runtime serves it on its own port (in `start`), Ray Serve through its HTTP proxy.
+    http_app: Any = None
     #: Makes the backend ready (load a model, connect to Redis); health turns SERVING after it.
     start: Callable[[], Awaitable[None]] = _nothing
     #: Releases the backend after the server stopped.

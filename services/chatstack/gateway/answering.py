@@ -8,7 +8,8 @@ gateway's `single_answer_scoring`; a later score is the dataplane's, once the an
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from chatstack.core.errors import InvalidRequest
 from chatstack.gateway.clients import GenerationClient, RewardClient
@@ -64,11 +65,12 @@ class Answerer:
         sampling = sampling_params(self.config, options, max_tokens)
         if sampling.n == 1:
             final: generation_pb2.GenerateResponse | None = None
-            async for item in self._stream(prompt, sampling, clock, session_id):
-                if isinstance(item, DeltaEvent):
-                    yield item
-                else:
-                    final = item
+            async with aclosing(self._stream(prompt, sampling, clock, session_id)) as source:
+                async for item in source:
+                    if isinstance(item, DeltaEvent):
+                        yield item
+                    else:
+                        final = item
             answer = _single_answer(prompt, final)
             scoring = self.config.single_answer_scoring
             if scoring == "sync" and answer.text:
@@ -86,17 +88,18 @@ class Answerer:
 
     async def _stream(self, prompt: Prompt, sampling: generation_pb2.SamplingParams,
                       clock: StageClock, session_id: str | None
-                      ) -> AsyncIterator[DeltaEvent | generation_pb2.GenerateResponse]:
+                      ) -> AsyncGenerator[DeltaEvent | generation_pb2.GenerateResponse]:
         """The stream's deltas as events, then its final message."""
         started, first = time.perf_counter(), True
-        async for message in self.generation.stream(prompt.ids, sampling, session_id):
-            if message.HasField("delta"):
-                if first:
-                    clock.seconds["ttft"] = time.perf_counter() - started
-                    first = False
-                yield DeltaEvent(message.delta.text, list(message.delta.token_ids))
-            else:
-                yield message.final
+        async with aclosing(self.generation.stream(prompt.ids, sampling, session_id)) as source:
+            async for message in source:
+                if message.HasField("delta"):
+                    if first:
+                        clock.seconds["ttft"] = time.perf_counter() - started
+                        first = False
+                    yield DeltaEvent(message.delta.text, list(message.delta.token_ids))
+                else:
+                    yield message.final
         clock.add("generation", started)
 
     async def _best_of(self, prompt: Prompt, sampling: generation_pb2.SamplingParams,

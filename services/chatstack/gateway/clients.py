@@ -9,7 +9,7 @@ every call it makes carries that owner.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from chatstack.v1 import common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
@@ -28,7 +28,7 @@ class Transport(Protocol):
                    route_key: str | None = None) -> Any: ...
 
     def generate_stream(self, request: generation_pb2.GenerateStreamRequest, route_key: str | None = None
-                        ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]: ...
+                        ) -> AsyncGenerator[generation_pb2.GenerateStreamResponse]: ...
 
     async def close(self) -> None: ...
 
@@ -88,7 +88,7 @@ class GenerationClient:
             token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling), route_key=session_id)
 
     def stream(self, ids: list[int], sampling: generation_pb2.SamplingParams, session_id: str | None = None
-               ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
+               ) -> AsyncGenerator[generation_pb2.GenerateStreamResponse]:
         """Deltas, then the final message; closing the iterator aborts the generation."""
         return self._ds.generate_stream(generation_pb2.GenerateStreamRequest(
             token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling), route_key=session_id)

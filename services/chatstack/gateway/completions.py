@@ -13,7 +13,8 @@ answer is asked for), and the reward model ranks candidates when the caller asks
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from chatstack.core.errors import InvalidRequest
@@ -87,7 +88,7 @@ class Completions:
         return max_tokens
 
     async def complete(self, messages: Sequence[common_pb2.ChatMessage], options: ChatOptions,
-                       ) -> AsyncIterator[CompletionDelta | Completion]:
+                       ) -> AsyncGenerator[CompletionDelta | Completion]:
         """Deltas (live for one unranked answer; whole choices otherwise), then the Completion."""
         max_tokens = self.check(messages, options)
         rendering = await self.tokenizer.render(list(messages))
@@ -101,12 +102,13 @@ class Completions:
         started = time.perf_counter()
         if sampling.n == 1:
             final: generation_pb2.GenerateResponse | None = None
-            async for message in self.generation.stream(rendering.ids, sampling):
-                if message.HasField("delta"):
-                    d = message.delta
-                    yield CompletionDelta(0, d.text, list(d.token_ids), list(d.logprobs))
-                else:
-                    final = message.final
+            async with aclosing(self.generation.stream(rendering.ids, sampling)) as source:
+                async for message in source:
+                    if message.HasField("delta"):
+                        d = message.delta
+                        yield CompletionDelta(0, d.text, list(d.token_ids), list(d.logprobs))
+                    else:
+                        final = message.final
             reply = final or generation_pb2.GenerateResponse()
         else:
             reply = await self.generation.generate(rendering.ids, sampling)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from chatstack.core.errors import (
@@ -96,7 +97,7 @@ class ChatDataPlane:
 
     # -- flows ----------------------------------------------------------------------------------
     async def chat(self, owner: str, session_id: str, system_prompt: str, message: str,
-                   options: ChatOptions, instructions: str | None = None) -> AsyncIterator[ChatEvent]:
+                   options: ChatOptions, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
         """Read the window, render the prompt, answer it while the user turn is stored, store the
         answer; undo everything on failure. `system_prompt` is a new session's; `instructions`
         replace an existing session's for this call only."""
@@ -126,8 +127,9 @@ class ChatDataPlane:
             undo.pending_push = asyncio.ensure_future(
                 self._store_user_turn(sessions, undo, ctx, prompt, create=not session_id))
             exchange = Exchange(sessions, undo, prompt, max_tokens, options, clock)
-            async for event in self._answer_and_store(exchange):
-                yield event
+            async with aclosing(self._answer_and_store(exchange)) as source:
+                async for event in source:
+                    yield event
         except BaseException:
             await undo_writes(sessions, undo, self.config.rollback_timeout_seconds, self.metrics)
             raise
@@ -149,7 +151,7 @@ class ChatDataPlane:
             token_count=prompt.message_tokens, expected_version=version))
 
     async def edit(self, owner: str, session_id: str, turn_id: str, message: str,
-                   options: ChatOptions, instructions: str | None = None) -> AsyncIterator[ChatEvent]:
+                   options: ChatOptions, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
         """Fork below a user turn and chat there with a new message (the fork is the answer's session)."""
         self.check(message, options)
         if not turn_id:
@@ -161,18 +163,20 @@ class ChatDataPlane:
                 session_id=session_id, before_turn_id=turn_id, metadata={"forked_from": session_id},
                 new_session_id=fork_id))
             forked = True
-            async for event in self.chat(owner, fork_id, "", message, options, instructions):
-                if isinstance(event, SessionEvent):
-                    event = SessionEvent(event.session_id, True, event.user_turn_id, event.context_turns,
-                                         event.context_truncated, event.prompt_tokens, event.prompt)
-                yield event
+            async with aclosing(self.chat(owner, fork_id, "", message, options, instructions)) as source:
+                async for event in source:
+                    if isinstance(event, SessionEvent):
+                        event = SessionEvent(event.session_id, True, event.user_turn_id, event.context_turns,
+                                             event.context_truncated, event.prompt_tokens, event.prompt)
+                    yield event
         except BaseException as exc:
             if forked or not isinstance(exc, REFUSED):  # the fork may have landed: delete it
                 await undo_writes(sessions, Undo(session_id=fork_id, created=True),
                                   self.config.rollback_timeout_seconds, self.metrics)
             raise
 
-    async def regenerate(self, owner: str, session_id: str, options: ChatOptions) -> AsyncIterator[ChatEvent]:
+    async def regenerate(self, owner: str, session_id: str,
+                         options: ChatOptions) -> AsyncGenerator[ChatEvent]:
         """Answer the last user turn again; the new answer replaces the last assistant turn."""
         max_tokens = self.check(None, options)
         clock, sessions = StageClock(), self.backends.sessions(owner)
@@ -198,11 +202,12 @@ class ChatDataPlane:
         exchange = Exchange(sessions, Undo(session_id=session_id), prompt, max_tokens, options, clock,
                             user_turn_id=turns[0].turn_id, version=top.version,
                             replace_turn_id=replace.turn_id if replace else None)
-        async for event in self._answer_and_store(exchange):
-            yield event
+        async with aclosing(self._answer_and_store(exchange)) as source:
+            async for event in source:
+                yield event
 
     # -- the shared end: answer, store ----------------------------------------------------------
-    async def _answer_and_store(self, ex: Exchange) -> AsyncIterator[ChatEvent]:
+    async def _answer_and_store(self, ex: Exchange) -> AsyncGenerator[ChatEvent]:
         prompt, clock = ex.prompt, ex.clock
         answering = self.answerer.answer(prompt, ex.max_tokens, ex.options, clock, ex.undo.session_id)
         first = asyncio.ensure_future(anext(answering))  # the engine starts while the turn is stored

@@ -9,7 +9,7 @@ unavailable: ...` quickly instead of hanging.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
@@ -132,7 +132,7 @@ class Downstream:
 
     async def generate_stream(self, request: generation_pb2.GenerateStreamRequest,
                               route_key: str | None = None
-                              ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
+                              ) -> AsyncGenerator[generation_pb2.GenerateStreamResponse]:
         """GenerateStream on the replica the routing picks; closing the iterator (or cancelling
         the task) cancels the RPC, which aborts the request in the engine."""
         timeout = self.timeout()

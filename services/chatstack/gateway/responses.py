@@ -15,7 +15,8 @@ Deleting a response pops its exchange, which only the latest one can be: a stack
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound
@@ -71,21 +72,23 @@ class Responses:
 
     async def create(self, owner: str, message: str, options: ChatOptions, instructions: str | None = None,
                      conversation: str | None = None, previous: ResponseRef | None = None
-                     ) -> AsyncIterator[ChatEvent]:
+                     ) -> AsyncGenerator[ChatEvent]:
         """Answer `message` and store the exchange (see module docstring); the chat events."""
         if conversation and previous:
             raise InvalidRequest("previous_response_id: cannot be used together with conversation")
         if previous is not None:
             exchange = await self.find(owner, previous, "previous_response_id")
             if not exchange.latest:  # fork below the turn that followed it
-                async for event in self.dataplane.edit(owner, previous.session_id, exchange.next_turn_id,
-                                                       message, options, instructions):
-                    yield event
+                async with aclosing(self.dataplane.edit(owner, previous.session_id, exchange.next_turn_id,
+                                    message, options, instructions)) as source:
+                    async for event in source:
+                        yield event
                 return
             conversation = previous.session_id
-        async for event in self.dataplane.chat(owner, conversation or "", instructions or "", message,
-                                               options, instructions):
-            yield event
+        async with aclosing(self.dataplane.chat(owner, conversation or "", instructions or "", message,
+                            options, instructions)) as source:
+            async for event in source:
+                yield event
 
     async def find(self, owner: str, ref: ResponseRef, field: str = "response_id") -> StoredExchange:
         """The stored exchange of a response id (NotFound for another owner's or a missing one)."""

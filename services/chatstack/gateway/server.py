@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from chatstack.catalog import GATEWAY
@@ -27,22 +28,26 @@ SERVICE_NAME = GATEWAY.proto_service
 
 
 def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactory,
-               transport: Transport | None = None) -> ServiceSpec:
+               transport: Transport | None = None, serve_http: bool = True) -> ServiceSpec:
     """The gateway's spec, its backends over `transport` (default: gRPC channels to the
     configured addresses). It is SERVING once its keys load: downstream outages are reported per
     call (UNAVAILABLE naming the service), not by taking the gateway out of rotation.
+
+    With `http_enabled` the spec carries the OpenAI-compatible API (`http_app`); `serve_http`
+    serves it on `http_port` from `start` (Ray Serve's HTTP proxy serves it instead).
 
     Call it with an event loop running: the downstream channels are `grpc.aio` channels."""
     auth = ApiKeyAuthenticator.from_config(config.api_keys_file, config.api_keys)
     metrics = GatewayMetrics(registry)
     backends = Backends(transport or Downstream(config, metrics.backends))
     dataplane = ChatDataPlane(config, backends, metrics)
-    http: HttpServer | None = None
-    if config.http_enabled and transport is None:
+    app: FastAPI | None = None
+    if config.http_enabled:
         completions = Completions(config, backends.tokenizer, backends.generation, backends.reward, metrics)
         responses = Responses(dataplane, dataplane.conversations)
         app = build_app(completions, responses, auth, HttpMetrics(metric_factory(registry)))
-        http = HttpServer(app, config.host, config.http_port, config.grace_seconds)
+    http = HttpServer(app, config.host, config.http_port, config.grace_seconds) \
+        if app is not None and serve_http else None
 
     async def start() -> None:
         if http is not None:
@@ -53,8 +58,10 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
             await http.stop()
         await dataplane.close()
 
-    return servicer_spec(SERVICE_NAME, ChatServicer(dataplane, auth),
+    spec = servicer_spec(SERVICE_NAME, ChatServicer(dataplane, auth),
                          chat_pb2_grpc.add_ChatServiceServicer_to_server, start=start, stop=stop)
+    spec.http_app = app
+    return spec
 
 
 def main(argv: Sequence[str] | None = None) -> int:

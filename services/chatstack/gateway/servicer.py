@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -67,30 +68,33 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         return self.auth.owner_for(metadata_value(context.invocation_metadata(), "authorization"))
 
     async def Chat(self, request: chat_pb2.ChatRequest,
-                   context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.ChatResponse]:
+                   context: grpc.aio.ServicerContext) -> AsyncGenerator[chat_pb2.ChatResponse]:
         """Send a message and stream the answer."""
         owner = self._owner(context)
-        async for event in self.flow.chat(owner, request.session_id, request.system_prompt,
-                                          request.message, options_from_proto(request.options)):
-            yield fill_event(chat_pb2.ChatResponse(), event)
+        async with aclosing(self.flow.chat(owner, request.session_id, request.system_prompt,
+                            request.message, options_from_proto(request.options))) as source:
+            async for event in source:
+                yield fill_event(chat_pb2.ChatResponse(), event)
 
     async def Regenerate(self, request: chat_pb2.RegenerateRequest,
-                         context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.RegenerateResponse]:
+                         context: grpc.aio.ServicerContext) -> AsyncGenerator[chat_pb2.RegenerateResponse]:
         """Answer the last user turn again."""
         owner = self._owner(context)
         if not request.session_id:
             raise InvalidRequest("session_id: empty")
-        async for event in self.flow.regenerate(owner, request.session_id,
-                                                options_from_proto(request.options)):
-            yield fill_event(chat_pb2.RegenerateResponse(), event)
+        async with aclosing(self.flow.regenerate(owner, request.session_id,
+                            options_from_proto(request.options))) as source:
+            async for event in source:
+                yield fill_event(chat_pb2.RegenerateResponse(), event)
 
     async def Edit(self, request: chat_pb2.EditRequest,
-                   context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.EditResponse]:
+                   context: grpc.aio.ServicerContext) -> AsyncGenerator[chat_pb2.EditResponse]:
         """Fork below a user turn and chat there."""
         owner = self._owner(context)
-        async for event in self.flow.edit(owner, request.session_id, request.turn_id, request.message,
-                                          options_from_proto(request.options)):
-            yield fill_event(chat_pb2.EditResponse(), event)
+        async with aclosing(self.flow.edit(owner, request.session_id, request.turn_id, request.message,
+                            options_from_proto(request.options))) as source:
+            async for event in source:
+                yield fill_event(chat_pb2.EditResponse(), event)
 
     async def Undo(self, request: chat_pb2.UndoRequest,
                    context: grpc.aio.ServicerContext) -> chat_pb2.UndoResponse:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
 
@@ -101,19 +102,29 @@ class _RewardBase(_SpecIngress):
 
 def _gateway_over_handles(config: GatewayConfig, metrics: MetricFactory) -> ServiceSpec:
     """The gateway with its backends reached through their Serve deployment handles (no trip
-    through the gRPC proxy; see `chatstack.serve.handle_downstream`)."""
-    return gateway_server.build_spec(config, metrics, HandleDownstream(config))
+    through the gRPC proxy; see `chatstack.serve.handle_downstream`); its HTTP API is served by
+    Serve's HTTP proxy, not a server of its own."""
+    return gateway_server.build_spec(config, metrics, HandleDownstream(config), serve_http=False)
 
 
 class _GatewayBase(_SpecIngress):
+    """Also Serve's HTTP ingress: the OpenAI-compatible API, through Serve's HTTP proxy."""
+
     config_class, build_spec = GatewayConfig, _gateway_over_handles
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """The app Serve's HTTP proxy calls, built by `build_spec` in `__init__` (an app with no
+        routes when `http_enabled` is off: every path is 404)."""
+        return self.spec.http_app or FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def _deployment(name: str, service: Any, base: type, num_cpus: float, autoscaling: dict[str, Any],
-                num_gpus: float = 0, routing: dict[str, Any] | None = None) -> Any:
+                num_gpus: float = 0, routing: dict[str, Any] | None = None, http: bool = False) -> Any:
     """Deployment `name`: `base` plus one method per RPC of the proto `service`; `routing` is
-    its request router config (default: Serve's power of two choices)."""
+    its request router config (default: Serve's power of two choices); `http`: also an HTTP
+    ingress, serving the app `base.__serve_build_asgi_app__` returns."""
     options: dict[str, Any] = {"request_router_config": routing} if routing else {}
+    cls = ingress_class(name, service, base)
     return serve.deployment(
         name=name,
         ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
@@ -122,7 +133,7 @@ def _deployment(name: str, service: Any, base: type, num_cpus: float, autoscalin
         health_check_period_s=5,
         graceful_shutdown_timeout_s=30,
         **options,
-    )(ingress_class(name, service, base))
+    )(serve.ingress()(cls) if http else cls)
 
 
 TokenizerDeployment = _deployment("TokenizerDeployment", _service(tokenizer_pb2, "TokenizerService"),
@@ -134,7 +145,7 @@ GenerationDeployment = _deployment("GenerationDeployment", _service(generation_p
 RewardDeployment = _deployment("RewardDeployment", _service(reward_pb2, "RewardService"),
                                _RewardBase, 1, ENGINE_AUTOSCALING)
 GatewayDeployment = _deployment("GatewayDeployment", _service(chat_pb2, "ChatService"),
-                                _GatewayBase, 0.5, CPU_AUTOSCALING)
+                                _GatewayBase, 0.5, CPU_AUTOSCALING, http=True)
 
 # Application name (as in deploy/ray/serve-config.yaml) -> its deployment.
 DEPLOYMENTS = {"tokenizer": TokenizerDeployment, "session": SessionDeployment,

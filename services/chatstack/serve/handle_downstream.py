@@ -20,7 +20,7 @@ What the gRPC transport carries in metadata (request id, the session owner) trav
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from chatstack.core import errors
@@ -106,7 +106,7 @@ class HandleDownstream:
 
     async def generate_stream(self, request: generation_pb2.GenerateStreamRequest,
                               route_key: str | None = None
-                              ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
+                              ) -> AsyncGenerator[generation_pb2.GenerateStreamResponse]:
         """GenerateStream through the handle; closing the iterator (or cancelling the task)
         cancels the replica's generator, which aborts the request in the engine."""
         stream: Any = self._handle("generation", "GenerateStream", route_key, stream=True).remote(

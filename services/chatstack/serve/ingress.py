@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -89,8 +90,9 @@ def _stream_method(name: str, label: str) -> Callable[..., Any]:
         ctx = ServeContext(grpc_context)
         scope = self._scope(label, ctx)
         try:
-            async for message in getattr(self.servicer, name)(request, ctx):
-                yield message
+            async with aclosing(getattr(self.servicer, name)(request, ctx)) as source:
+                async for message in source:
+                    yield message
         except BaseException as exc:
             _fail(scope, exc, grpc_context)
             raise

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from chatstack.catalog import DEV_RAY_REDIS_PORT, TINY_ENGINE_SETTINGS
+from chatstack.catalog import DEV_MODEL_NAME, DEV_RAY_REDIS_PORT, TINY_ENGINE_SETTINGS
 from chatstack.core.redis_process import RedisProcess
 from chatstack.local_stack import StopSignals, dev_api_key, engine_placement, say
 
@@ -30,7 +30,8 @@ def local_app_args(models: Path, redis_url: str, gateway_keys: dict[str, str]) -
     return {
         "tokenizer": {"model_dir": str(models / "lm")},
         "session": {"redis_url": redis_url},
-        "generation": {"model": str(models / "lm"), **TINY_ENGINE_SETTINGS, **engine_placement(0)},
+        "generation": {"model": str(models / "lm"), "served_model_name": DEV_MODEL_NAME,
+                       **TINY_ENGINE_SETTINGS, **engine_placement(0)},
         "reward": {"model": str(models / "reward"), **TINY_ENGINE_SETTINGS, **engine_placement(1)},
         "gateway": dict(gateway_keys),
     }
@@ -63,10 +64,12 @@ def run_ray_stack(config_path: str, models_dir: str, run_dir: str) -> int:
         stop.install()  # ray.init made SIGTERM raise SystemExit anywhere, the cleanup included
         _deploy(config)
         stop.starting = False
-        port = config["grpc_options"]["port"]
+        port, http_port = config["grpc_options"]["port"], config["http_options"]["port"]
         say(f"chatstack on Ray Serve: gRPC proxy 127.0.0.1:{port} (metadata application=<service>)\n"
             f"  chat: .venv/bin/chatstack chat --target 127.0.0.1:{port} --application gateway "
-            f"--api-key $(cat {run / 'dev-api-key'})\n  dev API key: {key}\nCtrl-C stops all")
+            f"--api-key $(cat {run / 'dev-api-key'})\n"
+            f"  OpenAI-compatible API: http://127.0.0.1:{http_port}/v1 (model {DEV_MODEL_NAME!r})\n"
+            f"  dev API key: {key}\nCtrl-C stops all")
         while not stop.requested:
             time.sleep(0.5)
         return 0

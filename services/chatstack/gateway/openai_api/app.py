@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Literal, cast
 
+import anyio
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Send
 
 from chatstack.core.errors import ChatstackError, NotFound
 from chatstack.core.metrics import MetricFactory
@@ -157,14 +159,31 @@ def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthen
     return app
 
 
-async def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+class _EventStreamResponse(StreamingResponse):
+    """Server-sent events whose generator is closed as soon as the response ends, however it
+    ends. A client that goes away cancels the send in progress; the generator, suspended at a
+    `yield`, would otherwise be closed only when garbage-collected, and with it the abort of the
+    generation and the rollback of the exchange. The close is shielded from that cancellation."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await cast(AsyncGenerator[str], self.body_iterator).aclose()
+
+
+async def _event_stream(events: AsyncGenerator[str]) -> StreamingResponse:
     """Server-sent events; the first is made before the response starts, so an error before it
     is answered with its own HTTP status (the exception handlers), not inside a 200 stream."""
     first = await anext(events)
 
-    async def all_events() -> AsyncIterator[str]:
-        yield first
-        async for event in events:
-            yield event
-    return StreamingResponse(all_events(), media_type="text/event-stream",
-                             headers={"cache-control": "no-cache"})
+    async def all_events() -> AsyncGenerator[str]:
+        try:
+            yield first
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+    return _EventStreamResponse(all_events(), media_type="text/event-stream",
+                                headers={"cache-control": "no-cache"})

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from chatstack.core.errors import ChatstackError, http_status_for
@@ -46,9 +47,10 @@ class ChatCompletionsHandler:
         """The whole `chat.completion` object."""
         want_logprobs = body.logprobs
         result: Completion | None = None
-        async for item in self.completions.complete(body.messages_proto(), body.options()):
-            if isinstance(item, Completion):
-                result = item
+        async with aclosing(self.completions.complete(body.messages_proto(), body.options())) as source:
+            async for item in source:
+                if isinstance(item, Completion):
+                    result = item
         assert result is not None
         choices = []
         for c in result.choices:
@@ -63,7 +65,7 @@ class ChatCompletionsHandler:
                 "created": int(time.time()), "model": model, "choices": choices,
                 "usage": usage_json(result.prompt_tokens, result.completion_tokens)}
 
-    async def stream(self, body: ChatCompletionRequest, model: str) -> AsyncIterator[str]:
+    async def stream(self, body: ChatCompletionRequest, model: str) -> AsyncGenerator[str]:
         """Server-sent events: each choice's role, its text as generated, its finish reason, the
         usage if asked (`stream_options.include_usage`), then `[DONE]`. An error before the first
         event is raised (the caller answers it with its HTTP status); after it, it arrives as an
@@ -78,26 +80,27 @@ class ChatCompletionsHandler:
         started: set[int] = set()
         sent = False
         try:
-            async for item in self.completions.complete(body.messages_proto(), body.options()):
-                if isinstance(item, CompletionDelta):
-                    delta: dict[str, Any] = {"content": item.text}
-                    if item.index not in started:
-                        started.add(item.index)
-                        delta["role"] = "assistant"
-                    choice = {"index": item.index, "delta": delta, "finish_reason": None,
-                              "logprobs": logprobs_json(item.logprobs) if body.logprobs else None}
+            async with aclosing(self.completions.complete(body.messages_proto(), body.options())) as source:
+                async for item in source:
+                    if isinstance(item, CompletionDelta):
+                        delta: dict[str, Any] = {"content": item.text}
+                        if item.index not in started:
+                            started.add(item.index)
+                            delta["role"] = "assistant"
+                        choice = {"index": item.index, "delta": delta, "finish_reason": None,
+                                  "logprobs": logprobs_json(item.logprobs) if body.logprobs else None}
+                        sent = True
+                        yield chunk([choice])
+                        continue
                     sent = True
-                    yield chunk([choice])
-                    continue
-                sent = True
-                for c in item.choices:
-                    final: dict[str, Any] = {"index": c.index, "delta": {}, "logprobs": None,
-                                             "finish_reason": FINISH_REASONS.get(c.finish_reason, "stop")}
-                    if c.reward is not None:
-                        final["reward"] = c.reward
-                    yield chunk([final])
-                if include_usage:
-                    yield chunk([], usage=usage_json(item.prompt_tokens, item.completion_tokens))
+                    for c in item.choices:
+                        final: dict[str, Any] = {"index": c.index, "delta": {}, "logprobs": None,
+                                                 "finish_reason": FINISH_REASONS.get(c.finish_reason, "stop")}
+                        if c.reward is not None:
+                            final["reward"] = c.reward
+                        yield chunk([final])
+                    if include_usage:
+                        yield chunk([], usage=usage_json(item.prompt_tokens, item.completion_tokens))
         except ChatstackError as exc:
             if not sent:
                 raise

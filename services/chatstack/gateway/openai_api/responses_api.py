@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,38 +91,40 @@ class ResponsesHandler:
 
     # -- responses ------------------------------------------------------------------------------
     async def events(self, owner: str, body: ResponseCreateRequest, model: str
-                     ) -> AsyncIterator[tuple[str, dict[str, Any], ResponseDraft]]:
+                     ) -> AsyncGenerator[tuple[str, dict[str, Any], ResponseDraft]]:
         """(event type, event fields, the response so far) as the answer is made."""
         message, instructions = body.message_and_instructions()
         draft = ResponseDraft(body, model, instructions)
         if not body.store:
-            async for item in self._unstored(body, message, instructions, draft):
-                yield item
+            async with aclosing(self._unstored(body, message, instructions, draft)) as source:
+                async for item in source:
+                    yield item
             return
         conversation = body.conversation_id()
         previous = ResponseRef.decode(body.previous_response_id, "previous_response_id") \
             if body.previous_response_id else None
-        events: AsyncIterator[ChatEvent] = self.responses.create(
+        events: AsyncGenerator[ChatEvent] = self.responses.create(
             owner, message, body.options(), instructions,
             session_of(conversation, "conversation") if conversation else None, previous)
-        async for event in events:
-            if isinstance(event, SessionEvent):
-                draft.id = ResponseRef(event.session_id, event.user_turn_id).encode()
-                draft.conversation = conversation_id(event.session_id)
-                yield "response.created", {}, draft
-                yield "response.output_item.added", {"output_index": 0, "item": message_item(
-                    "msg_pending", "assistant", "", "in_progress")}, draft
-            elif isinstance(event, DeltaEvent):
-                yield "response.output_text.delta", {"output_index": 0, "content_index": 0,
-                                                     "item_id": "msg_pending", "delta": event.text}, draft
-            elif isinstance(event, FinalEvent):
-                draft.status = "completed"
-                draft.output = [message_item(f"msg_{event.assistant_turn_id}", "assistant", event.text)]
-                draft.usage = usage(event.prompt_tokens, event.completion_tokens)
-                yield "response.output_item.done", {"output_index": 0, "item": draft.output[0]}, draft
+        async with aclosing(events):
+            async for event in events:
+                if isinstance(event, SessionEvent):
+                    draft.id = ResponseRef(event.session_id, event.user_turn_id).encode()
+                    draft.conversation = conversation_id(event.session_id)
+                    yield "response.created", {}, draft
+                    yield "response.output_item.added", {"output_index": 0, "item": message_item(
+                        "msg_pending", "assistant", "", "in_progress")}, draft
+                elif isinstance(event, DeltaEvent):
+                    yield "response.output_text.delta", {"output_index": 0, "content_index": 0,
+                                                         "item_id": "msg_pending", "delta": event.text}, draft
+                elif isinstance(event, FinalEvent):
+                    draft.status = "completed"
+                    draft.output = [message_item(f"msg_{event.assistant_turn_id}", "assistant", event.text)]
+                    draft.usage = usage(event.prompt_tokens, event.completion_tokens)
+                    yield "response.output_item.done", {"output_index": 0, "item": draft.output[0]}, draft
 
     async def _unstored(self, body: ResponseCreateRequest, message: str, instructions: str | None,
-                        draft: ResponseDraft) -> AsyncIterator[tuple[str, dict[str, Any], ResponseDraft]]:
+                        draft: ResponseDraft) -> AsyncGenerator[tuple[str, dict[str, Any], ResponseDraft]]:
         """`store: false`: a stateless completion; nothing is kept, the id finds nothing later."""
         if body.conversation_id() or body.previous_response_id:
             raise InvalidRequest("store: false answers without a stored conversation; drop conversation "
@@ -133,26 +136,28 @@ class ResponsesHandler:
         yield "response.created", {}, draft
         yield "response.output_item.added", {"output_index": 0, "item": message_item(
             "msg_pending", "assistant", "", "in_progress")}, draft
-        async for item in self.completions.complete(messages, body.options()):
-            if isinstance(item, CompletionDelta):
-                yield "response.output_text.delta", {"output_index": 0, "content_index": 0,
-                                                     "item_id": "msg_pending", "delta": item.text}, draft
-            elif isinstance(item, Completion):
-                draft.status = "completed"
-                text = item.choices[0].text if item.choices else ""
-                draft.output = [message_item(f"msg_{uuid.uuid4().hex[:16]}", "assistant", text)]
-                draft.usage = usage(item.prompt_tokens, item.completion_tokens)
-                yield "response.output_item.done", {"output_index": 0, "item": draft.output[0]}, draft
+        async with aclosing(self.completions.complete(messages, body.options())) as source:
+            async for item in source:
+                if isinstance(item, CompletionDelta):
+                    yield "response.output_text.delta", {"output_index": 0, "content_index": 0,
+                                                         "item_id": "msg_pending", "delta": item.text}, draft
+                elif isinstance(item, Completion):
+                    draft.status = "completed"
+                    text = item.choices[0].text if item.choices else ""
+                    draft.output = [message_item(f"msg_{uuid.uuid4().hex[:16]}", "assistant", text)]
+                    draft.usage = usage(item.prompt_tokens, item.completion_tokens)
+                    yield "response.output_item.done", {"output_index": 0, "item": draft.output[0]}, draft
 
     async def create(self, owner: str, body: ResponseCreateRequest, model: str) -> dict[str, Any]:
         """The finished response."""
         last: ResponseDraft | None = None
-        async for _, _, draft in self.events(owner, body, model):
-            last = draft
+        async with aclosing(self.events(owner, body, model)) as source:
+            async for _, _, draft in source:
+                last = draft
         assert last is not None
         return last.json()
 
-    async def stream(self, owner: str, body: ResponseCreateRequest, model: str) -> AsyncIterator[str]:
+    async def stream(self, owner: str, body: ResponseCreateRequest, model: str) -> AsyncGenerator[str]:
         """Server-sent events: response.created, .in_progress, .output_item.added, .output_text.delta…,
         .output_text.done, .output_item.done, .completed. An error before the first event is
         raised (its HTTP status answers); after it, an `error` event ends the stream."""
@@ -166,20 +171,22 @@ class ResponsesHandler:
 
         text, sent = "", False
         try:
-            async for kind, fields, draft in self.events(owner, body, model):
-                if kind == "response.created":
-                    sent = True
-                    yield sse(kind, {"response": draft.json()})
-                    yield sse("response.in_progress", {"response": draft.json()})
-                    continue
-                if kind == "response.output_text.delta":
-                    text += fields["delta"]
-                if kind == "response.output_item.done":
-                    yield sse("response.output_text.done", {"output_index": 0, "content_index": 0,
-                                                            "item_id": fields["item"]["id"], "text": text})
-                yield sse(kind, fields)
-                if kind == "response.output_item.done":
-                    yield sse("response.completed", {"response": draft.json()})
+            async with aclosing(self.events(owner, body, model)) as source:
+                async for kind, fields, draft in source:
+                    if kind == "response.created":
+                        sent = True
+                        yield sse(kind, {"response": draft.json()})
+                        yield sse("response.in_progress", {"response": draft.json()})
+                        continue
+                    if kind == "response.output_text.delta":
+                        text += fields["delta"]
+                    if kind == "response.output_item.done":
+                        done = {"output_index": 0, "content_index": 0, "item_id": fields["item"]["id"],
+                                "text": text}
+                        yield sse("response.output_text.done", done)
+                    yield sse(kind, fields)
+                    if kind == "response.output_item.done":
+                        yield sse("response.completed", {"response": draft.json()})
         except ChatstackError as exc:
             if not sent:
                 raise
