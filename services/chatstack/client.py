@@ -141,6 +141,15 @@ class ChatClient:
         return self.stub.Undo(chat_pb2.UndoRequest(session_id=session_id),
                               metadata=self.metadata, timeout=self.timeout)
 
+    def feedback(self, session_id: str, turn_id: str, rating: int = 0, preferred_candidate: int | None = None,
+                 reason: str = "") -> chat_pb2.SubmitFeedbackResponse:
+        """Rate an assistant turn (rating: preference_pb2.RATING_UP or RATING_DOWN) and/or name
+        the best-of candidate preferred."""
+        return self.stub.SubmitFeedback(chat_pb2.SubmitFeedbackRequest(
+            session_id=session_id, turn_id=turn_id, rating=rating,  # type: ignore[arg-type]
+            preferred_candidate=preferred_candidate, reason=reason),
+            metadata=self.metadata, timeout=self.timeout)
+
     def create_session(self, system_prompt: str = "") -> session_pb2.Session:
         """A new, empty session."""
         return self.stub.CreateSession(chat_pb2.ChatServiceCreateSessionRequest(

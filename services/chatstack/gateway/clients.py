@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from chatstack.v1 import common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
+from chatstack.v1 import common_pb2, generation_pb2, preference_pb2, reward_pb2, session_pb2, tokenizer_pb2
 
 Messages = Sequence[common_pb2.ChatMessage]
 
@@ -99,6 +99,14 @@ class RewardClient:
 
     def __init__(self, ds: Transport) -> None:
         self._ds = ds
+        self._info: reward_pb2.RewardServiceGetModelInfoResponse | None = None
+
+    async def info(self) -> reward_pb2.RewardServiceGetModelInfoResponse:
+        """The reward model's name, version and limits (asked once)."""
+        if self._info is None:
+            self._info = await self._ds.call("reward", "GetModelInfo",
+                                             reward_pb2.RewardServiceGetModelInfoRequest())
+        return self._info
 
     async def score(self, conversation: Messages, response: str) -> float:
         """The reward of one response."""
@@ -174,6 +182,11 @@ class SessionClient:
     async def fork(self, request: session_pb2.ForkSessionRequest) -> session_pb2.Session:
         """A new session from the bottom of another."""
         return (await self._call("ForkSession", request)).session
+
+    async def record_preference(self, event: preference_pb2.PreferenceEvent,
+                                within: float | None = None) -> session_pb2.RecordPreferenceResponse:
+        """Append a preference event about one of the owner's sessions."""
+        return await self._call("RecordPreference", session_pb2.RecordPreferenceRequest(event=event), within)
 
 
 class Backends:

@@ -75,6 +75,13 @@ class GatewayConfig(ServerConfig):
         "and sends the final message at once, then adds the score to the stored turn's metadata "
         "when ready (ChatFinal.reward_status PENDING); `off` never scores it. Best-of-n is always "
         "scored: the ranking chooses the answer.")
+    capture_preferences: bool = Field(
+        False, description="Record preference signals (feedback, best-of candidates, regenerate, edit, "
+        "undo) in the session store's preference stream, for reward-model training; off: nothing is "
+        "recorded and SubmitFeedback is FAILED_PRECONDITION. See the README's RLHF section.")
+    max_pending_preference_writes: int = Field(
+        256, ge=1, description="Implicit preference events being written at most; beyond it one is "
+        "dropped (chatstack_gateway_preference_events_total{outcome=\"dropped\"}).")
     max_pending_scores: int = Field(
         256, ge=1, description="Async scorings in flight at most; beyond it a single answer is "
         "left unscored (counted in chatstack_gateway_deferred_scores_total{outcome=\"dropped\"}).")

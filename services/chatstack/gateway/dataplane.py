@@ -39,6 +39,7 @@ from chatstack.gateway.deferred_scoring import DeferredScorer
 from chatstack.gateway.downstream import StageClock
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import Answer, ChatEvent, ChatOptions, DeltaEvent, FinalEvent, SessionEvent
+from chatstack.gateway.preferences import PreferenceRecorder
 from chatstack.gateway.prompting import ChatContext, Prompt, PromptBuilder, too_long
 from chatstack.gateway.rollback import Undo, undo_writes
 from chatstack.v1 import common_pb2, session_pb2
@@ -60,7 +61,7 @@ class Exchange:
     clock: StageClock
     user_turn_id: str = ""
     version: int = 0  # the session's version the answer is stored at
-    replace_turn_id: str | None = None  # the assistant turn a regenerate replaces
+    replaced: session_pb2.Turn | None = None  # the assistant turn a regenerate replaces
 
 
 class ChatDataPlane:
@@ -75,10 +76,12 @@ class ChatDataPlane:
         self.scorer = DeferredScorer(backends.reward, metrics, config.max_pending_scores,
                                      config.deferred_score_timeout_seconds)
         self.conversations = Conversations(backends)  # the session RPCs that are not chat flows
+        self.preferences = PreferenceRecorder(config, backends, metrics)
 
     async def close(self) -> None:
         """Finish (or, after the grace period, cancel) pending scorings; close the channels."""
         await self.scorer.close(self.config.grace_seconds)
+        await self.preferences.close(self.config.grace_seconds)
         await self.backends.close()
 
     def check(self, message: str | None, options: ChatOptions) -> int:
@@ -168,6 +171,9 @@ class ChatDataPlane:
                     if isinstance(event, SessionEvent):
                         event = SessionEvent(event.session_id, True, event.user_turn_id, event.context_turns,
                                              event.context_truncated, event.prompt_tokens, event.prompt)
+                    elif isinstance(event, FinalEvent):
+                        self.preferences.edited(sessions, session_id, turn_id, message, fork_id,
+                                                event.assistant_turn_id, options)
                     yield event
         except BaseException as exc:
             if forked or not isinstance(exc, REFUSED):  # the fork may have landed: delete it
@@ -201,10 +207,16 @@ class ChatDataPlane:
         # Nothing is written before the answer is ready: nothing to undo.
         exchange = Exchange(sessions, Undo(session_id=session_id), prompt, max_tokens, options, clock,
                             user_turn_id=turns[0].turn_id, version=top.version,
-                            replace_turn_id=replace.turn_id if replace else None)
+                            replaced=replace)
         async with aclosing(self._answer_and_store(exchange)) as source:
             async for event in source:
                 yield event
+
+    async def undo(self, owner: str, session_id: str) -> tuple[list[session_pb2.Turn], int]:
+        """Remove the last exchange (see Conversations.undo_last); a preference signal."""
+        removed, version = await self.conversations.undo_last(owner, session_id)
+        self.preferences.undone(self.backends.sessions(owner), session_id, removed)
+        return removed, version
 
     # -- the shared end: answer, store ----------------------------------------------------------
     async def _answer_and_store(self, ex: Exchange) -> AsyncGenerator[ChatEvent]:
@@ -238,6 +250,8 @@ class ChatDataPlane:
         stored = await self._store(ex, answer)
         clock.add("session_write", t)
         ex.undo.done()
+        self.preferences.answered(ex.sessions, ex.undo.session_id, ex.user_turn_id, stored.turn.turn_id,
+                                  prompt.messages, answer, ex.options, ex.max_tokens, ex.replaced)
         if answer.reward_status == "pending" and not self.scorer.submit(
                 ex.sessions, ex.undo.session_id, stored.turn.turn_id, prompt.messages, answer.text):
             answer.reward_status = "off"
@@ -251,7 +265,7 @@ class ChatDataPlane:
     @staticmethod
     async def _store(ex: Exchange, answer: Answer) -> session_pb2.PushTurnResponse:
         version = ex.version
-        if ex.replace_turn_id:
+        if ex.replaced is not None:
             version = (await ex.sessions.pop(ex.undo.session_id, version)).version
         metadata = {"finish_reason": common_pb2.FinishReason.Name(answer.finish_reason)}
         if answer.reward_status == "scored":

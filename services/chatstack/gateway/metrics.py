@@ -29,6 +29,11 @@ class GatewayMetrics:
             "chatstack_gateway_rollbacks",
             "Failed or cancelled calls whose session writes were undone, by outcome.",
             ["outcome"])
+        self.preference_events = f.counter(
+            "chatstack_gateway_preference_events",
+            "Preference events by kind (feedback, best_of, regenerate, edit, undo) and outcome: "
+            "recorded, failed, dropped (too many pending), gone (the session was deleted first).",
+            ["kind", "outcome"])
         self.deferred_scores = f.counter(
             "chatstack_gateway_deferred_scores",
             "Single answers scored after they were stored (single_answer_scoring=async), by "

@@ -23,6 +23,7 @@ from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound
 from chatstack.gateway.conversations import Conversations
 from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.model import ChatEvent, ChatOptions
+from chatstack.gateway.preferences import Feedback, FeedbackResult
 from chatstack.v1 import common_pb2, session_pb2
 
 _HEX = frozenset("0123456789abcdef")
@@ -106,4 +107,11 @@ class Responses:
         if not exchange.latest:
             raise FailedPrecondition(f"response_id: {ref.encode()!r} is not its conversation's latest "
                                      "response; a conversation is a stack: delete from the top")
-        await self.conversations.undo_last(owner, ref.session_id)
+        await self.dataplane.undo(owner, ref.session_id)
+
+    async def feedback(self, owner: str, ref: ResponseRef, rating: int, preferred_candidate: int | None,
+                       reason: str) -> FeedbackResult:
+        """Feedback on the response's answer (see chatstack.gateway.preferences)."""
+        exchange = await self.find(owner, ref)
+        return await self.dataplane.preferences.feedback(owner, Feedback(
+            ref.session_id, exchange.answer.turn_id, rating, preferred_candidate, reason))

@@ -13,6 +13,7 @@ from chatstack.core.request_context import metadata_value
 from chatstack.gateway.auth import ApiKeyAuthenticator
 from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.model import ChatEvent, ChatOptions, DeltaEvent, SessionEvent
+from chatstack.gateway.preferences import Feedback
 from chatstack.v1 import chat_pb2, chat_pb2_grpc
 
 REWARD_STATUS = {"scored": chat_pb2.REWARD_STATUS_SCORED, "pending": chat_pb2.REWARD_STATUS_PENDING,
@@ -99,7 +100,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def Undo(self, request: chat_pb2.UndoRequest,
                    context: grpc.aio.ServicerContext) -> chat_pb2.UndoResponse:
         """Remove the last exchange."""
-        removed, version = await self.flow.conversations.undo_last(self._owner(context), request.session_id)
+        removed, version = await self.flow.undo(self._owner(context), request.session_id)
         return chat_pb2.UndoResponse(removed_turns=removed, session_version=version)
 
     async def CreateSession(self, request: chat_pb2.ChatServiceCreateSessionRequest,
@@ -136,3 +137,11 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                                                       request.page_size, request.page_token)
         return chat_pb2.GetHistoryResponse(system_prompt=system_prompt, turns=page.turns,
                                            next_page_token=page.next_page_token)
+
+    async def SubmitFeedback(self, request: chat_pb2.SubmitFeedbackRequest,
+                             context: grpc.aio.ServicerContext) -> chat_pb2.SubmitFeedbackResponse:
+        """Rate an assistant turn (training data for the reward model)."""
+        result = await self.flow.preferences.feedback(self._owner(context), Feedback(
+            request.session_id, request.turn_id, request.rating,
+            request.preferred_candidate if request.HasField("preferred_candidate") else None, request.reason))
+        return chat_pb2.SubmitFeedbackResponse(event_id=result.event_id, replaced=result.replaced)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
+from chatstack.core.model_version import model_version
 from chatstack.core.offload import CpuOffload, max_chars_per_token
 from chatstack.core.request_context import current_request_id
 from chatstack.core.vllm_config import engine_args, engine_started, engine_validation_errors
@@ -106,6 +107,7 @@ class VllmGenerationEngine:
         self.max_model_len = 0
         self.vocab_size = 0
         self.model_name = config.served_model_name or config.model
+        self.model_version = model_version(config.model)
         self.in_flight = 0
         self.chars_per_token = 1
         self.offload = CpuOffload()
@@ -148,7 +150,7 @@ class VllmGenerationEngine:
     def info(self) -> ModelInfo:
         """Model name, context length, vocabulary and limits."""
         return ModelInfo(self.model_name, self.max_model_len, self.vocab_size, self.config.max_n,
-                         self.config.default_max_tokens)
+                         self.config.default_max_tokens, self.model_version)
 
     async def _prompt_ids(self, prompt: PromptInput) -> list[int]:
         """The prompt's token ids; a text is tokenized off the event loop when it is large."""

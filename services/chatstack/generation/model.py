@@ -103,3 +103,4 @@ class ModelInfo:
     vocab_size: int
     max_n: int
     default_max_tokens: int
+    version: str = ""  # chatstack.core.model_version

@@ -132,4 +132,4 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         info = self.engine.info()
         return generation_pb2.GetModelInfoResponse(
             model=info.model, max_model_len=info.max_model_len, vocab_size=info.vocab_size,
-            max_n=info.max_n, default_max_tokens=info.default_max_tokens)
+            max_n=info.max_n, default_max_tokens=info.default_max_tokens, model_version=info.version)

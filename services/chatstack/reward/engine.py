@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
+from chatstack.core.model_version import model_version
 from chatstack.core.offload import CpuOffload, certainly_too_long, max_chars_per_token
 from chatstack.core.request_context import current_request_id
 from chatstack.core.vllm_config import engine_args, engine_started, engine_validation_errors
@@ -38,6 +39,7 @@ class VllmRewardEngine:
         self.max_model_len = 0
         self.in_flight = 0
         self.model_name = config.served_model_name or config.model
+        self.model_version = model_version(config.model)
         self.chars_per_token = 1
         # One worker: a HF fast tokenizer is not safe to use from two threads at once.
         self.offload = CpuOffload(workers=1)
@@ -71,7 +73,7 @@ class VllmRewardEngine:
     def info(self) -> RewardModelInfo:
         """Model name and limits."""
         return RewardModelInfo(self.model_name, self.max_model_len, self.config.max_batch_items,
-                               self.config.max_candidates)
+                               self.config.max_candidates, self.model_version)
 
     # -- rendering ----------------------------------------------------------------------------
     def check_conversation(self, conversation: Sequence[tuple[str, str]], where: str) -> None:

@@ -45,3 +45,4 @@ class RewardModelInfo:
     max_model_len: int
     max_batch_items: int
     max_candidates: int
+    version: str = ""  # chatstack.core.model_version

@@ -70,4 +70,5 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         info = self.engine.info()
         return reward_pb2.RewardServiceGetModelInfoResponse(
             model=info.model, max_model_len=info.max_model_len,
-            max_batch_items=info.max_batch_items, max_candidates=info.max_candidates)
+            max_batch_items=info.max_batch_items, max_candidates=info.max_candidates,
+            model_version=info.version)

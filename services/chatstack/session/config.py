@@ -43,3 +43,9 @@ class SessionConfig(ServerConfig):
         7 * 24 * 3600, ge=1, description="Idle TTL of a session; refreshed on every use."
     )
     max_ttl_seconds: int = Field(30 * 24 * 3600, ge=1, description="Largest TTL a caller may ask.")
+    preferences_max_events: int = Field(
+        1_000_000, ge=1, description="Preference events kept in the stream (about: trimmed by whole nodes).")
+    preferences_retention_days: float = Field(
+        90, gt=0, description="Preference events older than this leave the stream.")
+    preferences_max_event_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest preference event (its prompt, candidates and reason).")

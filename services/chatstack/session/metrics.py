@@ -27,6 +27,11 @@ class SessionMetrics:
             "chatstack_session_turns_pushed", "Turns pushed.")
         self.turns_popped = f.counter(
             "chatstack_session_turns_popped", "Turns popped.")
+        self.preference_events = f.counter(
+            "chatstack_session_preference_events",
+            "Preference events stored, by kind (feedback, best_of, regenerate, edit, undo).", ["kind"])
+        self.preferences_exported = f.counter(
+            "chatstack_session_preferences_exported", "Preference events read by exports, by kind.", ["kind"])
         self.turns_evicted = f.counter(
             "chatstack_session_turns_evicted",
             "Oldest turns evicted by the max-turns policy evict_oldest.")

@@ -15,6 +15,7 @@ from chatstack.core.metrics import MetricFactory
 from chatstack.core.server import ServiceSpec, run_service, servicer_spec
 from chatstack.session.config import SessionConfig
 from chatstack.session.metrics import SessionMetrics
+from chatstack.session.preference_store import PreferenceStore
 from chatstack.session.servicer import SessionServicer
 from chatstack.session.store import RedisSessionStore
 from chatstack.v1 import session_pb2_grpc
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def build_spec(config: SessionConfig, registry: CollectorRegistry | MetricFactory) -> ServiceSpec:
     """The session service's spec: SERVING once Redis answers a PING."""
-    store = RedisSessionStore(config, SessionMetrics(registry))
+    metrics = SessionMetrics(registry)
+    store = RedisSessionStore(config, metrics)
 
     async def start() -> None:
         while True:  # wait for Redis; health stays NOT_SERVING meanwhile
@@ -36,7 +38,7 @@ def build_spec(config: SessionConfig, registry: CollectorRegistry | MetricFactor
                 log.warning("waiting for redis at %s: %s", config.redis_url, exc)
                 await asyncio.sleep(1.0)
 
-    return servicer_spec(SERVICE_NAME, SessionServicer(store),
+    return servicer_spec(SERVICE_NAME, SessionServicer(store, PreferenceStore(store, metrics)),
                          session_pb2_grpc.add_SessionServiceServicer_to_server, start=start, stop=store.close)
 
 

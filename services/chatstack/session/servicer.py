@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
+from contextlib import aclosing
 from typing import Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from chatstack.core.errors import Unauthenticated
+from chatstack.core.errors import InvalidRequest, Unauthenticated
 from chatstack.core.page_tokens import decode_page_token, encode_page_token
 from chatstack.core.proto_convert import role_name, role_value
 from chatstack.core.request_context import OWNER_KEY, metadata_value
@@ -22,7 +24,8 @@ from chatstack.session.model import (
     Turn,
     TurnPage,
 )
-from chatstack.v1 import session_pb2, session_pb2_grpc
+from chatstack.session.preference_store import Recorded, StoredPreference
+from chatstack.v1 import preference_pb2, session_pb2, session_pb2_grpc
 
 DEFAULT_SESSION_PAGE, MAX_SESSION_PAGE = 50, 500
 DEFAULT_TURN_PAGE, MAX_TURN_PAGE = 100, 1000
@@ -103,11 +106,29 @@ def _expected(request: object) -> int | None:
     return request.expected_version if request.HasField("expected_version") else None  # type: ignore[attr-defined]
 
 
-class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    """Serves SessionService from a SessionStore."""
+class Preferences(Protocol):
+    """What the servicer needs from a preference store (PreferenceStore implements it)."""
 
-    def __init__(self, store: SessionStore) -> None:
+    async def record(self, owner: str, session_id: str, kind: str, turn_id: str,
+                     payload: bytes) -> Recorded: ...
+    def export(self, after_event_id: str = "", since_ms: int = 0, owner: str = "",
+               kinds: Collection[str] = (), limit: int = 0) -> AsyncGenerator[StoredPreference]: ...
+
+
+def _kind_name(kind: int) -> str:
+    return preference_pb2.PreferenceKind.Name(kind).removeprefix("PREFERENCE_KIND_").lower()
+
+
+def _kind_value(name: str) -> int:
+    return int(preference_pb2.PreferenceKind.Value(f"PREFERENCE_KIND_{name.upper()}"))
+
+
+class SessionServicer(session_pb2_grpc.SessionServiceServicer):
+    """Serves SessionService from a SessionStore (and its preference events from Preferences)."""
+
+    def __init__(self, store: SessionStore, preferences: Preferences) -> None:
         self.store = store
+        self.preferences = preferences
 
     async def CreateSession(self, request: session_pb2.CreateSessionRequest,
                             context: grpc.aio.ServicerContext) -> session_pb2.CreateSessionResponse:
@@ -194,3 +215,33 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         turn = await self.store.annotate(owner_of(context), request.session_id, request.turn_id,
                                          dict(request.metadata))
         return session_pb2.AnnotateTurnResponse(turn=turn_to_proto(turn))
+
+    async def RecordPreference(self, request: session_pb2.RecordPreferenceRequest,
+                               context: grpc.aio.ServicerContext) -> session_pb2.RecordPreferenceResponse:
+        """Append a preference event about one of the caller's sessions."""
+        owner = owner_of(context)
+        event = preference_pb2.PreferenceEvent()
+        event.CopyFrom(request.event)
+        event.owner, event.event_id = owner, ""
+        if not event.HasField("create_time"):
+            event.create_time.GetCurrentTime()
+        kind = _kind_name(event.kind) if event.kind != preference_pb2.PREFERENCE_KIND_UNSPECIFIED else ""
+        recorded = await self.preferences.record(owner, event.session_id, kind, event.turn_id,
+                                                 event.SerializeToString())
+        return session_pb2.RecordPreferenceResponse(event_id=recorded.event_id,
+                                                    replaced_event_id=recorded.replaced_event_id)
+
+    async def ExportPreferences(self, request: session_pb2.ExportPreferencesRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> AsyncIterator[session_pb2.ExportPreferencesResponse]:
+        """Stored preference events, oldest first, filtered."""
+        if any(k == preference_pb2.PREFERENCE_KIND_UNSPECIFIED for k in request.kinds):
+            raise InvalidRequest("kinds: PREFERENCE_KIND_UNSPECIFIED is not a kind")
+        since_ms = request.since.ToMilliseconds() if request.HasField("since") else 0
+        async with aclosing(self.preferences.export(
+                request.after_event_id, since_ms, request.owner, [_kind_name(k) for k in request.kinds],
+                request.limit)) as events:
+            async for stored in events:
+                event = preference_pb2.PreferenceEvent.FromString(stored.payload)
+                event.event_id = stored.event_id
+                yield session_pb2.ExportPreferencesResponse(event=event)

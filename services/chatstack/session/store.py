@@ -53,7 +53,7 @@ from chatstack.session.model import (
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 SCRIPTS = ("create", "get", "delete", "push", "pop", "peek", "list_turns", "context", "fork",
-           "list_sessions", "annotate")
+           "list_sessions", "annotate", "record_preference")
 
 
 def _load_script(name: str) -> str:
@@ -98,7 +98,30 @@ class RedisSessionStore:
     def _owner_index(self, owner: str) -> str:
         return f"{self.prefix}owner:{owner}"
 
+    def header_key(self, sid: str) -> str:
+        """The session's header hash (owner, version, ...)."""
+        return self._keys(sid)[0]
+
+    @property
+    def preference_stream(self) -> str:
+        """The deployment's preference stream (see `chatstack.session.preference_store`)."""
+        return f"{self.prefix}preferences"
+
+    def preference_keys(self, sid: str) -> list[str]:
+        """A session's preference index keys: its events' stream ids (a set) and its feedback
+        event per turn (a hash); the session's delete removes both and the events."""
+        base = f"{self.prefix}{{{sid}}}"
+        return [f"{base}:pref-events", f"{base}:pref-feedback"]
+
     # -- plumbing -------------------------------------------------------------------------
+    async def run(self, op: str, keys: list[str], args: list[Any]) -> Any:
+        """Run script `op` (see `_run`); for the preference store, which shares the scripts."""
+        return await self._run(op, keys, args)
+
+    async def call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis command (see `_call`)."""
+        return await self._call(op, fn)
+
     async def _run(self, op: str, keys: list[str], args: list[Any]) -> Any:
         """Run script `op` within the Redis timeout cut to the RPC deadline; map errors."""
         return await self._call(op, lambda: self.scripts[op](keys=keys, args=args))
@@ -188,10 +211,10 @@ class RedisSessionStore:
         return _header(sid, await self._run("get", self._keys(sid), [owner]))
 
     async def delete(self, owner: str, sid: str, expected_version: int | None = None) -> None:
-        """Delete a session and its turns."""
+        """Delete a session, its turns and its preference events."""
         self._check_session_id(sid)
-        await self._run("delete", [*self._keys(sid), self._owner_index(owner)],
-                        [owner, _ver(expected_version), sid])
+        await self._run("delete", [*self._keys(sid), self._owner_index(owner), *self.preference_keys(sid),
+                                   self.preference_stream], [owner, _ver(expected_version), sid])
         self.metrics.sessions_deleted.inc()
 
     async def push(self, owner: str, sid: str, turn: NewTurn,

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from chatstack.v1 import common_pb2 as chatstack_dot_v1_dot_common__pb2
+from chatstack.v1 import preference_pb2 as chatstack_dot_v1_dot_preference__pb2
 from chatstack.v1 import session_pb2 as chatstack_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63hatstack/v1/chat.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\x1a\x1a\x63hatstack/v1/session.proto\"\xf5\x01\n\x0b\x43hatOptions\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x0f\n\x07\x62\x65st_of\x18\x07 \x01(\r\x12\x1c\n\x14\x63ontext_token_budget\x18\x08 \x01(\r\x12\x13\n\x0b\x65\x63ho_prompt\x18\t \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"u\n\x0b\x43hatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\"\xa5\x01\n\x0f\x43hatSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x14\n\x0cuser_turn_id\x18\x03 \x01(\t\x12\x15\n\rcontext_turns\x18\x04 \x01(\r\x12\x19\n\x11\x63ontext_truncated\x18\x05 \x01(\x08\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\x12\x0e\n\x06prompt\x18\x07 \x01(\t\",\n\tChatDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\"n\n\x0e\x43\x61ndidateScore\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0creward_score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\r\x12\x0e\n\x06\x63hosen\x18\x05 \x01(\x08\"\xc6\x01\n\x0cStageTimings\x12\x1c\n\x14session_read_seconds\x18\x01 \x01(\x01\x12\x18\n\x10template_seconds\x18\x02 \x01(\x01\x12\x14\n\x0cttft_seconds\x18\x03 \x01(\x01\x12\x1a\n\x12generation_seconds\x18\x04 \x01(\x01\x12\x16\n\x0ereward_seconds\x18\x05 \x01(\x01\x12\x1d\n\x15session_write_seconds\x18\x06 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x07 \x01(\x01\"\xd1\x02\n\tChatFinal\x12\x19\n\x11\x61ssistant_turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x14\n\x0creward_score\x18\x03 \x01(\x01\x12\x30\n\ncandidates\x18\x04 \x03(\x0b\x32\x1c.chatstack.v1.CandidateScore\x12\'\n\x05usage\x18\x05 \x01(\x0b\x32\x18.chatstack.v1.TokenUsage\x12+\n\x07timings\x18\x06 \x01(\x0b\x32\x1a.chatstack.v1.StageTimings\x12\x31\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x1a.chatstack.v1.FinishReason\x12\x17\n\x0fsession_version\x18\x08 \x01(\x04\x12\x31\n\rreward_status\x18\t \x01(\x0e\x32\x1a.chatstack.v1.RewardStatus\"\x9d\x01\n\x0c\x43hatResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"S\n\x11RegenerateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\"\xa3\x01\n\x12RegenerateResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"o\n\x0b\x45\x64itRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\"\x9d\x01\n\x0c\x45\x64itResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"!\n\x0bUndoRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"R\n\x0cUndoResponse\x12)\n\rremoved_turns\x18\x01 \x03(\x0b\x32\x12.chatstack.v1.Turn\x12\x17\n\x0fsession_version\x18\x02 \x01(\x04\"\xb8\x01\n\x1f\x43hatServiceCreateSessionRequest\x12\x15\n\rsystem_prompt\x18\x01 \x01(\t\x12M\n\x08metadata\x18\x02 \x03(\x0b\x32;.chatstack.v1.ChatServiceCreateSessionRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n ChatServiceCreateSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.chatstack.v1.Session\"2\n\x1c\x43hatServiceGetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"G\n\x1d\x43hatServiceGetSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.chatstack.v1.Session\"G\n\x1e\x43hatServiceListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x1f\x43hatServiceListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.chatstack.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x1f\x43hatServiceDeleteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\"\n ChatServiceDeleteSessionResponse\"N\n\x11GetHistoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x12GetHistoryResponse\x12\x15\n\rsystem_prompt\x18\x01 \x01(\t\x12!\n\x05turns\x18\x02 \x03(\x0b\x32\x12.chatstack.v1.Turn\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t*y\n\x0cRewardStatus\x12\x1d\n\x19REWARD_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14REWARD_STATUS_SCORED\x10\x01\x12\x19\n\x15REWARD_STATUS_PENDING\x10\x02\x12\x15\n\x11REWARD_STATUS_OFF\x10\x03\x32\xa6\x06\n\x0b\x43hatService\x12?\n\x04\x43hat\x12\x19.chatstack.v1.ChatRequest\x1a\x1a.chatstack.v1.ChatResponse0\x01\x12Q\n\nRegenerate\x12\x1f.chatstack.v1.RegenerateRequest\x1a .chatstack.v1.RegenerateResponse0\x01\x12?\n\x04\x45\x64it\x12\x19.chatstack.v1.EditRequest\x1a\x1a.chatstack.v1.EditResponse0\x01\x12=\n\x04Undo\x12\x19.chatstack.v1.UndoRequest\x1a\x1a.chatstack.v1.UndoResponse\x12n\n\rCreateSession\x12-.chatstack.v1.ChatServiceCreateSessionRequest\x1a..chatstack.v1.ChatServiceCreateSessionResponse\x12\x65\n\nGetSession\x12*.chatstack.v1.ChatServiceGetSessionRequest\x1a+.chatstack.v1.ChatServiceGetSessionResponse\x12k\n\x0cListSessions\x12,.chatstack.v1.ChatServiceListSessionsRequest\x1a-.chatstack.v1.ChatServiceListSessionsResponse\x12n\n\rDeleteSession\x12-.chatstack.v1.ChatServiceDeleteSessionRequest\x1a..chatstack.v1.ChatServiceDeleteSessionResponse\x12O\n\nGetHistory\x12\x1f.chatstack.v1.GetHistoryRequest\x1a .chatstack.v1.GetHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63hatstack/v1/chat.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\x1a\x1d\x63hatstack/v1/preference.proto\x1a\x1a\x63hatstack/v1/session.proto\"\xf5\x01\n\x0b\x43hatOptions\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x0f\n\x07\x62\x65st_of\x18\x07 \x01(\r\x12\x1c\n\x14\x63ontext_token_budget\x18\x08 \x01(\r\x12\x13\n\x0b\x65\x63ho_prompt\x18\t \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"u\n\x0b\x43hatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\"\xa5\x01\n\x0f\x43hatSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x14\n\x0cuser_turn_id\x18\x03 \x01(\t\x12\x15\n\rcontext_turns\x18\x04 \x01(\r\x12\x19\n\x11\x63ontext_truncated\x18\x05 \x01(\x08\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\x12\x0e\n\x06prompt\x18\x07 \x01(\t\",\n\tChatDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\"n\n\x0e\x43\x61ndidateScore\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0creward_score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\r\x12\x0e\n\x06\x63hosen\x18\x05 \x01(\x08\"\xc6\x01\n\x0cStageTimings\x12\x1c\n\x14session_read_seconds\x18\x01 \x01(\x01\x12\x18\n\x10template_seconds\x18\x02 \x01(\x01\x12\x14\n\x0cttft_seconds\x18\x03 \x01(\x01\x12\x1a\n\x12generation_seconds\x18\x04 \x01(\x01\x12\x16\n\x0ereward_seconds\x18\x05 \x01(\x01\x12\x1d\n\x15session_write_seconds\x18\x06 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x07 \x01(\x01\"\xd1\x02\n\tChatFinal\x12\x19\n\x11\x61ssistant_turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x14\n\x0creward_score\x18\x03 \x01(\x01\x12\x30\n\ncandidates\x18\x04 \x03(\x0b\x32\x1c.chatstack.v1.CandidateScore\x12\'\n\x05usage\x18\x05 \x01(\x0b\x32\x18.chatstack.v1.TokenUsage\x12+\n\x07timings\x18\x06 \x01(\x0b\x32\x1a.chatstack.v1.StageTimings\x12\x31\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x1a.chatstack.v1.FinishReason\x12\x17\n\x0fsession_version\x18\x08 \x01(\x04\x12\x31\n\rreward_status\x18\t \x01(\x0e\x32\x1a.chatstack.v1.RewardStatus\"\x9d\x01\n\x0c\x43hatResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"S\n\x11RegenerateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\"\xa3\x01\n\x12RegenerateResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"o\n\x0b\x45\x64itRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\"\x9d\x01\n\x0c\x45\x64itResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"!\n\x0bUndoRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"R\n\x0cUndoResponse\x12)\n\rremoved_turns\x18\x01 \x03(\x0b\x32\x12.chatstack.v1.Turn\x12\x17\n\x0fsession_version\x18\x02 \x01(\x04\"\xb8\x01\n\x1f\x43hatServiceCreateSessionRequest\x12\x15\n\rsystem_prompt\x18\x01 \x01(\t\x12M\n\x08metadata\x18\x02 \x03(\x0b\x32;.chatstack.v1.ChatServiceCreateSessionRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n ChatServiceCreateSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.chatstack.v1.Session\"2\n\x1c\x43hatServiceGetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"G\n\x1d\x43hatServiceGetSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.chatstack.v1.Session\"G\n\x1e\x43hatServiceListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x1f\x43hatServiceListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.chatstack.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x1f\x43hatServiceDeleteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\"\n ChatServiceDeleteSessionResponse\"N\n\x11GetHistoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x12GetHistoryResponse\x12\x15\n\rsystem_prompt\x18\x01 \x01(\t\x12!\n\x05turns\x18\x02 \x03(\x0b\x32\x12.chatstack.v1.Turn\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\xac\x01\n\x15SubmitFeedbackRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12$\n\x06rating\x18\x03 \x01(\x0e\x32\x14.chatstack.v1.Rating\x12 \n\x13preferred_candidate\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\tB\x16\n\x14_preferred_candidate\"<\n\x16SubmitFeedbackResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08replaced\x18\x02 \x01(\x08*y\n\x0cRewardStatus\x12\x1d\n\x19REWARD_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14REWARD_STATUS_SCORED\x10\x01\x12\x19\n\x15REWARD_STATUS_PENDING\x10\x02\x12\x15\n\x11REWARD_STATUS_OFF\x10\x03\x32\x83\x07\n\x0b\x43hatService\x12?\n\x04\x43hat\x12\x19.chatstack.v1.ChatRequest\x1a\x1a.chatstack.v1.ChatResponse0\x01\x12Q\n\nRegenerate\x12\x1f.chatstack.v1.RegenerateRequest\x1a .chatstack.v1.RegenerateResponse0\x01\x12?\n\x04\x45\x64it\x12\x19.chatstack.v1.EditRequest\x1a\x1a.chatstack.v1.EditResponse0\x01\x12=\n\x04Undo\x12\x19.chatstack.v1.UndoRequest\x1a\x1a.chatstack.v1.UndoResponse\x12n\n\rCreateSession\x12-.chatstack.v1.ChatServiceCreateSessionRequest\x1a..chatstack.v1.ChatServiceCreateSessionResponse\x12\x65\n\nGetSession\x12*.chatstack.v1.ChatServiceGetSessionRequest\x1a+.chatstack.v1.ChatServiceGetSessionResponse\x12k\n\x0cListSessions\x12,.chatstack.v1.ChatServiceListSessionsRequest\x1a-.chatstack.v1.ChatServiceListSessionsResponse\x12n\n\rDeleteSession\x12-.chatstack.v1.ChatServiceDeleteSessionRequest\x1a..chatstack.v1.ChatServiceDeleteSessionResponse\x12O\n\nGetHistory\x12\x1f.chatstack.v1.GetHistoryRequest\x1a .chatstack.v1.GetHistoryResponse\x12[\n\x0eSubmitFeedback\x12#.chatstack.v1.SubmitFeedbackRequest\x1a$.chatstack.v1.SubmitFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,58 +36,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_REWARDSTATUS']._serialized_start=2971
-  _globals['_REWARDSTATUS']._serialized_end=3092
-  _globals['_CHATOPTIONS']._serialized_start=97
-  _globals['_CHATOPTIONS']._serialized_end=342
-  _globals['_CHATREQUEST']._serialized_start=344
-  _globals['_CHATREQUEST']._serialized_end=461
-  _globals['_CHATSESSIONINFO']._serialized_start=464
-  _globals['_CHATSESSIONINFO']._serialized_end=629
-  _globals['_CHATDELTA']._serialized_start=631
-  _globals['_CHATDELTA']._serialized_end=675
-  _globals['_CANDIDATESCORE']._serialized_start=677
-  _globals['_CANDIDATESCORE']._serialized_end=787
-  _globals['_STAGETIMINGS']._serialized_start=790
-  _globals['_STAGETIMINGS']._serialized_end=988
-  _globals['_CHATFINAL']._serialized_start=991
-  _globals['_CHATFINAL']._serialized_end=1328
-  _globals['_CHATRESPONSE']._serialized_start=1331
-  _globals['_CHATRESPONSE']._serialized_end=1488
-  _globals['_REGENERATEREQUEST']._serialized_start=1490
-  _globals['_REGENERATEREQUEST']._serialized_end=1573
-  _globals['_REGENERATERESPONSE']._serialized_start=1576
-  _globals['_REGENERATERESPONSE']._serialized_end=1739
-  _globals['_EDITREQUEST']._serialized_start=1741
-  _globals['_EDITREQUEST']._serialized_end=1852
-  _globals['_EDITRESPONSE']._serialized_start=1855
-  _globals['_EDITRESPONSE']._serialized_end=2012
-  _globals['_UNDOREQUEST']._serialized_start=2014
-  _globals['_UNDOREQUEST']._serialized_end=2047
-  _globals['_UNDORESPONSE']._serialized_start=2049
-  _globals['_UNDORESPONSE']._serialized_end=2131
-  _globals['_CHATSERVICECREATESESSIONREQUEST']._serialized_start=2134
-  _globals['_CHATSERVICECREATESESSIONREQUEST']._serialized_end=2318
-  _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._serialized_start=2271
-  _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._serialized_end=2318
-  _globals['_CHATSERVICECREATESESSIONRESPONSE']._serialized_start=2320
-  _globals['_CHATSERVICECREATESESSIONRESPONSE']._serialized_end=2394
-  _globals['_CHATSERVICEGETSESSIONREQUEST']._serialized_start=2396
-  _globals['_CHATSERVICEGETSESSIONREQUEST']._serialized_end=2446
-  _globals['_CHATSERVICEGETSESSIONRESPONSE']._serialized_start=2448
-  _globals['_CHATSERVICEGETSESSIONRESPONSE']._serialized_end=2519
-  _globals['_CHATSERVICELISTSESSIONSREQUEST']._serialized_start=2521
-  _globals['_CHATSERVICELISTSESSIONSREQUEST']._serialized_end=2592
-  _globals['_CHATSERVICELISTSESSIONSRESPONSE']._serialized_start=2594
-  _globals['_CHATSERVICELISTSESSIONSRESPONSE']._serialized_end=2693
-  _globals['_CHATSERVICEDELETESESSIONREQUEST']._serialized_start=2695
-  _globals['_CHATSERVICEDELETESESSIONREQUEST']._serialized_end=2748
-  _globals['_CHATSERVICEDELETESESSIONRESPONSE']._serialized_start=2750
-  _globals['_CHATSERVICEDELETESESSIONRESPONSE']._serialized_end=2784
-  _globals['_GETHISTORYREQUEST']._serialized_start=2786
-  _globals['_GETHISTORYREQUEST']._serialized_end=2864
-  _globals['_GETHISTORYRESPONSE']._serialized_start=2866
-  _globals['_GETHISTORYRESPONSE']._serialized_end=2969
-  _globals['_CHATSERVICE']._serialized_start=3095
-  _globals['_CHATSERVICE']._serialized_end=3901
+  _globals['_REWARDSTATUS']._serialized_start=3239
+  _globals['_REWARDSTATUS']._serialized_end=3360
+  _globals['_CHATOPTIONS']._serialized_start=128
+  _globals['_CHATOPTIONS']._serialized_end=373
+  _globals['_CHATREQUEST']._serialized_start=375
+  _globals['_CHATREQUEST']._serialized_end=492
+  _globals['_CHATSESSIONINFO']._serialized_start=495
+  _globals['_CHATSESSIONINFO']._serialized_end=660
+  _globals['_CHATDELTA']._serialized_start=662
+  _globals['_CHATDELTA']._serialized_end=706
+  _globals['_CANDIDATESCORE']._serialized_start=708
+  _globals['_CANDIDATESCORE']._serialized_end=818
+  _globals['_STAGETIMINGS']._serialized_start=821
+  _globals['_STAGETIMINGS']._serialized_end=1019
+  _globals['_CHATFINAL']._serialized_start=1022
+  _globals['_CHATFINAL']._serialized_end=1359
+  _globals['_CHATRESPONSE']._serialized_start=1362
+  _globals['_CHATRESPONSE']._serialized_end=1519
+  _globals['_REGENERATEREQUEST']._serialized_start=1521
+  _globals['_REGENERATEREQUEST']._serialized_end=1604
+  _globals['_REGENERATERESPONSE']._serialized_start=1607
+  _globals['_REGENERATERESPONSE']._serialized_end=1770
+  _globals['_EDITREQUEST']._serialized_start=1772
+  _globals['_EDITREQUEST']._serialized_end=1883
+  _globals['_EDITRESPONSE']._serialized_start=1886
+  _globals['_EDITRESPONSE']._serialized_end=2043
+  _globals['_UNDOREQUEST']._serialized_start=2045
+  _globals['_UNDOREQUEST']._serialized_end=2078
+  _globals['_UNDORESPONSE']._serialized_start=2080
+  _globals['_UNDORESPONSE']._serialized_end=2162
+  _globals['_CHATSERVICECREATESESSIONREQUEST']._serialized_start=2165
+  _globals['_CHATSERVICECREATESESSIONREQUEST']._serialized_end=2349
+  _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._serialized_start=2302
+  _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._serialized_end=2349
+  _globals['_CHATSERVICECREATESESSIONRESPONSE']._serialized_start=2351
+  _globals['_CHATSERVICECREATESESSIONRESPONSE']._serialized_end=2425
+  _globals['_CHATSERVICEGETSESSIONREQUEST']._serialized_start=2427
+  _globals['_CHATSERVICEGETSESSIONREQUEST']._serialized_end=2477
+  _globals['_CHATSERVICEGETSESSIONRESPONSE']._serialized_start=2479
+  _globals['_CHATSERVICEGETSESSIONRESPONSE']._serialized_end=2550
+  _globals['_CHATSERVICELISTSESSIONSREQUEST']._serialized_start=2552
+  _globals['_CHATSERVICELISTSESSIONSREQUEST']._serialized_end=2623
+  _globals['_CHATSERVICELISTSESSIONSRESPONSE']._serialized_start=2625
+  _globals['_CHATSERVICELISTSESSIONSRESPONSE']._serialized_end=2724
+  _globals['_CHATSERVICEDELETESESSIONREQUEST']._serialized_start=2726
+  _globals['_CHATSERVICEDELETESESSIONREQUEST']._serialized_end=2779
+  _globals['_CHATSERVICEDELETESESSIONRESPONSE']._serialized_start=2781
+  _globals['_CHATSERVICEDELETESESSIONRESPONSE']._serialized_end=2815
+  _globals['_GETHISTORYREQUEST']._serialized_start=2817
+  _globals['_GETHISTORYREQUEST']._serialized_end=2895
+  _globals['_GETHISTORYRESPONSE']._serialized_start=2897
+  _globals['_GETHISTORYRESPONSE']._serialized_end=3000
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=3003
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=3175
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=3177
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=3237
+  _globals['_CHATSERVICE']._serialized_start=3363
+  _globals['_CHATSERVICE']._serialized_end=4262
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from chatstack.v1 import common_pb2 as _common_pb2
+from chatstack.v1 import preference_pb2 as _preference_pb2
 from chatstack.v1 import session_pb2 as _session_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -276,3 +277,25 @@ class GetHistoryResponse(_message.Message):
     turns: _containers.RepeatedCompositeFieldContainer[_session_pb2.Turn]
     next_page_token: str
     def __init__(self, system_prompt: _Optional[str] = ..., turns: _Optional[_Iterable[_Union[_session_pb2.Turn, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackRequest(_message.Message):
+    __slots__ = ("session_id", "turn_id", "rating", "preferred_candidate", "reason")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    turn_id: str
+    rating: _preference_pb2.Rating
+    preferred_candidate: int
+    reason: str
+    def __init__(self, session_id: _Optional[str] = ..., turn_id: _Optional[str] = ..., rating: _Optional[_Union[_preference_pb2.Rating, str]] = ..., preferred_candidate: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ("event_id", "replaced")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    replaced: bool
+    def __init__(self, event_id: _Optional[str] = ..., replaced: _Optional[bool] = ...) -> None: ...

@@ -86,6 +86,11 @@ class ChatServiceStub:
                 request_serializer=chatstack_dot_v1_dot_chat__pb2.GetHistoryRequest.SerializeToString,
                 response_deserializer=chatstack_dot_v1_dot_chat__pb2.GetHistoryResponse.FromString,
                 _registered_method=True)
+        self.SubmitFeedback = channel.unary_unary(
+                '/chatstack.v1.ChatService/SubmitFeedback',
+                request_serializer=chatstack_dot_v1_dot_chat__pb2.SubmitFeedbackRequest.SerializeToString,
+                response_deserializer=chatstack_dot_v1_dot_chat__pb2.SubmitFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -161,6 +166,15 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFeedback(self, request, context):
+        """Rate an assistant turn (and/or name the best-of candidate preferred), with an optional
+        reason: training data for the reward model. A later feedback on the same turn replaces the
+        earlier. FAILED_PRECONDITION when this deployment does not capture preferences.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +222,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.GetHistory,
                     request_deserializer=chatstack_dot_v1_dot_chat__pb2.GetHistoryRequest.FromString,
                     response_serializer=chatstack_dot_v1_dot_chat__pb2.GetHistoryResponse.SerializeToString,
+            ),
+            'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedback,
+                    request_deserializer=chatstack_dot_v1_dot_chat__pb2.SubmitFeedbackRequest.FromString,
+                    response_serializer=chatstack_dot_v1_dot_chat__pb2.SubmitFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -460,6 +479,33 @@ class ChatService:
             '/chatstack.v1.ChatService/GetHistory',
             chatstack_dot_v1_dot_chat__pb2.GetHistoryRequest.SerializeToString,
             chatstack_dot_v1_dot_chat__pb2.GetHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatstack.v1.ChatService/SubmitFeedback',
+            chatstack_dot_v1_dot_chat__pb2.SubmitFeedbackRequest.SerializeToString,
+            chatstack_dot_v1_dot_chat__pb2.SubmitFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from chatstack.v1 import common_pb2 as chatstack_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63hatstack/v1/reward.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\"N\n\tScoreItem\x12/\n\x0c\x63onversation\x18\x01 \x03(\x0b\x32\x19.chatstack.v1.ChatMessage\x12\x10\n\x08response\x18\x02 \x01(\t\"c\n\x0cScoreRequest\x12%\n\x04item\x18\x01 \x01(\x0b\x32\x17.chatstack.v1.ScoreItem\x12,\n\ntruncation\x18\x02 \x01(\x0e\x32\x18.chatstack.v1.Truncation\"4\n\rScoreResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\r\"i\n\x11ScoreBatchRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.chatstack.v1.ScoreItem\x12,\n\ntruncation\x18\x02 \x01(\x0e\x32\x18.chatstack.v1.Truncation\":\n\x12ScoreBatchResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x01\x12\x14\n\x0cinput_tokens\x18\x02 \x03(\r\"\x80\x01\n\x0bRankRequest\x12/\n\x0c\x63onversation\x18\x01 \x03(\x0b\x32\x19.chatstack.v1.ChatMessage\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12,\n\ntruncation\x18\x03 \x01(\x0e\x32\x18.chatstack.v1.Truncation\"=\n\x0fRankedCandidate\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\"=\n\x0cRankResponse\x12-\n\x06ranked\x18\x01 \x03(\x0b\x32\x1d.chatstack.v1.RankedCandidate\"\"\n RewardServiceGetModelInfoRequest\"z\n!RewardServiceGetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmax_model_len\x18\x02 \x01(\r\x12\x17\n\x0fmax_batch_items\x18\x03 \x01(\r\x12\x16\n\x0emax_candidates\x18\x04 \x01(\r*V\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x17\n\x13TRUNCATION_DISABLED\x10\x01\x12\x13\n\x0fTRUNCATION_AUTO\x10\x02\x32\xd2\x02\n\rRewardService\x12@\n\x05Score\x12\x1a.chatstack.v1.ScoreRequest\x1a\x1b.chatstack.v1.ScoreResponse\x12O\n\nScoreBatch\x12\x1f.chatstack.v1.ScoreBatchRequest\x1a .chatstack.v1.ScoreBatchResponse\x12=\n\x04Rank\x12\x19.chatstack.v1.RankRequest\x1a\x1a.chatstack.v1.RankResponse\x12o\n\x0cGetModelInfo\x12..chatstack.v1.RewardServiceGetModelInfoRequest\x1a/.chatstack.v1.RewardServiceGetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63hatstack/v1/reward.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\"N\n\tScoreItem\x12/\n\x0c\x63onversation\x18\x01 \x03(\x0b\x32\x19.chatstack.v1.ChatMessage\x12\x10\n\x08response\x18\x02 \x01(\t\"c\n\x0cScoreRequest\x12%\n\x04item\x18\x01 \x01(\x0b\x32\x17.chatstack.v1.ScoreItem\x12,\n\ntruncation\x18\x02 \x01(\x0e\x32\x18.chatstack.v1.Truncation\"4\n\rScoreResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\r\"i\n\x11ScoreBatchRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.chatstack.v1.ScoreItem\x12,\n\ntruncation\x18\x02 \x01(\x0e\x32\x18.chatstack.v1.Truncation\":\n\x12ScoreBatchResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x01\x12\x14\n\x0cinput_tokens\x18\x02 \x03(\r\"\x80\x01\n\x0bRankRequest\x12/\n\x0c\x63onversation\x18\x01 \x03(\x0b\x32\x19.chatstack.v1.ChatMessage\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12,\n\ntruncation\x18\x03 \x01(\x0e\x32\x18.chatstack.v1.Truncation\"=\n\x0fRankedCandidate\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\"=\n\x0cRankResponse\x12-\n\x06ranked\x18\x01 \x03(\x0b\x32\x1d.chatstack.v1.RankedCandidate\"\"\n RewardServiceGetModelInfoRequest\"\x91\x01\n!RewardServiceGetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmax_model_len\x18\x02 \x01(\r\x12\x17\n\x0fmax_batch_items\x18\x03 \x01(\r\x12\x16\n\x0emax_candidates\x18\x04 \x01(\r\x12\x15\n\rmodel_version\x18\x05 \x01(\t*V\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x17\n\x13TRUNCATION_DISABLED\x10\x01\x12\x13\n\x0fTRUNCATION_AUTO\x10\x02\x32\xd2\x02\n\rRewardService\x12@\n\x05Score\x12\x1a.chatstack.v1.ScoreRequest\x1a\x1b.chatstack.v1.ScoreResponse\x12O\n\nScoreBatch\x12\x1f.chatstack.v1.ScoreBatchRequest\x1a .chatstack.v1.ScoreBatchResponse\x12=\n\x04Rank\x12\x19.chatstack.v1.RankRequest\x1a\x1a.chatstack.v1.RankResponse\x12o\n\x0cGetModelInfo\x12..chatstack.v1.RewardServiceGetModelInfoRequest\x1a/.chatstack.v1.RewardServiceGetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatstack.v1.reward_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRUNCATION']._serialized_start=889
-  _globals['_TRUNCATION']._serialized_end=975
+  _globals['_TRUNCATION']._serialized_start=913
+  _globals['_TRUNCATION']._serialized_end=999
   _globals['_SCOREITEM']._serialized_start=70
   _globals['_SCOREITEM']._serialized_end=148
   _globals['_SCOREREQUEST']._serialized_start=150
@@ -52,8 +52,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RANKRESPONSE']._serialized_end=727
   _globals['_REWARDSERVICEGETMODELINFOREQUEST']._serialized_start=729
   _globals['_REWARDSERVICEGETMODELINFOREQUEST']._serialized_end=763
-  _globals['_REWARDSERVICEGETMODELINFORESPONSE']._serialized_start=765
-  _globals['_REWARDSERVICEGETMODELINFORESPONSE']._serialized_end=887
-  _globals['_REWARDSERVICE']._serialized_start=978
-  _globals['_REWARDSERVICE']._serialized_end=1316
+  _globals['_REWARDSERVICEGETMODELINFORESPONSE']._serialized_start=766
+  _globals['_REWARDSERVICEGETMODELINFORESPONSE']._serialized_end=911
+  _globals['_REWARDSERVICE']._serialized_start=1002
+  _globals['_REWARDSERVICE']._serialized_end=1340
 # @@protoc_insertion_point(module_scope)

@@ -88,13 +88,15 @@ class RewardServiceGetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RewardServiceGetModelInfoResponse(_message.Message):
-    __slots__ = ("model", "max_model_len", "max_batch_items", "max_candidates")
+    __slots__ = ("model", "max_model_len", "max_batch_items", "max_candidates", "model_version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_ITEMS_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     max_model_len: int
     max_batch_items: int
     max_candidates: int
-    def __init__(self, model: _Optional[str] = ..., max_model_len: _Optional[int] = ..., max_batch_items: _Optional[int] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+    model_version: str
+    def __init__(self, model: _Optional[str] = ..., max_model_len: _Optional[int] = ..., max_batch_items: _Optional[int] = ..., max_candidates: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...

@@ -1,6 +1,7 @@
 import datetime
 
 from chatstack.v1 import common_pb2 as _common_pb2
+from chatstack.v1 import preference_pb2 as _preference_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -297,3 +298,37 @@ class AnnotateTurnResponse(_message.Message):
     TURN_FIELD_NUMBER: _ClassVar[int]
     turn: Turn
     def __init__(self, turn: _Optional[_Union[Turn, _Mapping]] = ...) -> None: ...
+
+class RecordPreferenceRequest(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: _preference_pb2.PreferenceEvent
+    def __init__(self, event: _Optional[_Union[_preference_pb2.PreferenceEvent, _Mapping]] = ...) -> None: ...
+
+class RecordPreferenceResponse(_message.Message):
+    __slots__ = ("event_id", "replaced_event_id")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    replaced_event_id: str
+    def __init__(self, event_id: _Optional[str] = ..., replaced_event_id: _Optional[str] = ...) -> None: ...
+
+class ExportPreferencesRequest(_message.Message):
+    __slots__ = ("after_event_id", "since", "owner", "kinds", "limit")
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after_event_id: str
+    since: _timestamp_pb2.Timestamp
+    owner: str
+    kinds: _containers.RepeatedScalarFieldContainer[_preference_pb2.PreferenceKind]
+    limit: int
+    def __init__(self, after_event_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[_preference_pb2.PreferenceKind, str]]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ExportPreferencesResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: _preference_pb2.PreferenceEvent
+    def __init__(self, event: _Optional[_Union[_preference_pb2.PreferenceEvent, _Mapping]] = ...) -> None: ...

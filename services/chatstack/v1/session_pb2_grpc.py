@@ -98,6 +98,16 @@ class SessionServiceStub:
                 request_serializer=chatstack_dot_v1_dot_session__pb2.AnnotateTurnRequest.SerializeToString,
                 response_deserializer=chatstack_dot_v1_dot_session__pb2.AnnotateTurnResponse.FromString,
                 _registered_method=True)
+        self.RecordPreference = channel.unary_unary(
+                '/chatstack.v1.SessionService/RecordPreference',
+                request_serializer=chatstack_dot_v1_dot_session__pb2.RecordPreferenceRequest.SerializeToString,
+                response_deserializer=chatstack_dot_v1_dot_session__pb2.RecordPreferenceResponse.FromString,
+                _registered_method=True)
+        self.ExportPreferences = channel.unary_stream(
+                '/chatstack.v1.SessionService/ExportPreferences',
+                request_serializer=chatstack_dot_v1_dot_session__pb2.ExportPreferencesRequest.SerializeToString,
+                response_deserializer=chatstack_dot_v1_dot_session__pb2.ExportPreferencesResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -192,6 +202,23 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordPreference(self, request, context):
+        """Append a preference event about one of the caller's sessions to the deployment's
+        preference stream (FAILED_PRECONDITION when capture is off). A feedback event replaces the
+        earlier feedback on the same turn. Deleting the session deletes its events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportPreferences(self, request, context):
+        """Stream stored preference events, oldest first, of every owner or one: the operator's export
+        (`chatstack preferences export`); the gateway does not expose it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +276,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.AnnotateTurn,
                     request_deserializer=chatstack_dot_v1_dot_session__pb2.AnnotateTurnRequest.FromString,
                     response_serializer=chatstack_dot_v1_dot_session__pb2.AnnotateTurnResponse.SerializeToString,
+            ),
+            'RecordPreference': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPreference,
+                    request_deserializer=chatstack_dot_v1_dot_session__pb2.RecordPreferenceRequest.FromString,
+                    response_serializer=chatstack_dot_v1_dot_session__pb2.RecordPreferenceResponse.SerializeToString,
+            ),
+            'ExportPreferences': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportPreferences,
+                    request_deserializer=chatstack_dot_v1_dot_session__pb2.ExportPreferencesRequest.FromString,
+                    response_serializer=chatstack_dot_v1_dot_session__pb2.ExportPreferencesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -557,6 +594,60 @@ class SessionService:
             '/chatstack.v1.SessionService/AnnotateTurn',
             chatstack_dot_v1_dot_session__pb2.AnnotateTurnRequest.SerializeToString,
             chatstack_dot_v1_dot_session__pb2.AnnotateTurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPreference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatstack.v1.SessionService/RecordPreference',
+            chatstack_dot_v1_dot_session__pb2.RecordPreferenceRequest.SerializeToString,
+            chatstack_dot_v1_dot_session__pb2.RecordPreferenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chatstack.v1.SessionService/ExportPreferences',
+            chatstack_dot_v1_dot_session__pb2.ExportPreferencesRequest.SerializeToString,
+            chatstack_dot_v1_dot_session__pb2.ExportPreferencesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,7 @@ from chatstack.gateway.openai_api.responses_api import ResponsesHandler
 from chatstack.gateway.openai_api.schemas import (
     ChatCompletionRequest,
     ConversationCreateRequest,
+    FeedbackRequest,
     ResponseCreateRequest,
 )
 from chatstack.gateway.responses import Responses
@@ -134,6 +135,10 @@ def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthen
     @app.delete("/v1/responses/{response_id}")
     async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
         return await stored.delete(owner(request), response_id)
+
+    @app.post("/v1/responses/{response_id}/feedback")
+    async def response_feedback(response_id: str, body: FeedbackRequest, request: Request) -> dict[str, Any]:
+        return await stored.feedback(owner(request), response_id, body)
 
     @app.post("/v1/conversations")
     async def create_conversation(body: ConversationCreateRequest, request: Request) -> dict[str, Any]:

@@ -14,9 +14,13 @@ from typing import Any
 from chatstack.core.errors import ChatstackError, InvalidRequest, NotFound, http_status_for
 from chatstack.gateway.completions import Completion, CompletionDelta, Completions
 from chatstack.gateway.model import ChatEvent, DeltaEvent, FinalEvent, SessionEvent
-from chatstack.gateway.openai_api.schemas import ConversationCreateRequest, ResponseCreateRequest
+from chatstack.gateway.openai_api.schemas import (
+    ConversationCreateRequest,
+    FeedbackRequest,
+    ResponseCreateRequest,
+)
 from chatstack.gateway.responses import ResponseRef, Responses, StoredExchange
-from chatstack.v1 import common_pb2, session_pb2
+from chatstack.v1 import common_pb2, preference_pb2, session_pb2
 
 ROLE_NAMES = {common_pb2.ROLE_USER: "user", common_pb2.ROLE_ASSISTANT: "assistant",
               common_pb2.ROLE_SYSTEM: "system"}
@@ -205,6 +209,14 @@ class ResponsesHandler:
     async def delete(self, owner: str, response_id: str) -> dict[str, Any]:
         await self.responses.delete(owner, ResponseRef.decode(response_id))
         return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+    async def feedback(self, owner: str, response_id: str, body: FeedbackRequest) -> dict[str, Any]:
+        rating = {"up": preference_pb2.RATING_UP, "down": preference_pb2.RATING_DOWN}.get(
+            body.rating or "", preference_pb2.RATING_UNSPECIFIED)
+        result = await self.responses.feedback(owner, ResponseRef.decode(response_id), rating,
+                                               body.preferred_candidate, body.reason)
+        return {"id": result.event_id, "object": "response.feedback", "response_id": response_id,
+                "replaced": result.replaced}
 
     # -- conversations --------------------------------------------------------------------------
     async def create_conversation(self, owner: str, body: ConversationCreateRequest) -> dict[str, Any]:

@@ -151,6 +151,17 @@ class ResponseCreateRequest(BaseModel):
                            top_p=self.top_p, seed=self.seed, truncate=self.truncation == "auto")
 
 
+class FeedbackRequest(BaseModel):
+    """`POST /v1/responses/{id}/feedback` (chatstack extension): a rating of the response's answer
+    and/or the best-of candidate preferred, with a reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rating: Literal["up", "down"] | None = None
+    preferred_candidate: int | None = Field(None, ge=0, le=64)
+    reason: str = Field("", max_length=2048)
+
+
 class ConversationCreateRequest(BaseModel):
     """`POST /v1/conversations`: system/developer items become the system prompt, user and
     assistant items its first turns."""

@@ -1,0 +1,282 @@
+"""Capturing preference signals while serving (`capture_preferences`): the RLHF data loop.
+
+Each signal becomes a `PreferenceEvent` appended to the session store's preference stream (one
+Redis Stream per deployment, beside the sessions; see `chatstack.session.preference_store`):
+
+- feedback: a user's rating of an assistant turn and/or the best-of candidate they prefer, with
+  a reason (SubmitFeedback, `POST /v1/responses/{id}/feedback`); awaited, so an acknowledged
+  feedback is stored. A later feedback on the same turn replaces the earlier.
+- best_of: every candidate of a best-of-n answer with its reward; `kept` marks the stored one.
+- regenerate: the replaced answer and the new one (kept).
+- edit: the user turn before and after, and the fork holding the edited conversation.
+- undo: the exchange removed.
+
+Implicit signals are written in the background after the chat's answer is stored, with their
+own deadline, so capture adds no latency to a chat and a failed write never fails one; at most
+`max_pending_preference_writes` are in flight (beyond, an event is dropped and counted). Each
+event carries its provenance: the owner (set by the session service), session and turn ids, the
+prompt (system prompt and turns up to the user message), the generator's and reward model's
+names and versions, the sampling settings and the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound
+from chatstack.core.request_context import set_deadline
+from chatstack.gateway.clients import Backends, Messages, SessionClient
+from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.metrics import GatewayMetrics
+from chatstack.gateway.model import Answer, ChatOptions
+from chatstack.v1 import common_pb2, preference_pb2, session_pb2
+
+log = logging.getLogger(__name__)
+
+MAX_REASON_BYTES = 2048
+WRITE_TIMEOUT_SECONDS = 10.0
+KIND_NAMES = {preference_pb2.PREFERENCE_KIND_FEEDBACK: "feedback",
+              preference_pb2.PREFERENCE_KIND_BEST_OF: "best_of",
+              preference_pb2.PREFERENCE_KIND_REGENERATE: "regenerate",
+              preference_pb2.PREFERENCE_KIND_EDIT: "edit", preference_pb2.PREFERENCE_KIND_UNDO: "undo"}
+RATINGS = (preference_pb2.RATING_UP, preference_pb2.RATING_DOWN, preference_pb2.RATING_UNSPECIFIED)
+# Fills in what an event needs read from the session before it is written.
+_Completer = Callable[[SessionClient, preference_pb2.PreferenceEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A user's feedback on an assistant turn."""
+
+    session_id: str
+    turn_id: str
+    rating: int = preference_pb2.RATING_UNSPECIFIED  # a preference_pb2.Rating
+    preferred_candidate: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """The stored feedback event, and whether it replaced an earlier one on the turn."""
+
+    event_id: str
+    replaced: bool
+
+
+def sampling_of(options: ChatOptions, max_tokens: int) -> dict[str, str]:
+    """The sampling settings an event records (only those set)."""
+    fields = {"temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k,
+              "seed": options.seed, "max_tokens": max_tokens or options.max_tokens or None,
+              "best_of": options.best_of if options.best_of > 1 else None}
+    return {k: repr(v) if isinstance(v, float) else str(v) for k, v in fields.items() if v is not None}
+
+
+def conversation(system_prompt: str, turns: Sequence[session_pb2.Turn]) -> list[common_pb2.ChatMessage]:
+    """A system prompt and turns as chat messages."""
+    messages = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=system_prompt)] \
+        if system_prompt else []
+    return messages + [common_pb2.ChatMessage(role=t.role, content=t.content) for t in turns]
+
+
+def _named(model: str, version: str) -> str:
+    return f"{model}@{version}" if version else model
+
+
+def _reward_of(turn: session_pb2.Turn) -> float | None:
+    raw = turn.metadata.get("reward_score")
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
+
+
+class PreferenceRecorder:
+    """Builds and writes preference events (see module docstring)."""
+
+    def __init__(self, config: GatewayConfig, backends: Backends, metrics: GatewayMetrics) -> None:
+        self.enabled = config.capture_preferences
+        self.backends = backends
+        self.metrics = metrics
+        self.limit = config.max_pending_preference_writes
+        self._pending: set[asyncio.Task[None]] = set()
+
+    # -- provenance -------------------------------------------------------------------------
+    async def models(self) -> tuple[str, str]:
+        """`name@version` of the generator and of the reward model."""
+        generator, reward = await asyncio.gather(self.backends.generation.info(), self.backends.reward.info())
+        return _named(generator.model, generator.model_version), _named(reward.model, reward.model_version)
+
+    async def _stamp(self, event: preference_pb2.PreferenceEvent) -> preference_pb2.PreferenceEvent:
+        event.generator_model, event.reward_model = await self.models()
+        event.create_time.GetCurrentTime()
+        return event
+
+    # -- implicit signals (background) --------------------------------------------------------
+    def answered(self, sessions: SessionClient, session_id: str, user_turn_id: str, turn_id: str,
+                 prompt: Messages, answer: Answer, options: ChatOptions, max_tokens: int,
+                 replaced: session_pb2.Turn | None) -> None:
+        """After an answer was stored: its best-of candidates, and the answer it replaced."""
+        if not self.enabled:
+            return
+        sampling = sampling_of(options, max_tokens)
+        if answer.candidates:
+            self._submit(sessions, preference_pb2.PreferenceEvent(
+                kind=preference_pb2.PREFERENCE_KIND_BEST_OF, session_id=session_id, turn_id=turn_id,
+                user_turn_id=user_turn_id, prompt=list(prompt), sampling=sampling, candidates=[
+                    preference_pb2.PreferenceCandidate(
+                        text=c.text, reward=c.reward_score, kept=c.chosen,
+                        turn_id=turn_id if c.chosen else "", completion_tokens=c.completion_tokens)
+                    for c in answer.candidates]))
+        if replaced is not None:
+            new_reward = answer.reward_score if answer.reward_status == "scored" else None
+            self._submit(sessions, preference_pb2.PreferenceEvent(
+                kind=preference_pb2.PREFERENCE_KIND_REGENERATE, session_id=session_id, turn_id=turn_id,
+                user_turn_id=user_turn_id, prompt=list(prompt), sampling=sampling, candidates=[
+                    preference_pb2.PreferenceCandidate(text=replaced.content, reward=_reward_of(replaced),
+                                                       turn_id=replaced.turn_id),
+                    preference_pb2.PreferenceCandidate(text=answer.text, reward=new_reward, kept=True,
+                                                       turn_id=turn_id,
+                                                       completion_tokens=answer.completion_tokens)]))
+
+    def edited(self, sessions: SessionClient, session_id: str, turn_id: str, edited_message: str,
+               fork_id: str, answer_turn_id: str, options: ChatOptions) -> None:
+        """After an edit's answer was stored in the fork: the user turn before and after."""
+        if self.enabled:
+            self._submit(sessions, preference_pb2.PreferenceEvent(
+                kind=preference_pb2.PREFERENCE_KIND_EDIT, session_id=session_id, user_turn_id=turn_id,
+                turn_id=answer_turn_id, edited_message=edited_message, fork_session_id=fork_id,
+                sampling=sampling_of(options, 0)), complete=self._with_original)
+
+    def undone(self, sessions: SessionClient, session_id: str, removed: Sequence[session_pb2.Turn]) -> None:
+        """After an undo: the removed exchange (removed turns top first)."""
+        if not self.enabled or not removed:
+            return
+        answer = next((t for t in removed if t.role == common_pb2.ROLE_ASSISTANT), None)
+        user = next((t for t in removed if t.role == common_pb2.ROLE_USER), None)
+        event = preference_pb2.PreferenceEvent(
+            kind=preference_pb2.PREFERENCE_KIND_UNDO, session_id=session_id,
+            turn_id=answer.turn_id if answer else "", user_turn_id=user.turn_id if user else "")
+        if answer is not None:
+            event.candidates.append(preference_pb2.PreferenceCandidate(
+                text=answer.content, reward=_reward_of(answer), turn_id=answer.turn_id))
+        self._submit(sessions, event, complete=lambda s, e: self._with_history(s, e, user))
+
+    # -- explicit feedback (awaited) ------------------------------------------------------------
+    async def feedback(self, owner: str, fb: Feedback) -> FeedbackResult:
+        """Store a user's feedback on one of their assistant turns (see module docstring)."""
+        if not self.enabled:
+            raise FailedPrecondition("feedback: this deployment does not capture preferences "
+                                     "(gateway setting capture_preferences)")
+        if not fb.session_id:
+            raise InvalidRequest("session_id: empty")
+        if not fb.turn_id:
+            raise InvalidRequest("turn_id: empty")
+        if fb.rating not in RATINGS:
+            raise InvalidRequest(f"rating: {fb.rating} is not a rating")
+        if fb.rating == preference_pb2.RATING_UNSPECIFIED and fb.preferred_candidate is None:
+            raise InvalidRequest("rating: give a rating (up or down) or a preferred_candidate")
+        if len(fb.reason.encode()) > MAX_REASON_BYTES:
+            raise InvalidRequest(f"reason: exceeds the limit of {MAX_REASON_BYTES} bytes")
+        sessions = self.backends.sessions(owner)
+        session, turns = await self._history(sessions, fb.session_id)
+        at = next((i for i, t in enumerate(turns) if t.turn_id == fb.turn_id), None)
+        if at is None or turns[at].role != common_pb2.ROLE_ASSISTANT:
+            raise NotFound(f"turn_id: {fb.turn_id[:40]!r} is not an assistant turn of session "
+                           f"{fb.session_id}")
+        answer = turns[at]
+        if fb.preferred_candidate is not None:
+            count = int(answer.metadata.get("best_of") or 0)
+            if fb.preferred_candidate >= count:
+                raise InvalidRequest(
+                    f"preferred_candidate: {fb.preferred_candidate} is not a candidate of the turn "
+                    f"({count} candidates)" if count else
+                    "preferred_candidate: the turn is not a best-of answer")
+        user = next((t for t in reversed(turns[:at]) if t.role == common_pb2.ROLE_USER), None)
+        event = preference_pb2.PreferenceEvent(
+            kind=preference_pb2.PREFERENCE_KIND_FEEDBACK, session_id=fb.session_id, turn_id=answer.turn_id,
+            user_turn_id=user.turn_id if user else "", prompt=conversation(session.system_prompt, turns[:at]),
+            rating=fb.rating,  # type: ignore[arg-type]  # checked against RATINGS above
+            preferred_candidate=fb.preferred_candidate, reason=fb.reason, candidates=[
+                preference_pb2.PreferenceCandidate(text=answer.content, reward=_reward_of(answer), kept=True,
+                                                   turn_id=answer.turn_id)])
+        try:
+            reply = await sessions.record_preference(await self._stamp(event))
+        except Exception:
+            self.metrics.preference_events.labels("feedback", "failed").inc()
+            raise
+        self.metrics.preference_events.labels("feedback", "recorded").inc()
+        return FeedbackResult(reply.event_id, bool(reply.replaced_event_id))
+
+    # -- plumbing -------------------------------------------------------------------------------
+    @staticmethod
+    async def _history(sessions: SessionClient, session_id: str
+                       ) -> tuple[session_pb2.Session, list[session_pb2.Turn]]:
+        session = await sessions.get(session_id)
+        turns: list[session_pb2.Turn] = []
+        token = ""
+        while True:
+            page = await sessions.turns(session_id, 500, token)
+            turns += page.turns
+            token = page.next_page_token
+            if not token:
+                return session, turns
+
+    async def _with_original(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent) -> None:
+        """An edit's original message and prompt: the edited session up to the edited turn."""
+        session, turns = await self._history(sessions, event.session_id)
+        at = next((i for i, t in enumerate(turns) if t.turn_id == event.user_turn_id), len(turns))
+        if at < len(turns):
+            event.original_message = turns[at].content
+        event.prompt.extend(conversation(session.system_prompt, turns[:at]))
+
+    async def _with_history(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent,
+                            user: session_pb2.Turn | None) -> None:
+        """An undo's prompt: the session as it is after the undo, plus the removed user turn."""
+        session, turns = await self._history(sessions, event.session_id)
+        event.prompt.extend(conversation(session.system_prompt, turns))
+        if user is not None:
+            event.prompt.append(common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=user.content))
+
+    def _submit(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent,
+                complete: _Completer | None = None) -> None:
+        kind = KIND_NAMES[event.kind]
+        if len(self._pending) >= self.limit:
+            self.metrics.preference_events.labels(kind, "dropped").inc()
+            return
+        context = contextvars.copy_context()  # the request id for logs; a deadline of its own
+        context.run(set_deadline, WRITE_TIMEOUT_SECONDS)
+        task = asyncio.get_running_loop().create_task(self._write(sessions, event, kind, complete),
+                                                      context=context)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent, kind: str,
+                     complete: _Completer | None) -> None:
+        try:
+            if complete is not None:
+                await complete(sessions, event)
+            await sessions.record_preference(await self._stamp(event))
+            outcome = "recorded"
+        except NotFound:
+            outcome = "gone"  # the session was deleted first
+        except asyncio.CancelledError:
+            self.metrics.preference_events.labels(kind, "failed").inc()
+            raise
+        except Exception as exc:
+            log.warning("recording a %s preference event on %s failed: %s", kind, event.session_id, exc)
+            outcome = "failed"
+        self.metrics.preference_events.labels(kind, outcome).inc()
+
+    async def close(self, grace_seconds: float) -> None:
+        """Let pending writes finish within `grace_seconds`, then cancel the rest."""
+        if not self._pending:
+            return
+        _, late = await asyncio.wait(set(self._pending), timeout=grace_seconds)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
