@@ -90,16 +90,24 @@ def generation_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, i
 REWARD_SERVICE = REWARD.proto_service
 
 
+def start_reward_service(model_dir: Path, log_dir: Path, name: str = "reward"
+                         ) -> tuple[ManagedProcess, str, int]:
+    """Start the reward service (vLLM's pooling runner) on `model_dir`; returns (process,
+    address, metrics port)."""
+    port, metrics_port = free_port(), free_port()
+    proc = start_grpc_service(
+        name, "reward", port, metrics_port, log_dir,
+        ("--model", str(model_dir), *TINY_ENGINE_FLAGS, *engine_placement_flags(1), "--max-candidates", "8",
+         "--max-batch-items", "64", "--max-model-len", "512", "--log-level", "WARNING"),
+        health_service=REWARD_SERVICE, timeout=300)
+    return proc, f"127.0.0.1:{port}", metrics_port
+
+
 @pytest.fixture(scope="session")
 def reward_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, int]]:
     """One reward service (vLLM pooling runner on the tiny reward model) for the session."""
-    port, metrics_port = free_port(), free_port()
-    proc = start_grpc_service(
-        "reward", "reward", port, metrics_port, log_dir,
-        ("--model", str(models_dir / "reward"), *TINY_ENGINE_FLAGS, *engine_placement_flags(1), "--max-candidates", "8",
-         "--max-batch-items", "64", "--max-model-len", "512", "--log-level", "WARNING"),
-        health_service=REWARD_SERVICE, timeout=300)
-    yield f"127.0.0.1:{port}", metrics_port
+    proc, address, metrics_port = start_reward_service(models_dir / "reward", log_dir)
+    yield address, metrics_port
     assert proc.stop(60) == 0, proc.tail()
 
 
