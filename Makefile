@@ -91,7 +91,7 @@ lint: venv  ## ruff and mypy
 	$(VENV)/bin/mypy
 
 test: setup check-protos lint  ## every check, then the whole test suite
-	CHATSTACK_TEST_MODELS_DIR=$(MODELS_DIR) $(VENV)/bin/pytest -ra -q
+	CHATSTACK_TEST_MODELS_DIR=$(MODELS_DIR) $(VENV)/bin/pytest -ra -q --durations=15
 
 test-unit: setup  ## fast tests only
 	$(VENV)/bin/pytest -q -m "not integration"
