@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -11,7 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from chatstack.core.process import wait_until
+from chatstack.core.cpu_placement import engine_cpus
+from chatstack.core.process import ManagedProcess, wait_until
+from chatstack.local_stack import engine_cores
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.integration.conftest import start_generation_service
 from tests.polling import await_until
@@ -262,19 +265,39 @@ def test_repeated_prompt_is_served_from_the_prefix_cache(
     assert answers[1] == answers[0], "the reused KV gives the answer a recomputed one gave"
 
 
+@pytest.fixture(scope="module")
+def second_engine(models_dir: Path, log_dir: Path) -> Iterator[tuple[ManagedProcess, str]]:
+    """A second generation service, started once for the settings the shared one leaves at their
+    defaults: deltas every 4 tokens (--stream-interval 4), and its own threads off the cores of
+    its engine's worker (--frontend-off-engine-cores; the shared fixtures turn it off, their two
+    engines covering every core, see local_stack.engine_placement)."""
+    proc, address, _ = start_generation_service(models_dir / "lm", log_dir, "--stream-interval", "4",
+                                                "--frontend-off-engine-cores", name="generation-second")
+    yield proc, address
+    assert proc.stop(60) == 0, proc.tail()
+
+
 def test_stream_interval_sends_the_first_token_at_once_then_every_k(
-    stub: generation_pb2_grpc.GenerationServiceStub, models_dir: Path, log_dir: Path
+    stub: generation_pb2_grpc.GenerationServiceStub, second_engine: tuple[ManagedProcess, str]
 ) -> None:
     request = ids_prompt(max_tokens=13, temperature=0.0, ignore_eos=True)
-    proc, address, _ = start_generation_service(models_dir / "lm", log_dir, "--stream-interval", "4",
-                                                name="generation-interval-4")
-    try:
-        with grpc.insecure_channel(address) as channel:
-            deltas, final = stream_all(generation_pb2_grpc.GenerationServiceStub(channel), request)
-    finally:
-        assert proc.stop(60) == 0, proc.tail()
+    with grpc.insecure_channel(second_engine[1]) as channel:
+        deltas, final = stream_all(generation_pb2_grpc.GenerationServiceStub(channel), request)
     per_token, per_token_final = stream_all(stub, request)
     assert [len(d.token_ids) for d in per_token] == [1] * 13
     assert [len(d.token_ids) for d in deltas] == [1, 4, 4, 4]
     assert [t for d in deltas for t in d.token_ids] == list(per_token_final.choices[0].token_ids)
     assert "".join(d.text for d in deltas) == final.choices[0].text == per_token_final.choices[0].text
+
+
+def test_service_threads_stay_off_the_cores_its_engine_worker_is_bound_to(
+        second_engine: tuple[ManagedProcess, str]) -> None:
+    if engine_cores(0) == "auto":
+        pytest.skip("needs at least 2 allowed CPUs")
+    worker_cores = {int(c) for c in engine_cores(0).split(",")}
+    proc = second_engine[0].proc
+    assert proc is not None
+    pid = proc.pid
+    assert engine_cpus(pid) == worker_cores
+    placements = {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
+    assert placements == {frozenset(os.sched_getaffinity(0)) - worker_cores}

@@ -9,6 +9,7 @@ every call it makes carries that owner.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -173,6 +174,17 @@ class SessionClient:
         """A page of turns, oldest first."""
         return await self._call("ListTurns", session_pb2.ListTurnsRequest(
             session_id=session_id, page_size=page_size, page_token=page_token))
+
+    async def all_turns(self, session_id: str) -> builtins.list[session_pb2.Turn]:
+        """Every turn of a session, oldest first (all pages)."""
+        turns: builtins.list[session_pb2.Turn] = []
+        token = ""
+        while True:
+            page = await self.turns(session_id, 500, token)
+            turns += page.turns
+            token = page.next_page_token
+            if not token:
+                return turns
 
     async def annotate(self, session_id: str, turn_id: str, metadata: dict[str, str]) -> session_pb2.Turn:
         """Merge metadata into a stored turn (the version does not change)."""

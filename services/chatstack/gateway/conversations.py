@@ -46,15 +46,7 @@ class Conversations:
 
     async def all_turns(self, owner: str, session_id: str) -> list[session_pb2.Turn]:
         """Every turn of a session, oldest first."""
-        sessions = self.backends.sessions(owner)
-        turns: list[session_pb2.Turn] = []
-        token = ""
-        while True:
-            page = await sessions.turns(session_id, 500, token)
-            turns += page.turns
-            token = page.next_page_token
-            if not token:
-                return turns
+        return await self.backends.sessions(owner).all_turns(session_id)
 
     def sessions(self, owner: str) -> SessionClient:
         """The session service as `owner` (GetSession, ListSessions, DeleteSession pass through)."""

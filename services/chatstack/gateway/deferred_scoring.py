@@ -13,11 +13,10 @@ shutdown the pending scorings get a grace period, then are cancelled.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 
+from chatstack.core.background import BackgroundTasks
 from chatstack.core.errors import NotFound
-from chatstack.core.request_context import set_deadline
 from chatstack.gateway.clients import Messages, RewardClient, SessionClient
 from chatstack.gateway.metrics import GatewayMetrics
 
@@ -31,23 +30,14 @@ class DeferredScorer:
                  timeout_seconds: float) -> None:
         self.reward = reward
         self.metrics = metrics
-        self.limit = limit
-        self.timeout_seconds = timeout_seconds
-        self._pending: set[asyncio.Task[None]] = set()
+        self.tasks = BackgroundTasks(limit, timeout_seconds)
 
     def submit(self, sessions: SessionClient, session_id: str, turn_id: str,
                conversation: Messages, response: str) -> bool:
         """Score `response` and annotate its turn later; False if too many are pending."""
-        if len(self._pending) >= self.limit:
+        if not self.tasks.start(self._score(sessions, session_id, turn_id, list(conversation), response)):
             self.metrics.deferred_scores.labels("dropped").inc()
             return False
-        # The task keeps the request id for its logs, with its own deadline (not the RPC's).
-        context = contextvars.copy_context()
-        context.run(set_deadline, self.timeout_seconds)
-        task = asyncio.get_running_loop().create_task(
-            self._score(sessions, session_id, turn_id, list(conversation), response), context=context)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
         return True
 
     async def _score(self, sessions: SessionClient, session_id: str, turn_id: str,
@@ -68,10 +58,4 @@ class DeferredScorer:
 
     async def close(self, grace_seconds: float) -> None:
         """Let pending scorings finish within `grace_seconds`, then cancel the rest."""
-        if not self._pending:
-            return
-        _, late = await asyncio.wait(set(self._pending), timeout=grace_seconds)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.gather(*late, return_exceptions=True)
+        await self.tasks.close(grace_seconds)

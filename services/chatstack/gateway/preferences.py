@@ -22,13 +22,12 @@ names and versions, the sampling settings and the time.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from chatstack.core.background import BackgroundTasks
 from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound
-from chatstack.core.request_context import set_deadline
 from chatstack.gateway.clients import Backends, Messages, SessionClient
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.metrics import GatewayMetrics
@@ -101,8 +100,7 @@ class PreferenceRecorder:
         self.enabled = config.capture_preferences
         self.backends = backends
         self.metrics = metrics
-        self.limit = config.max_pending_preference_writes
-        self._pending: set[asyncio.Task[None]] = set()
+        self.tasks = BackgroundTasks(config.max_pending_preference_writes, WRITE_TIMEOUT_SECONDS)
 
     # -- provenance -------------------------------------------------------------------------
     async def models(self) -> tuple[str, str]:
@@ -215,15 +213,7 @@ class PreferenceRecorder:
     @staticmethod
     async def _history(sessions: SessionClient, session_id: str
                        ) -> tuple[session_pb2.Session, list[session_pb2.Turn]]:
-        session = await sessions.get(session_id)
-        turns: list[session_pb2.Turn] = []
-        token = ""
-        while True:
-            page = await sessions.turns(session_id, 500, token)
-            turns += page.turns
-            token = page.next_page_token
-            if not token:
-                return session, turns
+        return await sessions.get(session_id), await sessions.all_turns(session_id)
 
     async def _with_original(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent) -> None:
         """An edit's original message and prompt: the edited session up to the edited turn."""
@@ -244,15 +234,8 @@ class PreferenceRecorder:
     def _submit(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent,
                 complete: _Completer | None = None) -> None:
         kind = KIND_NAMES[event.kind]
-        if len(self._pending) >= self.limit:
+        if not self.tasks.start(self._write(sessions, event, kind, complete)):
             self.metrics.preference_events.labels(kind, "dropped").inc()
-            return
-        context = contextvars.copy_context()  # the request id for logs; a deadline of its own
-        context.run(set_deadline, WRITE_TIMEOUT_SECONDS)
-        task = asyncio.get_running_loop().create_task(self._write(sessions, event, kind, complete),
-                                                      context=context)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
 
     async def _write(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent, kind: str,
                      complete: _Completer | None) -> None:
@@ -273,10 +256,4 @@ class PreferenceRecorder:
 
     async def close(self, grace_seconds: float) -> None:
         """Let pending writes finish within `grace_seconds`, then cancel the rest."""
-        if not self._pending:
-            return
-        _, late = await asyncio.wait(set(self._pending), timeout=grace_seconds)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.gather(*late, return_exceptions=True)
+        await self.tasks.close(grace_seconds)
