@@ -1,7 +1,9 @@
 """`chatstack chat`: an interactive terminal client of the gateway.
 
 Type a message to chat. Commands: /new [system prompt], /regenerate, /undo,
-/edit N <new text> (N = the user message number shown by /history), /history, /quit.
+/edit N <new text> (N = the user message number shown by /history), /history, /quit, and the
+feedback on the last answer (when the deployment captures preferences): /good [reason],
+/bad [reason], /prefer N [reason] (N = a best-of candidate, 1-based, as the summary lists them).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import grpc
 
 from chatstack.catalog import GATEWAY
 from chatstack.client import ChatClient, ChatResult
-from chatstack.v1 import common_pb2
+from chatstack.v1 import common_pb2, preference_pb2
 
-HELP = "commands: /new [system prompt]  /regenerate  /undo  /edit N <text>  /history  /quit"
+HELP = ("commands: /new [system prompt]  /regenerate  /undo  /edit N <text>  /history  /quit\n"
+        "feedback on the last answer: /good [reason]  /bad [reason]  /prefer N [reason]")
 
 
 def _print_delta(text: str) -> None:
@@ -48,13 +51,32 @@ class ChatRepl:
         self.options = options
         self.system_prompt = system_prompt
         self.session_id = ""
+        self.last_answer = ""  # the assistant turn feedback is about
 
     def answer(self, call: Any) -> None:
         started = time.perf_counter()
         sys.stdout.write("assistant> ")
         result: ChatResult = call(on_delta=_print_delta)
         self.session_id = result.session_id or self.session_id
+        self.last_answer = result.assistant_turn_id
         print(f"\n{_summary(result, started)}")
+
+    def feedback(self, command: str, rest: str) -> None:
+        """/good, /bad or /prefer N on the last answer."""
+        if not self.last_answer:
+            print("(no answer to rate yet)")
+            return
+        rating, preferred = preference_pb2.RATING_UNSPECIFIED, None
+        if command == "/prefer":
+            number, _, rest = rest.strip().partition(" ")
+            if not number.isdigit() or int(number) < 1:
+                print("usage: /prefer N [reason]  (N: a best-of candidate, from 1)")
+                return
+            preferred = int(number) - 1
+        else:
+            rating = preference_pb2.RATING_UP if command == "/good" else preference_pb2.RATING_DOWN
+        reply = self.client.feedback(self.session_id, self.last_answer, rating, preferred, rest.strip())
+        print("(feedback replaced)" if reply.replaced else "(feedback recorded)")
 
     def user_turns(self) -> list[Any]:
         if not self.session_id:
@@ -79,7 +101,10 @@ class ChatRepl:
                                                                 **self.options))
         elif command == "/undo":
             removed = self.client.undo(self.session_id).removed_turns
+            self.last_answer = ""
             print(f"(removed {len(removed)} turn(s))")
+        elif command in ("/good", "/bad", "/prefer"):
+            self.feedback(command, rest)
         elif command == "/history":
             system, turns = self.client.history(self.session_id) if self.session_id else ("", [])
             if system:

@@ -98,7 +98,8 @@ def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[Lo
                                      *TINY_ENGINE_FLAGS, *engine_placement_flags(0))),
         LocalService.of(REWARD, ("--model", str(models_dir / "reward"), *TINY_ENGINE_FLAGS,
                                  *engine_placement_flags(1))),
-        LocalService.of(GATEWAY, ("--api-keys-file", str(keys_file), "--http-port", str(GATEWAY_HTTP_PORT))),
+        LocalService.of(GATEWAY, ("--api-keys-file", str(keys_file), "--http-port", str(GATEWAY_HTTP_PORT),
+                                  "--capture-preferences")),
     ]
 
 
@@ -208,7 +209,9 @@ def supervise(run: Path, redis_port: int, services: ServiceList) -> int:
         say(f"chatstack is up (logs in {run / 'logs'}); Ctrl-C stops all")
         say(f"dev API key: {key}\n  chat: .venv/bin/chatstack chat --api-key $(cat {run / 'dev-api-key'})\n"
             f"  OpenAI API: http://127.0.0.1:{GATEWAY_HTTP_PORT}/v1 "
-            "(OPENAI_BASE_URL; OPENAI_API_KEY = the dev key)")
+            "(OPENAI_BASE_URL; OPENAI_API_KEY = the dev key)\n"
+            "  preferences (captured here): .venv/bin/chatstack preferences export "
+            f"--out {run / 'pairs.jsonl'}")
         while not stop.requested and all(p.alive() for p in started):
             time.sleep(0.5)
         dead = [p.name for p in started if not p.alive()]

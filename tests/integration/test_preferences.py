@@ -212,3 +212,18 @@ def _pairs(session_address: str, tmp: Path, **filters: object) -> list[dict]:
     out = tmp / "pairs.jsonl"
     export(ExportSettings(session_address, out, "pairs", **filters))  # type: ignore[arg-type]
     return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_the_chat_repl_rates_its_last_answer(alice: ChatClient, session_service: tuple[str, int],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from chatstack.chat_cli import ChatRepl
+
+    repl = ChatRepl(alice, {"max_tokens": 8, "best_of": 2, "temperature": 1.0}, "")
+    repl.handle("/good")
+    assert "(no answer to rate yet)" in capsys.readouterr().out
+    repl.handle("ka to")
+    repl.handle("/bad rambles")
+    repl.handle("/prefer 2 the other one")
+    assert capsys.readouterr().out.endswith("(feedback recorded)\n(feedback replaced)\n")
+    [event] = events_of(session_service[0], repl.session_id, K.PREFERENCE_KIND_FEEDBACK)
+    assert (event.turn_id, event.preferred_candidate, event.reason) == (repl.last_answer, 1, "the other one")
