@@ -13,13 +13,17 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chatstack.core.retry_policy import retry_channel_options
 from tests.fuzz.domain import FuzzCall, Rpc, health_name
 from tests.fuzz.protobuf_strategies import message_class
 
 # Deadlines per service: generous for the model services on 2 cores, short for the rest.
 DEADLINES = {"tokenizer": 10.0, "session": 10.0, "reward": 20.0, "generation": 30.0, "chat": 30.0}
 DEADLINE_SLACK = 2.0
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+# As a well-behaved client: read-only calls that race a server's max-connection-age GOAWAY are
+# retried (chatstack.core.retry_policy), so such a race is not reported as an outage.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20),
+                   *retry_channel_options()]
 
 
 @dataclass

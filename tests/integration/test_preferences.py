@@ -227,3 +227,24 @@ def test_the_chat_repl_rates_its_last_answer(alice: ChatClient, session_service:
     assert capsys.readouterr().out.endswith("(feedback recorded)\n(feedback replaced)\n")
     [event] = events_of(session_service[0], repl.session_id, K.PREFERENCE_KIND_FEEDBACK)
     assert (event.turn_id, event.preferred_candidate, event.reason) == (repl.last_answer, 1, "the other one")
+
+
+@pytest.mark.parametrize("request_", [
+    session_pb2.ExportPreferencesRequest(kinds=[2145]),  # type: ignore[list-item]
+    session_pb2.ExportPreferencesRequest(since={"seconds": 1, "nanos": 1_542_989_656}),
+    session_pb2.ExportPreferencesRequest(after_event_id="99999999999999999999999-0"),
+    session_pb2.ExportPreferencesRequest(after_event_id="١٢٣-0"),  # digits, not ASCII ones
+], ids=["unknown-kind", "bad-nanos", "id-beyond-uint64", "non-ascii-digits"])
+def test_export_refuses_what_is_not_a_filter(session_stub: session_pb2_grpc.SessionServiceStub,
+                                             request_: session_pb2.ExportPreferencesRequest) -> None:
+    assert code_of(lambda: list(session_stub.ExportPreferences(request_, timeout=10))) \
+        == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("kind", [0, 99, -1])
+def test_record_refuses_an_unknown_kind(session_stub: session_pb2_grpc.SessionServiceStub, kind: int) -> None:
+    md = (("x-chatstack-owner", "dave"),)
+    sid = session_stub.CreateSession(session_pb2.CreateSessionRequest(), metadata=md, timeout=10).session.session_id
+    request = session_pb2.RecordPreferenceRequest(event=Event(kind=kind, session_id=sid))  # type: ignore[arg-type]
+    assert code_of(session_stub.RecordPreference, request, metadata=md, timeout=10) \
+        == grpc.StatusCode.INVALID_ARGUMENT

@@ -18,8 +18,15 @@ from chatstack.client import ChatClient
 from chatstack.core.process import free_port, wait_until
 from chatstack.core.redis_process import RedisProcess
 from chatstack.gateway.auth import hash_key
+from chatstack.preferences.export import ExportSettings, read_events
 from chatstack.serve.local import local_app_args
-from chatstack.v1 import generation_pb2, generation_pb2_grpc, tokenizer_pb2, tokenizer_pb2_grpc
+from chatstack.v1 import (
+    generation_pb2,
+    generation_pb2_grpc,
+    preference_pb2,
+    tokenizer_pb2,
+    tokenizer_pb2_grpc,
+)
 
 pytestmark = pytest.mark.integration
 KEY = "serve-test-key"
@@ -70,6 +77,7 @@ def serve_stack(serve_instance: Proxies, models_dir: Path, tmp_path_factory: pyt
     small = {"num_cpus": 0.1, "num_gpus": 0}
     one = {"min_replicas": 1, "max_replicas": 1}
     args = local_app_args(models_dir, redis.url, {"api_keys": f"alice:{hash_key(KEY)}"})
+    args["gateway"]["capture_preferences"] = True
     try:
         serve.run_many([  # deploy all five at once; the engines load in parallel
             serve.RunTarget(apps.DEPLOYMENTS[name].options(ray_actor_options=small, autoscaling_config=one)
@@ -149,6 +157,21 @@ def test_the_openai_api_through_serves_http_proxy(serve_stack: Proxies) -> None:
     with openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0) as intruder, \
             pytest.raises(openai.AuthenticationError):
         intruder.models.list()
+
+
+def test_preferences_are_captured_and_exported_through_serve(serve_stack: Proxies) -> None:
+    """Feedback and a best-of event written through the handles, read back by the export through
+    Serve's gRPC proxy (`application: session`)."""
+    with ChatClient(f"127.0.0.1:{serve_stack.grpc}", KEY, timeout=120, application="gateway") as client:
+        answer = client.chat("ka to", max_tokens=8, best_of=2, temperature=1.0)
+        client.feedback(answer.session_id, answer.assistant_turn_id, preference_pb2.RATING_UP, reason="ok")
+    settings = ExportSettings(f"127.0.0.1:{serve_stack.grpc}", Path("-"), owner="alice", application="session")
+
+    def kinds() -> set[int]:
+        return {e.kind for e in read_events(settings) if e.session_id == answer.session_id}
+
+    wait_until(lambda: kinds() == {preference_pb2.PREFERENCE_KIND_BEST_OF, preference_pb2.PREFERENCE_KIND_FEEDBACK},
+               60, "the best-of and feedback events", interval=0.2)
 
 
 def replicas(app: str, deployment: str) -> int:

@@ -17,6 +17,7 @@ import grpc
 from chatstack.catalog import GENERATION, REWARD, SESSION, TOKENIZER
 from chatstack.core import errors
 from chatstack.core.request_context import OWNER_KEY, downstream_metadata, remaining_seconds
+from chatstack.core.retry_policy import retry_channel_options
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.replicas.discovery import parse_target
 from chatstack.gateway.replicas.replica_set import BackendMetrics, ReplicaSet
@@ -66,6 +67,8 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # Reconnect quickly after a backend restarts instead of backing off for up to 120 s.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
+    # Read-only calls that race a backend's max-connection-age GOAWAY are retried once.
+    *retry_channel_options(),
 ]
 
 

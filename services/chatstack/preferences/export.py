@@ -36,6 +36,7 @@ class ExportSettings:
     kinds: Sequence[str] = ()
     min_margin: float = 0.0
     timeout_seconds: float = 300.0
+    application: str = ""  # the Serve application, when session_address is Ray Serve's gRPC proxy
 
 
 @dataclass
@@ -74,7 +75,8 @@ def read_events(settings: ExportSettings) -> Iterator[preference_pb2.PreferenceE
         request.since.CopyFrom(Timestamp(seconds=start // 1000, nanos=(start % 1000) * 1_000_000))
     with grpc.insecure_channel(settings.session_address) as channel:
         stub = session_pb2_grpc.SessionServiceStub(channel)
-        for reply in stub.ExportPreferences(request, timeout=settings.timeout_seconds):
+        metadata = (("application", settings.application),) if settings.application else ()
+        for reply in stub.ExportPreferences(request, timeout=settings.timeout_seconds, metadata=metadata):
             yield reply.event
 
 

@@ -20,6 +20,7 @@ from chatstack.session.metrics import SessionMetrics
 from chatstack.session.store import RedisSessionStore
 
 KINDS = ("feedback", "best_of", "regenerate", "edit", "undo")
+_MAX_ID_PART = 2**64 - 1  # each part of a stream id is an unsigned 64-bit integer
 _EXPORT_BATCH = 500
 
 
@@ -77,6 +78,8 @@ class PreferenceStore:
         start = f"({after_event_id}" if after_event_id else "-"
         if after_event_id:
             _check_stream_id(after_event_id)
+        if since_ms > _MAX_ID_PART or after_event_id == f"{_MAX_ID_PART}-{_MAX_ID_PART}":
+            return  # later than any stream id
         if since_ms and (not after_event_id or int(after_event_id.split("-")[0]) < since_ms):
             start = f"{since_ms}-0"
         sent = 0
@@ -106,7 +109,8 @@ class PreferenceStore:
 
 def _check_stream_id(value: str) -> None:
     ms, _, seq = value.partition("-")
-    if not ms.isdigit() or (seq and not seq.isdigit()):
+    if not (ms.isascii() and ms.isdigit()) or (seq and not (seq.isascii() and seq.isdigit())) \
+            or int(ms) > _MAX_ID_PART or (seq and int(seq) > _MAX_ID_PART):
         raise InvalidRequest(f"after_event_id: {value[:40]!r} is not a stream id (<milliseconds>-<sequence>)")
 
 

@@ -115,7 +115,13 @@ class Preferences(Protocol):
                kinds: Collection[str] = (), limit: int = 0) -> AsyncGenerator[StoredPreference]: ...
 
 
+KNOWN_KINDS = frozenset(v for v in preference_pb2.PreferenceKind.values() if v)
+
+
 def _kind_name(kind: int) -> str:
+    """'best_of' for PREFERENCE_KIND_BEST_OF; '' for UNSPECIFIED or a value the enum lacks."""
+    if kind not in KNOWN_KINDS:
+        return ""
     return preference_pb2.PreferenceKind.Name(kind).removeprefix("PREFERENCE_KIND_").lower()
 
 
@@ -225,7 +231,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         event.owner, event.event_id = owner, ""
         if not event.HasField("create_time"):
             event.create_time.GetCurrentTime()
-        kind = _kind_name(event.kind) if event.kind != preference_pb2.PREFERENCE_KIND_UNSPECIFIED else ""
+        kind = _kind_name(event.kind)
         recorded = await self.preferences.record(owner, event.session_id, kind, event.turn_id,
                                                  event.SerializeToString())
         return session_pb2.RecordPreferenceResponse(event_id=recorded.event_id,
@@ -235,12 +241,16 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                                 context: grpc.aio.ServicerContext
                                 ) -> AsyncIterator[session_pb2.ExportPreferencesResponse]:
         """Stored preference events, oldest first, filtered."""
-        if any(k == preference_pb2.PREFERENCE_KIND_UNSPECIFIED for k in request.kinds):
-            raise InvalidRequest("kinds: PREFERENCE_KIND_UNSPECIFIED is not a kind")
-        since_ms = request.since.ToMilliseconds() if request.HasField("since") else 0
+        kinds = [_kind_name(k) for k in request.kinds]
+        if "" in kinds:
+            at = kinds.index("")
+            raise InvalidRequest(f"kinds[{at}]: {request.kinds[at]} is not a preference kind")
+        since = request.since
+        if request.HasField("since") and (since.seconds < 0 or not 0 <= since.nanos < 1_000_000_000):
+            raise InvalidRequest("since: not a valid timestamp (seconds >= 0, nanos in [0, 1e9))")
+        since_ms = since.ToMilliseconds() if request.HasField("since") else 0
         async with aclosing(self.preferences.export(
-                request.after_event_id, since_ms, request.owner, [_kind_name(k) for k in request.kinds],
-                request.limit)) as events:
+                request.after_event_id, since_ms, request.owner, kinds, request.limit)) as events:
             async for stored in events:
                 event = preference_pb2.PreferenceEvent.FromString(stored.payload)
                 event.event_id = stored.event_id
