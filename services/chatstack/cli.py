@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     exp.add_argument("--kinds", default="", help="comma-separated: feedback,best_of,regenerate,edit,undo")
     exp.add_argument("--min-margin", type=float, default=0.0,
                      help="drop reward-model pairs whose reward margin is below this")
+    exp.add_argument("--operator", default="operator",
+                     help="who exports (the identity the session service logs with the export)")
     exp.add_argument("--application", default="",
                      help="Ray Serve application (session) when --session-address is Serve's gRPC proxy")
     sub.add_parser("serve", help="run one service: chatstack serve tokenizer --port ...")
@@ -114,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             report = export(ExportSettings(
                 args.session_address, Path(args.out), args.format, args.since, args.owner,
-                [k for k in args.kinds.split(",") if k], args.min_margin, application=args.application))
+                [k for k in args.kinds.split(",") if k], args.min_margin, application=args.application,
+                operator=args.operator))
         except ValueError as exc:
             print(f"chatstack preferences export: {exc}", file=sys.stderr)
             return 2

@@ -203,7 +203,11 @@ def test_responses_get_delete_and_owners(client: openai.OpenAI, model: str,
     client.responses.delete(second.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(second.id)
-    assert client.responses.retrieve(first.id).output_text == first.output_text
+    stored = client.responses.retrieve(first.id)
+    assert stored.output_text == first.output_text
+    assert stored.usage is not None and first.usage is not None
+    assert (stored.usage.input_tokens, stored.usage.output_tokens) == (first.usage.input_tokens,
+                                                                       first.usage.output_tokens)
     client.conversations.delete(first.conversation.id)  # type: ignore[union-attr]
     with pytest.raises(openai.NotFoundError):
         client.conversations.retrieve(first.conversation.id)  # type: ignore[union-attr]

@@ -237,8 +237,15 @@ def test_the_chat_repl_rates_its_last_answer(alice: ChatClient, session_service:
 ], ids=["unknown-kind", "bad-nanos", "id-beyond-uint64", "non-ascii-digits"])
 def test_export_refuses_what_is_not_a_filter(session_stub: session_pb2_grpc.SessionServiceStub,
                                              request_: session_pb2.ExportPreferencesRequest) -> None:
-    assert code_of(lambda: list(session_stub.ExportPreferences(request_, timeout=10))) \
+    operator = (("x-chatstack-owner", "operator"),)
+    assert code_of(lambda: list(session_stub.ExportPreferences(request_, metadata=operator, timeout=10))) \
         == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_export_needs_the_callers_identity(session_stub: session_pb2_grpc.SessionServiceStub) -> None:
+    request = session_pb2.ExportPreferencesRequest()
+    assert code_of(lambda: list(session_stub.ExportPreferences(request, timeout=10))) \
+        == grpc.StatusCode.UNAUTHENTICATED
 
 
 @pytest.mark.parametrize("kind", [0, 99, -1])

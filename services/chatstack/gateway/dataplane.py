@@ -267,7 +267,8 @@ class ChatDataPlane:
         version = ex.version
         if ex.replaced is not None:
             version = (await ex.sessions.pop(ex.undo.session_id, version)).version
-        metadata = {"finish_reason": common_pb2.FinishReason.Name(answer.finish_reason)}
+        metadata = {"finish_reason": common_pb2.FinishReason.Name(answer.finish_reason),
+                    "prompt_tokens": str(len(ex.prompt.ids))}  # the window the answer was made from
         if answer.reward_status == "scored":
             metadata["reward_score"] = repr(answer.reward_score)
         if answer.candidates:

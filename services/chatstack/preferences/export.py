@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from chatstack.core.request_context import OWNER_KEY
 from chatstack.preferences import rules
 from chatstack.v1 import preference_pb2, session_pb2, session_pb2_grpc
 
@@ -37,6 +38,7 @@ class ExportSettings:
     min_margin: float = 0.0
     timeout_seconds: float = 300.0
     application: str = ""  # the Serve application, when session_address is Ray Serve's gRPC proxy
+    operator: str = "operator"  # who exports: the identity the session service logs
 
 
 @dataclass
@@ -75,7 +77,8 @@ def read_events(settings: ExportSettings) -> Iterator[preference_pb2.PreferenceE
         request.since.CopyFrom(Timestamp(seconds=start // 1000, nanos=(start % 1000) * 1_000_000))
     with grpc.insecure_channel(settings.session_address) as channel:
         stub = session_pb2_grpc.SessionServiceStub(channel)
-        metadata = (("application", settings.application),) if settings.application else ()
+        metadata = ((OWNER_KEY, settings.operator),) + (
+            (("application", settings.application),) if settings.application else ())
         for reply in stub.ExportPreferences(request, timeout=settings.timeout_seconds, metadata=metadata):
             yield reply.event
 

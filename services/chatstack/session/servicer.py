@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from contextlib import aclosing
 from typing import Protocol
@@ -27,6 +28,7 @@ from chatstack.session.model import (
 from chatstack.session.preference_store import Recorded, StoredPreference
 from chatstack.v1 import preference_pb2, session_pb2, session_pb2_grpc
 
+log = logging.getLogger(__name__)
 DEFAULT_SESSION_PAGE, MAX_SESSION_PAGE = 50, 500
 DEFAULT_TURN_PAGE, MAX_TURN_PAGE = 100, 1000
 
@@ -240,7 +242,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def ExportPreferences(self, request: session_pb2.ExportPreferencesRequest,
                                 context: grpc.aio.ServicerContext
                                 ) -> AsyncIterator[session_pb2.ExportPreferencesResponse]:
-        """Stored preference events, oldest first, filtered."""
+        """Stored preference events, oldest first, filtered (an operator's export: the caller's
+        identity is required and logged; it does not scope the events, `request.owner` does)."""
+        operator = owner_of(context)
         kinds = [_kind_name(k) for k in request.kinds]
         if "" in kinds:
             at = kinds.index("")
@@ -249,6 +253,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         if request.HasField("since") and (since.seconds < 0 or not 0 <= since.nanos < 1_000_000_000):
             raise InvalidRequest("since: not a valid timestamp (seconds >= 0, nanos in [0, 1e9))")
         since_ms = since.ToMilliseconds() if request.HasField("since") else 0
+        log.info("preference export by %s (owner %r, kinds %s, after %r)", operator, request.owner or "*",
+                 ",".join(kinds) or "*", request.after_event_id)
         async with aclosing(self.preferences.export(
                 request.after_event_id, since_ms, request.owner, kinds, request.limit)) as events:
             async for stored in events:

@@ -213,7 +213,8 @@ class SessionServiceServicer:
 
     def ExportPreferences(self, request, context):
         """Stream stored preference events, oldest first, of every owner or one: the operator's export
-        (`chatstack preferences export`); the gateway does not expose it.
+        (`chatstack preferences export`); the gateway does not expose it. It needs the caller's
+        identity like every RPC here (the operator's, logged with the export), not an event owner's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -200,10 +200,12 @@ class ResponsesHandler:
         """A stored response."""
         exchange: StoredExchange = await self.responses.find(owner, ResponseRef.decode(response_id))
         tokens = exchange.answer.token_count
+        prompt_tokens = exchange.answer.metadata.get("prompt_tokens", "0")
         draft = ResponseDraft(ResponseCreateRequest(model=model, input=exchange.user.content), model, None,
                               id=response_id, conversation=conversation_id(exchange.ref.session_id),
                               created_at=exchange.answer.create_time.seconds, status="completed",
-                              output=[turn_item(exchange.answer)], usage=usage(0, tokens))
+                              output=[turn_item(exchange.answer)],
+                              usage=usage(int(prompt_tokens) if prompt_tokens.isdigit() else 0, tokens))
         return draft.json()
 
     async def delete(self, owner: str, response_id: str) -> dict[str, Any]:
