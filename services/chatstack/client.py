@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from chatstack.core.retry_policy import retry_channel_options
 from chatstack.v1 import chat_pb2, chat_pb2_grpc, session_pb2
 
 OPTION_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of",
@@ -91,7 +92,8 @@ class ChatClient:
     def __init__(self, target: str, api_key: str, timeout: float = 120.0,
                  channel: grpc.Channel | None = None, application: str = "") -> None:
         """`application`: the Ray Serve application name, when `target` is Serve's gRPC proxy."""
-        self.channel = channel or grpc.insecure_channel(target)
+        # Read-only calls that race the gateway's max-connection-age GOAWAY are retried once.
+        self.channel = channel or grpc.insecure_channel(target, options=retry_channel_options())
         self.stub = chat_pb2_grpc.ChatServiceStub(self.channel)
         self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),)
         if application:

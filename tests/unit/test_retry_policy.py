@@ -65,5 +65,6 @@ def test_the_config_names_only_read_only_methods() -> None:
     assert ("chatstack.v1.SessionService", "PushTurn") not in names
     assert ("chatstack.v1.SessionService", "GetContext") in names
     assert ("chatstack.v1.TokenizerService", None) in names
+    assert ("chatstack.v1.ChatService", "GetHistory") in names and ("chatstack.v1.ChatService", "Chat") not in names
     assert set(READ_ONLY) == {s for s, _ in names}
     assert method_config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from chatstack.catalog import GENERATION, REWARD, SESSION, TOKENIZER
+from chatstack.catalog import GATEWAY, GENERATION, REWARD, SESSION, TOKENIZER
 
 # proto service -> its read-only methods (None: all of them)
 READ_ONLY: dict[str, tuple[str, ...] | None] = {
@@ -21,6 +21,7 @@ READ_ONLY: dict[str, tuple[str, ...] | None] = {
     REWARD.proto_service: None,
     GENERATION.proto_service: ("GetModelInfo",),
     SESSION.proto_service: ("GetSession", "ListSessions", "PeekTurns", "ListTurns", "GetContext"),
+    GATEWAY.proto_service: ("GetSession", "ListSessions", "GetHistory"),
 }
 
 
