@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chatstack.core.retry_policy import retryable
 from tests.fuzz.domain import FuzzCall
 from tests.fuzz.harness import BOOKS, Books, Outcome, ServerLogs, Target, Violation, ViolationRecord
 from tests.fuzz.oracles import (
@@ -24,6 +26,9 @@ from tests.fuzz.oracles import (
 from tests.fuzz.profiles import CALL_LOG, SHRINK, hypothesis_settings
 
 SESSION_SERVICES = ("session", "chat")  # the services the session oracles apply to
+
+# The details of a call failed by a max-connection-age GOAWAY race (see _check_health).
+GOAWAY_RACE = re.compile(r"GOAWAY received.*max_age")
 
 
 def _log(call: FuzzCall, outcome: Outcome) -> None:
@@ -119,6 +124,12 @@ class Fuzzer:
         if not serving:
             return [Violation("not serving", f"{call.service} is not SERVING after the call")]
         if outcome.code == "UNAVAILABLE" and all(t.serving() for t in self.targets.values()):
+            if GOAWAY_RACE.search(outcome.details) and not retryable(call.rpc.service, call.rpc.name):
+                # gRPC core fails a call that races the server's max-connection-age GOAWAY
+                # (grpc/grpc#31733): calls safe to send twice are retried by the channel's
+                # policy (so a race there stays a violation); the others surface it to the client,
+                # as UNAVAILABLE (retryable) says. Counted in the status table, not a bug of ours.
+                return []
             return [Violation("UNAVAILABLE from a healthy stack", outcome.details)]
         return []
 

@@ -8,7 +8,7 @@ import json
 import grpc
 import pytest
 
-from chatstack.core.retry_policy import READ_ONLY, retry_channel_options, retry_service_config
+from chatstack.core.retry_policy import RETRYABLE, retry_channel_options, retry_service_config, retryable
 from chatstack.v1 import (
     session_pb2,
     session_pb2_grpc,
@@ -59,12 +59,13 @@ async def test_a_read_only_call_is_retried_once_and_a_mutation_is_not() -> None:
         await server.stop(None)
 
 
-def test_the_config_names_only_read_only_methods() -> None:
+def test_the_config_names_only_methods_safe_to_send_twice() -> None:
     [method_config] = json.loads(retry_service_config())["methodConfig"]
     names = {(n["service"], n.get("method")) for n in method_config["name"]}
     assert ("chatstack.v1.SessionService", "PushTurn") not in names
     assert ("chatstack.v1.SessionService", "GetContext") in names
     assert ("chatstack.v1.TokenizerService", None) in names
     assert ("chatstack.v1.ChatService", "GetHistory") in names and ("chatstack.v1.ChatService", "Chat") not in names
-    assert set(READ_ONLY) == {s for s, _ in names}
+    assert retryable("chatstack.v1.ChatService", "SubmitFeedback") and not retryable("chatstack.v1.ChatService", "Undo")
+    assert set(RETRYABLE) == {s for s, _ in names}
     assert method_config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]

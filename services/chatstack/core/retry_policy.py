@@ -1,11 +1,12 @@
-"""gRPC's retry policy for the calls that change nothing, as a channel's service config.
+"""gRPC's retry policy for the calls safe to send twice, as a channel's service config.
 
 A server with a maximum connection age (every chatstack service: `max_connection_age_seconds`)
 sends GOAWAY; a call that races it can fail UNAVAILABLE ("Stream removed ... GOAWAY received ...
 max_age", grpc/grpc#31733) although the server is healthy. UNAVAILABLE is the status gRPC
-defines as safe to retry, but only a call that changes nothing may be sent twice without a
-second look: those are listed here, and gRPC retries them once, quickly. Mutations (a session
-push, pop, fork) are not retried: a push that reached the server before its connection went
+defines as safe to retry, but only a call that changes nothing, or whose repeat changes nothing
+more (a feedback replaces the same turn's feedback), may be sent twice without a second look:
+those are listed here, and gRPC retries them once, quickly. Other mutations (a session push,
+pop, fork, a Chat) are not retried: a push that reached the server before its connection went
 would be stored twice.
 """
 
@@ -15,20 +16,26 @@ import json
 
 from chatstack.catalog import GATEWAY, GENERATION, REWARD, SESSION, TOKENIZER
 
-# proto service -> its read-only methods (None: all of them)
-READ_ONLY: dict[str, tuple[str, ...] | None] = {
+# proto service -> its methods that are safe to send twice (None: all of them)
+RETRYABLE: dict[str, tuple[str, ...] | None] = {
     TOKENIZER.proto_service: None,
     REWARD.proto_service: None,
     GENERATION.proto_service: ("GetModelInfo",),
     SESSION.proto_service: ("GetSession", "ListSessions", "PeekTurns", "ListTurns", "GetContext"),
-    GATEWAY.proto_service: ("GetSession", "ListSessions", "GetHistory"),
+    GATEWAY.proto_service: ("GetSession", "ListSessions", "GetHistory", "SubmitFeedback"),
 }
 
 
-def retry_service_config(read_only: dict[str, tuple[str, ...] | None] | None = None) -> str:
-    """The service config (JSON) retrying `read_only` calls once on UNAVAILABLE."""
+def retryable(service: str, method: str) -> bool:
+    """Whether the policy retries `service`/`method` (full proto service name)."""
+    methods = RETRYABLE.get(service, ())
+    return methods is None or method in methods
+
+
+def retry_service_config() -> str:
+    """The service config (JSON) retrying the RETRYABLE calls once on UNAVAILABLE."""
     names: list[dict[str, str]] = []
-    for service, methods in (READ_ONLY if read_only is None else read_only).items():
+    for service, methods in RETRYABLE.items():
         names += [{"service": service}] if methods is None else [
             {"service": service, "method": m} for m in methods]
     return json.dumps({"methodConfig": [{"name": names, "retryPolicy": {
