@@ -232,9 +232,10 @@ def test_the_chat_repl_rates_its_last_answer(alice: ChatClient, session_service:
 @pytest.mark.parametrize("request_", [
     session_pb2.ExportPreferencesRequest(kinds=[2145]),  # type: ignore[list-item]
     session_pb2.ExportPreferencesRequest(since={"seconds": 1, "nanos": 1_542_989_656}),
+    session_pb2.ExportPreferencesRequest(since={"seconds": 9_223_372_036_854_775_806}),
     session_pb2.ExportPreferencesRequest(after_event_id="99999999999999999999999-0"),
     session_pb2.ExportPreferencesRequest(after_event_id="١٢٣-0"),  # digits, not ASCII ones
-], ids=["unknown-kind", "bad-nanos", "id-beyond-uint64", "non-ascii-digits"])
+], ids=["unknown-kind", "bad-nanos", "after-year-9999", "id-beyond-uint64", "non-ascii-digits"])
 def test_export_refuses_what_is_not_a_filter(session_stub: session_pb2_grpc.SessionServiceStub,
                                              request_: session_pb2.ExportPreferencesRequest) -> None:
     operator = (("x-chatstack-owner", "operator"),)

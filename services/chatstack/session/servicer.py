@@ -117,6 +117,7 @@ class Preferences(Protocol):
                kinds: Collection[str] = (), limit: int = 0) -> AsyncGenerator[StoredPreference]: ...
 
 
+MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, the largest Timestamp
 KNOWN_KINDS = frozenset(v for v in preference_pb2.PreferenceKind.values() if v)
 
 
@@ -250,8 +251,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             at = kinds.index("")
             raise InvalidRequest(f"kinds[{at}]: {request.kinds[at]} is not a preference kind")
         since = request.since
-        if request.HasField("since") and (since.seconds < 0 or not 0 <= since.nanos < 1_000_000_000):
-            raise InvalidRequest("since: not a valid timestamp (seconds >= 0, nanos in [0, 1e9))")
+        if request.HasField("since") and not (0 <= since.seconds <= MAX_TIMESTAMP_SECONDS
+                                              and 0 <= since.nanos < 1_000_000_000):
+            raise InvalidRequest("since: not a valid timestamp (1970 to 9999, nanos in [0, 1e9))")
         since_ms = since.ToMilliseconds() if request.HasField("since") else 0
         log.info("preference export by %s (owner %r, kinds %s, after %r)", operator, request.owner or "*",
                  ",".join(kinds) or "*", request.after_event_id)
