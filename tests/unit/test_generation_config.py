@@ -9,7 +9,14 @@ from chatstack.reward.config import RewardConfig
 
 
 def test_prefix_caching_is_on_by_default_and_reaches_the_engine_args() -> None:
-    assert GenerationConfig().engine_kwargs() == {"stream_interval": 1, "enable_prefix_caching": True}
+    kwargs = GenerationConfig().engine_kwargs()
+    assert (kwargs["stream_interval"], kwargs["enable_prefix_caching"]) == (1, True)
+
+
+def test_chunked_prefill_is_off_on_cpu_by_default_and_settable() -> None:
+    # vLLM 0.32 on CPU kills the engine when a seeded request is split across steps (issue 23).
+    assert GenerationConfig().engine_kwargs()["enable_chunked_prefill"] is False
+    assert GenerationConfig.load(["--chunked-prefill", "on"]).engine_kwargs()["enable_chunked_prefill"] is True
 
 
 def test_prefix_caching_can_be_turned_off_by_flag_or_env(monkeypatch: pytest.MonkeyPatch) -> None:

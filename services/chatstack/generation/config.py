@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -34,7 +34,29 @@ class GenerationConfig(VllmEngineConfig):
         "its new tokens. Generation only: the reward service leaves it to vLLM, which turns it off "
         "for pooling models it would give wrong scores for (mean/CLS pooling, encoder-only).")
 
+    chunked_prefill: Literal["auto", "on", "off"] = Field(
+        "auto", description="Split a long prompt's prefill across engine steps (vLLM's chunked "
+        "prefill). 'auto': off on CPU, vLLM's default elsewhere. On CPU a seeded request that is "
+        "only partly prefilled in a step kills the engine (vLLM 0.32 rewinds its torch.Generator "
+        "by an offset a CPU generator does not have: 'CPU Generator does not use offset'); "
+        "unsplit, every prompt is prefilled in one step and seeded answers do not depend on "
+        "what else shares the step. 'on' on CPU only once vLLM fixes that.")
+
     def engine_kwargs(self) -> dict[str, Any]:
         """The generation-only vLLM engine arguments (`engine_args`' extra keyword arguments)."""
-        return {"stream_interval": self.stream_interval,
-                "enable_prefix_caching": self.enable_prefix_caching}
+        kwargs: dict[str, Any] = {"stream_interval": self.stream_interval,
+                                  "enable_prefix_caching": self.enable_prefix_caching}
+        chunked = chunked_prefill_enabled(self.chunked_prefill)
+        if chunked is not None:
+            # Off: vLLM raises max_num_batched_tokens to max_model_len, so any prompt fits one step.
+            kwargs["enable_chunked_prefill"] = chunked
+        return kwargs
+
+
+def chunked_prefill_enabled(setting: str) -> bool | None:
+    """vLLM's enable_chunked_prefill for a `chunked_prefill` setting (None: vLLM's default)."""
+    if setting == "auto":
+        from vllm.platforms import current_platform
+
+        return False if current_platform.is_cpu() else None
+    return setting == "on"
