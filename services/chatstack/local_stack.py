@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -29,8 +30,9 @@ from chatstack.catalog import (
     ServiceInfo,
 )
 from chatstack.core.cpu_placement import allowed_cpus
-from chatstack.core.process import ManagedProcess, start_grpc_service
+from chatstack.core.process import ManagedProcess, grpc_service_process, serving, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
+from chatstack.core.supervisor import Child, Restarter, wait_for_ports
 from chatstack.core.vllm_config import VllmEngineConfig
 
 
@@ -48,6 +50,17 @@ class LocalService:
     def of(cls, info: ServiceInfo, flags: tuple[str, ...]) -> LocalService:
         """A catalog service on its default ports."""
         return cls(info.name, info.name, info.port, info.metrics_port, flags)
+
+    def ports(self) -> dict[int, str]:
+        """Every port the service listens on, and what for."""
+        ports = {self.port: f"{self.name} gRPC", self.metrics_port: f"{self.name} metrics"}
+        if "--http-port" in self.flags:
+            ports[int(self.flags[self.flags.index("--http-port") + 1])] = f"{self.name} HTTP"
+        return ports
+
+    def process(self, log_dir: Path) -> ManagedProcess:
+        """The service's process, not yet started."""
+        return grpc_service_process(self.name, self.module, self.port, self.metrics_port, log_dir, self.flags)
 
 
 def dev_api_key(run: Path) -> tuple[str, Path]:
@@ -184,45 +197,67 @@ def run_local_stack(models_dir: str, run_dir: str) -> int:
                      lambda redis_url, keys_file: local_services(models, redis_url, keys_file))
 
 
-def supervise(run: Path, redis_port: int, services: ServiceList) -> int:
-    """Start Redis and `services(redis_url, keys_file)` in order, print addresses, wait for a stop
-    signal (SIGHUP, SIGINT, SIGTERM) or a service's death, then stop everything.
+def supervise(run: Path, redis_port: int, services: ServiceList, port_wait: float = 30.0) -> int:
+    """Start Redis and `services(redis_url, keys_file)` in order, print addresses, then keep them
+    up until a stop signal (SIGHUP, SIGINT, SIGTERM), and stop everything.
 
-    Every child also dies with this process if it is killed outright (`ManagedProcess`), and
-    nothing printed can keep the children from being stopped (`say`). Returns the exit code.
+    It starts only once every port it needs is free (waiting up to `port_wait` seconds for a stack
+    that is still stopping, then naming the taken ports). A child that exits, Redis included, is
+    restarted with a backoff and a loud line (`chatstack.core.supervisor`); the others keep
+    running. Every child also dies with this process if it is killed outright (`ManagedProcess`),
+    and nothing printed can keep the children from being stopped (`say`). Returns the exit code.
     """
     started: list[ManagedProcess] = []
     stop = StopSignals()
     stop.install()
     redis = RedisProcess(redis_port, run / "redis")
+    logs = run / "logs"
+    restarter: Restarter | None = None
     try:
+        key, keys_file = dev_api_key(run)
+        planned = services(redis.url, keys_file)
+        ports = {redis_port: "redis"} | {p: what for svc in planned for p, what in svc.ports().items()}
+        wait_for_ports(ports, port_wait, say)
         say(f"starting redis-server on 127.0.0.1:{redis_port} (AOF in {run / 'redis'}) ...")
         redis.start()
-        key, keys_file = dev_api_key(run)
-        for svc in services(redis.url, keys_file):
+        children = [Child("redis", redis.spawn, redis.ready, _current(redis), start_timeout=30)]
+        for svc in planned:
             say(f"starting {svc.name} ...")
             started.append(start_grpc_service(
-                svc.name, svc.module, svc.port, svc.metrics_port, run / "logs", svc.flags))
+                svc.name, svc.module, svc.port, svc.metrics_port, logs, svc.flags))
+            children.append(Child(svc.name, partial(_start, svc, logs),
+                                  partial(serving, f"127.0.0.1:{svc.port}"), started[-1]))
             say(f"  {svc.name:<10} grpc 127.0.0.1:{svc.port}   "
                 f"metrics http://127.0.0.1:{svc.metrics_port}/metrics")
         stop.starting = False
-        say(f"chatstack is up (logs in {run / 'logs'}); Ctrl-C stops all")
+        say(f"chatstack is up (logs in {logs}); Ctrl-C stops all; a service that exits is restarted")
         say(f"dev API key: {key}\n  chat: .venv/bin/chatstack chat --api-key $(cat {run / 'dev-api-key'})\n"
             f"  OpenAI API: http://127.0.0.1:{GATEWAY_HTTP_PORT}/v1 "
             "(OPENAI_BASE_URL; OPENAI_API_KEY = the dev key)\n"
             "  preferences (captured here): .venv/bin/chatstack preferences export "
             f"--out {run / 'pairs.jsonl'}")
-        while not stop.requested and all(p.alive() for p in started):
+        restarter = Restarter(children, lambda line: say(line, err=True))
+        while not stop.requested:
+            restarter.tick()
             time.sleep(0.5)
-        dead = [p.name for p in started if not p.alive()]
-        if dead and not stop.requested:
-            say(f"service(s) exited: {', '.join(dead)}", err=True)
-            return 1
         return 0
     except KeyboardInterrupt:
         return 0
+    except RuntimeError as exc:  # a port taken, a service that did not start
+        say(f"chatstack did not start: {exc}", err=True)
+        return 1
     finally:
         stop.starting = False
         say("stopping ...")
-        stop_all(started, redis)
+        procs = [c.proc for c in restarter.children[1:]] if restarter else started
+        stop_all(procs, redis)
         say("stopped")
+
+
+def _start(svc: LocalService, logs: Path) -> ManagedProcess:
+    return svc.process(logs).start()
+
+
+def _current(redis: RedisProcess) -> ManagedProcess:
+    assert redis.proc is not None
+    return redis.proc

@@ -24,16 +24,23 @@ from chatstack.core.process import free_port, wait_until
 pytestmark = pytest.mark.integration
 
 # supervise() with Redis and one session service; argv: run dir, the session's Redis URL ("" =
-# the supervisor's Redis).
+# the supervisor's Redis), its ports "redis,session,metrics" ("" = free ones). SIGHUP is set to
+# its default first: under `nohup make test` the test process ignores it, and the supervisor
+# rightly keeps an inherited ignored SIGHUP ignored, so the SIGHUP test would find it deaf.
 SUPERVISOR = """
-import sys
+import signal, sys
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 from pathlib import Path
 from chatstack.core.process import free_port
 from chatstack.local_stack import LocalService, supervise
 run, redis_url = Path(sys.argv[1]), sys.argv[2]
+if sys.argv[3]:
+    redis_port, port, metrics_port = map(int, sys.argv[3].split(","))
+else:
+    redis_port, port, metrics_port = free_port(), free_port(), free_port()
 def services(url, keys_file):
-    return [LocalService("session", "session", free_port(), free_port(), ("--redis-url", redis_url or url))]
-sys.exit(supervise(run, free_port(), services))
+    return [LocalService("session", "session", port, metrics_port, ("--redis-url", redis_url or url))]
+sys.exit(supervise(run, redis_port, services, port_wait=float(sys.argv[4])))
 """
 
 
@@ -77,9 +84,12 @@ class Supervisors:
         self.started: list[subprocess.Popen[bytes]] = []
         self.seen: list[ProcInfo] = []
 
-    def start(self, redis_url: str = "") -> subprocess.Popen[bytes]:
-        """A supervisor whose session service uses `redis_url` ("" = the supervisor's Redis)."""
-        argv = with_parent_death_signal([sys.executable, "-c", SUPERVISOR, str(self.run_dir), redis_url])
+    def start(self, redis_url: str = "", ports: tuple[int, int, int] | None = None,
+              port_wait: float = 30.0) -> subprocess.Popen[bytes]:
+        """A supervisor whose session service uses `redis_url` ("" = the supervisor's Redis), on
+        `ports` (redis, session, session metrics; default free ones)."""
+        argv = with_parent_death_signal([sys.executable, "-c", SUPERVISOR, str(self.run_dir), redis_url,
+                                         ",".join(map(str, ports)) if ports else "", str(port_wait)])
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0)
         self.started.append(proc)
         return proc
@@ -145,3 +155,64 @@ def test_a_start_up_in_progress_is_aborted_by_a_signal(supervisors: Supervisors,
     _read_until(proc, "starting session ...", timeout=60)
     children = supervisors.children(proc, at_least=3, timeout=60)
     _stop_with_a_dead_pipe(proc, sig, children)
+
+
+def _direct_child(proc: subprocess.Popen[bytes], marker: str) -> int:
+    """The pid of the supervisor's child whose command line holds `marker`."""
+    for info in _tree(proc.pid):
+        if info.ppid == proc.pid and marker in Path(f"/proc/{info.pid}/cmdline").read_bytes().decode(errors="replace"):
+            return info.pid
+    raise AssertionError(f"no child of the supervisor runs {marker!r}")
+
+
+def _session_answers(port: int) -> bool:
+    import grpc
+
+    from chatstack.v1 import session_pb2, session_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            session_pb2_grpc.SessionServiceStub(channel).CreateSession(
+                session_pb2.CreateSessionRequest(), metadata=(("x-chatstack-owner", "probe"),), timeout=2)
+        except grpc.RpcError:
+            return False
+    return True
+
+
+def test_a_killed_service_and_a_killed_redis_come_back_by_themselves(supervisors: Supervisors) -> None:
+    ports = (free_port(), free_port(), free_port())
+    proc = supervisors.start(ports=ports)
+    out = _read_until(proc, "Ctrl-C stops all", timeout=120)
+    supervisors.children(proc, at_least=3, timeout=30)
+    redis_pid, session_pid = _direct_child(proc, "redis-server"), _direct_child(proc, "chatstack.session")
+
+    os.kill(session_pid, signal.SIGKILL)
+    out = _read_until(proc, "session is back up", timeout=60)
+    assert "!!! session exited (code -9); restarting it" in out
+    assert _direct_child(proc, "redis-server") == redis_pid  # the rest of the stack kept running
+    new_session = _direct_child(proc, "chatstack.session")
+    assert new_session != session_pid
+    wait_until(lambda: _session_answers(ports[1]), 30, "the restarted session service to answer")
+
+    os.kill(redis_pid, signal.SIGKILL)
+    out = _read_until(proc, "redis is back up", timeout=60)
+    assert "!!! redis exited (code -9)" in out
+    wait_until(lambda: _session_answers(ports[1]), 30, "the session service to reach the new Redis")
+    assert _direct_child(proc, "chatstack.session") == new_session  # not restarted for Redis' sake
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+
+
+def test_a_second_stack_on_taken_ports_names_them_and_starts_nothing(supervisors: Supervisors) -> None:
+    ports = (free_port(), free_port(), free_port())
+    first = supervisors.start(ports=ports)
+    _read_until(first, "Ctrl-C stops all", timeout=120)
+    second = supervisors.start(ports=ports, port_wait=1.0)
+    assert second.wait(60) == 1
+    assert second.stdout is not None
+    out = second.stdout.read().decode()
+    assert f"port(s) taken: {ports[0]} (redis), {ports[1]} (session gRPC), {ports[2]} (session metrics)" in out
+    assert "chatstack is up" not in out
+    assert _session_answers(ports[1])  # the first stack is untouched
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(60) == 0

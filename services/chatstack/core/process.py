@@ -110,6 +110,15 @@ class ManagedProcess:
                 self.proc.wait(10)
         return self.proc.returncode
 
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left of the process group (a dead service's engine processes)."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.poll()
+
     def tail(self, lines: int = 40) -> str:
         """The last lines of the log (for failure messages)."""
         try:
@@ -123,6 +132,23 @@ def service_argv(module: str, *flags: str) -> list[str]:
     return [sys.executable, "-m", f"chatstack.{module}", *flags]
 
 
+def grpc_service_process(name: str, module: str, port: int, metrics_port: int, log_dir: Path,
+                         flags: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                         host: str = "127.0.0.1") -> ManagedProcess:
+    """The (not yet started) process of a chatstack service on host:port."""
+    return ManagedProcess(
+        name,
+        service_argv(module, "--host", host, "--port", str(port), "--metrics-port", str(metrics_port),
+                     *flags),
+        log_dir / f"{name}.log", env=env,
+    )
+
+
+def serving(address: str, health_service: str = "") -> bool:
+    """Whether the gRPC health of `health_service` at `address` says SERVING."""
+    return health_status(address, health_service) == health_pb2.HealthCheckResponse.SERVING
+
+
 def start_grpc_service(name: str, module: str, port: int, metrics_port: int, log_dir: Path,
                        flags: Sequence[str] = (), env: Mapping[str, str] | None = None,
                        health_service: str = "", timeout: float = 180.0,
@@ -131,19 +157,12 @@ def start_grpc_service(name: str, module: str, port: int, metrics_port: int, log
 
     If it fails to get there, or the wait is interrupted (Ctrl-C), the service is stopped first.
     """
-    proc = ManagedProcess(
-        name,
-        service_argv(module, "--host", host, "--port", str(port), "--metrics-port", str(metrics_port),
-                     *flags),
-        log_dir / f"{name}.log", env=env,
-    )
+    proc = grpc_service_process(name, module, port, metrics_port, log_dir, flags, env, host)
     address = f"{host}:{port}"
     try:
         proc.start()
-        wait_until(
-            lambda: health_status(address, health_service) == health_pb2.HealthCheckResponse.SERVING,
-            timeout, f"{name} SERVING on {address}", alive=proc.alive, interval=0.2,
-        )
+        wait_until(lambda: serving(address, health_service), timeout, f"{name} SERVING on {address}",
+                   alive=proc.alive, interval=0.2)
     except (TimeoutError, RuntimeError) as exc:
         proc.stop(5)
         raise RuntimeError(f"{exc}\n--- {proc.log_path} ---\n{proc.tail()}") from exc

@@ -10,13 +10,20 @@ from pathlib import Path
 from chatstack.core.process import ManagedProcess, wait_until
 
 
-def _pong(port: int) -> bool:
+def redis_pid(port: int) -> int | None:
+    """The process id of the Redis answering on 127.0.0.1:`port` (INFO server), None if none does."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(b"INFO server\r\n")
+            data = b""
+            while b"process_id:" not in data or not data.split(b"process_id:", 1)[1].count(b"\r\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return None
+                data += chunk
     except OSError:
-        return False
+        return None
+    return int(data.split(b"process_id:", 1)[1].split(b"\r\n", 1)[0])
 
 
 class RedisProcess:
@@ -38,7 +45,20 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> RedisProcess:
-        """Start (or restart on the same dir) and wait for PONG."""
+        """Start (or restart on the same dir) and wait until *this* server answers (another
+        Redis still answering on the port, say a stopping stack's, does not count)."""
+        proc = self.spawn()
+        wait_until(self.ready, timeout, f"redis on port {self.port}", alive=proc.alive, interval=0.05)
+        return self
+
+    def ready(self) -> bool:
+        """Whether the server this object started answers on its port."""
+        pid = redis_pid(self.port)
+        return pid is not None and self.proc is not None and self.proc.proc is not None \
+            and pid == self.proc.proc.pid
+
+    def spawn(self) -> ManagedProcess:
+        """Start the server without waiting for it (the supervisor's restart)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not installed (make setup installs it)")
@@ -49,10 +69,7 @@ class RedisProcess:
         # Assigned before it starts, so `stop` reaches it even if the wait below is interrupted.
         # ManagedProcess makes it die with this process (SIGTERM: Redis shuts down cleanly).
         self.proc = ManagedProcess(f"redis-{self.port}", argv, self.data_dir / "redis.log")
-        self.proc.start()
-        wait_until(lambda: _pong(self.port), timeout, f"redis on port {self.port}",
-                   alive=self.proc.alive, interval=0.05)
-        return self
+        return self.proc.start()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final fsync (the durability test's crash)."""

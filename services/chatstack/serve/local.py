@@ -16,6 +16,7 @@ import yaml
 
 from chatstack.catalog import DEV_MODEL_NAME, DEV_RAY_REDIS_PORT, TINY_ENGINE_SETTINGS
 from chatstack.core.redis_process import RedisProcess
+from chatstack.core.supervisor import Child, Restarter, wait_for_ports
 from chatstack.local_stack import StopSignals, dev_api_key, engine_placement, say
 
 
@@ -57,9 +58,11 @@ def run_ray_stack(config_path: str, models_dir: str, run_dir: str) -> int:
     stop.install()
     redis = RedisProcess(DEV_RAY_REDIS_PORT, run / "redis-ray")
     try:
-        redis.start()
         key, keys_file = dev_api_key(run)
         config = localize(load_serve_config(config_path), models, redis.url, keys_file)
+        wait_for_ports({DEV_RAY_REDIS_PORT: "redis", config["grpc_options"]["port"]: "Serve gRPC proxy",
+                        config["http_options"]["port"]: "Serve HTTP proxy"}, 30.0, say)
+        redis.start()
         ray.init(num_cpus=8, include_dashboard=False, namespace="chatstack")
         stop.install()  # ray.init made SIGTERM raise SystemExit anywhere, the cleanup included
         _deploy(config)
@@ -70,11 +73,19 @@ def run_ray_stack(config_path: str, models_dir: str, run_dir: str) -> int:
             f"--api-key $(cat {run / 'dev-api-key'})\n"
             f"  OpenAI-compatible API: http://127.0.0.1:{http_port}/v1 (model {DEV_MODEL_NAME!r})\n"
             f"  dev API key: {key}\nCtrl-C stops all")
+        # Serve restarts its own replicas; Redis is this process's child, watched like make run's.
+        assert redis.proc is not None
+        restarter = Restarter([Child("redis", redis.spawn, redis.ready, redis.proc, start_timeout=30)],
+                              lambda line: say(line, err=True))
         while not stop.requested:
+            restarter.tick()
             time.sleep(0.5)
         return 0
     except KeyboardInterrupt:
         return 0
+    except RuntimeError as exc:  # a port taken
+        say(f"chatstack did not start: {exc}", err=True)
+        return 1
     finally:
         stop.starting = False
         say("stopping ...")
