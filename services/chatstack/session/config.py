@@ -33,6 +33,10 @@ class SessionConfig(ServerConfig):
         "reject",
         description="At max_turns: 'reject' the push (RESOURCE_EXHAUSTED) or 'evict_oldest' turn.",
     )
+    max_pending_ms: int = Field(
+        3_600_000, ge=0, description="Longest lease of a pending turn or session (pending_ms): how "
+        "long a failed call's user turn can hold its session's changes off before it is reaped.")
+    max_pop_turns: int = Field(64, ge=1, description="Most turns one PopTurn removes (count).")
     max_content_bytes: int = Field(256 * 1024, ge=1, description="Largest turn content (UTF-8).")
     max_system_prompt_bytes: int = Field(64 * 1024, ge=1, description="Largest system prompt.")
     max_metadata_entries: int = Field(64, ge=0, description="Most metadata entries per session or turn.")

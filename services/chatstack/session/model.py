@@ -62,6 +62,7 @@ class PopResult:
 
     turn: Turn
     version: int
+    turns: list[Turn] = field(default_factory=list)  # every removed turn, top first
 
 
 @dataclass(frozen=True)
@@ -107,3 +108,4 @@ class NewSession:
     system_prompt_tokens: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     ttl_seconds: int = 0
+    pending_ms: int = 0  # > 0: unlisted, and gone after this long unless an exchange commits into it

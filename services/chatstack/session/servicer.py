@@ -39,15 +39,16 @@ class SessionStore(Protocol):
     async def create(self, owner: str, new: NewSession) -> SessionHeader: ...
     async def get(self, owner: str, sid: str) -> SessionHeader: ...
     async def delete(self, owner: str, sid: str, expected_version: int | None = None) -> None: ...
-    async def push(self, owner: str, sid: str, turn: NewTurn,
-                   expected_version: int | None = None) -> PushResult: ...
-    async def pop(self, owner: str, sid: str, expected_version: int | None = None) -> PopResult: ...
+    async def push(self, owner: str, sid: str, turn: NewTurn, expected_version: int | None = None,
+                   pending_ms: int = 0, commit: str = "", replace: str = "") -> PushResult: ...
+    async def pop(self, owner: str, sid: str, expected_version: int | None = None,
+                  pending: str = "", count: int = 1) -> PopResult: ...
     async def peek(self, owner: str, sid: str, n: int) -> TurnPage: ...
     async def list_turns(self, owner: str, sid: str, offset: int, limit: int) -> TurnPage: ...
     async def context(self, owner: str, sid: str, token_budget: int) -> ContextWindow: ...
     async def fork(self, owner: str, sid: str, keep_turns: int | None, before_turn_id: str = "",
                    expected_version: int | None = None, metadata: dict[str, str] | None = None,
-                   new_session_id: str = "") -> SessionHeader: ...
+                   new_session_id: str = "", pending_ms: int = 0) -> SessionHeader: ...
     async def list_sessions(self, owner: str, offset: int, limit: int) -> SessionPage: ...
     async def annotate(self, owner: str, sid: str, turn_id: str, metadata: dict[str, str]) -> Turn: ...
 
@@ -145,7 +146,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         header = await self.store.create(owner_of(context), NewSession(
             session_id=request.session_id, system_prompt=request.system_prompt,
             system_prompt_tokens=request.system_prompt_tokens, metadata=dict(request.metadata),
-            ttl_seconds=request.ttl_seconds))
+            ttl_seconds=request.ttl_seconds, pending_ms=request.pending_ms))
         return session_pb2.CreateSessionResponse(session=header_to_proto(header))
 
     async def GetSession(self, request: session_pb2.GetSessionRequest,
@@ -175,15 +176,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         """Push a turn."""
         result = await self.store.push(owner_of(context), request.session_id, NewTurn(
             role=role_name(request.role), content=request.content,
-            token_count=request.token_count, metadata=dict(request.metadata)), _expected(request))
+            token_count=request.token_count, metadata=dict(request.metadata)), _expected(request),
+            pending_ms=request.pending_ms, commit=request.commit_turn_id, replace=request.replace_turn_id)
         return session_pb2.PushTurnResponse(turn=turn_to_proto(result.turn), version=result.version,
                                             evicted_turns=result.evicted_turns)
 
     async def PopTurn(self, request: session_pb2.PopTurnRequest,
                       context: grpc.aio.ServicerContext) -> session_pb2.PopTurnResponse:
         """Pop the top turn."""
-        result = await self.store.pop(owner_of(context), request.session_id, _expected(request))
-        return session_pb2.PopTurnResponse(turn=turn_to_proto(result.turn), version=result.version)
+        result = await self.store.pop(owner_of(context), request.session_id, _expected(request),
+                                      pending=request.pending_turn_id, count=request.count)
+        return session_pb2.PopTurnResponse(turn=turn_to_proto(result.turn), version=result.version,
+                                           turns=[turn_to_proto(t) for t in result.turns])
 
     async def PeekTurns(self, request: session_pb2.PeekTurnsRequest,
                         context: grpc.aio.ServicerContext) -> session_pb2.PeekTurnsResponse:
@@ -215,7 +219,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         header = await self.store.fork(
             owner_of(context), request.session_id,
             None if request.before_turn_id else request.keep_turns,
-            request.before_turn_id, _expected(request), dict(request.metadata), request.new_session_id)
+            request.before_turn_id, _expected(request), dict(request.metadata), request.new_session_id,
+            pending_ms=request.pending_ms)
         return session_pb2.ForkSessionResponse(session=header_to_proto(header))
 
     async def AnnotateTurn(self, request: session_pb2.AnnotateTurnRequest,

@@ -200,7 +200,7 @@ class RedisSessionStore:
             raise InvalidRequest(f"ttl_seconds: {ttl} exceeds the limit of {self.config.max_ttl_seconds}")
         raw = await self._run("create", [self._keys(sid)[0], self._owner_index(owner)], [
             owner, sid, _now_ms(), ttl, new.system_prompt, new.system_prompt_tokens,
-            json.dumps(new.metadata), self.config.max_ttl_seconds,
+            json.dumps(new.metadata), self.config.max_ttl_seconds, self._pending_ms(new.pending_ms),
         ])
         self.metrics.sessions_created.inc()
         return _header(sid, raw)
@@ -217,11 +217,21 @@ class RedisSessionStore:
                                    self.preference_stream], [owner, _ver(expected_version), sid])
         self.metrics.sessions_deleted.inc()
 
-    async def push(self, owner: str, sid: str, turn: NewTurn,
-                   expected_version: int | None = None) -> PushResult:
-        """Push a turn on top (O(1))."""
+    def _pending_ms(self, pending_ms: int) -> int:
+        if pending_ms > self.config.max_pending_ms:
+            raise InvalidRequest(f"pending_ms: {pending_ms} exceeds the limit of {self.config.max_pending_ms}")
+        return pending_ms
+
+    async def push(self, owner: str, sid: str, turn: NewTurn, expected_version: int | None = None,
+                   pending_ms: int = 0, commit: str = "", replace: str = "") -> PushResult:
+        """Push a turn on top (O(1)); pending for `pending_ms` if > 0, committing the pending turn
+        `commit` with it, or replacing the top turn `replace` (see PushTurnRequest)."""
         self._check_session_id(sid)
         self._check_turn(turn)
+        if commit:
+            check_id(commit, "commit_turn_id")
+        if replace:
+            check_id(replace, "replace_turn_id")
         turn_id = uuid.uuid4().hex[:16]
         now = _now_ms()
         body = json.dumps({"id": turn_id, "r": turn.role, "c": turn.content, "t": turn.token_count,
@@ -229,7 +239,7 @@ class RedisSessionStore:
         policy = "evict" if self.config.max_turns_policy == "evict_oldest" else "reject"
         version, position, evicted = await self._run("push", self._keys(sid), [
             owner, _ver(expected_version), now, body[1:], turn.token_count, turn_id,
-            self.config.max_turns, policy,
+            self.config.max_turns, policy, self._pending_ms(pending_ms), commit, replace,
         ])
         self.metrics.turns_pushed.inc()
         self.metrics.turns_evicted.inc(int(evicted))
@@ -237,14 +247,23 @@ class RedisSessionStore:
                       dict(turn.metadata), int(position))
         return PushResult(stored, int(version), int(evicted))
 
-    async def pop(self, owner: str, sid: str, expected_version: int | None = None) -> PopResult:
-        """Pop the top turn (O(1)); FAILED_PRECONDITION on an empty stack."""
+    async def pop(self, owner: str, sid: str, expected_version: int | None = None,
+                  pending: str = "", count: int = 1) -> PopResult:
+        """Pop the top `count` turns at once (O(count)), or the pending turn `pending`;
+        FAILED_PRECONDITION on a stack with fewer turns."""
         self._check_session_id(sid)
+        if pending:
+            check_id(pending, "pending_turn_id")
+        count = max(1, count)
+        if count > self.config.max_pop_turns:
+            raise InvalidRequest(f"count: {count} exceeds the limit of {self.config.max_pop_turns}")
         op_id = f"{current_request_id()}:{uuid.uuid4().hex[:8]}"
-        version, raw, position = await self._run(
-            "pop", self._keys(sid), [owner, _ver(expected_version), _now_ms(), op_id])
-        self.metrics.turns_popped.inc()
-        return PopResult(_turn(raw, 0, int(position)), int(version))
+        version, position, *raws = await self._run(
+            "pop", self._keys(sid), [owner, _ver(expected_version), _now_ms(), op_id, pending, count])
+        self.metrics.turns_popped.inc(len(raws))
+        lowest = int(position)
+        turns = [_turn(raw, 0, lowest + len(raws) - 1 - i) for i, raw in enumerate(raws)]
+        return PopResult(turns[0], int(version), turns)
 
     async def peek(self, owner: str, sid: str, n: int) -> TurnPage:
         """The top n turns, top first."""
@@ -281,7 +300,8 @@ class RedisSessionStore:
 
     async def fork(self, owner: str, sid: str, keep_turns: int | None,
                    before_turn_id: str = "", expected_version: int | None = None,
-                   metadata: dict[str, str] | None = None, new_session_id: str = "") -> SessionHeader:
+                   metadata: dict[str, str] | None = None, new_session_id: str = "",
+                   pending_ms: int = 0) -> SessionHeader:
         """A new session with the bottom `keep_turns` turns (or those below `before_turn_id`)."""
         self._check_session_id(sid)
         if keep_turns is None and not before_turn_id:
@@ -294,7 +314,7 @@ class RedisSessionStore:
         raw = await self._run("fork", [src[0], src[1], src[3], *new, self._owner_index(owner)], [
             owner, _ver(expected_version), -1 if keep_turns is None else keep_turns,
             before_turn_id, new_sid, _now_ms(), json.dumps(metadata or {}),
-            self.config.max_ttl_seconds,
+            self.config.max_ttl_seconds, self._pending_ms(pending_ms),
         ])
         self.metrics.sessions_created.inc()
         return _header(new_sid, raw)
@@ -313,13 +333,13 @@ class RedisSessionStore:
 
     async def list_sessions(self, owner: str, offset: int, limit: int) -> SessionPage:
         """The owner's sessions, newest first."""
-        has_more, *rows = await self._run(
+        has_more, next_offset, *rows = await self._run(
             "list_sessions", [self._owner_index(owner)], [owner, self.prefix, offset, limit])
         sessions = []
         for row in rows:
             fields = _pairs(row)
             sessions.append(_header(fields.pop("sid"), row))
-        return SessionPage(sessions, offset + len(sessions) if int(has_more) else None)
+        return SessionPage(sessions, int(next_offset) if int(has_more) else None)
 
 
 # -- decoding -----------------------------------------------------------------------------
@@ -332,14 +352,17 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 
 
 def _header(sid: str, flat: list[Any]) -> SessionHeader:
+    """A header from its hash; a pending turn (see push.lua) is not counted."""
     f = _pairs(flat)
+    pending = 1 if f.get("pending") else 0
+    pending_tokens = int(f.get("pending_tokens") or 0) if pending else 0
     return SessionHeader(
         session_id=sid, owner=f["owner"], create_time_ms=int(f["created_ms"]),
         update_time_ms=int(f["updated_ms"]), ttl_seconds=int(f["ttl"]),
         metadata=json.loads(f.get("meta") or "{}"), system_prompt=f.get("sys", ""),
         system_prompt_tokens=int(f.get("sys_tokens") or 0), version=int(f["version"]),
-        turn_count=int(f["next"]) - int(f["base"]),
-        total_tokens=int(f["tok_end"]) - int(f["tok_base"]),
+        turn_count=int(f["next"]) - int(f["base"]) - pending,
+        total_tokens=int(f["tok_end"]) - int(f["tok_base"]) - pending_tokens,
     )
 
 
@@ -355,6 +378,11 @@ _ERRORS: dict[str, Callable[[str], Exception]] = {
     "NOTURN": lambda rest: NotFound("turn not found in the session"),
     "VERSION": lambda rest: VersionConflict(f"version conflict: the session is at version {rest}"),
     "EMPTY": lambda rest: FailedPrecondition("the session's turn stack is empty"),
+    "SHORT": lambda rest: FailedPrecondition(f"count: the session holds only {rest} turns"),
+    "BUSY": lambda rest: VersionConflict("a turn of the session is being answered; retry when its answer is stored"),
+    "LAPSED": lambda rest: VersionConflict(
+        "commit_turn_id: the pending turn is gone (its lease ran out, or it was removed); answer again"),
+    "GONE": lambda rest: NotFound("pending turn not found: it was committed, removed, or its lease ran out"),
     "FULL": lambda rest: LimitExceeded(f"the session holds {rest} turns, the maximum"),
     "EXISTS": lambda rest: AlreadyExists("session_id: already exists"),
     "RANGE": lambda rest: InvalidRequest(f"keep_turns: exceeds the session's {rest} turns"),

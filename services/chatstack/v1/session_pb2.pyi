@@ -70,7 +70,7 @@ class Turn(_message.Message):
     def __init__(self, turn_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., position: _Optional[int] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "system_prompt", "system_prompt_tokens", "metadata", "ttl_seconds")
+    __slots__ = ("session_id", "system_prompt", "system_prompt_tokens", "metadata", "ttl_seconds", "pending_ms")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -83,12 +83,14 @@ class CreateSessionRequest(_message.Message):
     SYSTEM_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_MS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     system_prompt: str
     system_prompt_tokens: int
     metadata: _containers.ScalarMap[str, str]
     ttl_seconds: int
-    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., system_prompt_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    pending_ms: int
+    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., system_prompt_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., ttl_seconds: _Optional[int] = ..., pending_ms: _Optional[int] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -137,7 +139,7 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PushTurnRequest(_message.Message):
-    __slots__ = ("session_id", "role", "content", "token_count", "metadata", "expected_version")
+    __slots__ = ("session_id", "role", "content", "token_count", "metadata", "expected_version", "pending_ms", "commit_turn_id", "replace_turn_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -151,13 +153,19 @@ class PushTurnRequest(_message.Message):
     TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_MS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     role: _common_pb2.Role
     content: str
     token_count: int
     metadata: _containers.ScalarMap[str, str]
     expected_version: int
-    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    pending_ms: int
+    commit_turn_id: str
+    replace_turn_id: str
+    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expected_version: _Optional[int] = ..., pending_ms: _Optional[int] = ..., commit_turn_id: _Optional[str] = ..., replace_turn_id: _Optional[str] = ...) -> None: ...
 
 class PushTurnResponse(_message.Message):
     __slots__ = ("turn", "version", "evicted_turns")
@@ -170,20 +178,26 @@ class PushTurnResponse(_message.Message):
     def __init__(self, turn: _Optional[_Union[Turn, _Mapping]] = ..., version: _Optional[int] = ..., evicted_turns: _Optional[int] = ...) -> None: ...
 
 class PopTurnRequest(_message.Message):
-    __slots__ = ("session_id", "expected_version")
+    __slots__ = ("session_id", "expected_version", "pending_turn_id", "count")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     expected_version: int
-    def __init__(self, session_id: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    pending_turn_id: str
+    count: int
+    def __init__(self, session_id: _Optional[str] = ..., expected_version: _Optional[int] = ..., pending_turn_id: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class PopTurnResponse(_message.Message):
-    __slots__ = ("turn", "version")
+    __slots__ = ("turn", "version", "turns")
     TURN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
     turn: Turn
     version: int
-    def __init__(self, turn: _Optional[_Union[Turn, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+    turns: _containers.RepeatedCompositeFieldContainer[Turn]
+    def __init__(self, turn: _Optional[_Union[Turn, _Mapping]] = ..., version: _Optional[int] = ..., turns: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ...) -> None: ...
 
 class PeekTurnsRequest(_message.Message):
     __slots__ = ("session_id", "n")
@@ -248,7 +262,7 @@ class GetContextResponse(_message.Message):
     def __init__(self, system_prompt: _Optional[str] = ..., system_prompt_tokens: _Optional[int] = ..., turns: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., truncated: _Optional[bool] = ..., omitted_turns: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ForkSessionRequest(_message.Message):
-    __slots__ = ("session_id", "keep_turns", "expected_version", "metadata", "before_turn_id", "new_session_id")
+    __slots__ = ("session_id", "keep_turns", "expected_version", "metadata", "before_turn_id", "new_session_id", "pending_ms")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -262,13 +276,15 @@ class ForkSessionRequest(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     BEFORE_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     NEW_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PENDING_MS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     keep_turns: int
     expected_version: int
     metadata: _containers.ScalarMap[str, str]
     before_turn_id: str
     new_session_id: str
-    def __init__(self, session_id: _Optional[str] = ..., keep_turns: _Optional[int] = ..., expected_version: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., before_turn_id: _Optional[str] = ..., new_session_id: _Optional[str] = ...) -> None: ...
+    pending_ms: int
+    def __init__(self, session_id: _Optional[str] = ..., keep_turns: _Optional[int] = ..., expected_version: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., before_turn_id: _Optional[str] = ..., new_session_id: _Optional[str] = ..., pending_ms: _Optional[int] = ...) -> None: ...
 
 class ForkSessionResponse(_message.Message):
     __slots__ = ("session",)

@@ -4,7 +4,7 @@
 local hd = header(KEYS[1], ARGV[1])
 if not hd then return redis.error_reply('NOTFOUND') end
 local pos = redis.call('HGET', KEYS[4], ARGV[2])
-if not pos then return redis.error_reply('NOTURN') end
+if not pos or hd.pending == ARGV[2] then return redis.error_reply('NOTURN') end
 local index = tonumber(pos) - hd.base
 local turn = cjson.decode(redis.call('LINDEX', KEYS[2], index))
 local meta = {}
@@ -21,5 +21,5 @@ end
 turn.m = meta  -- at least one entry (the store refuses an empty annotation): encodes as an object
 local raw = cjson.encode(turn)
 redis.call('LSET', KEYS[2], index, raw)
-touch(KEYS, hd.ttl)
+keep(KEYS, hd)
 return {hd.base, raw}

@@ -6,7 +6,7 @@
 local h = KEYS[1]
 local hd = header(h, ARGV[1])
 if not hd then return redis.error_reply('NOTFOUND') end
-touch(KEYS, hd.ttl)
+keep(KEYS, hd)
 local f = redis.call('HMGET', h, 'sys', 'sys_tokens')
 local avail = tonumber(ARGV[2]) - tonumber(f[2])
 local first = hd.next
@@ -17,6 +17,6 @@ if avail > 0 and hd.next > hd.base then
 end
 local out = {hd.version, hd.base, hd.next - hd.base, f[1], f[2]}
 if first < hd.next then
-  for _, t in ipairs(redis.call('LRANGE', KEYS[2], first - hd.next, -1)) do out[#out + 1] = t end
+  for _, t in ipairs(redis.call('LRANGE', KEYS[2], first - hd.base, hd.next - hd.base - 1)) do out[#out + 1] = t end
 end
 return out

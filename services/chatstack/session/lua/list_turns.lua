@@ -2,8 +2,9 @@
 -- Returns {version, base, turn_count, turn_json...} from offset (0 = bottom), oldest first.
 local hd = header(KEYS[1], ARGV[1])
 if not hd then return redis.error_reply('NOTFOUND') end
-touch(KEYS, hd.ttl)
+keep(KEYS, hd)
 local off, cnt = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {hd.version, hd.base, hd.next - hd.base}
-for _, t in ipairs(redis.call('LRANGE', KEYS[2], off, off + cnt - 1)) do out[#out + 1] = t end
+local last = math.min(off + cnt, hd.next - hd.base) - 1
+for _, t in ipairs(redis.call('LRANGE', KEYS[2], off, last)) do out[#out + 1] = t end
 return out
