@@ -50,6 +50,7 @@ async def test_a_pending_turn_is_invisible_to_every_read_and_holds_other_changes
     assert [t.content for t in (await store.peek("o", sid, 5)).turns] == ["a0", "q0"]
     header = await store.get("o", sid)
     assert (header.turn_count, header.total_tokens, header.version) == (2, 5, 4)
+    assert (await store.list_turns("o", sid, 2, 10)).turns == []
     with pytest.raises(VersionConflict, match="being answered"):
         await store.push("o", sid, NewTurn("user", "other", 1), expected_version=4)
     with pytest.raises(VersionConflict, match="being answered"):
@@ -61,6 +62,8 @@ async def test_a_pending_turn_is_invisible_to_every_read_and_holds_other_changes
 async def test_a_commit_stores_the_pending_turn_and_the_answer_together(store: RedisSessionStore) -> None:
     sid = (await store.create("o", NewSession())).session_id
     pending = await store.push("o", sid, NewTurn("user", "q", 2), expected_version=1, pending_ms=LEASE_MS)
+    assert await visible(store, sid) == [] and (await store.peek("o", sid, 3)).turns == []
+    assert (await store.context("o", sid, 100)).turns == []
     answer = await store.push("o", sid, NewTurn("assistant", "a", 3), expected_version=pending.version,
                               commit=pending.turn.turn_id)
     assert answer.turn.position == 1 and await visible(store, sid) == ["q", "a"]

@@ -30,7 +30,9 @@ class FakeDownstream:
     """One in-memory session plus a tokenizer that counts words; hooks let a test intervene."""
 
     def __init__(self) -> None:
-        self.turns: list[session_pb2.Turn] = []
+        self.turns: list[session_pb2.Turn] = []  # the visible stack
+        self.pending: session_pb2.Turn | None = None  # a pending turn (PushTurnRequest.pending_ms)
+        self.pop_error: Exception | None = None  # raised by PopTurn (the store is unreachable)
         self.version = 1
         self.push_gate: asyncio.Event | None = None  # a push waits on it (then lands)
         self.push_started = asyncio.Event()
@@ -43,7 +45,7 @@ class FakeDownstream:
         self.create_landed = asyncio.Event()
         self.session = SimpleNamespace(GetContext=self._get_context, PushTurn=self._push, PopTurn=self._pop,
                                        CreateSession=self._create, DeleteSession=self._delete,
-                                       ForkSession=self._fork)
+                                       ForkSession=self._fork, PeekTurns=self._peek)
         self.tokenizer = SimpleNamespace(CountTokens=self._count, ApplyChatTemplate=self._render)
         self.generation = SimpleNamespace(GetModelInfo=self._model_info)
 
@@ -93,6 +95,9 @@ class FakeDownstream:
         del self.created[request.session_id]
         return session_pb2.DeleteSessionResponse()
 
+    async def _peek(self, request: session_pb2.PeekTurnsRequest) -> session_pb2.PeekTurnsResponse:
+        return session_pb2.PeekTurnsResponse(turns=list(reversed(self.turns))[:request.n], version=self.version)
+
     async def _get_context(self, request: session_pb2.GetContextRequest) -> session_pb2.GetContextResponse:
         reply = session_pb2.GetContextResponse(turns=self.turns, version=self.version)
         if self.after_read is not None:
@@ -103,20 +108,39 @@ class FakeDownstream:
         self.push_started.set()
         if self.push_gate is not None:
             await self.push_gate.wait()
+        if request.commit_turn_id:
+            assert self.pending is not None and self.pending.turn_id == request.commit_turn_id
+        elif self.pending is not None:
+            raise VersionConflict("a turn of the session is being answered")
         if request.HasField("expected_version") and request.expected_version != self.version:
             raise VersionConflict(f"at version {self.version}, expected {request.expected_version}")
+        if request.commit_turn_id:
+            self.turns.append(self.pending)  # type: ignore[arg-type]
+            self.pending = None
+        if request.replace_turn_id:
+            assert self.turns[-1].turn_id == request.replace_turn_id
+            self.turns.pop()
         turn = session_pb2.Turn(turn_id=f"t{self.version}", role=request.role, content=request.content,
                                 token_count=request.token_count)
-        self.turns.append(turn)
+        if request.pending_ms:
+            self.pending = turn
+        else:
+            self.turns.append(turn)
         self.version += 1
         return session_pb2.PushTurnResponse(turn=turn, version=self.version)
 
     async def _pop(self, request: session_pb2.PopTurnRequest) -> session_pb2.PopTurnResponse:
-        if request.HasField("expected_version") and request.expected_version != self.version:
-            raise VersionConflict(f"at version {self.version}, expected {request.expected_version}")
-        turn = self.turns.pop()
+        if self.pop_error is not None:
+            raise self.pop_error
+        if request.pending_turn_id:
+            assert self.pending is not None and self.pending.turn_id == request.pending_turn_id
+            turns, self.pending = [self.pending], None
+        else:
+            if request.HasField("expected_version") and request.expected_version != self.version:
+                raise VersionConflict(f"at version {self.version}, expected {request.expected_version}")
+            turns = [self.turns.pop() for _ in range(max(1, request.count))]
         self.version += 1
-        return session_pb2.PopTurnResponse(turn=turn, version=self.version)
+        return session_pb2.PopTurnResponse(turn=turns[0], version=self.version, turns=turns)
 
 
 def dataplane(ds: FakeDownstream) -> ChatDataPlane:
@@ -137,7 +161,7 @@ async def test_a_render_failure_writes_nothing() -> None:
     assert ds.turns == [] and ds.version == 1 and not ds.push_started.is_set()
 
 
-async def test_a_generation_failure_after_the_push_landed_pops_the_user_turn() -> None:
+async def test_a_generation_failure_after_the_push_landed_takes_the_pending_user_turn_back() -> None:
     ds = FakeDownstream()
     ds.generation_error = BackendUnavailable("generation service unavailable: down")
     events = []
@@ -145,15 +169,36 @@ async def test_a_generation_failure_after_the_push_landed_pops_the_user_turn() -
         async for event in dataplane(ds).chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8)):
             events.append(event)
     assert len(events) == 1 and events[0].user_turn_id == "t1"  # the first event named the stored turn
-    assert ds.turns == [] and ds.version == 3  # pushed, then popped
+    assert ds.turns == [] and ds.pending is None and ds.version == 3  # pushed pending, then taken back
 
+
+async def test_a_failure_whose_rollback_cannot_reach_the_store_leaves_its_turn_pending_never_visible() -> None:
+    ds = FakeDownstream()
+    ds.generation_error = BackendUnavailable("generation service unavailable: down")
+    ds.pop_error = BackendUnavailable("the session store is unreachable; retry")
+    with pytest.raises(BackendUnavailable, match="generation"):
+        async for _ in dataplane(ds).chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8)):
+            pass
+    assert ds.turns == []  # no lone user turn: it stays pending until its lease ends and it is reaped
+    assert ds.pending is not None and ds.pending.content == MESSAGE
+
+
+async def test_a_regenerate_replaces_the_answer_in_one_push() -> None:
+    ds = FakeDownstream()
+    flow = dataplane(ds)
+    [e async for e in flow.chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8))]
+    old = ds.turns[-1].turn_id
+    ds.pop_error = AssertionError("a regenerate pops nothing")
+    events = [e async for e in flow.regenerate("alice", "s1", ChatOptions(max_tokens=8))]
+    assert [t.content for t in ds.turns] == [MESSAGE, "hi"] and ds.turns[-1].turn_id != old
+    assert events[-1].assistant_turn_id == ds.turns[-1].turn_id
 
 async def test_a_whole_chat_stores_both_turns_with_the_counts_of_the_rendering_call() -> None:
     ds = FakeDownstream()
     events = [e async for e in dataplane(ds).chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8))]
     assert [type(e).__name__ for e in events] == ["SessionEvent", "DeltaEvent", "FinalEvent"]
     assert [(t.content, t.token_count) for t in ds.turns] == [(MESSAGE, 2), ("hi", 1)]
-    assert events[-1].reward_status == "off" and ds.version == 3
+    assert events[-1].reward_status == "off" and ds.version == 3 and ds.pending is None
 
 
 async def test_a_cancel_while_the_push_is_in_flight_still_undoes_the_push() -> None:
@@ -166,7 +211,7 @@ async def test_a_cancel_while_the_push_is_in_flight_still_undoes_the_push() -> N
     asyncio.get_running_loop().call_soon(ds.push_gate.set)
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert ds.turns == [] and ds.version == 3
+    assert ds.turns == [] and ds.pending is None and ds.version == 3
 
 
 async def test_a_session_changed_between_read_and_push_is_aborted_and_nothing_of_ours_is_left() -> None:

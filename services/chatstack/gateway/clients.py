@@ -160,11 +160,11 @@ class SessionClient:
         """Push a turn."""
         return await self._call("PushTurn", request)
 
-    async def pop(self, session_id: str, version: int | None,
-                  within: float | None = None) -> session_pb2.PopTurnResponse:
-        """Pop the top turn at `version`."""
+    async def pop(self, session_id: str, version: int | None, within: float | None = None,
+                  pending: str = "", count: int = 1) -> session_pb2.PopTurnResponse:
+        """Pop the top `count` turns at `version` in one step, or take back the pending turn `pending`."""
         return await self._call("PopTurn", session_pb2.PopTurnRequest(
-            session_id=session_id, expected_version=version), within)
+            session_id=session_id, expected_version=version, pending_turn_id=pending, count=count), within)
 
     async def peek(self, session_id: str, n: int) -> session_pb2.PeekTurnsResponse:
         """The top n turns, top first."""

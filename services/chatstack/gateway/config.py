@@ -89,3 +89,8 @@ class GatewayConfig(ServerConfig):
         30.0, gt=0, description="Deadline of an async scoring (reward call plus the annotation).")
     rollback_timeout_seconds: float = Field(
         5.0, gt=0, description="Deadline of the calls that undo a failed Chat's session writes.")
+    max_pending_seconds: float = Field(
+        3600.0, gt=0, le=3600, description="Longest lease of an exchange's pending user turn (its "
+        "call's deadline plus rollback_timeout_seconds, at most this; at most the session "
+        "service's max_pending_ms): how long a call that died without its rollback can keep its "
+        "session's changes ABORTED before the turn is reaped.")

@@ -59,18 +59,20 @@ class Conversations:
         session = await sessions.get(session_id)
         return session.system_prompt, await sessions.turns(session_id, page_size, page_token)
 
-    async def undo_last(self, owner: str, session_id: str) -> tuple[list[session_pb2.Turn], int]:
-        """Pop the last user/assistant exchange (or a lone unanswered user turn)."""
+    async def undo_last(self, owner: str, session_id: str,
+                        top_turn_id: str = "") -> tuple[list[session_pb2.Turn], int]:
+        """Pop the last user/assistant exchange (or a lone user turn) in one step, at the version
+        read (a change in between is ABORTED, never a newer exchange removed); if `top_turn_id`
+        is given, only while that turn is still the top (FAILED_PRECONDITION otherwise)."""
         sessions = self.backends.sessions(owner)
         top = await sessions.peek(session_id, 2)
         turns = list(top.turns)
         if not turns:
             raise FailedPrecondition("nothing to undo: the session is empty")
+        if top_turn_id and turns[0].turn_id != top_turn_id:
+            raise FailedPrecondition("the exchange is no longer its conversation's latest; "
+                                     "a conversation is a stack: delete from the top")
         count = 2 if (len(turns) == 2 and turns[0].role == common_pb2.ROLE_ASSISTANT
                       and turns[1].role == common_pb2.ROLE_USER) else 1
-        removed, version = [], top.version
-        for _ in range(count):
-            popped = await sessions.pop(session_id, version)
-            removed.append(popped.turn)
-            version = popped.version
-        return removed, version
+        popped = await sessions.pop(session_id, top.version, count=count)
+        return list(popped.turns) or [popped.turn], popped.version

@@ -7,11 +7,13 @@ version read, so a concurrent change is ABORTED rather than answered from a stal
 the engine already works on the prompt; the first event, which names the stored user turn, waits
 for the push, the deltas follow. A new session is created the same way, beside generation.
 
-Consistency: a call that fails or is cancelled at any stage undoes its own session writes (pops
-its user turn with the version it produced, or deletes the session or fork it created: their ids
-are chosen here, before the call that creates them), so the session is exactly as it was before
-the call. Cancelling the call cancels the downstream generation stream, which aborts the request
-in the engine.
+Consistency: an exchange is stored whole or not at all. The user turn is pushed *pending*
+(invisible to reads, other changes of the session ABORTED meanwhile) and committed together with
+the answer in one script; a regenerate replaces the old answer in one script; a new session or an
+edit's fork is created pending (unlisted, expiring unless an answer is committed into it). A call
+that fails or is cancelled takes its writes back (`chatstack.gateway.rollback`); when even that
+cannot reach the store, what it left stays invisible and is reaped when its lease ends. Cancelling
+the call cancels the downstream generation stream, which aborts the request in the engine.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import Answer, ChatEvent, ChatOptions, DeltaEvent, FinalEvent, SessionEvent
 from chatstack.gateway.preferences import PreferenceRecorder
 from chatstack.gateway.prompting import ChatContext, Prompt, PromptBuilder, too_long
-from chatstack.gateway.rollback import Undo, undo_writes
+from chatstack.gateway.rollback import Rollback, lease_ms, roll_back
 from chatstack.v1 import common_pb2, session_pb2
 
 # A session call that failed with one of these certainly changed nothing.
@@ -51,10 +53,11 @@ REFUSED = (InvalidRequest, NotFound, FailedPrecondition, VersionConflict, Alread
 @dataclass
 class Exchange:
     """One answer being made: where it goes and what it answers. The user turn it answers is
-    either stored already (`user_turn_id`, `version`) or being pushed (`undo.pending_push`)."""
+    either stored already (`user_turn_id`, `version`) or being pushed pending
+    (`rollback.pending_push`), then committed with the answer."""
 
     sessions: SessionClient
-    undo: Undo
+    rollback: Rollback
     prompt: Prompt
     max_tokens: int
     options: ChatOptions
@@ -106,7 +109,7 @@ class ChatDataPlane:
         replace an existing session's for this call only."""
         max_tokens = self.check(message, options)
         clock, sessions = StageClock(), self.backends.sessions(owner)
-        undo = Undo(session_id=session_id)
+        rollback = Rollback(session_id=session_id)
         try:
             budget = await self.prompts.budget(max_tokens, options)
             t = time.perf_counter()
@@ -115,7 +118,7 @@ class ChatDataPlane:
                 if instructions is not None:
                     ctx.system_prompt, ctx.system_tokens = instructions, None  # counted in the render
             else:  # a new session holds only its system prompt: nothing to read
-                undo.session_id = uuid.uuid4().hex  # chosen here, so a cancelled create is deleted
+                rollback.session_id = uuid.uuid4().hex  # chosen here, so a cancelled create is deleted
                 ctx = ChatContext(system_prompt, None, 0)
             t = clock.add("session_read", t)
             ctx.append(common_pb2.ROLE_USER, message, None)
@@ -127,31 +130,32 @@ class ChatDataPlane:
                     f"({prompt.context_turns} newest turns would); truncation 'auto' lets the oldest leave")
             # The user turn is stored (at the version read, so a concurrent change is ABORTED
             # rather than answered from a stale window) while the engine starts on the prompt.
-            undo.pending_push = asyncio.ensure_future(
-                self._store_user_turn(sessions, undo, ctx, prompt, create=not session_id))
-            exchange = Exchange(sessions, undo, prompt, max_tokens, options, clock)
+            rollback.pending_push = asyncio.ensure_future(
+                self._store_user_turn(sessions, rollback, ctx, prompt, create=not session_id,
+                                      lease=lease_ms(self.config)))
+            exchange = Exchange(sessions, rollback, prompt, max_tokens, options, clock)
             async with aclosing(self._answer_and_store(exchange)) as source:
                 async for event in source:
                     yield event
         except BaseException:
-            await undo_writes(sessions, undo, self.config.rollback_timeout_seconds, self.metrics)
+            await roll_back(sessions, rollback, self.config.rollback_timeout_seconds, self.metrics)
             raise
 
     @staticmethod
-    async def _store_user_turn(sessions: SessionClient, undo: Undo, ctx: ChatContext, prompt: Prompt,
-                               create: bool) -> session_pb2.PushTurnResponse:
-        """Push the message being answered (ctx's top) at the version read, creating the session
-        with ctx's system prompt first when `create`."""
+    async def _store_user_turn(sessions: SessionClient, rollback: Rollback, ctx: ChatContext, prompt: Prompt,
+                               create: bool, lease: int) -> session_pb2.PushTurnResponse:
+        """Push the message being answered (ctx's top) pending, at the version read, creating the
+        session (pending too) with ctx's system prompt first when `create`."""
         version = ctx.version
         if create:
-            undo.created = True  # set before the call: a create cut short may still land
+            rollback.created = True  # set before the call: a create cut short may still land
             session = await sessions.create(session_pb2.CreateSessionRequest(
-                session_id=undo.session_id, system_prompt=ctx.system_prompt,
-                system_prompt_tokens=prompt.system_tokens))
+                session_id=rollback.session_id, system_prompt=ctx.system_prompt,
+                system_prompt_tokens=prompt.system_tokens, pending_ms=lease))
             version = session.version
         return await sessions.push(session_pb2.PushTurnRequest(
-            session_id=undo.session_id, role=common_pb2.ROLE_USER, content=ctx.messages[-1].content,
-            token_count=prompt.message_tokens, expected_version=version))
+            session_id=rollback.session_id, role=common_pb2.ROLE_USER, content=ctx.messages[-1].content,
+            token_count=prompt.message_tokens, expected_version=version, pending_ms=lease))
 
     async def edit(self, owner: str, session_id: str, turn_id: str, message: str,
                    options: ChatOptions, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
@@ -162,9 +166,9 @@ class ChatDataPlane:
         sessions = self.backends.sessions(owner)
         fork_id, forked = uuid.uuid4().hex, False
         try:
-            await sessions.fork(session_pb2.ForkSessionRequest(
+            await sessions.fork(session_pb2.ForkSessionRequest(  # pending until the answer is stored
                 session_id=session_id, before_turn_id=turn_id, metadata={"forked_from": session_id},
-                new_session_id=fork_id))
+                new_session_id=fork_id, pending_ms=lease_ms(self.config)))
             forked = True
             async with aclosing(self.chat(owner, fork_id, "", message, options, instructions)) as source:
                 async for event in source:
@@ -177,8 +181,8 @@ class ChatDataPlane:
                     yield event
         except BaseException as exc:
             if forked or not isinstance(exc, REFUSED):  # the fork may have landed: delete it
-                await undo_writes(sessions, Undo(session_id=fork_id, created=True),
-                                  self.config.rollback_timeout_seconds, self.metrics)
+                await roll_back(sessions, Rollback(session_id=fork_id, created=True),
+                                self.config.rollback_timeout_seconds, self.metrics)
             raise
 
     async def regenerate(self, owner: str, session_id: str,
@@ -204,32 +208,33 @@ class ChatDataPlane:
         t = clock.add("session_read", t)
         prompt = await self.prompts.fit_and_render(ctx, budget, max_tokens)
         clock.add("template", t)
-        # Nothing is written before the answer is ready: nothing to undo.
-        exchange = Exchange(sessions, Undo(session_id=session_id), prompt, max_tokens, options, clock,
+        # Nothing is written before the answer is ready, which replaces the old one in one step.
+        exchange = Exchange(sessions, Rollback(session_id=session_id), prompt, max_tokens, options, clock,
                             user_turn_id=turns[0].turn_id, version=top.version,
                             replaced=replace)
         async with aclosing(self._answer_and_store(exchange)) as source:
             async for event in source:
                 yield event
 
-    async def undo(self, owner: str, session_id: str) -> tuple[list[session_pb2.Turn], int]:
+    async def undo(self, owner: str, session_id: str,
+                   top_turn_id: str = "") -> tuple[list[session_pb2.Turn], int]:
         """Remove the last exchange (see Conversations.undo_last); a preference signal."""
-        removed, version = await self.conversations.undo_last(owner, session_id)
+        removed, version = await self.conversations.undo_last(owner, session_id, top_turn_id)
         self.preferences.undone(self.backends.sessions(owner), session_id, removed)
         return removed, version
 
     # -- the shared end: answer, store ----------------------------------------------------------
     async def _answer_and_store(self, ex: Exchange) -> AsyncGenerator[ChatEvent]:
         prompt, clock = ex.prompt, ex.clock
-        answering = self.answerer.answer(prompt, ex.max_tokens, ex.options, clock, ex.undo.session_id)
+        answering = self.answerer.answer(prompt, ex.max_tokens, ex.options, clock, ex.rollback.session_id)
         first = asyncio.ensure_future(anext(answering))  # the engine starts while the turn is stored
         answer: Answer | None = None
         try:
-            if ex.undo.pending_push is not None:
-                pushed = await asyncio.shield(ex.undo.pending_push)  # a cancel must not cut it short
-                ex.undo.pushed_version, ex.undo.pending_push = pushed.version, None
+            if ex.rollback.pending_push is not None:
+                pushed = await asyncio.shield(ex.rollback.pending_push)  # a cancel must not cut it short
+                ex.rollback.pending_turn_id, ex.rollback.pending_push = pushed.turn.turn_id, None
                 ex.user_turn_id, ex.version = pushed.turn.turn_id, pushed.version
-            yield SessionEvent(ex.undo.session_id, ex.undo.created, ex.user_turn_id,
+            yield SessionEvent(ex.rollback.session_id, ex.rollback.created, ex.user_turn_id,
                                prompt.context_turns, prompt.truncated, len(prompt.ids),
                                prompt.text if ex.options.echo_prompt else "")
             item: DeltaEvent | Answer | None = await first
@@ -249,11 +254,11 @@ class ChatDataPlane:
         t = time.perf_counter()
         stored = await self._store(ex, answer)
         clock.add("session_write", t)
-        ex.undo.done()
-        self.preferences.answered(ex.sessions, ex.undo.session_id, ex.user_turn_id, stored.turn.turn_id,
+        ex.rollback.done()
+        self.preferences.answered(ex.sessions, ex.rollback.session_id, ex.user_turn_id, stored.turn.turn_id,
                                   prompt.messages, answer, ex.options, ex.max_tokens, ex.replaced)
         if answer.reward_status == "pending" and not self.scorer.submit(
-                ex.sessions, ex.undo.session_id, stored.turn.turn_id, prompt.messages, answer.text):
+                ex.sessions, ex.rollback.session_id, stored.turn.turn_id, prompt.messages, answer.text):
             answer.reward_status = "off"
         clock.seconds["total"] = time.perf_counter() - clock.start
         for stage, seconds in clock.seconds.items():
@@ -264,9 +269,8 @@ class ChatDataPlane:
 
     @staticmethod
     async def _store(ex: Exchange, answer: Answer) -> session_pb2.PushTurnResponse:
-        version = ex.version
-        if ex.replaced is not None:
-            version = (await ex.sessions.pop(ex.undo.session_id, version)).version
+        """Push the answer at the version the exchange read, in one script with what it completes:
+        committing the pending user turn, or replacing the answer a regenerate replaces."""
         metadata = {"finish_reason": common_pb2.FinishReason.Name(answer.finish_reason),
                     "prompt_tokens": str(len(ex.prompt.ids))}  # the window the answer was made from
         if answer.reward_status == "scored":
@@ -274,7 +278,8 @@ class ChatDataPlane:
         if answer.candidates:
             metadata["best_of"] = str(len(answer.candidates))
         return await ex.sessions.push(session_pb2.PushTurnRequest(
-            session_id=ex.undo.session_id, role=common_pb2.ROLE_ASSISTANT, content=answer.text,
+            session_id=ex.rollback.session_id, role=common_pb2.ROLE_ASSISTANT, content=answer.text,
             token_count=len(answer.token_ids),  # the generated ids are the answer's tokens: no recount
-            metadata=metadata, expected_version=version))
+            metadata=metadata, expected_version=ex.version, commit_turn_id=ex.rollback.pending_turn_id,
+            replace_turn_id=ex.replaced.turn_id if ex.replaced is not None else ""))
 

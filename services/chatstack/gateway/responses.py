@@ -107,7 +107,7 @@ class Responses:
         if not exchange.latest:
             raise FailedPrecondition(f"response_id: {ref.encode()!r} is not its conversation's latest "
                                      "response; a conversation is a stack: delete from the top")
-        await self.dataplane.undo(owner, ref.session_id)
+        await self.dataplane.undo(owner, ref.session_id, top_turn_id=exchange.answer.turn_id)
 
     async def feedback(self, owner: str, ref: ResponseRef, rating: int, preferred_candidate: int | None,
                        reason: str) -> FeedbackResult:

@@ -219,7 +219,8 @@ class RedisSessionStore:
 
     def _pending_ms(self, pending_ms: int) -> int:
         if pending_ms > self.config.max_pending_ms:
-            raise InvalidRequest(f"pending_ms: {pending_ms} exceeds the limit of {self.config.max_pending_ms}")
+            raise InvalidRequest(f"pending_ms: {pending_ms} exceeds the limit of "
+                                 f"{self.config.max_pending_ms}")
         return pending_ms
 
     async def push(self, owner: str, sid: str, turn: NewTurn, expected_version: int | None = None,
@@ -379,7 +380,8 @@ _ERRORS: dict[str, Callable[[str], Exception]] = {
     "VERSION": lambda rest: VersionConflict(f"version conflict: the session is at version {rest}"),
     "EMPTY": lambda rest: FailedPrecondition("the session's turn stack is empty"),
     "SHORT": lambda rest: FailedPrecondition(f"count: the session holds only {rest} turns"),
-    "BUSY": lambda rest: VersionConflict("a turn of the session is being answered; retry when its answer is stored"),
+    "BUSY": lambda rest: VersionConflict(
+        "a turn of the session is being answered; retry when its answer is stored"),
     "LAPSED": lambda rest: VersionConflict(
         "commit_turn_id: the pending turn is gone (its lease ran out, or it was removed); answer again"),
     "GONE": lambda rest: NotFound("pending turn not found: it was committed, removed, or its lease ran out"),
