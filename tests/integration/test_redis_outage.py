@@ -120,11 +120,11 @@ class Worker(threading.Thread):
         try:
             if op == "chat":
                 r = self.client.chat(message, sid, **OPTIONS)
-                self.models[sid] = model + [(r.user_turn_id, USER, message), (r.assistant_turn_id, ASSISTANT, r.text)]
+                self.models[sid] = [*model, (r.user_turn_id, USER, message), (r.assistant_turn_id, ASSISTANT, r.text)]
                 self.books.ack(2)
             elif op == "regenerate":
                 r = self.client.regenerate(sid, **OPTIONS)
-                self.models[sid] = model[:-1] + [(r.assistant_turn_id, ASSISTANT, r.text)]
+                self.models[sid] = [*model[:-1], (r.assistant_turn_id, ASSISTANT, r.text)]
                 self.books.ack(1)
             elif op == "undo":
                 reply = self.client.undo(sid)
@@ -133,8 +133,7 @@ class Worker(threading.Thread):
             else:
                 at = self.rng.randrange(0, len(model), 2)  # a user turn
                 r = self.client.edit(sid, model[at][0], message, **OPTIONS)
-                self.models[r.session_id] = model[:at] + [(r.user_turn_id, USER, message),
-                                                          (r.assistant_turn_id, ASSISTANT, r.text)]
+                self.models[r.session_id] = [*model[:at], (r.user_turn_id, USER, message), (r.assistant_turn_id, ASSISTANT, r.text)]
                 self.books.ack(2)
         except grpc.RpcError as exc:
             self.books.fail(exc.code().name)
@@ -167,9 +166,9 @@ class Worker(threading.Thread):
             return
         allowed = [model]
         if op == "chat" and len(actual) == len(model) + 2:
-            allowed.append(model + [(actual[-2][0], USER, message), actual[-1]])
+            allowed.append([*model, (actual[-2][0], USER, message), actual[-1]])
         elif op == "regenerate" and len(actual) == len(model) and actual[-1][0] != model[-1][0]:
-            allowed.append(model[:-1] + [actual[-1]])
+            allowed.append([*model[:-1], actual[-1]])
         elif op == "undo":
             allowed.append(model[:-2])
         self.check(sid, actual, allowed, op)
