@@ -102,6 +102,32 @@ HTTP_BY_STATUS: dict[grpc.StatusCode, int] = {
 }
 
 
+# A stable machine-readable code per domain error, for HTTP error bodies (`error.code`): clients
+# branch on it, not on the message. A subclass may name a more specific one (`code` attribute).
+CODE_BY_ERROR: dict[type[ChatstackError], str] = {
+    InvalidRequest: "invalid_request",
+    NotFound: "not_found",
+    AlreadyExists: "already_exists",
+    FailedPrecondition: "failed_precondition",
+    VersionConflict: "conflict",
+    LimitExceeded: "limit_exceeded",
+    Overloaded: "overloaded",
+    BackendUnavailable: "backend_unavailable",
+    DeadlineExceeded: "deadline_exceeded",
+    Unauthenticated: "invalid_api_key",
+    Cancelled: "cancelled",
+}
+
+
+def code_for(error: ChatstackError) -> str:
+    """The machine code of a domain error (most specific class wins)."""
+    for cls in type(error).__mro__:
+        code = CODE_BY_ERROR.get(cls)
+        if code is not None:
+            return code
+    return "internal_error"
+
+
 def http_status_for(error: ChatstackError) -> int:
     """The HTTP status of a domain error (500 only for an unmapped one: a bug)."""
     return HTTP_BY_STATUS.get(status_for(error), 500)

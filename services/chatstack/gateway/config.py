@@ -29,6 +29,19 @@ class GatewayConfig(ServerConfig):
     http_port: int = Field(GATEWAY_HTTP_PORT, ge=0, le=65535,
                            description="Port of the OpenAI-compatible HTTP API (0 = a free one), on `host`.")
     http_enabled: bool = Field(True, description="Serve the OpenAI-compatible HTTP API.")
+    max_request_bytes: int = Field(
+        16 << 20, ge=1024, description="Largest HTTP request body (bytes, like gRPC's message limit): "
+        "a larger one is refused with 413 before it is read (Content-Length) or as soon as it passes "
+        "the limit (chunked), so no client can hold more than this of the gateway's memory.")
+    max_deadline_seconds: float = Field(
+        600.0, gt=0, description="Longest deadline an HTTP client may ask for (x-chatstack-timeout, "
+        "or the OpenAI SDKs' x-stainless-timeout header, seconds); without one, "
+        "default_deadline_seconds.")
+    http_keep_alive_seconds: float = Field(
+        75.0, gt=0, description="How long an idle HTTP keep-alive connection is kept open. Above the "
+        "idle timeouts of common clients and proxies (60 s at nginx and cloud load balancers), so "
+        "the client closes first: a server that closes first races a client reusing the connection "
+        "('Remote end closed connection without response'). uvicorn's default is 5 s.")
     tokenizer_address: str = Field(TOKENIZER.local_address,
         description=f"The tokenizer's replicas: {_ADDRESS_FORMS}")
     generation_address: str = Field(GENERATION.local_address,

@@ -27,12 +27,14 @@ class _EmbeddedServer(uvicorn.Server):
 class HttpServer:
     """Serves `app` on host:port (0 = a free port: `port` tells which after `start`)."""
 
-    def __init__(self, app: FastAPI, host: str, port: int, grace_seconds: float) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, grace_seconds: float,
+                 keep_alive_seconds: float = 75.0) -> None:
         self.host = host
         self.port = port
         self._grace = grace_seconds
         self._server = _EmbeddedServer(uvicorn.Config(
             app, host=host, port=port, lifespan="off", log_config=None, access_log=False,
+            timeout_keep_alive=int(max(1, keep_alive_seconds)),  # see GatewayConfig.http_keep_alive_seconds
             timeout_graceful_shutdown=int(max(1, grace_seconds))))
         self._task: asyncio.Task[None] | None = None
 

@@ -19,7 +19,7 @@ from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.downstream import Downstream
 from chatstack.gateway.http_server import HttpServer
 from chatstack.gateway.metrics import GatewayMetrics
-from chatstack.gateway.openai_api.app import HttpMetrics, build_app
+from chatstack.gateway.openai_api.app import HttpLimits, HttpMetrics, build_app
 from chatstack.gateway.responses import Responses
 from chatstack.gateway.servicer import ChatServicer
 from chatstack.v1 import chat_pb2_grpc
@@ -45,9 +45,10 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
     if config.http_enabled:
         completions = Completions(config, backends.tokenizer, backends.generation, backends.reward, metrics)
         responses = Responses(dataplane, dataplane.conversations)
-        app = build_app(completions, responses, auth, HttpMetrics(metric_factory(registry)))
-    http = HttpServer(app, config.host, config.http_port, config.grace_seconds) \
-        if app is not None and serve_http else None
+        app = build_app(completions, responses, auth, HttpMetrics(metric_factory(registry)), HttpLimits(
+            config.max_request_bytes, config.default_deadline_seconds, config.max_deadline_seconds))
+    http = HttpServer(app, config.host, config.http_port, config.grace_seconds,
+                      config.http_keep_alive_seconds) if app is not None and serve_http else None
 
     async def start() -> None:
         if http is not None:

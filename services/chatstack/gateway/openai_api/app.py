@@ -1,95 +1,77 @@
 """The OpenAI-compatible HTTP API of the gateway: a FastAPI app over the same transport-free
 flows as the gRPC servicer. Handlers only authenticate, translate and map errors.
 
-Every request: `Authorization: Bearer <key>` (the gRPC keys and owners), `x-request-id` taken or
-made (and returned), the transport named "http" for the flows' metrics, and a per-route count and
-latency (`chatstack_http_requests_total`, `chatstack_http_request_duration_seconds`).
+Every request: `Authorization: Bearer <key>` (the gRPC keys and owners), and the scope of
+`http_scope.HttpCallScope` around it (request id, deadline, body limit, cancel on disconnect,
+500s, metrics, access log). Every error, the framework's own included, is in OpenAI's shape with
+a machine `code`; a request field that would change the answer and is not implemented is a 400
+naming it (`schemas.check_supported`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import anyio
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as FrameworkError
 from starlette.types import Send
 
 from chatstack.core.errors import ChatstackError, NotFound
-from chatstack.core.metrics import MetricFactory
-from chatstack.core.request_context import (
-    REQUEST_ID_KEY,
-    new_request_id,
-    set_request_id,
-    set_transport,
-)
 from chatstack.gateway.auth import ApiKeyAuthenticator
 from chatstack.gateway.completions import Completions
 from chatstack.gateway.openai_api.chat_completions import ChatCompletionsHandler
-from chatstack.gateway.openai_api.errors import error_body, error_response, validation_response
+from chatstack.gateway.openai_api.errors import error_response, framework_response, validation_response
+from chatstack.gateway.openai_api.http_scope import HttpCallScope, HttpMetrics
 from chatstack.gateway.openai_api.responses_api import ResponsesHandler
 from chatstack.gateway.openai_api.schemas import (
     ChatCompletionRequest,
     ConversationCreateRequest,
     FeedbackRequest,
     ResponseCreateRequest,
+    check_supported,
 )
 from chatstack.gateway.responses import Responses
 
 log = logging.getLogger(__name__)
+__all__ = ["HttpLimits", "HttpMetrics", "build_app"]
 
 
-class HttpMetrics:
-    """Count and latency of each HTTP route, by status."""
+@dataclass(frozen=True)
+class HttpLimits:
+    """The HTTP door's limits (the gateway's config)."""
 
-    def __init__(self, factory: MetricFactory) -> None:
-        self.requests = factory.counter(
-            "chatstack_http_requests", "HTTP requests of the OpenAI-compatible API, by route and status.",
-            ["route", "status"])
-        self.duration = factory.histogram(
-            "chatstack_http_request_duration_seconds",
-            "Seconds until an HTTP response's headers were ready (a stream's events follow).", ["route"])
+    max_request_bytes: int = 16 << 20
+    default_deadline_seconds: float = 120.0
+    max_deadline_seconds: float = 600.0
 
 
 def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthenticator,
-              metrics: HttpMetrics) -> FastAPI:
+              metrics: HttpMetrics, limits: HttpLimits = HttpLimits()) -> FastAPI:
     """The app (see module docstring)."""
     app = FastAPI(title="chatstack", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(HttpCallScope, metrics=metrics, max_request_bytes=limits.max_request_bytes,
+                       default_deadline_seconds=limits.default_deadline_seconds,
+                       max_deadline_seconds=limits.max_deadline_seconds)
     handler = ChatCompletionsHandler(completions)
     stored = ResponsesHandler(responses, completions)
-
-    @app.middleware("http")
-    async def context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request.headers.get(REQUEST_ID_KEY) or new_request_id()
-        set_request_id(request_id)
-        set_transport("http")
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.duration.labels(route).observe(time.perf_counter() - started)
-        response.headers[REQUEST_ID_KEY] = request_id
-        return response
 
     @app.exception_handler(ChatstackError)
     async def domain_error(request: Request, exc: ChatstackError) -> JSONResponse:
         return error_response(exc)
 
-    @app.exception_handler(Exception)
-    async def bug(request: Request, exc: Exception) -> JSONResponse:
-        # Any other exception is a bug: logged with the request id, answered 500 in OpenAI's shape
-        # (the request id in the message, as the gRPC side's INTERNAL carries it).
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        request_id = request.headers.get(REQUEST_ID_KEY) or "-"
-        return JSONResponse(error_body(500, f"internal error (request id {request_id})"), status_code=500)
-
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_response(exc)
+
+    @app.exception_handler(FrameworkError)
+    async def framework_error(request: Request, exc: FrameworkError) -> JSONResponse:
+        return framework_response(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
 
     def owner(request: Request) -> str:
         return auth.owner_for(request.headers.get("authorization"))
@@ -115,6 +97,7 @@ def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthen
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         owner(request)
+        check_supported(body)
         name = await served(body.model)
         if not body.stream:
             return await handler.complete(body, name)
@@ -123,6 +106,7 @@ def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthen
     @app.post("/v1/responses", response_model=None)
     async def create_response(body: ResponseCreateRequest, request: Request) -> Any:
         who = owner(request)
+        check_supported(body)
         name = await served(body.model)
         if not body.stream:
             return await stored.create(who, body, name)
@@ -142,7 +126,9 @@ def build_app(completions: Completions, responses: Responses, auth: ApiKeyAuthen
 
     @app.post("/v1/conversations")
     async def create_conversation(body: ConversationCreateRequest, request: Request) -> dict[str, Any]:
-        return await stored.create_conversation(owner(request), body)
+        who = owner(request)
+        check_supported(body)
+        return await stored.create_conversation(who, body)
 
     @app.get("/v1/conversations/{conversation_id}")
     async def get_conversation(conversation_id: str, request: Request) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-from chatstack.core.errors import ChatstackError, http_status_for
+from chatstack.core.errors import ChatstackError
 from chatstack.gateway.completions import Completion, CompletionDelta, Completions
-from chatstack.gateway.openai_api.errors import error_body
+from chatstack.gateway.openai_api.errors import domain_error_body
 from chatstack.gateway.openai_api.schemas import ChatCompletionRequest
 from chatstack.v1 import common_pb2, generation_pb2
 
@@ -104,6 +104,6 @@ class ChatCompletionsHandler:
         except ChatstackError as exc:
             if not sent:
                 raise
-            yield f"data: {json.dumps(error_body(http_status_for(exc), str(exc)))}\n\n"
-            return
+            # then [DONE] below: clients wait for it to end the stream
+            yield f"data: {json.dumps(domain_error_body(exc)[1])}\n\n"
         yield "data: [DONE]\n\n"

@@ -11,7 +11,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatstack.core.errors import ChatstackError, InvalidRequest, NotFound, http_status_for
+from chatstack.core.errors import ChatstackError, InvalidRequest, NotFound, code_for
 from chatstack.gateway.completions import Completion, CompletionDelta, Completions
 from chatstack.gateway.model import ChatEvent, DeltaEvent, FinalEvent, SessionEvent
 from chatstack.gateway.openai_api.schemas import (
@@ -194,7 +194,7 @@ class ResponsesHandler:
         except ChatstackError as exc:
             if not sent:
                 raise
-            yield sse("error", {"code": str(http_status_for(exc)), "message": str(exc), "param": None})
+            yield sse("error", {"code": code_for(exc), "message": str(exc), "param": None})
 
     async def get(self, owner: str, response_id: str, model: str) -> dict[str, Any]:
         """A stored response."""

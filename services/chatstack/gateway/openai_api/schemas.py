@@ -3,7 +3,8 @@ domain objects (shapes and edge cases as vLLM's OpenAI server and OpenAI's own A
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,14 +23,78 @@ class TextPart(BaseModel):
     text: str
 
 
-class Message(BaseModel):
+def _absent(value: Any) -> bool:
+    return value is None or value == [] or value == {}
+
+
+# Fields that change what a request means when set, by what value leaves the answer unchanged.
+NEUTRAL: dict[str, Callable[[Any], bool]] = {
+    "tools": _absent, "functions": _absent, "logit_bias": _absent, "include": _absent,
+    "tool_choice": lambda v: v in (None, "none", "auto"),
+    "function_call": lambda v: v in (None, "none", "auto"),
+    "response_format": lambda v: v is None or v == {"type": "text"},
+    "text": lambda v: v is None or v == {} or v == {"format": {"type": "text"}},
+    "modalities": lambda v: v is None or v == ["text"],
+    "reasoning_effort": _absent, "reasoning": _absent, "verbosity": _absent, "audio": _absent,
+    "web_search_options": _absent, "prompt": _absent, "background": lambda v: v in (None, False),
+    "top_logprobs": lambda v: v in (None, 0), "tool_calls": _absent, "tool_call_id": _absent,
+    "refusal": _absent,
+}
+
+
+class OpenAIBody(BaseModel):
+    """A request body: fields chatstack does not declare are kept (`model_extra`) for
+    `check_supported` to judge, never silently dropped."""
+
+    model_config = ConfigDict(extra="allow")
+
+    #: Undeclared fields accepted because they do not change the answer.
+    ACCEPTED: ClassVar[frozenset[str]] = frozenset()
+
+
+def check_supported(body: OpenAIBody, path: str = "") -> None:
+    """INVALID_ARGUMENT naming the first field that would change the answer and is not
+    implemented, or that is not a field of this request at all, or a string that is not valid
+    Unicode (a lone surrogate: no backend could store or encode it)."""
+    for name, value in (body.model_extra or {}).items():
+        field = f"{path}{name}"
+        if name in body.ACCEPTED or (name in NEUTRAL and NEUTRAL[name](value)):
+            continue
+        if name in NEUTRAL:
+            raise InvalidRequest(f"{field}: not supported by this server (chatstack refuses it rather than "
+                                 "answer as if it were not set)")
+        raise InvalidRequest(f"{field}: unrecognized request argument")
+    for name in type(body).model_fields:
+        _check_value(getattr(body, name), f"{path}{name}")
+
+
+def _check_value(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest(f"{path}: not valid Unicode (a lone surrogate at {exc.start})") from None
+    elif isinstance(value, OpenAIBody):
+        check_supported(value, f"{path}.")
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _check_value(getattr(value, name), f"{path}.{name}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_value(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_value(key, f"{path}.<key>")
+            _check_value(item, f"{path}.{key}")
+
+
+class Message(OpenAIBody):
     """One message of a conversation the caller sends."""
 
-    model_config = ConfigDict(extra="ignore")
+    ACCEPTED = frozenset({"name"})
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
-    name: str | None = None
 
     def text(self) -> str:
         """The message's text (parts joined)."""
@@ -46,11 +111,12 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(OpenAIBody):
     """`POST /v1/chat/completions`. `best_of` is chatstack's extension: generate that many
     candidates, rank them with the reward model, return the best `n` with their rewards."""
 
-    model_config = ConfigDict(extra="ignore")
+    ACCEPTED = frozenset({"user", "metadata", "store", "service_tier", "prompt_cache_key",
+                          "safety_identifier", "parallel_tool_calls", "prediction"})
 
     model: str
     messages: list[Message] = Field(min_length=1)
@@ -68,7 +134,6 @@ class ChatCompletionRequest(BaseModel):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     best_of: int | None = Field(None, ge=1)
-    user: str | None = None
 
     def messages_proto(self) -> list[common_pb2.ChatMessage]:
         """The conversation as the flows take it."""
@@ -109,11 +174,12 @@ class ConversationRef(BaseModel):
     id: str
 
 
-class ResponseCreateRequest(BaseModel):
+class ResponseCreateRequest(OpenAIBody):
     """`POST /v1/responses`. chatstack stores one user message per response: `input` is that
     message (a string, or items of which system/developer ones add to `instructions`)."""
 
-    model_config = ConfigDict(extra="ignore")
+    ACCEPTED = frozenset({"user", "metadata", "service_tier", "prompt_cache_key", "safety_identifier",
+                          "parallel_tool_calls", "max_tool_calls", "stream_options"})
 
     model: str
     input: str | list[InputMessage]
@@ -162,11 +228,9 @@ class FeedbackRequest(BaseModel):
     reason: str = Field("", max_length=2048)
 
 
-class ConversationCreateRequest(BaseModel):
+class ConversationCreateRequest(OpenAIBody):
     """`POST /v1/conversations`: system/developer items become the system prompt, user and
     assistant items its first turns."""
-
-    model_config = ConfigDict(extra="ignore")
 
     items: list[InputMessage] = Field(default_factory=list, max_length=20)
     metadata: dict[str, str] | None = None
