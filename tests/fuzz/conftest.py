@@ -9,6 +9,7 @@ import pytest
 
 from tests.fuzz.domain import SERVICES
 from tests.fuzz.engine_bursts import BURST_BOOKS
+from tests.fuzz.http_fuzz import HTTP_BOOKS
 from tests.fuzz.fuzzer import SESSION_SERVICES, Fuzzer
 from tests.fuzz.harness import BOOKS, summary_lines
 from tests.fuzz.profiles import PROFILE
@@ -30,6 +31,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The status codes per service and the distinct violations, when the fuzz ran."""
+    if HTTP_BOOKS.requests:
+        terminalreporter.section("chatstack HTTP fuzz")
+        for line in HTTP_BOOKS.lines():
+            terminalreporter.write_line(line)
     if BURST_BOOKS.codes:
         terminalreporter.section("chatstack engine bursts")
         for line in BURST_BOOKS.lines():

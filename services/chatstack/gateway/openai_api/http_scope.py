@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -46,6 +47,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 TIMEOUT_HEADERS = (b"x-chatstack-timeout", b"x-stainless-timeout")
+_REQUEST_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,127}")
 OVERRUN_GRACE_SECONDS = 1.0  # past the deadline, before a handler is cancelled from outside
 
 
@@ -93,9 +95,9 @@ class HttpCallScope:
             return
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
-        request_id = next((v.decode("latin-1") for k, v in headers if k.lower() == REQUEST_ID_KEY.encode()),
-                          "") or new_request_id()
-        request_id = request_id[:128]
+        given = next((v.decode("latin-1") for k, v in headers if k.lower() == REQUEST_ID_KEY.encode()), "")
+        # Taken only if it can travel on (gRPC metadata: printable ASCII) and is of a sane length.
+        request_id = given if _REQUEST_ID.fullmatch(given) else new_request_id()
         set_request_id(request_id)
         set_transport("http")
         deadline = client_timeout(headers, self.default_deadline, self.max_deadline)
