@@ -9,9 +9,9 @@ import pytest
 
 from tests.fuzz.domain import SERVICES
 from tests.fuzz.engine_bursts import BURST_BOOKS
-from tests.fuzz.http_fuzz import HTTP_BOOKS
 from tests.fuzz.fuzzer import SESSION_SERVICES, Fuzzer
 from tests.fuzz.harness import BOOKS, summary_lines
+from tests.fuzz.http_fuzz import HTTP_BOOKS
 from tests.fuzz.profiles import PROFILE
 
 # The fixture (tests/stack_fixtures.py) giving each service's address, and the index of the
