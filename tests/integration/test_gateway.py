@@ -144,18 +144,25 @@ def test_cancel_mid_stream_leaves_the_session_unchanged_and_aborts_generation(
     # Mid-stream: the engine is decoding the answer, as the engine itself reports (the state this
     # test is about, rather than how many deltas the client has read so far). The tiny random
     # model may sample its end-of-text token within a few dozen tokens (a third of 1,000-token
-    # answers end early), faster than the gauge is polled: then the stream is tried again.
+    # answers end early), faster than the gauge is polled: the service's own in-flight gauge then
+    # shows the answer ended (its tokens counted), and the stream is tried again.
+    port = generation_service[1]
+
+    def ended(tokens_before: float) -> bool:
+        return metric(port, "chatstack_generation_in_flight_requests") == 0 and \
+            metric(port, "chatstack_generation_generated_tokens_total") > tokens_before
+
     for _ in range(5):
         before = session_state(session_service[0], sid)
-        aborted = metric(generation_service[1], "chatstack_generation_aborted_requests_total")
+        aborted = metric(port, "chatstack_generation_aborted_requests_total")
+        tokens = metric(port, "chatstack_generation_generated_tokens_total")
         stream = alice.chat_stream("please go on for a long time", session_id=sid, max_tokens=1000)
         assert next(stream).WhichOneof("event") == "session"
-        wait_until(lambda call=stream: call.done() or metric(
-            generation_service[1], "chatstack_generation_engine_running_requests") == 1,
-            30, "the answer to be decoding (or to have ended)")
-        if not stream.done():
+        wait_until(lambda t=tokens: metric(port, "chatstack_generation_engine_running_requests") == 1 or ended(t),
+                   30, "the answer to be decoding (or to have ended)")
+        if not ended(tokens):
             break
-        list(stream)  # it ended by itself: the exchange is stored; try again
+        list(stream)  # it ended by itself and is stored: try again
     stream.cancel()
     with pytest.raises(grpc.RpcError) as err:
         next(stream)
