@@ -139,3 +139,13 @@ async def test_a_pending_session_is_unlisted_until_its_first_commit_and_expires_
     assert ids == [kept.session_id, listed.session_id]
     assert 0 < await store.redis.pttl(store.header_key(lost.session_id)) <= LEASE_MS
     assert await store.redis.ttl(store.header_key(kept.session_id)) > LEASE_MS // 1000
+
+
+async def test_a_session_filled_pending_is_listed_once_its_last_push_commits_it(store: RedisSessionStore) -> None:
+    session = await store.create("o", NewSession(pending_ms=LEASE_MS))
+    first = await store.push("o", session.session_id, NewTurn("user", "q", 1), expected_version=1)
+    assert (await store.list_sessions("o", 0, 10)).sessions == []  # still pending: a half-made conversation
+    await store.push("o", session.session_id, NewTurn("assistant", "a", 1), expected_version=first.version,
+                     commit_session=True)
+    assert [s.session_id for s in (await store.list_sessions("o", 0, 10)).sessions] == [session.session_id]
+    assert await store.redis.ttl(store.header_key(session.session_id)) > LEASE_MS // 1000

@@ -5,8 +5,15 @@ chat dataplane that holds them."""
 from __future__ import annotations
 
 from chatstack.core.errors import FailedPrecondition
+from chatstack.core.request_context import remaining_seconds
 from chatstack.gateway.clients import Backends, SessionClient
 from chatstack.v1 import common_pb2, session_pb2
+
+
+def _lease_ms(margin_seconds: float = 5.0, default_seconds: float = 120.0) -> int:
+    """How long a session being filled may stay pending: the call's remaining deadline plus a margin."""
+    left = remaining_seconds()
+    return int(((default_seconds if left is None else max(0.0, left)) + margin_seconds) * 1000)
 
 
 class Conversations:
@@ -24,21 +31,24 @@ class Conversations:
 
     async def create_with_turns(self, owner: str, system_prompt: str, turns: list[tuple[int, str]],
                                 metadata: dict[str, str] | None = None) -> session_pb2.Session:
-        """A new session holding `turns` (role, text) already, each counted; deleted again if
-        storing one fails, so it is created whole or not at all."""
+        """A new session holding `turns` (role, text) already, each counted, created whole or not
+        at all: pending (unlisted, expiring with the call's deadline) until its last turn's push
+        makes it a session like any other; deleted again if storing one fails (and if even that
+        fails, it expires unseen)."""
         if not turns:
             return await self.create_session(owner, system_prompt, metadata)
         counts = await self.backends.tokenizer.count([system_prompt, *(text for _, text in turns)])
         sessions = self.backends.sessions(owner)
         session = await sessions.create(session_pb2.CreateSessionRequest(
             system_prompt=system_prompt, system_prompt_tokens=counts[0] if system_prompt else 0,
-            metadata=metadata or {}))
+            metadata=metadata or {}, pending_ms=_lease_ms()))
         try:
             version = session.version
-            for (role, text), tokens in zip(turns, counts[1:], strict=True):
+            for i, ((role, text), tokens) in enumerate(zip(turns, counts[1:], strict=True)):
                 version = (await sessions.push(session_pb2.PushTurnRequest(
                     session_id=session.session_id, role=role, content=text,  # type: ignore[arg-type]
-                    token_count=tokens, expected_version=version))).version
+                    token_count=tokens, expected_version=version,
+                    commit_session=i == len(turns) - 1))).version
         except BaseException:
             await sessions.delete(session.session_id)
             raise

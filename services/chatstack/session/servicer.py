@@ -40,7 +40,8 @@ class SessionStore(Protocol):
     async def get(self, owner: str, sid: str) -> SessionHeader: ...
     async def delete(self, owner: str, sid: str, expected_version: int | None = None) -> None: ...
     async def push(self, owner: str, sid: str, turn: NewTurn, expected_version: int | None = None,
-                   pending_ms: int = 0, commit: str = "", replace: str = "") -> PushResult: ...
+                   pending_ms: int = 0, commit: str = "", replace: str = "",
+                   commit_session: bool = False) -> PushResult: ...
     async def pop(self, owner: str, sid: str, expected_version: int | None = None,
                   pending: str = "", count: int = 1) -> PopResult: ...
     async def peek(self, owner: str, sid: str, n: int) -> TurnPage: ...
@@ -177,7 +178,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         result = await self.store.push(owner_of(context), request.session_id, NewTurn(
             role=role_name(request.role), content=request.content,
             token_count=request.token_count, metadata=dict(request.metadata)), _expected(request),
-            pending_ms=request.pending_ms, commit=request.commit_turn_id, replace=request.replace_turn_id)
+            pending_ms=request.pending_ms, commit=request.commit_turn_id, replace=request.replace_turn_id,
+            commit_session=request.commit_session)
         return session_pb2.PushTurnResponse(turn=turn_to_proto(result.turn), version=result.version,
                                             evicted_turns=result.evicted_turns)
 

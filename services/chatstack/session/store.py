@@ -224,9 +224,11 @@ class RedisSessionStore:
         return pending_ms
 
     async def push(self, owner: str, sid: str, turn: NewTurn, expected_version: int | None = None,
-                   pending_ms: int = 0, commit: str = "", replace: str = "") -> PushResult:
+                   pending_ms: int = 0, commit: str = "", replace: str = "",
+                   commit_session: bool = False) -> PushResult:
         """Push a turn on top (O(1)); pending for `pending_ms` if > 0, committing the pending turn
-        `commit` with it, or replacing the top turn `replace` (see PushTurnRequest)."""
+        `commit` with it, or replacing the top turn `replace`; `commit_session` makes a pending
+        session a session like any other (see PushTurnRequest)."""
         self._check_session_id(sid)
         self._check_turn(turn)
         if commit:
@@ -241,6 +243,7 @@ class RedisSessionStore:
         version, position, evicted = await self._run("push", self._keys(sid), [
             owner, _ver(expected_version), now, body[1:], turn.token_count, turn_id,
             self.config.max_turns, policy, self._pending_ms(pending_ms), commit, replace,
+            "1" if commit_session else "",
         ])
         self.metrics.turns_pushed.inc()
         self.metrics.turns_evicted.inc(int(evicted))

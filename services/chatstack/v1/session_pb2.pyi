@@ -139,7 +139,7 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PushTurnRequest(_message.Message):
-    __slots__ = ("session_id", "role", "content", "token_count", "metadata", "expected_version", "pending_ms", "commit_turn_id", "replace_turn_id")
+    __slots__ = ("session_id", "role", "content", "token_count", "metadata", "expected_version", "pending_ms", "commit_turn_id", "replace_turn_id", "commit_session")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class PushTurnRequest(_message.Message):
     PENDING_MS_FIELD_NUMBER: _ClassVar[int]
     COMMIT_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     REPLACE_TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_SESSION_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     role: _common_pb2.Role
     content: str
@@ -165,7 +166,8 @@ class PushTurnRequest(_message.Message):
     pending_ms: int
     commit_turn_id: str
     replace_turn_id: str
-    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expected_version: _Optional[int] = ..., pending_ms: _Optional[int] = ..., commit_turn_id: _Optional[str] = ..., replace_turn_id: _Optional[str] = ...) -> None: ...
+    commit_session: bool
+    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expected_version: _Optional[int] = ..., pending_ms: _Optional[int] = ..., commit_turn_id: _Optional[str] = ..., replace_turn_id: _Optional[str] = ..., commit_session: _Optional[bool] = ...) -> None: ...
 
 class PushTurnResponse(_message.Message):
     __slots__ = ("turn", "version", "evicted_turns")

@@ -2,7 +2,8 @@
 -- ARGV: owner, expected_version, now_ms, turn_body_json (object without its opening brace),
 --       token_count, turn_id, max_turns (0 = unlimited), policy ('reject' | 'evict'),
 --       pending_ms (0 = visible at once), commit_id (pending turn this push commits, or ''),
---       replace_id (top turn this push replaces, or '')
+--       replace_id (top turn this push replaces, or ''), commit_session ('1': a pending session
+--       becomes a session like any other)
 -- Returns {version, position, evicted}. A retried push (same turn_id) returns the stored result.
 local h, turns, z, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local hd = header(h, ARGV[1])
@@ -23,10 +24,10 @@ if err then return err end
 if commit ~= '' then  -- the pending turn joins the visible stack, under this one
   hd.next, hd.tok_end, hd.pending = hd.top, hd.top_tok, nil
   redis.call('HSET', h, 'pending', '')
-  if hd.pending_session then
-    redis.call('HDEL', h, 'pending_session')
-    hd.pending_session = false
-  end
+end
+if (commit ~= '' or ARGV[12] == '1') and hd.pending_session then
+  redis.call('HDEL', h, 'pending_session')
+  hd.pending_session = false
 end
 local tc, max_turns = tonumber(ARGV[5]), tonumber(ARGV[7])
 local base, nxt, tok_base, tok_end = hd.base, hd.next, hd.tok_base, hd.tok_end
