@@ -5,22 +5,18 @@ chat dataplane that holds them."""
 from __future__ import annotations
 
 from chatstack.core.errors import FailedPrecondition
-from chatstack.core.request_context import remaining_seconds
 from chatstack.gateway.clients import Backends, SessionClient
+from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.rollback import lease_ms
 from chatstack.v1 import common_pb2, session_pb2
-
-
-def _lease_ms(margin_seconds: float = 5.0, default_seconds: float = 120.0) -> int:
-    """How long a session being filled may stay pending: the call's remaining deadline plus a margin."""
-    left = remaining_seconds()
-    return int(((default_seconds if left is None else max(0.0, left)) + margin_seconds) * 1000)
 
 
 class Conversations:
     """Session operations as an owner, over the typed backend clients."""
 
-    def __init__(self, backends: Backends) -> None:
+    def __init__(self, backends: Backends, config: GatewayConfig) -> None:
         self.backends = backends
+        self.config = config
 
     async def create_session(self, owner: str, system_prompt: str,
                              metadata: dict[str, str] | None = None) -> session_pb2.Session:
@@ -41,7 +37,7 @@ class Conversations:
         sessions = self.backends.sessions(owner)
         session = await sessions.create(session_pb2.CreateSessionRequest(
             system_prompt=system_prompt, system_prompt_tokens=counts[0] if system_prompt else 0,
-            metadata=metadata or {}, pending_ms=_lease_ms()))
+            metadata=metadata or {}, pending_ms=lease_ms(self.config)))
         try:
             version = session.version
             for i, ((role, text), tokens) in enumerate(zip(turns, counts[1:], strict=True)):

@@ -78,7 +78,7 @@ class ChatDataPlane:
         self.answerer = Answerer(config, backends.generation, backends.reward, metrics)
         self.scorer = DeferredScorer(backends.reward, metrics, config.max_pending_scores,
                                      config.deferred_score_timeout_seconds)
-        self.conversations = Conversations(backends)  # the session RPCs that are not chat flows
+        self.conversations = Conversations(backends, config)  # the session RPCs that are not chat flows
         self.preferences = PreferenceRecorder(config, backends, metrics)
 
     async def close(self) -> None:
