@@ -9,6 +9,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TTFT_SUFFIX = " TTFT"
 AGGREGATED = "Aggregated"
@@ -147,6 +148,65 @@ class Slo:
     def active(self) -> bool:
         """True when at least one objective is set."""
         return any(v is not None for v in (self.p95_ms, self.ttft_p95_ms, self.error_rate))
+
+
+@dataclass(frozen=True)
+class ProbeSlo:
+    """Objectives on what the outside probe (loadtest/probe.py) saw; None = not checked (ms)."""
+
+    check_p99_ms: float | None = None  # every service's health Check p99
+    check_max_ms: float | None = None  # every service's slowest health Check
+    gap_max_ms: float | None = None  # the scheduler-gap meter's longest wait for a core
+
+    @property
+    def active(self) -> bool:
+        """True when at least one objective is set."""
+        return any(v is not None for v in (self.check_p99_ms, self.check_max_ms, self.gap_max_ms))
+
+
+def probe_table(probe: dict[str, Any]) -> str:
+    """The outside probe's figures: per service and probe, count, failures, p50/p99/max (ms)."""
+    lines = ["seen from outside (loadtest/probe.py, every "
+             f"{probe.get('interval_seconds', 0.1) * 1e3:.0f} ms)",
+             f"{'service':<11} {'probe':<6} {'count':>6} {'fail':>5} "
+             f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"]
+    for service, kinds in sorted(probe.get("services", {}).items()):
+        for kind, f in sorted(kinds.items()):
+            lines.append(f"{service:<11} {kind:<6} {f.get('count', 0):>6} {f.get('failures', 0):>5} "
+                         f"{f.get('p50_ms', math.nan):>8.1f} {f.get('p99_ms', math.nan):>8.1f} "
+                         f"{f.get('max_ms', math.nan):>8.1f}")
+    gaps = probe.get("scheduler_gaps", {})
+    lines.append(f"scheduler gaps: max {gaps.get('max_ms', math.nan):.1f} ms; over 50/100/500 ms: "
+                 f"{gaps.get('over_50ms', 0)}/{gaps.get('over_100ms', 0)}/{gaps.get('over_500ms', 0)} "
+                 f"in {gaps.get('loops', 0)} sleeps")
+    return "\n".join(lines)
+
+
+def check_probe_slo(probe: dict[str, Any], slo: ProbeSlo) -> tuple[list[str], list[str]]:
+    """(violations, passes) of the outside probe's objectives, naming the flag and the worst."""
+    violations: list[str] = []
+    passes: list[str] = []
+    checks = {s: k["check"] for s, k in probe.get("services", {}).items() if k.get("check", {}).get("count")}
+    for limit, key, flag in ((slo.check_p99_ms, "p99_ms", "--slo-probe-p99-ms"),
+                             (slo.check_max_ms, "max_ms", "--slo-probe-max-ms")):
+        if limit is None:
+            continue
+        if not checks:
+            violations.append(f"no health Check was answered ({flag})")
+            continue
+        worst = max(checks, key=lambda s: checks[s][key])
+        text = f"health Check {key.removesuffix('_ms')} seen from outside"
+        if checks[worst][key] > limit:
+            violations.append(f"{text}: {worst} {checks[worst][key]:.1f} ms > {limit:g} ms ({flag})")
+        else:
+            passes.append(f"{text} <= {limit:g} ms for every service (worst: {worst} "
+                          f"{checks[worst][key]:.1f} ms)")
+    if slo.gap_max_ms is not None:
+        gap = probe.get("scheduler_gaps", {}).get("max_ms", math.inf)
+        (violations if gap > slo.gap_max_ms else passes).append(
+            f"scheduler gap max {gap:.1f} ms {'>' if gap > slo.gap_max_ms else '<='} {slo.gap_max_ms:g} ms "
+            "(--slo-gap-max-ms)")
+    return violations, passes
 
 
 def check_slo(run: RunStats, slo: Slo) -> tuple[list[str], list[str]]:

@@ -14,18 +14,30 @@ is missed (each violation is printed, naming the objective); 2 when Locust made 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from loadtest.report import RunStats, Slo, check_slo, plot, read_run, summary_table
+from loadtest.report import (
+    ProbeSlo,
+    RunStats,
+    Slo,
+    check_probe_slo,
+    check_slo,
+    plot,
+    probe_table,
+    read_run,
+    summary_table,
+)
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPO_ROOT = LOCUSTFILE.parents[1]
 EXIT_NO_REPORT, EXIT_SLO = 2, 3
 MAX_RUN_SECONDS = 3600  # a load test that forgets to stop is not a load test
+PROBE_TARGETS = ("gateway", "tokenizer", "generation", "reward", "session")
 
 
 def parse_timespan(text: str) -> int:
@@ -84,6 +96,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--slo-error-rate", type=float,
                         help="fail if (failures + unhandled exceptions) / requests exceeds this fraction")
     parser.add_argument("--pids", default="", help="comma-separated PIDs whose RSS to print before and after")
+    parser.add_argument("--probe", action="store_true",
+                        help="beside Locust, measure from outside (loadtest/probe.py): health Check and a "
+                             "cheap RPC per service every 100 ms, and a scheduler-gap meter")
+    parser.add_argument("--slo-probe-p99-ms", type=float,
+                        help="with --probe: fail if a service's health Check p99 (from outside) exceeds this")
+    parser.add_argument("--slo-probe-max-ms", type=float,
+                        help="with --probe: fail if any service's slowest health Check exceeds this")
+    parser.add_argument("--slo-gap-max-ms", type=float,
+                        help="with --probe: fail if the gap meter's longest wait for a core exceeds this")
     args = parser.parse_args(argv)
     try:
         args.run_seconds = parse_timespan(args.run_time)
@@ -106,6 +127,17 @@ def locust_command(args: argparse.Namespace, prefix: Path, extra: list[str]) -> 
             "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.run_seconds}s",
             "--stop-timeout", str(args.stop_timeout), "--csv", str(prefix), "--csv-full-history",
             "--html", f"{prefix}.html", "--only-summary", *extra, *args.classes]
+
+
+def probe_command(args: argparse.Namespace, prefix: Path, extra: list[str]) -> list[str]:
+    """The outside probe's command line: as long as the load, the same service addresses."""
+    targets: list[str] = []
+    for i, arg in enumerate(extra):
+        name = arg.removeprefix("--").split("=", 1)[0]
+        if name in PROBE_TARGETS:
+            targets += [arg] if "=" in arg else extra[i:i + 2]
+    return [sys.executable, "-m", "loadtest.probe", "--seconds", str(args.run_seconds),
+            "--out", f"{prefix}_probe.json", *targets]
 
 
 def run_locust(command: list[str], limit: float) -> int:
@@ -136,12 +168,19 @@ def print_rss(label: str, pids: list[int],
     return readings
 
 
-def report(prefix: Path, slo: Slo) -> tuple[RunStats, list[str]]:
-    """Print the summary, write the plot and the summary file; return the run and SLO violations."""
+def report(prefix: Path, slo: Slo, probe_slo: ProbeSlo | None = None) -> tuple[RunStats, list[str]]:
+    """Print the summary (with the outside probe's, if it ran), write the plot and the summary
+    file; return the run and SLO violations."""
     run = read_run(prefix)
     table = summary_table(run)
     png = plot(prefix, run, f"{prefix}.png")
     violations, passes = check_slo(run, slo)
+    probe_path = Path(f"{prefix}_probe.json")
+    if probe_path.is_file():
+        probe = json.loads(probe_path.read_text())
+        table += "\n\n" + probe_table(probe)
+        more_violations, more_passes = check_probe_slo(probe, probe_slo or ProbeSlo())
+        violations, passes = violations + more_violations, passes + more_passes
     lines = [table, ""]
     lines += [f"SLO met: {p}" for p in passes]
     lines += [f"SLO VIOLATED: {v}" for v in violations]
@@ -162,20 +201,30 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     prefix = out / args.name
     slo = Slo(args.slo_p95_ms, args.slo_ttft_p95_ms, args.slo_error_rate)
+    probe_slo = ProbeSlo(args.slo_probe_p99_ms, args.slo_probe_max_ms, args.slo_gap_max_ms)
     code = 0
     if not args.report_only:
-        for stale in out.glob(f"{args.name}_*.csv"):
+        for stale in [*out.glob(f"{args.name}_*.csv"), *out.glob(f"{args.name}_probe.json")]:
             stale.unlink()  # a report must never mix with an older run's
         before = print_rss("before", args.pid_list)
         started = time.monotonic()
-        code = run_locust(locust_command(args, prefix, extra), args.run_seconds + args.stop_timeout + 90)
+        probe = subprocess.Popen(probe_command(args, prefix, extra), cwd=REPO_ROOT,
+                                 stdout=subprocess.DEVNULL) if args.probe else None
+        try:
+            code = run_locust(locust_command(args, prefix, extra), args.run_seconds + args.stop_timeout + 90)
+        finally:
+            if probe is not None:
+                try:
+                    probe.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    probe.kill()
         print(f"locust exited with {code} after {time.monotonic() - started:.0f}s", flush=True)
         print_rss("after", args.pid_list, before)
     if not Path(f"{prefix}_stats.csv").is_file() or not read_run(prefix).rpcs:
         print(f"no requests in {prefix}_stats.csv: Locust made none (see its output above)", file=sys.stderr)
         return EXIT_NO_REPORT
-    _, violations = report(prefix, slo)
-    if slo.active:
+    _, violations = report(prefix, slo, probe_slo)
+    if slo.active or probe_slo.active:
         return EXIT_SLO if violations else 0
     return code
 
