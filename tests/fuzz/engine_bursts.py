@@ -271,9 +271,10 @@ async def _unary(call: grpc.aio.UnaryUnaryCall, cut: str, after: float) -> None:
     if cut == "cancel-early":
         await asyncio.sleep(0)  # sent; the engine is in the prefill
         call.cancel()
-    elif cut == "cancel-late":
-        await asyncio.sleep(after)
-        call.cancel()
+    elif cut == "cancel-late":  # cut short if it has not finished within `after` seconds
+        done, _ = await asyncio.wait({asyncio.ensure_future(call.code())}, timeout=after)
+        if not done:
+            call.cancel()
     await call
 
 

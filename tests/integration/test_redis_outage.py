@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ class Books:
     acked: int = 0  # acknowledged calls
     acked_turns: int = 0
     failed: dict[str, int] = field(default_factory=dict)
+    failed_workers: set[int] = field(default_factory=set)  # workers whose call failed
     violations: list[str] = field(default_factory=list)
     sessions: dict[str, Turns] = field(default_factory=dict)  # every model, for the final check
 
@@ -51,9 +51,10 @@ class Books:
             self.acked += 1
             self.acked_turns += turns
 
-    def fail(self, code: str) -> None:
+    def fail(self, code: str, worker: int) -> None:
         with self.lock:
             self.failed[code] = self.failed.get(code, 0) + 1
+            self.failed_workers.add(worker)
 
     def violation(self, text: str) -> None:
         with self.lock:
@@ -88,17 +89,21 @@ class Worker(threading.Thread):
         return f"w{self.seed} message {self.counter}"
 
     def read(self, sid: str, within: float = 90) -> Turns | None:
-        """The session's turns once it can be read (None: NOT_FOUND)."""
-        deadline = time.monotonic() + within
-        while True:
+        """The session's turns once it can be read (None: NOT_FOUND), waiting for the store with
+        a deadline."""
+        found: list[Turns | None] = []
+
+        def answered() -> bool:
             try:
-                return [(t.turn_id, t.role, t.content) for t in self.client.history(sid)[1]]
+                found.append([(t.turn_id, t.role, t.content) for t in self.client.history(sid)[1]])
             except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.NOT_FOUND:
-                    return None
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.2)  # polling a store that is down: the condition is its answer
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    return False
+                found.append(None)
+            return True
+
+        wait_until(answered, within, f"session {sid} to be readable", interval=0.2)
+        return found[-1]
 
     def run(self) -> None:
         try:
@@ -136,7 +141,7 @@ class Worker(threading.Thread):
                 self.models[r.session_id] = [*model[:at], (r.user_turn_id, USER, message), (r.assistant_turn_id, ASSISTANT, r.text)]
                 self.books.ack(2)
         except grpc.RpcError as exc:
-            self.books.fail(exc.code().name)
+            self.books.fail(exc.code().name, self.seed)
             self.resync(sid, op, message, model)
 
     def new_chat(self) -> None:
@@ -152,7 +157,7 @@ class Worker(threading.Thread):
                                         (event.final.assistant_turn_id, ASSISTANT, event.final.text)]
                     self.books.ack(2)
         except grpc.RpcError as exc:
-            self.books.fail(exc.code().name)
+            self.books.fail(exc.code().name, self.seed)
             if sid:
                 actual = self.read(sid)
                 if actual:  # stored whole although the call failed (its reply was lost)
@@ -216,8 +221,9 @@ def test_redis_killed_under_mixed_load_loses_no_acknowledged_turn_and_leaves_no_
     try:
         wait_until(lambda: books.acked >= 16, 120, "16 acknowledged calls before the outage")
         redis.kill()
-        wait_until(lambda: sum(books.failed.values()) >= 4, 60, "calls failing while Redis is down")
-        time.sleep(3)  # the outage itself (the issue's: Redis back 3 s later), not a wait for something
+        # Redis stays down until every client has run into the outage (a call failed, and it now
+        # waits for the store to read its session back).
+        wait_until(lambda: len(books.failed_workers) == len(workers), 60, "every client to hit the outage")
         redis.start()
         before = books.acked
         wait_until(lambda: books.acked >= before + 16, 180, "16 acknowledged calls after Redis came back")
