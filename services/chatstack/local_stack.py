@@ -32,7 +32,7 @@ from chatstack.catalog import (
 from chatstack.core.cpu_placement import allowed_cpus
 from chatstack.core.process import ManagedProcess, grpc_service_process, serving, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
-from chatstack.core.supervisor import Child, Restarter, wait_for_ports
+from chatstack.core.supervisor import Child, Restarter, redis_child, wait_for_ports
 from chatstack.core.vllm_config import VllmEngineConfig
 
 
@@ -220,7 +220,7 @@ def supervise(run: Path, redis_port: int, services: ServiceList, port_wait: floa
         wait_for_ports(ports, port_wait, say)
         say(f"starting redis-server on 127.0.0.1:{redis_port} (AOF in {run / 'redis'}) ...")
         redis.start()
-        children = [Child("redis", redis.spawn, redis.ready, _current(redis), start_timeout=30)]
+        children = [redis_child(redis)]
         for svc in planned:
             say(f"starting {svc.name} ...")
             started.append(start_grpc_service(
@@ -257,7 +257,3 @@ def supervise(run: Path, redis_port: int, services: ServiceList, port_wait: floa
 def _start(svc: LocalService, logs: Path) -> ManagedProcess:
     return svc.process(logs).start()
 
-
-def _current(redis: RedisProcess) -> ManagedProcess:
-    assert redis.proc is not None
-    return redis.proc

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from chatstack.core.process import ManagedProcess
+from chatstack.core.redis_process import RedisProcess
 
 Say = Callable[[str], None]
 
@@ -79,9 +80,12 @@ class Restarter:
         self.say(f"!!! {child.name} exited (code {code}); restarting it in {child.backoff:.0f}s "
                  f"(restart {child.restarts + 1}); the rest of the stack keeps running")
 
-    def all_up(self) -> bool:
-        """Whether every child is up."""
-        return all(c.state == "up" for c in self.children)
+
+
+def redis_child(redis: RedisProcess) -> Child:
+    """A started RedisProcess as a supervised child (ready: *its own* server answers)."""
+    assert redis.proc is not None, "start it first"
+    return Child("redis", redis.spawn, redis.ready, redis.proc, start_timeout=30)
 
 
 def port_taken(port: int, host: str = "127.0.0.1") -> bool:

@@ -81,4 +81,4 @@ class Conversations:
         count = 2 if (len(turns) == 2 and turns[0].role == common_pb2.ROLE_ASSISTANT
                       and turns[1].role == common_pb2.ROLE_USER) else 1
         popped = await sessions.pop(session_id, top.version, count=count)
-        return list(popped.turns) or [popped.turn], popped.version
+        return list(popped.turns), popped.version

@@ -19,7 +19,8 @@ from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.downstream import Downstream
 from chatstack.gateway.http_server import HttpServer
 from chatstack.gateway.metrics import GatewayMetrics
-from chatstack.gateway.openai_api.app import HttpLimits, HttpMetrics, build_app
+from chatstack.gateway.openai_api.app import HttpLimits, build_app
+from chatstack.gateway.openai_api.http_scope import HttpMetrics
 from chatstack.gateway.responses import Responses
 from chatstack.gateway.servicer import ChatServicer
 from chatstack.v1 import chat_pb2_grpc

@@ -39,8 +39,8 @@ class GenerationConfig(VllmEngineConfig):
         "prefill). 'auto': off on CPU, vLLM's default elsewhere. On CPU a seeded request that is "
         "only partly prefilled in a step kills the engine (vLLM 0.32 rewinds its torch.Generator "
         "by an offset a CPU generator does not have: 'CPU Generator does not use offset'); "
-        "unsplit, every prompt is prefilled in one step and seeded answers do not depend on "
-        "what else shares the step. 'on' on CPU only once vLLM fixes that.")
+        "unsplit, every prompt is prefilled in one step and no sampled token is ever discarded. "
+        "'on' on CPU only once vLLM fixes that.")
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The generation-only vLLM engine arguments (`engine_args`' extra keyword arguments)."""

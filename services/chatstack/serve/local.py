@@ -16,7 +16,7 @@ import yaml
 
 from chatstack.catalog import DEV_MODEL_NAME, DEV_RAY_REDIS_PORT, TINY_ENGINE_SETTINGS
 from chatstack.core.redis_process import RedisProcess
-from chatstack.core.supervisor import Child, Restarter, wait_for_ports
+from chatstack.core.supervisor import Restarter, redis_child, wait_for_ports
 from chatstack.local_stack import StopSignals, dev_api_key, engine_placement, say
 
 
@@ -74,9 +74,7 @@ def run_ray_stack(config_path: str, models_dir: str, run_dir: str) -> int:
             f"  OpenAI-compatible API: http://127.0.0.1:{http_port}/v1 (model {DEV_MODEL_NAME!r})\n"
             f"  dev API key: {key}\nCtrl-C stops all")
         # Serve restarts its own replicas; Redis is this process's child, watched like make run's.
-        assert redis.proc is not None
-        restarter = Restarter([Child("redis", redis.spawn, redis.ready, redis.proc, start_timeout=30)],
-                              lambda line: say(line, err=True))
+        restarter = Restarter([redis_child(redis)], lambda line: say(line, err=True))
         while not stop.requested:
             restarter.tick()
             time.sleep(0.5)

@@ -39,7 +39,6 @@ from chatstack.gateway.openai_api.schemas import (
 from chatstack.gateway.responses import Responses
 
 log = logging.getLogger(__name__)
-__all__ = ["HttpLimits", "HttpMetrics", "build_app"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from chatstack.core import errors
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error",
-               413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_error",
+               413: "invalid_request_error", 429: "rate_limit_error",
                499: "cancelled", 503: "service_unavailable", 504: "timeout"}
 # A domain error's message starts with the field it is about: "messages: ...", "n: ...".
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
@@ -57,8 +57,7 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
 
 
 # What the framework itself answers (no route, wrong method, ...), by status: OpenAI's shape with a code.
-FRAMEWORK_CODES = {404: "unknown_route", 405: "method_not_allowed", 413: "request_too_large",
-                   415: "unsupported_media_type"}
+FRAMEWORK_CODES = {404: "unknown_route", 405: "method_not_allowed"}
 
 
 def framework_response(status: int, detail: str) -> JSONResponse:
