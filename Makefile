@@ -125,8 +125,9 @@ run: setup  ## start every service on localhost (Ctrl-C stops all)
 run-ray: setup  ## the same stack on a local Ray Serve, from deploy/ray/serve-config.yaml
 	$(VENV)/bin/chatstack run-ray --config deploy/ray/serve-config.yaml --models-dir $(MODELS_DIR)
 
-loadtest: setup  ## Locust against a running `make run` (60 s, 8 users) with the outside probe: CSV/HTML/PNG/JSON in loadtest/reports
-	$(PY) -m loadtest.run --users 8 --spawn-rate 4 --run-time 60s --probe --out loadtest/reports
+loadtest: setup  ## Locust against a running `make run` (60 s, 8 users) with the outside probe and tail SLOs: CSV/HTML/PNG/JSON in loadtest/reports
+	$(PY) -m loadtest.run --users 8 --spawn-rate 4 --run-time 60s --probe --out loadtest/reports \
+		--slo-probe-p99-ms 50 --slo-probe-max-ms 250 --slo-gap-max-ms 100 --slo-cheap-tail-ratio 5
 
 clean:  ## remove the venv, tools, models and run state
 	rm -rf $(VENV) $(TOOLS) .models .run

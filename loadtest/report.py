@@ -13,6 +13,11 @@ from typing import Any
 
 TTFT_SUFFIX = " TTFT"
 AGGREGATED = "Aggregated"
+# Requests that do no model work: their latency is the stack's overhead, so a long tail on them is
+# waiting (for a core, a lock, a queue), not work. `--slo-cheap-tail-ratio` gates on these.
+CHEAP_PREFIXES = ("Session.", "Tokenizer.")
+# Fewer samples than this make a p99 one request's latency: such names are not gated on.
+MIN_TAIL_SAMPLES = 100
 
 
 def _number(text: str | None) -> float:
@@ -143,11 +148,19 @@ class Slo:
     p95_ms: float | None = None  # every request name's p95
     ttft_p95_ms: float | None = None  # every stream's TTFT p95
     error_rate: float | None = None  # (failures + unhandled exceptions) / requests
+    cheap_tail_ratio: float | None = None  # every cheap RPC's p99 / p50
 
     @property
     def active(self) -> bool:
         """True when at least one objective is set."""
-        return any(v is not None for v in (self.p95_ms, self.ttft_p95_ms, self.error_rate))
+        return any(v is not None for v in (self.p95_ms, self.ttft_p95_ms, self.error_rate,
+                                           self.cheap_tail_ratio))
+
+
+def cheap_rpcs(run: RunStats) -> list[RpcStats]:
+    """The requests that do no model work (`CHEAP_PREFIXES`) with enough samples for a p99."""
+    return [r for r in run.requests if r.name.startswith(CHEAP_PREFIXES) and r.requests >= MIN_TAIL_SAMPLES
+            and not math.isnan(r.p50) and not math.isnan(r.p99) and r.p50 > 0]
 
 
 @dataclass(frozen=True)
@@ -240,6 +253,21 @@ def check_slo(run: RunStats, slo: Slo) -> tuple[list[str], list[str]]:
             worst = max(ttfts, key=lambda r: r.p95)
             passes.append(f"TTFT p95 <= {slo.ttft_p95_ms:g} ms for every stream "
                           f"(worst: {worst.name.removesuffix(TTFT_SUFFIX)} {_ms(worst.p95)} ms)")
+    if slo.cheap_tail_ratio is not None:
+        cheap = cheap_rpcs(run)
+        flag, ratio = "--slo-cheap-tail-ratio", slo.cheap_tail_ratio
+        bad = [r for r in cheap if r.p99 > ratio * r.p50]
+        if not cheap:
+            names = ", ".join(p + "*" for p in CHEAP_PREFIXES)
+            violations.append(f"no cheap RPC ({names}) had {MIN_TAIL_SAMPLES} requests ({flag})")
+        elif bad:
+            violations += [f"p99 of {r.name} is {r.p99 / r.p50:.1f}x its p50 ({_ms(r.p99)} vs "
+                           f"{_ms(r.p50)} ms) > {ratio:g}x ({flag})"
+                           for r in sorted(bad, key=lambda r: -r.p99 / r.p50)]
+        else:
+            worst = max(cheap, key=lambda r: r.p99 / r.p50)
+            passes.append(f"p99 <= {ratio:g}x p50 for every cheap RPC (worst: {worst.name} "
+                          f"{_ms(worst.p99)} vs {_ms(worst.p50)} ms)")
     if slo.error_rate is not None:
         text = (f"error rate {run.error_rate:.4f} ({run.total_errors} of {run.total_requests} requests)")
         if run.error_rate > slo.error_rate:

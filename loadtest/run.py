@@ -95,6 +95,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="fail if any stream's TTFT p95 exceeds this (ms)")
     parser.add_argument("--slo-error-rate", type=float,
                         help="fail if (failures + unhandled exceptions) / requests exceeds this fraction")
+    parser.add_argument("--slo-cheap-tail-ratio", type=float,
+                        help="fail if a cheap RPC's (Session.*, Tokenizer.*, >= 100 requests) p99 exceeds "
+                        "this many times its p50: on a call that does no model work, a tail is waiting")
     parser.add_argument("--pids", default="", help="comma-separated PIDs whose RSS to print before and after")
     parser.add_argument("--probe", action="store_true",
                         help="beside Locust, measure from outside (loadtest/probe.py): health Check and a "
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path.cwd() / out
     out.mkdir(parents=True, exist_ok=True)
     prefix = out / args.name
-    slo = Slo(args.slo_p95_ms, args.slo_ttft_p95_ms, args.slo_error_rate)
+    slo = Slo(args.slo_p95_ms, args.slo_ttft_p95_ms, args.slo_error_rate, args.slo_cheap_tail_ratio)
     probe_slo = ProbeSlo(args.slo_probe_p99_ms, args.slo_probe_max_ms, args.slo_gap_max_ms)
     code = 0
     if not args.report_only:

@@ -51,6 +51,10 @@ DEV_MODEL_NAME = "chatstack-tiny"
 #: each other's, so both stacks can run at once.
 DEV_REDIS_PORT = 6390
 DEV_RAY_REDIS_PORT = 6391
+#: Nice of `make run`'s (and `make run-ray`'s) scheduling group while the stack runs: the whole
+#: stack, engines and request path together, yields the CPU to every other process on the machine
+#: (`chatstack.core.sched_group`; 0 = leave it).
+DEV_STACK_GROUP_NICE = 10
 #: vLLM settings of the tiny models on CPU (both runtimes). float32: vLLM's bf16 CPU kernels die
 #: with SIGILL on machines that report AMX but do not let a process use it; the tiny models lose
 #: nothing. A small KV cache: the tiny models' contexts are short, and several engines share a machine.

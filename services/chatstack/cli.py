@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from chatstack.catalog import SESSION
+from chatstack.catalog import DEV_STACK_GROUP_NICE, SESSION
 
 
 def _serve_entrypoints() -> dict[str, Callable[[Sequence[str]], int]]:
@@ -85,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ray_local.add_argument("--config", default="deploy/ray/serve-config.yaml")
     ray_local.add_argument("--models-dir", default=".models/tiny")
     ray_local.add_argument("--run-dir", default=".run")
+    for stack in (local, ray_local):
+        stack.add_argument("--group-nice", type=int, default=DEV_STACK_GROUP_NICE, choices=range(20),
+                           metavar="0-19", help="nice of this session's scheduling group while the stack "
+                           "runs, so the rest of the machine gets a core first (0 = leave it; default "
+                           f"{DEV_STACK_GROUP_NICE})")
     args = parser.parse_args(args_in)
 
     if args.command == "models" and args.models_command == "build-tiny":
@@ -140,11 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run-ray":
         from chatstack.serve.local import run_ray_stack
 
-        return run_ray_stack(args.config, args.models_dir, args.run_dir)
+        return run_ray_stack(args.config, args.models_dir, args.run_dir, args.group_nice)
     if args.command == "run-local":
         from chatstack.local_stack import run_local_stack
 
-        return run_local_stack(args.models_dir, args.run_dir)
+        return run_local_stack(args.models_dir, args.run_dir, args.group_nice)
     parser.error("unknown command")
     return 2
 

@@ -11,7 +11,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import TextIO
 from chatstack.catalog import (
     DEV_MODEL_NAME,
     DEV_REDIS_PORT,
+    DEV_STACK_GROUP_NICE,
     GATEWAY,
     GATEWAY_HTTP_PORT,
     GENERATION,
@@ -32,6 +34,7 @@ from chatstack.catalog import (
 from chatstack.core.cpu_placement import allowed_cpus
 from chatstack.core.process import ManagedProcess, grpc_service_process, serving, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
+from chatstack.core.sched_group import Autogroup, yielding_group
 from chatstack.core.supervisor import Child, Restarter, redis_child, wait_for_ports
 from chatstack.core.vllm_config import VllmEngineConfig
 
@@ -190,16 +193,32 @@ def stop_all(procs: Sequence[ManagedProcess], redis: RedisProcess) -> None:
 ServiceList = Callable[[str, Path], list[LocalService]]
 
 
-def run_local_stack(models_dir: str, run_dir: str) -> int:
+def run_local_stack(models_dir: str, run_dir: str, group_nice: int = DEV_STACK_GROUP_NICE) -> int:
     """Start every service, print addresses, wait for Ctrl-C, stop all."""
     models = Path(models_dir).resolve()
     return supervise(Path(run_dir).resolve(), DEV_REDIS_PORT,
-                     lambda redis_url, keys_file: local_services(models, redis_url, keys_file))
+                     lambda redis_url, keys_file: local_services(models, redis_url, keys_file),
+                     group_nice=group_nice)
 
 
-def supervise(run: Path, redis_port: int, services: ServiceList, port_wait: float = 30.0) -> int:
+@contextmanager
+def announced_group(nice: int) -> Iterator[Autogroup | None]:
+    """`yielding_group(nice)`, saying so when it changes anything."""
+    with yielding_group(nice) as group:
+        if group is not None:
+            say(f"scheduling group {group.name} at nice {group.nice} while the stack runs: "
+                "every other process on this machine gets a core first")
+        yield group
+
+
+def supervise(run: Path, redis_port: int, services: ServiceList, port_wait: float = 30.0,
+              group_nice: int = 0) -> int:
     """Start Redis and `services(redis_url, keys_file)` in order, print addresses, then keep them
     up until a stop signal (SIGHUP, SIGINT, SIGTERM), and stop everything.
+
+    Every child stays in this process's session, hence its scheduling group, which runs at
+    `group_nice` meanwhile (`chatstack.core.sched_group`: one group for the whole stack, yielding
+    the CPU to the rest of the machine; 0 leaves it alone).
 
     It starts only once every port it needs is free (waiting up to `port_wait` seconds for a stack
     that is still stopping, then naming the taken ports). A child that exits, Redis included, is
@@ -207,6 +226,11 @@ def supervise(run: Path, redis_port: int, services: ServiceList, port_wait: floa
     running. Every child also dies with this process if it is killed outright (`ManagedProcess`),
     and nothing printed can keep the children from being stopped (`say`). Returns the exit code.
     """
+    with announced_group(group_nice):
+        return _supervise(run, redis_port, services, port_wait)
+
+
+def _supervise(run: Path, redis_port: int, services: ServiceList, port_wait: float) -> int:
     started: list[ManagedProcess] = []
     stop = StopSignals()
     stop.install()

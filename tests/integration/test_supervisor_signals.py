@@ -20,6 +20,7 @@ import pytest
 from chatstack.core.orphan_reaper import ProcInfo, descendants, read_proc, scan, signal_exact
 from chatstack.core.parent_death import with_parent_death_signal
 from chatstack.core.process import free_port, wait_until
+from chatstack.core.sched_group import autogroup, autogroups_enabled
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ else:
     redis_port, port, metrics_port = free_port(), free_port(), free_port()
 def services(url, keys_file):
     return [LocalService("session", "session", port, metrics_port, ("--redis-url", redis_url or url))]
-sys.exit(supervise(run, redis_port, services, port_wait=float(sys.argv[4])))
+sys.exit(supervise(run, redis_port, services, port_wait=float(sys.argv[4]), group_nice=int(sys.argv[5])))
 """
 
 
@@ -85,12 +86,15 @@ class Supervisors:
         self.seen: list[ProcInfo] = []
 
     def start(self, redis_url: str = "", ports: tuple[int, int, int] | None = None,
-              port_wait: float = 30.0) -> subprocess.Popen[bytes]:
+              port_wait: float = 30.0, group_nice: int = 0) -> subprocess.Popen[bytes]:
         """A supervisor whose session service uses `redis_url` ("" = the supervisor's Redis), on
-        `ports` (redis, session, session metrics; default free ones)."""
+        `ports` (redis, session, session metrics; default free ones); with a `group_nice`, in a
+        session of its own (so this test's scheduling group is never touched)."""
         argv = with_parent_death_signal([sys.executable, "-c", SUPERVISOR, str(self.run_dir), redis_url,
-                                         ",".join(map(str, ports)) if ports else "", str(port_wait)])
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0)
+                                         ",".join(map(str, ports)) if ports else "", str(port_wait),
+                                         str(group_nice)])
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                **({"start_new_session": True} if group_nice else {"process_group": 0}))
         self.started.append(proc)
         return proc
 
@@ -216,3 +220,19 @@ def test_a_second_stack_on_taken_ports_names_them_and_starts_nothing(supervisors
     assert _session_answers(ports[1])  # the first stack is untouched
     first.send_signal(signal.SIGTERM)
     assert first.wait(60) == 0
+
+
+@pytest.mark.skipif(not autogroups_enabled(), reason="the kernel does not group processes by session here")
+def test_the_whole_stack_runs_in_one_scheduling_group_that_yields_the_cpu(supervisors: Supervisors) -> None:
+    # One group for the whole stack, at a lower weight than the rest of the machine: a process of
+    # the stack in a group of its own (an engine spinning in one kept every other group off a core
+    # for seconds), or the group at full weight, is what chatstack.core.sched_group forbids.
+    proc = supervisors.start(group_nice=7)
+    out = _read_until(proc, "Ctrl-C stops all", timeout=120)
+    group = autogroup(proc.pid)
+    assert group is not None and group.nice == 7 and group != autogroup()
+    assert f"scheduling group {group.name} at nice 7 while the stack runs" in out
+    children = supervisors.children(proc, at_least=3, timeout=30)  # Redis, session, its reaper
+    assert {autogroup(c.pid) for c in children} == {group}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0

@@ -278,3 +278,22 @@ def test_slo_check_names_each_missed_objective_and_ignores_ttft_entries_as_reque
     table = summary_table(run)
     assert table.splitlines()[0].split()[:4] == ["RPC", "requests", "failures", "RPS"]
     assert "Chat TTFT" not in table and "unhandled exception" in table
+
+
+def test_cheap_tail_ratio_gates_only_cheap_rpcs_with_enough_samples() -> None:
+    def stats(name: str, requests: int, p50: float, p99: float) -> RpcStats:
+        return RpcStats(name, requests, 0, 1.0, p50, p99, p99, p50, p99)
+
+    run = RunStats([stats("Session.GetContext", 500, 3.0, 1100.0), stats("Tokenizer.Encode", 400, 2.0, 8.0),
+                    stats("Session.CreateSession", 5, 3.0, 900.0), stats("Chat", 500, 90.0, 2000.0)], None, 0)
+    violations, passes = check_slo(run, Slo(cheap_tail_ratio=5))
+    assert violations == ["p99 of Session.GetContext is 366.7x its p50 (1100 vs 3.0 ms) > 5x "
+                          "(--slo-cheap-tail-ratio)"]
+    assert passes == []
+    calm = RunStats([stats("Session.GetContext", 500, 3.0, 12.0), stats("Chat", 500, 90.0, 2000.0)], None, 0)
+    violations, passes = check_slo(calm, Slo(cheap_tail_ratio=5))
+    assert violations == [] and passes == ["p99 <= 5x p50 for every cheap RPC (worst: Session.GetContext "
+                                           "12 vs 3.0 ms)"]
+    few = RunStats([stats("Session.GetContext", 20, 3.0, 12.0), stats("Chat", 500, 90.0, 2000.0)], None, 0)
+    assert check_slo(few, Slo(cheap_tail_ratio=5))[0] == [
+        "no cheap RPC (Session.*, Tokenizer.*) had 100 requests (--slo-cheap-tail-ratio)"]

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from chatstack.catalog import DEV_MODEL_NAME, DEV_RAY_REDIS_PORT, TINY_ENGINE_SETTINGS
+from chatstack.catalog import DEV_MODEL_NAME, DEV_RAY_REDIS_PORT, DEV_STACK_GROUP_NICE, TINY_ENGINE_SETTINGS
 from chatstack.core.redis_process import RedisProcess
 from chatstack.core.supervisor import Restarter, redis_child, wait_for_ports
-from chatstack.local_stack import StopSignals, dev_api_key, engine_placement, say
+from chatstack.local_stack import StopSignals, announced_group, dev_api_key, engine_placement, say
 
 
 def load_serve_config(path: str | Path) -> dict[str, Any]:
@@ -48,9 +48,17 @@ def localize(config: dict[str, Any], models: Path, redis_url: str, keys_file: Pa
     return config
 
 
-def run_ray_stack(config_path: str, models_dir: str, run_dir: str) -> int:
+def run_ray_stack(config_path: str, models_dir: str, run_dir: str,
+                  group_nice: int = DEV_STACK_GROUP_NICE) -> int:
     """Start Redis + Ray + Serve, deploy every application, wait for Ctrl-C (or SIGTERM, or the
-    terminal hanging up), then stop Serve, Ray and Redis, whatever state stdout is in."""
+    terminal hanging up), then stop Serve, Ray and Redis, whatever state stdout is in. Ray's
+    processes, the replicas' engines among them, stay in this session: its scheduling group runs
+    at `group_nice` meanwhile (`chatstack.core.sched_group`)."""
+    with announced_group(group_nice):
+        return _run_ray_stack(config_path, models_dir, run_dir)
+
+
+def _run_ray_stack(config_path: str, models_dir: str, run_dir: str) -> int:
     import ray
 
     run, models = Path(run_dir).resolve(), Path(models_dir).resolve()
