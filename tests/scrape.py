@@ -38,3 +38,16 @@ def engine_idle(metrics_port: int) -> bool:
     abort: poll this with a deadline rather than reading it once."""
     return samples(metrics_port, "chatstack_generation_engine_running_requests",
                    "chatstack_generation_engine_waiting_requests") == [0.0, 0.0]
+
+
+def rpc_calls(metrics_port: int, service: str) -> dict[str, float]:
+    """Calls chatstack service `service` ("session", ...) has handled, by method name (every status
+    code summed)."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+    calls: dict[str, float] = {}
+    for labels, value in re.findall(r"^chatstack_rpc_requests_total\{(.*)\} ([-+\d.e]+)$", body, re.M):
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if fields.get("service") == service:
+            method = fields["method"].rpartition("/")[2]
+            calls[method] = calls.get(method, 0.0) + float(value)
+    return calls

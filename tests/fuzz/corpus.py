@@ -105,6 +105,8 @@ def session_entries() -> list[Entry]:
         ("CreateSession", alice, lambda: session_pb2.CreateSessionRequest(metadata={"k": "v" * 1_000_000})),
         ("GetContext", alice, lambda: session_pb2.GetContextRequest(session_id=ALICE_SESSION, token_budget=2**31 - 1)),
         ("PeekTurns", alice, lambda: session_pb2.PeekTurnsRequest(session_id=ALICE_SESSION, n=2**32 - 1)),
+        ("GetTurns", alice, lambda: session_pb2.GetTurnsRequest(session_id=ALICE_SESSION, turn_id="t", count=2**32 - 1)),
+        ("GetTurns", bob, lambda: session_pb2.GetTurnsRequest(session_id=ALICE_SESSION, turn_id="t")),
         ("PushTurn", bob, lambda: session_pb2.PushTurnRequest(session_id=ALICE_SESSION, role=USER, content="mine")),
         ("ForkSession", alice, lambda: session_pb2.ForkSessionRequest(session_id=ALICE_SESSION, keep_turns=2**32 - 1)),
         ("ListSessions", glob_owner, lambda: session_pb2.ListSessionsRequest(page_size=500)),

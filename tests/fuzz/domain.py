@@ -159,6 +159,7 @@ COMMON_OVERRIDES: dict[str, st.SearchStrategy[object]] = {
     "chatstack.v1.TokenIds.ids": TOKEN_IDS,
     "chatstack.v1.CreateSessionRequest.session_id": new_session_ids(),
     "chatstack.v1.PeekTurnsRequest.n": _few(0, 5, 1000, 2**31, 2**32 - 1),
+    "chatstack.v1.GetTurnsRequest.count": _few(0, 1, 3, 16, 17, 2**32 - 1),
 }
 # Fields a plain (mostly valid) request always sets: without them nearly every request is rejected early.
 ESSENTIAL_FIELDS = frozenset({"session_id", "turn_id", "message", "content", "role", "texts", "sequences", "ids",

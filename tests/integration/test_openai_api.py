@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import openai
 import pytest
 
+from chatstack.catalog import SESSION
 from chatstack.client import ChatClient
 from tests.integration.conftest import ALICE_KEY, BOB_KEY
-from tests.scrape import engine_idle, metric_labelled
+from tests.scrape import engine_idle, metric_labelled, rpc_calls
 from tests.stack_fixtures import GatewayProcess
 
 pytestmark = pytest.mark.integration
@@ -118,6 +119,25 @@ def test_grpc_and_http_answer_alike_for_the_same_seed_and_history(client: openai
     assert metric_labelled(gateway_process.metrics_port, "chatstack_gateway_stage_duration_seconds_count",
                            'stage="generation",transport="http"') >= 1
 
+
+
+def test_greedy_best_of_and_n_answer_once_over_http_as_over_grpc(client: openai.OpenAI, model: str,
+                                                                 gateway_process: GatewayProcess) -> None:
+    # Greedy decoding has one answer: HTTP generates it once and gives it n times (it used to ask the
+    # generation service for n greedy candidates and answer 400 naming `sampling.n`, a field the
+    # caller never sent), as gRPC Chat answers greedy best-of once.
+    with ChatClient(gateway_process.address, ALICE_KEY, timeout=120) as grpc_client:
+        over_grpc = grpc_client.chat("Say hello.", system_prompt="You are terse.", max_tokens=12,
+                                     temperature=0.0, best_of=4)
+    plain = client.chat.completions.create(model=model, messages=HELLO, max_tokens=12, temperature=0)
+    best = client.chat.completions.create(model=model, messages=HELLO, max_tokens=12, temperature=0,
+                                          extra_body={"best_of": 4})
+    twice = client.chat.completions.create(model=model, messages=HELLO, max_tokens=12, temperature=0, n=2,
+                                           extra_body={"best_of": 3})
+    texts = {over_grpc.text, plain.choices[0].message.content, best.choices[0].message.content,
+             *(c.message.content for c in twice.choices)}
+    assert len(texts) == 1 and [c.index for c in twice.choices] == [0, 1]
+    assert best.choices[0].model_extra["reward"] == twice.choices[1].model_extra["reward"]  # type: ignore[index]
 
 # -- Responses and Conversations: stored on the session stack ----------------------------------------
 def _texts(client: openai.OpenAI, conversation: str) -> list[tuple[str, str]]:
@@ -233,3 +253,32 @@ def test_a_streamed_response_and_one_closed_midway(client: openai.OpenAI, model:
     wait_until(lambda: engine_idle(generation_service[1]), 30, "the engine aborted the request")
     wait_until(lambda: _texts(client, done.conversation.id) == before, 30,  # type: ignore[union-attr]
                "the cancelled exchange rolled back")
+
+
+# The session reads on a request's path (writes and background annotations aside).
+SESSION_READS = ("GetSession", "GetContext", "PeekTurns", "ListTurns", "GetTurns")
+
+
+def test_a_chain_of_200_responses_costs_the_same_session_reads_at_its_end_as_at_its_start(
+        client: openai.OpenAI, model: str, session_service: tuple[str, int]) -> None:
+    # previous_response_id is looked up by id (GetTurns), not by reading the whole history: the
+    # session reads of one request do not grow with the chain (they used to: O(N) per request).
+    previous, reads = None, {}
+    for i in range(1, 201):
+        for attempt in range(5):  # the tiny model's answer can decode to nothing: refused, nothing stored
+            before = rpc_calls(session_service[1], SESSION.name)
+            try:
+                reply = client.responses.create(model=model, input=f"step {i}.{attempt}", max_output_tokens=4,
+                                                truncation="auto",
+                                                **({"previous_response_id": previous} if previous else {}))
+                break
+            except openai.BadRequestError as refused:
+                assert "empty answer" in str(refused)
+        assert reply.status == "completed"
+        if i in (10, 200):
+            after = rpc_calls(session_service[1], SESSION.name)
+            reads[i] = {m: after.get(m, 0) - before.get(m, 0) for m in SESSION_READS if after.get(m, 0) > before.get(m, 0)}
+        previous = reply.id
+    assert reads[10] == reads[200] and reads[200].get("GetTurns") == 1, reads
+    assert "ListTurns" not in reads[200], reads
+    assert client.responses.retrieve(previous).id == previous

@@ -263,6 +263,36 @@ def test_annotate_merges_metadata_without_a_new_version(session_stub: session_pb
     assert dict(again.turns[1].metadata) == dict(turn.metadata) and again.version == 3
 
 
+def test_get_turns_reads_a_turn_by_id_and_the_ones_above_it(
+        session_stub: session_pb2_grpc.SessionServiceStub) -> None:
+    md = owner_md()
+    sid = new_session(session_stub, md).session_id
+    pushed = [push(session_stub, md, sid, f"t{i}", role=USER if i % 2 == 0 else ASSISTANT) for i in range(6)]
+    ids = [p.turn.turn_id for p in pushed]
+    got = session_stub.GetTurns(session_pb2.GetTurnsRequest(session_id=sid, turn_id=ids[2], count=3), metadata=md)
+    assert [(t.turn_id, t.content, t.position) for t in got.turns] == [(ids[i], f"t{i}", i) for i in (2, 3, 4)]
+    assert got.turn_count == 6 and got.version == pushed[-1].version
+    top = session_stub.GetTurns(session_pb2.GetTurnsRequest(session_id=sid, turn_id=ids[5], count=16), metadata=md)
+    assert [t.turn_id for t in top.turns] == [ids[5]]  # up to the top, no further
+    one = session_stub.GetTurns(session_pb2.GetTurnsRequest(session_id=sid, turn_id=ids[0]), metadata=md)
+    assert [t.turn_id for t in one.turns] == [ids[0]]  # count 0 = 1
+    pending = session_stub.PushTurn(session_pb2.PushTurnRequest(session_id=sid, role=USER, content="p",
+                                                                token_count=1, pending_ms=60_000), metadata=md)
+    upto = session_stub.GetTurns(session_pb2.GetTurnsRequest(session_id=sid, turn_id=ids[4], count=16), metadata=md)
+    assert [t.turn_id for t in upto.turns] == ids[4:] and upto.turn_count == 6  # a pending turn is not visible
+    for request, code, words in (
+            (session_pb2.GetTurnsRequest(session_id=sid, turn_id=pending.turn.turn_id), grpc.StatusCode.NOT_FOUND, "turn"),
+            (session_pb2.GetTurnsRequest(session_id=sid, turn_id="nope"), grpc.StatusCode.NOT_FOUND, "turn"),
+            (session_pb2.GetTurnsRequest(session_id=sid, turn_id=ids[0], count=17), grpc.StatusCode.INVALID_ARGUMENT,
+             "count"),
+            (session_pb2.GetTurnsRequest(session_id=sid, turn_id=""), grpc.StatusCode.INVALID_ARGUMENT, "turn_id")):
+        with pytest.raises(grpc.RpcError) as err:
+            session_stub.GetTurns(request, metadata=md)
+        assert err.value.code() == code and words in err.value.details(), (request, err.value.details())
+    assert status_of(session_stub.GetTurns, session_pb2.GetTurnsRequest(session_id=sid, turn_id=ids[0]),
+                     metadata=owner_md()) == grpc.StatusCode.NOT_FOUND  # another owner's session
+
+
 def test_ttl_is_refreshed_on_use(session_stub: session_pb2_grpc.SessionServiceStub,
                                  redis_server: RedisProcess) -> None:
     md = owner_md()

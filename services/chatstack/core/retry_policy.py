@@ -21,7 +21,7 @@ RETRYABLE: dict[str, tuple[str, ...] | None] = {
     TOKENIZER.proto_service: None,
     REWARD.proto_service: None,
     GENERATION.proto_service: ("GetModelInfo",),
-    SESSION.proto_service: ("GetSession", "ListSessions", "PeekTurns", "ListTurns", "GetContext"),
+    SESSION.proto_service: ("GetSession", "ListSessions", "PeekTurns", "ListTurns", "GetTurns", "GetContext"),
     GATEWAY.proto_service: ("GetSession", "ListSessions", "GetHistory", "SubmitFeedback"),
 }
 

@@ -175,6 +175,12 @@ class SessionClient:
         return await self._call("ListTurns", session_pb2.ListTurnsRequest(
             session_id=session_id, page_size=page_size, page_token=page_token))
 
+    async def turns_from(self, session_id: str, turn_id: str, count: int) -> builtins.list[session_pb2.Turn]:
+        """The turn `turn_id` and up to `count` - 1 turns above it, oldest first (one read, whatever
+        the history's length)."""
+        return list((await self._call("GetTurns", session_pb2.GetTurnsRequest(
+            session_id=session_id, turn_id=turn_id, count=count))).turns)
+
     async def all_turns(self, session_id: str) -> builtins.list[session_pb2.Turn]:
         """Every turn of a session, oldest first (all pages)."""
         turns: builtins.list[session_pb2.Turn] = []

@@ -6,6 +6,8 @@ answer is asked for), and the reward model ranks candidates when the caller asks
 - `n` answers are returned in generation order, unscored;
 - `best_of` (≥ n, a chatstack extension) generates that many candidates, ranks them with the
   reward model and returns the best `n`, best first, each with its reward;
+- at temperature 0 there is one (greedy) answer: it is generated once and given `n` times (with
+  its reward under `best_of`), as gRPC Chat answers greedy best-of once;
 - a prompt that does not fit the model's window with `max_tokens` is refused (INVALID_ARGUMENT):
   the caller owns the conversation, so nothing is cut from it.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from chatstack.core.errors import InvalidRequest
 from chatstack.gateway.answering import capped_max_tokens, sampling_params
@@ -98,9 +100,13 @@ class Completions:
                                  f"exceed the model's context window of {limit} tokens")
         ranked = options.best_of > 1
         sampling = sampling_params(self.config, options, max_tokens)
-        sampling.n = options.best_of if ranked else options.n
+        # Greedy decoding has one answer: n or best_of greedy candidates would be copies of it, so
+        # it is generated once (as gRPC Chat does) and given n times.
+        greedy = sampling.temperature == 0
+        sampling.n = 1 if greedy else options.best_of if ranked else options.n
+        live = not ranked and options.n == 1  # one unranked answer streams as it is generated
         started = time.perf_counter()
-        if sampling.n == 1:
+        if live:
             final: generation_pb2.GenerateResponse | None = None
             async with aclosing(self.generation.stream(rendering.ids, sampling)) as source:
                 async for message in source:
@@ -116,8 +122,10 @@ class Completions:
         choices = [CompletionChoice(c.index, c.text, list(c.token_ids), c.finish_reason, list(c.logprobs))
                    for c in reply.choices]
         if ranked:
-            choices = await self._best(messages, choices, options.n)
-        if sampling.n > 1:
+            choices = await self._best(messages, choices, len(choices) if greedy else options.n)
+        if greedy and options.n > 1:
+            choices = [replace(choices[0], index=i) for i in range(options.n)]
+        if not live:
             for choice in choices:
                 yield CompletionDelta(choice.index, choice.text, choice.token_ids, choice.logprobs)
         yield Completion(choices, len(rendering.ids), reply.usage.completion_tokens)

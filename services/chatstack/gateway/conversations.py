@@ -50,6 +50,11 @@ class Conversations:
             raise
         return await sessions.get(session.session_id)
 
+    async def turns_from(self, owner: str, session_id: str, turn_id: str,
+                         count: int) -> list[session_pb2.Turn]:
+        """The turn `turn_id` of the owner's session and up to `count` - 1 turns above it."""
+        return await self.backends.sessions(owner).turns_from(session_id, turn_id, count)
+
     async def all_turns(self, owner: str, session_id: str) -> list[session_pb2.Turn]:
         """Every turn of a session, oldest first."""
         return await self.backends.sessions(owner).all_turns(session_id)

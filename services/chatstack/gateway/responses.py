@@ -92,13 +92,14 @@ class Responses:
                 yield event
 
     async def find(self, owner: str, ref: ResponseRef, field: str = "response_id") -> StoredExchange:
-        """The stored exchange of a response id (NotFound for another owner's or a missing one)."""
-        turns = await self.conversations.all_turns(owner, ref.session_id)
-        for i, turn in enumerate(turns):
-            if turn.turn_id == ref.user_turn_id and i + 1 < len(turns) \
-                    and turn.role == common_pb2.ROLE_USER and turns[i + 1].role == common_pb2.ROLE_ASSISTANT:
-                following = turns[i + 2].turn_id if i + 2 < len(turns) else ""
-                return StoredExchange(ref, turn, turns[i + 1], following)
+        """The stored exchange of a response id (NotFound for another owner's or a missing one): one
+        read of the user turn and the two above it, whatever the conversation's length."""
+        try:
+            turns = await self.conversations.turns_from(owner, ref.session_id, ref.user_turn_id, 3)
+        except (NotFound, InvalidRequest):  # no such session or turn, or ids no turn can have
+            turns = []
+        if [t.role for t in turns[:2]] == [common_pb2.ROLE_USER, common_pb2.ROLE_ASSISTANT]:
+            return StoredExchange(ref, turns[0], turns[1], turns[2].turn_id if len(turns) > 2 else "")
         raise NotFound(f"{field}: no response {ref.encode()!r}")
 
     async def delete(self, owner: str, ref: ResponseRef) -> None:

@@ -67,11 +67,13 @@ class PopResult:
 
 @dataclass(frozen=True)
 class TurnPage:
-    """Turns plus the version they were read at, and the offset of the next page (None = end)."""
+    """Turns plus the version they were read at, the offset of the next page (None = end), and
+    (where the read says) how many turns the session holds."""
 
     turns: list[Turn]
     version: int
     next_offset: int | None = None
+    turn_count: int | None = None
 
 
 @dataclass(frozen=True)

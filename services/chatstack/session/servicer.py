@@ -46,6 +46,7 @@ class SessionStore(Protocol):
                   pending: str = "", count: int = 1) -> PopResult: ...
     async def peek(self, owner: str, sid: str, n: int) -> TurnPage: ...
     async def list_turns(self, owner: str, sid: str, offset: int, limit: int) -> TurnPage: ...
+    async def get_turns(self, owner: str, sid: str, turn_id: str, count: int = 1) -> TurnPage: ...
     async def context(self, owner: str, sid: str, token_budget: int) -> ContextWindow: ...
     async def fork(self, owner: str, sid: str, keep_turns: int | None, before_turn_id: str = "",
                    expected_version: int | None = None, metadata: dict[str, str] | None = None,
@@ -207,6 +208,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.ListTurnsResponse(
             turns=[turn_to_proto(t) for t in page.turns], version=page.version,
             next_page_token=_next_token("turns", page.next_offset))
+
+    async def GetTurns(self, request: session_pb2.GetTurnsRequest,
+                       context: grpc.aio.ServicerContext) -> session_pb2.GetTurnsResponse:
+        """A turn by id and the turns above it (up to count), oldest first."""
+        page = await self.store.get_turns(owner_of(context), request.session_id, request.turn_id,
+                                          request.count or 1)
+        return session_pb2.GetTurnsResponse(turns=[turn_to_proto(t) for t in page.turns],
+                                            version=page.version, turn_count=page.turn_count or 0)
 
     async def GetContext(self, request: session_pb2.GetContextRequest,
                          context: grpc.aio.ServicerContext) -> session_pb2.GetContextResponse:

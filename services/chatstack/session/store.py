@@ -52,8 +52,10 @@ from chatstack.session.model import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-SCRIPTS = ("create", "get", "delete", "push", "pop", "peek", "list_turns", "context", "fork",
-           "list_sessions", "annotate", "record_preference")
+SCRIPTS = ("create", "get", "delete", "push", "pop", "peek", "list_turns", "get_turns", "context",
+           "fork", "list_sessions", "annotate", "record_preference")
+#: Most turns one GetTurns reads (a turn and the few after it: an exchange, its successor).
+MAX_GET_TURNS = 16
 
 
 def _load_script(name: str) -> str:
@@ -286,6 +288,17 @@ class RedisSessionStore:
         turns = [_turn(r, int(base)) for r in raws]
         end = offset + len(turns)
         return TurnPage(turns, int(version), end if end < int(count) else None)
+
+    async def get_turns(self, owner: str, sid: str, turn_id: str, count: int = 1) -> TurnPage:
+        """The turn `turn_id` and up to `count` - 1 turns above it, oldest first; the cost does not
+        grow with the history (one hash lookup, one range)."""
+        self._check_session_id(sid)
+        check_id(turn_id, "turn_id")
+        if not 1 <= count <= MAX_GET_TURNS:
+            raise InvalidRequest(f"count: must be 1..{MAX_GET_TURNS}, got {count}")
+        version, base, turn_count, *raws = await self._run("get_turns", self._keys(sid),
+                                                           [owner, turn_id, count])
+        return TurnPage([_turn(r, int(base)) for r in raws], int(version), turn_count=int(turn_count))
 
     async def context(self, owner: str, sid: str, token_budget: int) -> ContextWindow:
         """The system prompt plus the longest run of newest whole turns within the budget."""

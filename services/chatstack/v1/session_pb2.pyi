@@ -217,6 +217,26 @@ class PeekTurnsResponse(_message.Message):
     version: int
     def __init__(self, turns: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
 
+class GetTurnsRequest(_message.Message):
+    __slots__ = ("session_id", "turn_id", "count")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    turn_id: str
+    count: int
+    def __init__(self, session_id: _Optional[str] = ..., turn_id: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class GetTurnsResponse(_message.Message):
+    __slots__ = ("turns", "version", "turn_count")
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TURN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    turns: _containers.RepeatedCompositeFieldContainer[Turn]
+    version: int
+    turn_count: int
+    def __init__(self, turns: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ..., version: _Optional[int] = ..., turn_count: _Optional[int] = ...) -> None: ...
+
 class ListTurnsRequest(_message.Message):
     __slots__ = ("session_id", "page_size", "page_token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -83,6 +83,11 @@ class SessionServiceStub:
                 request_serializer=chatstack_dot_v1_dot_session__pb2.ListTurnsRequest.SerializeToString,
                 response_deserializer=chatstack_dot_v1_dot_session__pb2.ListTurnsResponse.FromString,
                 _registered_method=True)
+        self.GetTurns = channel.unary_unary(
+                '/chatstack.v1.SessionService/GetTurns',
+                request_serializer=chatstack_dot_v1_dot_session__pb2.GetTurnsRequest.SerializeToString,
+                response_deserializer=chatstack_dot_v1_dot_session__pb2.GetTurnsResponse.FromString,
+                _registered_method=True)
         self.GetContext = channel.unary_unary(
                 '/chatstack.v1.SessionService/GetContext',
                 request_serializer=chatstack_dot_v1_dot_session__pb2.GetContextRequest.SerializeToString,
@@ -178,6 +183,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTurns(self, request, context):
+        """Read a turn by id and up to count - 1 turns pushed after it, oldest first: a lookup whose
+        cost does not grow with the history (a response id, a turn to give feedback on).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetContext(self, request, context):
         """The context window: the system prompt plus the longest run of newest whole turns that
         fits a token budget. Its cost depends on the turns returned, not on history length.
@@ -262,6 +275,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListTurns,
                     request_deserializer=chatstack_dot_v1_dot_session__pb2.ListTurnsRequest.FromString,
                     response_serializer=chatstack_dot_v1_dot_session__pb2.ListTurnsResponse.SerializeToString,
+            ),
+            'GetTurns': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTurns,
+                    request_deserializer=chatstack_dot_v1_dot_session__pb2.GetTurnsRequest.FromString,
+                    response_serializer=chatstack_dot_v1_dot_session__pb2.GetTurnsResponse.SerializeToString,
             ),
             'GetContext': grpc.unary_unary_rpc_method_handler(
                     servicer.GetContext,
@@ -514,6 +532,33 @@ class SessionService:
             '/chatstack.v1.SessionService/ListTurns',
             chatstack_dot_v1_dot_session__pb2.ListTurnsRequest.SerializeToString,
             chatstack_dot_v1_dot_session__pb2.ListTurnsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTurns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatstack.v1.SessionService/GetTurns',
+            chatstack_dot_v1_dot_session__pb2.GetTurnsRequest.SerializeToString,
+            chatstack_dot_v1_dot_session__pb2.GetTurnsResponse.FromString,
             options,
             channel_credentials,
             insecure,
