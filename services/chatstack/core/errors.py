@@ -54,10 +54,6 @@ class Unauthenticated(ChatstackError):
     """No or an unknown credential."""
 
 
-class Cancelled(ChatstackError):
-    """The caller went away."""
-
-
 STATUS_BY_ERROR: dict[type[ChatstackError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -69,7 +65,6 @@ STATUS_BY_ERROR: dict[type[ChatstackError], grpc.StatusCode] = {
     BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    Cancelled: grpc.StatusCode.CANCELLED,
 }
 
 
@@ -115,7 +110,6 @@ CODE_BY_ERROR: dict[type[ChatstackError], str] = {
     BackendUnavailable: "backend_unavailable",
     DeadlineExceeded: "deadline_exceeded",
     Unauthenticated: "invalid_api_key",
-    Cancelled: "cancelled",
 }
 
 

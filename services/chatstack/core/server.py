@@ -124,7 +124,6 @@ class ServiceRuntime:
         self.config = config
         self.spec = spec
         self.service = service
-        self.registry = registry
         self.health = health.aio.HealthServicer()
         self.metrics_server = MetricsServer(registry, config.metrics_host, config.metrics_port)
         self.ready = False

@@ -25,11 +25,8 @@ from chatstack.gateway.replicas.routing import make_router
 from chatstack.v1 import (
     generation_pb2,
     generation_pb2_grpc,
-    reward_pb2,
     reward_pb2_grpc,
-    session_pb2,
     session_pb2_grpc,
-    tokenizer_pb2,
     tokenizer_pb2_grpc,
 )
 
@@ -166,5 +163,4 @@ class StageClock:
         return now
 
 
-__all__ = ["Downstream", "StageClock", "call_deadline", "generation_pb2", "map_rpc_error", "map_status",
-           "reward_pb2", "session_pb2", "tokenizer_pb2"]
+__all__ = ["Downstream", "StageClock", "call_deadline", "map_rpc_error", "map_status"]

@@ -8,8 +8,6 @@ from chatstack.core.metrics import LATENCY_BUCKETS_SECONDS, MetricFactory, metri
 from chatstack.core.request_context import current_transport
 from chatstack.gateway.replicas.replica_set import BackendMetrics
 
-STAGES = ("session_read", "template", "ttft", "generation", "reward", "session_write", "total")
-
 
 class GatewayMetrics:
     """Per-stage latency of Chat calls, best-of-n usage and rollbacks."""

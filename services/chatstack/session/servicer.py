@@ -131,10 +131,6 @@ def _kind_name(kind: int) -> str:
     return preference_pb2.PreferenceKind.Name(kind).removeprefix("PREFERENCE_KIND_").lower()
 
 
-def _kind_value(name: str) -> int:
-    return int(preference_pb2.PreferenceKind.Value(f"PREFERENCE_KIND_{name.upper()}"))
-
-
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     """Serves SessionService from a SessionStore (and its preference events from Preferences)."""
 
