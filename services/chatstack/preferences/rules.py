@@ -30,13 +30,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from chatstack.v1 import common_pb2, preference_pb2
+from chatstack.core.proto_convert import ROLE_NAMES
+from chatstack.v1 import preference_pb2
 
 Row = dict[str, Any]
 Message = dict[str, str]
 FORMATS = ("pairs", "ranked", "unpaired")
-ROLE_NAMES = {common_pb2.ROLE_SYSTEM: "system", common_pb2.ROLE_USER: "user",
-              common_pb2.ROLE_ASSISTANT: "assistant"}
 Event = preference_pb2.PreferenceEvent
 Candidate = preference_pb2.PreferenceCandidate
 

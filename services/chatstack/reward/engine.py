@@ -19,13 +19,13 @@ from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from chatstack.core.model_version import model_version
 from chatstack.core.offload import CpuOffload, certainly_too_long, max_chars_per_token
 from chatstack.core.request_context import current_request_id
+from chatstack.core.roles import CHAT_ROLES
 from chatstack.core.vllm_config import engine_args, engine_started, engine_validation_errors
 from chatstack.reward.config import RewardConfig
 from chatstack.reward.metrics import RewardMetrics
 from chatstack.reward.model import Message, Ranked, RewardModelInfo, Score, ScoreItem, rank_order
 
 log = logging.getLogger(__name__)
-ROLES = frozenset({"system", "user", "assistant"})
 
 
 class VllmRewardEngine:
@@ -84,9 +84,9 @@ class VllmRewardEngine:
             raise InvalidRequest(f"{where}: {len(conversation)} messages exceed the limit of "
                                  f"{self.config.max_messages}")
         for j, (role, _) in enumerate(conversation):
-            if role not in ROLES:
+            if role not in CHAT_ROLES:
                 raise InvalidRequest(f"{where}[{j}].role: {role or 'unspecified'} is not one of "
-                                     f"{sorted(ROLES)}")
+                                     f"{sorted(CHAT_ROLES)}")
 
     def _render(self, conversation: Sequence[Message], response: str) -> list[int]:
         from jinja2 import TemplateError

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TURN_ROLES = frozenset({"user", "assistant"})
-
 
 @dataclass(frozen=True)
 class SessionHeader:

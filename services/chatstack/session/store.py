@@ -35,10 +35,10 @@ from chatstack.core.errors import (
 )
 from chatstack.core.identifiers import check_id
 from chatstack.core.request_context import bounded_timeout, current_request_id
+from chatstack.core.roles import TURN_ROLES
 from chatstack.session.config import SessionConfig
 from chatstack.session.metrics import SessionMetrics
 from chatstack.session.model import (
-    TURN_ROLES,
     ContextWindow,
     NewSession,
     NewTurn,

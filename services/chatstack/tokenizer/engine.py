@@ -14,9 +14,8 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from chatstack.core.errors import InvalidRequest
+from chatstack.core.roles import CHAT_ROLES
 from chatstack.tokenizer.chat_template import ChatTemplate
-
-CHAT_ROLES = frozenset({"system", "user", "assistant"})
 
 
 @dataclass(frozen=True)

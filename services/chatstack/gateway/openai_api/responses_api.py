@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatstack.core.errors import ChatstackError, InvalidRequest, NotFound, code_for
+from chatstack.core.proto_convert import ROLE_NAMES, TURN_ROLE_VALUES
 from chatstack.gateway.completions import Completion, CompletionDelta, Completions
 from chatstack.gateway.model import ChatEvent, DeltaEvent, FinalEvent, SessionEvent
 from chatstack.gateway.openai_api.schemas import (
@@ -21,10 +22,6 @@ from chatstack.gateway.openai_api.schemas import (
 )
 from chatstack.gateway.responses import ResponseRef, Responses, StoredExchange
 from chatstack.v1 import common_pb2, preference_pb2, session_pb2
-
-ROLE_NAMES = {common_pb2.ROLE_USER: "user", common_pb2.ROLE_ASSISTANT: "assistant",
-              common_pb2.ROLE_SYSTEM: "system"}
-ROLES: dict[str, int] = {"user": common_pb2.ROLE_USER, "assistant": common_pb2.ROLE_ASSISTANT}
 
 
 def conversation_id(session_id: str) -> str:
@@ -223,7 +220,7 @@ class ResponsesHandler:
     # -- conversations --------------------------------------------------------------------------
     async def create_conversation(self, owner: str, body: ConversationCreateRequest) -> dict[str, Any]:
         system = "\n\n".join(i.text() for i in body.items if i.role in ("system", "developer"))
-        turns = [(ROLES[i.role], i.text()) for i in body.items if i.role in ROLES]
+        turns = [(TURN_ROLE_VALUES[i.role], i.text()) for i in body.items if i.role in TURN_ROLE_VALUES]
         session = await self.responses.conversations.create_with_turns(owner, system, turns, body.metadata)
         return _conversation_json(session)
 

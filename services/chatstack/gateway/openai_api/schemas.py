@@ -12,8 +12,10 @@ from chatstack.core.errors import InvalidRequest
 from chatstack.gateway.model import ChatOptions
 from chatstack.v1 import common_pb2
 
-ROLES = {"system": common_pb2.ROLE_SYSTEM, "developer": common_pb2.ROLE_SYSTEM,
-         "user": common_pb2.ROLE_USER, "assistant": common_pb2.ROLE_ASSISTANT}
+#: The roles an OpenAI message may have (`chatstack.core.roles`, plus "developer": OpenAI's newer
+#: name for the system role), by proto value.
+INPUT_ROLES = {"system": common_pb2.ROLE_SYSTEM, "developer": common_pb2.ROLE_SYSTEM,
+               "user": common_pb2.ROLE_USER, "assistant": common_pb2.ROLE_ASSISTANT}
 
 
 class TextPart(BaseModel):
@@ -137,7 +139,7 @@ class ChatCompletionRequest(OpenAIBody):
 
     def messages_proto(self) -> list[common_pb2.ChatMessage]:
         """The conversation as the flows take it."""
-        return [common_pb2.ChatMessage(role=ROLES[m.role], content=m.text())
+        return [common_pb2.ChatMessage(role=INPUT_ROLES[m.role], content=m.text())
                 for m in self.messages]
 
     def options(self) -> ChatOptions:

@@ -1,0 +1,9 @@
+"""The role vocabulary, once: who says a message of a chat, and which roles a stored turn can have."""
+
+from __future__ import annotations
+
+SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
+#: A chat message's roles (what a chat template renders, what the reward model scores).
+CHAT_ROLES = frozenset({SYSTEM, USER, ASSISTANT})
+#: A stored turn's roles: a session keeps its system prompt in its header, not on the stack.
+TURN_ROLES = frozenset({USER, ASSISTANT})
