@@ -45,19 +45,19 @@ class Rendering(NamedTuple):
 class TokenizerClient:
     """Counts and chat templates from the tokenizer service."""
 
-    def __init__(self, ds: Transport) -> None:
-        self._ds = ds
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
 
     async def count(self, texts: list[str]) -> list[int]:
         """Token counts of texts (no special tokens)."""
-        reply = await self._ds.call("tokenizer", "CountTokens",
+        reply = await self._transport.call("tokenizer", "CountTokens",
                                     tokenizer_pb2.CountTokensRequest(texts=texts))
         return list(reply.counts)
 
     async def render(self, messages: Messages, count: Sequence[int] = ()) -> Rendering:
         """The prompt text and token ids of messages, with the generation prompt, and the token
         counts of the messages at the indices `count`."""
-        reply = await self._ds.call("tokenizer", "ApplyChatTemplate",
+        reply = await self._transport.call("tokenizer", "ApplyChatTemplate",
                                     tokenizer_pb2.ApplyChatTemplateRequest(
                                         messages=messages, add_generation_prompt=True,
                                         count_messages=count))
@@ -67,14 +67,14 @@ class TokenizerClient:
 class GenerationClient:
     """Generation over token ids, and the model's context length (asked once)."""
 
-    def __init__(self, ds: Transport) -> None:
-        self._ds = ds
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
         self._info: generation_pb2.GetModelInfoResponse | None = None
 
     async def info(self) -> generation_pb2.GetModelInfoResponse:
         """The generation model's name and limits (asked once)."""
         if self._info is None:
-            self._info = await self._ds.call("generation", "GetModelInfo",
+            self._info = await self._transport.call("generation", "GetModelInfo",
                                              generation_pb2.GetModelInfoRequest())
         return self._info
 
@@ -85,40 +85,40 @@ class GenerationClient:
     async def generate(self, ids: list[int], sampling: generation_pb2.SamplingParams,
                        session_id: str | None = None) -> generation_pb2.GenerateResponse:
         """Every choice at once (on the session's replica, when routing follows sessions)."""
-        return await self._ds.call("generation", "Generate", generation_pb2.GenerateRequest(
+        return await self._transport.call("generation", "Generate", generation_pb2.GenerateRequest(
             token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling), route_key=session_id)
 
     def stream(self, ids: list[int], sampling: generation_pb2.SamplingParams, session_id: str | None = None
                ) -> AsyncGenerator[generation_pb2.GenerateStreamResponse]:
         """Deltas, then the final message; closing the iterator aborts the generation."""
-        return self._ds.generate_stream(generation_pb2.GenerateStreamRequest(
+        return self._transport.generate_stream(generation_pb2.GenerateStreamRequest(
             token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling), route_key=session_id)
 
 
 class RewardClient:
     """Scores and rankings; the reward service fits long conversations to its own window."""
 
-    def __init__(self, ds: Transport) -> None:
-        self._ds = ds
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
         self._info: reward_pb2.RewardServiceGetModelInfoResponse | None = None
 
     async def info(self) -> reward_pb2.RewardServiceGetModelInfoResponse:
         """The reward model's name, version and limits (asked once)."""
         if self._info is None:
-            self._info = await self._ds.call("reward", "GetModelInfo",
+            self._info = await self._transport.call("reward", "GetModelInfo",
                                              reward_pb2.RewardServiceGetModelInfoRequest())
         return self._info
 
     async def score(self, conversation: Messages, response: str) -> float:
         """The reward of one response."""
-        reply = await self._ds.call("reward", "Score", reward_pb2.ScoreRequest(
+        reply = await self._transport.call("reward", "Score", reward_pb2.ScoreRequest(
             item=reward_pb2.ScoreItem(conversation=conversation, response=response),
             truncation=reward_pb2.TRUNCATION_AUTO))
         return float(reply.score)
 
     async def rank(self, conversation: Messages, candidates: list[str]) -> list[reward_pb2.RankedCandidate]:
         """Candidates best first."""
-        reply = await self._ds.call("reward", "Rank", reward_pb2.RankRequest(
+        reply = await self._transport.call("reward", "Rank", reward_pb2.RankRequest(
             conversation=conversation, candidates=candidates, truncation=reward_pb2.TRUNCATION_AUTO))
         return list(reply.ranked)
 
@@ -126,13 +126,13 @@ class RewardClient:
 class SessionClient:
     """One owner's view of the session service."""
 
-    def __init__(self, ds: Transport, owner: str) -> None:
-        self._ds = ds
+    def __init__(self, transport: Transport, owner: str) -> None:
+        self._transport = transport
         self.owner = owner
 
     async def _call(self, method: str, request: Any, within: float | None = None) -> Any:
         """One call as the owner; `within` caps its deadline in seconds (rollbacks)."""
-        return await self._ds.call("session", method, request, owner=self.owner, timeout=within)
+        return await self._transport.call("session", method, request, owner=self.owner, timeout=within)
 
     async def create(self, request: session_pb2.CreateSessionRequest) -> session_pb2.Session:
         """A new session."""
@@ -210,16 +210,16 @@ class SessionClient:
 class Backends:
     """The typed clients of one gateway (one set of channels)."""
 
-    def __init__(self, ds: Transport) -> None:
-        self._ds = ds
-        self.tokenizer = TokenizerClient(ds)
-        self.generation = GenerationClient(ds)
-        self.reward = RewardClient(ds)
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self.tokenizer = TokenizerClient(transport)
+        self.generation = GenerationClient(transport)
+        self.reward = RewardClient(transport)
 
     def sessions(self, owner: str) -> SessionClient:
         """The session service as `owner`."""
-        return SessionClient(self._ds, owner)
+        return SessionClient(self._transport, owner)
 
     async def close(self) -> None:
         """Close every channel."""
-        await self._ds.close()
+        await self._transport.close()

@@ -62,7 +62,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     """Serves ChatService: every RPC authenticates the API key and acts as its owner."""
 
     def __init__(self, dataplane: ChatDataPlane, auth: ApiKeyAuthenticator) -> None:
-        self.flow = dataplane
+        self.dataplane = dataplane
         self.auth = auth
 
     def _owner(self, context: grpc.aio.ServicerContext) -> str:
@@ -72,7 +72,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                    context: grpc.aio.ServicerContext) -> AsyncGenerator[chat_pb2.ChatResponse]:
         """Send a message and stream the answer."""
         owner = self._owner(context)
-        async with aclosing(self.flow.chat(owner, request.session_id, request.system_prompt,
+        async with aclosing(self.dataplane.chat(owner, request.session_id, request.system_prompt,
                             request.message, options_from_proto(request.options))) as source:
             async for event in source:
                 yield fill_event(chat_pb2.ChatResponse(), event)
@@ -83,7 +83,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         owner = self._owner(context)
         if not request.session_id:
             raise InvalidRequest("session_id: empty")
-        async with aclosing(self.flow.regenerate(owner, request.session_id,
+        async with aclosing(self.dataplane.regenerate(owner, request.session_id,
                             options_from_proto(request.options))) as source:
             async for event in source:
                 yield fill_event(chat_pb2.RegenerateResponse(), event)
@@ -92,7 +92,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                    context: grpc.aio.ServicerContext) -> AsyncGenerator[chat_pb2.EditResponse]:
         """Fork below a user turn and chat there."""
         owner = self._owner(context)
-        async with aclosing(self.flow.edit(owner, request.session_id, request.turn_id, request.message,
+        async with aclosing(self.dataplane.edit(owner, request.session_id, request.turn_id, request.message,
                             options_from_proto(request.options))) as source:
             async for event in source:
                 yield fill_event(chat_pb2.EditResponse(), event)
@@ -100,26 +100,26 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def Undo(self, request: chat_pb2.UndoRequest,
                    context: grpc.aio.ServicerContext) -> chat_pb2.UndoResponse:
         """Remove the last exchange."""
-        removed, version = await self.flow.undo(self._owner(context), request.session_id)
+        removed, version = await self.dataplane.undo(self._owner(context), request.session_id)
         return chat_pb2.UndoResponse(removed_turns=removed, session_version=version)
 
     async def CreateSession(self, request: chat_pb2.ChatServiceCreateSessionRequest,
                             context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceCreateSessionResponse:
         """Create a session."""
-        session = await self.flow.conversations.create_session(self._owner(context), request.system_prompt,
-                                                 dict(request.metadata))
+        session = await self.dataplane.conversations.create_session(
+            self._owner(context), request.system_prompt, dict(request.metadata))
         return chat_pb2.ChatServiceCreateSessionResponse(session=session)
 
     async def GetSession(self, request: chat_pb2.ChatServiceGetSessionRequest,
                          context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceGetSessionResponse:
         """Read a session header."""
-        session = await self.flow.conversations.sessions(self._owner(context)).get(request.session_id)
+        session = await self.dataplane.conversations.sessions(self._owner(context)).get(request.session_id)
         return chat_pb2.ChatServiceGetSessionResponse(session=session)
 
     async def ListSessions(self, request: chat_pb2.ChatServiceListSessionsRequest,
                            context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceListSessionsResponse:
         """List the caller's sessions."""
-        sessions = self.flow.conversations.sessions(self._owner(context))
+        sessions = self.dataplane.conversations.sessions(self._owner(context))
         page = await sessions.list(request.page_size, request.page_token)
         return chat_pb2.ChatServiceListSessionsResponse(sessions=page.sessions,
                                                         next_page_token=page.next_page_token)
@@ -127,21 +127,21 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def DeleteSession(self, request: chat_pb2.ChatServiceDeleteSessionRequest,
                             context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceDeleteSessionResponse:
         """Delete a session."""
-        await self.flow.conversations.sessions(self._owner(context)).delete(request.session_id)
+        await self.dataplane.conversations.sessions(self._owner(context)).delete(request.session_id)
         return chat_pb2.ChatServiceDeleteSessionResponse()
 
     async def GetHistory(self, request: chat_pb2.GetHistoryRequest,
                          context: grpc.aio.ServicerContext) -> chat_pb2.GetHistoryResponse:
         """The full history, oldest first, paged."""
-        system_prompt, page = await self.flow.conversations.history(self._owner(context), request.session_id,
-                                                      request.page_size, request.page_token)
+        system_prompt, page = await self.dataplane.conversations.history(
+            self._owner(context), request.session_id, request.page_size, request.page_token)
         return chat_pb2.GetHistoryResponse(system_prompt=system_prompt, turns=page.turns,
                                            next_page_token=page.next_page_token)
 
     async def SubmitFeedback(self, request: chat_pb2.SubmitFeedbackRequest,
                              context: grpc.aio.ServicerContext) -> chat_pb2.SubmitFeedbackResponse:
         """Rate an assistant turn (training data for the reward model)."""
-        result = await self.flow.preferences.feedback(self._owner(context), Feedback(
+        result = await self.dataplane.preferences.feedback(self._owner(context), Feedback(
             request.session_id, request.turn_id, request.rating,
             request.preferred_candidate if request.HasField("preferred_candidate") else None, request.reason))
         return chat_pb2.SubmitFeedbackResponse(event_id=result.event_id, replaced=result.replaced)
