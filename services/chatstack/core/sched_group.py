@@ -63,7 +63,8 @@ class Autogroup:
 
 
 def autogroup(pid: int | str = "self") -> Autogroup | None:
-    """`pid`'s autogroup, or None where the kernel has none."""
+    """`pid`'s autogroup, or None where the kernel has none or `pid` is in the root group (init's
+    session, as in a container that never called setsid: its weight cannot be changed)."""
     try:
         name, _, nice = Path(f"/proc/{pid}/autogroup").read_text().split()
     except (OSError, ValueError):
