@@ -19,8 +19,10 @@ from chatstack.core.errors import BackendUnavailable, VersionConflict
 from chatstack.gateway.clients import Backends
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.dataplane import ChatDataPlane
+from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import ChatOptions
+from chatstack.gateway.plan import Planner
 from chatstack.v1 import common_pb2, generation_pb2, session_pb2, tokenizer_pb2
 
 MESSAGE = "hello there"
@@ -143,13 +145,16 @@ class FakeDownstream:
         return session_pb2.PopTurnResponse(turn=turns[0], version=self.version, turns=turns)
 
 
+CONFIG = GatewayConfig(single_answer_scoring="off")  # the fake has no reward model
+PLAN = Planner(CONFIG).plan(ChatOptions(max_tokens=8))
+
+
 def dataplane(ds: FakeDownstream) -> ChatDataPlane:
-    config = GatewayConfig(single_answer_scoring="off")  # the fake has no reward model
-    return ChatDataPlane(config, Backends(ds), GatewayMetrics())  # type: ignore[arg-type]
+    return GatewayFlows.build(CONFIG, Backends(ds), GatewayMetrics()).dataplane
 
 
 async def first_event(flow: ChatDataPlane) -> Any:
-    async for event in flow.chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8)):
+    async for event in flow.chat("alice", "s1", "", MESSAGE, PLAN):
         return event
 
 
@@ -166,7 +171,7 @@ async def test_a_generation_failure_after_the_push_landed_takes_the_pending_user
     ds.generation_error = BackendUnavailable("generation service unavailable: down")
     events = []
     with pytest.raises(BackendUnavailable, match="generation"):
-        async for event in dataplane(ds).chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8)):
+        async for event in dataplane(ds).chat("alice", "s1", "", MESSAGE, PLAN):
             events.append(event)
     assert len(events) == 1 and events[0].user_turn_id == "t1"  # the first event named the stored turn
     assert ds.turns == [] and ds.pending is None and ds.version == 3  # pushed pending, then taken back
@@ -177,7 +182,7 @@ async def test_a_failure_whose_rollback_cannot_reach_the_store_leaves_its_turn_p
     ds.generation_error = BackendUnavailable("generation service unavailable: down")
     ds.pop_error = BackendUnavailable("the session store is unreachable; retry")
     with pytest.raises(BackendUnavailable, match="generation"):
-        async for _ in dataplane(ds).chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8)):
+        async for _ in dataplane(ds).chat("alice", "s1", "", MESSAGE, PLAN):
             pass
     assert ds.turns == []  # no lone user turn: it stays pending until its lease ends and it is reaped
     assert ds.pending is not None and ds.pending.content == MESSAGE
@@ -186,19 +191,19 @@ async def test_a_failure_whose_rollback_cannot_reach_the_store_leaves_its_turn_p
 async def test_a_regenerate_replaces_the_answer_in_one_push() -> None:
     ds = FakeDownstream()
     flow = dataplane(ds)
-    [e async for e in flow.chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8))]
+    [e async for e in flow.chat("alice", "s1", "", MESSAGE, PLAN)]
     old = ds.turns[-1].turn_id
     ds.pop_error = AssertionError("a regenerate pops nothing")
-    events = [e async for e in flow.regenerate("alice", "s1", ChatOptions(max_tokens=8))]
+    events = [e async for e in flow.regenerate("alice", "s1", PLAN)]
     assert [t.content for t in ds.turns] == [MESSAGE, "hi"] and ds.turns[-1].turn_id != old
     assert events[-1].assistant_turn_id == ds.turns[-1].turn_id
 
 async def test_a_whole_chat_stores_both_turns_with_the_counts_of_the_rendering_call() -> None:
     ds = FakeDownstream()
-    events = [e async for e in dataplane(ds).chat("alice", "s1", "", MESSAGE, ChatOptions(max_tokens=8))]
+    events = [e async for e in dataplane(ds).chat("alice", "s1", "", MESSAGE, PLAN)]
     assert [type(e).__name__ for e in events] == ["SessionEvent", "DeltaEvent", "FinalEvent"]
     assert [(t.content, t.token_count) for t in ds.turns] == [(MESSAGE, 2), ("hi", 1)]
-    assert events[-1].reward_status == "off" and ds.version == 3 and ds.pending is None
+    assert events[-1].answer.reward_status == "off" and ds.version == 3 and ds.pending is None
 
 
 async def test_a_cancel_while_the_push_is_in_flight_still_undoes_the_push() -> None:
@@ -250,12 +255,12 @@ async def test_a_new_session_chat_cancelled_while_its_session_is_created_deletes
     arrives: the gateway chose the id itself, so it still deletes the session (no orphan)."""
     ds = FakeDownstream()
     await cancel_once_the_session_landed(
-        ds, dataplane(ds).chat("alice", "", "be brief", MESSAGE, ChatOptions(max_tokens=8)))
+        ds, dataplane(ds).chat("alice", "", "be brief", MESSAGE, PLAN))
     assert ds.created == {}
 
 
 async def test_an_edit_cancelled_while_its_fork_is_made_deletes_the_fork() -> None:
     ds = FakeDownstream()
     await cancel_once_the_session_landed(
-        ds, dataplane(ds).edit("alice", "s1", "t1", MESSAGE, ChatOptions(max_tokens=8)))
+        ds, dataplane(ds).edit("alice", "s1", "t1", MESSAGE, PLAN))
     assert ds.created == {}

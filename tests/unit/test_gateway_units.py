@@ -10,7 +10,7 @@ import pytest
 from chatstack.core import errors
 from chatstack.gateway.auth import ApiKeyAuthenticator, hash_key, new_key_line, parse_key_lines
 from chatstack.gateway.downstream import map_rpc_error
-from chatstack.gateway.model import Candidate, DeltaEvent, FinalEvent, SessionEvent
+from chatstack.gateway.model import Answer, Candidate, Choice, DeltaEvent, FinalEvent, SessionEvent
 from chatstack.gateway.servicer import fill_event, options_from_proto
 from chatstack.v1 import chat_pb2
 
@@ -70,7 +70,7 @@ def test_options_and_events_convert() -> None:
     assert (options.max_tokens, options.best_of, options.temperature, options.top_p) == (5, 1, 0.0, None)
     assert fill_event(chat_pb2.ChatResponse(), SessionEvent("s", True, "u", 3, True, 40)).session.created
     assert fill_event(chat_pb2.ChatResponse(), DeltaEvent("hi", [1, 2])).delta.text == "hi"
-    final = fill_event(chat_pb2.EditResponse(), FinalEvent(
-        "a", "text", 1.5, [Candidate(0, 1.5, "text", 2, True)], 10, 2,
-        {"ttft": 0.1, "total": 0.5}, 1, 7)).final
+    answer = Answer([Choice(0, "text", [1, 2], 1, reward=1.5)], prompt_tokens=10, completion_tokens=2,
+                    candidates=[Candidate(0, 1.5, "text", 2, True)])
+    final = fill_event(chat_pb2.EditResponse(), FinalEvent("a", 7, answer, {"ttft": 0.1, "total": 0.5})).final
     assert (final.usage.total_tokens, final.timings.ttft_seconds, final.candidates[0].chosen) == (12, 0.1, True)

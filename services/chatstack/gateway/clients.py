@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from chatstack.gateway.model import Choice, DeltaEvent, Generated, PositionLogprobs, TokenLogprob
+from chatstack.gateway.plan import Plan
 from chatstack.v1 import common_pb2, generation_pb2, preference_pb2, reward_pb2, session_pb2, tokenizer_pb2
 
 Messages = Sequence[common_pb2.ChatMessage]
@@ -42,6 +46,14 @@ class Rendering(NamedTuple):
     counts: list[int]  # token counts of the messages asked for
 
 
+@dataclass(frozen=True)
+class Ranked:
+    """A candidate's place in a ranking: its index among the candidates, and its reward."""
+
+    index: int
+    score: float
+
+
 class TokenizerClient:
     """Counts and chat templates from the tokenizer service."""
 
@@ -64,8 +76,34 @@ class TokenizerClient:
         return Rendering(reply.prompt, list(reply.token_ids), list(reply.message_token_counts))
 
 
+def sampling_params(plan: Plan) -> generation_pb2.SamplingParams:
+    """The generation request's sampling for a plan (an answer is never empty: min_tokens 1)."""
+    o = plan.options
+    sampling = generation_pb2.SamplingParams(
+        n=plan.candidates, max_tokens=plan.max_tokens, min_tokens=1, stop=list(o.stop),
+        temperature=plan.temperature, presence_penalty=o.presence_penalty,
+        frequency_penalty=o.frequency_penalty)
+    if o.logprobs is not None:
+        sampling.logprobs = o.logprobs
+    for name in ("top_p", "top_k", "seed"):
+        value = getattr(o, name)
+        if value is not None:
+            setattr(sampling, name, value)
+    return sampling
+
+
+def _logprobs(positions: Sequence[generation_pb2.PositionLogprobs]) -> list[PositionLogprobs]:
+    return [PositionLogprobs(TokenLogprob(p.sampled.token, p.sampled.logprob),
+                             [TokenLogprob(t.token, t.logprob) for t in p.top]) for p in positions]
+
+
+def _generated(reply: generation_pb2.GenerateResponse) -> Generated:
+    return Generated([Choice(c.index, c.text, list(c.token_ids), c.finish_reason, _logprobs(c.logprobs))
+                      for c in reply.choices], reply.usage.completion_tokens)
+
+
 class GenerationClient:
-    """Generation over token ids, and the model's context length (asked once)."""
+    """Generation over token ids, and the model's facts (asked once)."""
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
@@ -75,24 +113,35 @@ class GenerationClient:
         """The generation model's name and limits (asked once)."""
         if self._info is None:
             self._info = await self._transport.call("generation", "GetModelInfo",
-                                             generation_pb2.GetModelInfoRequest())
+                                                    generation_pb2.GetModelInfoRequest())
         return self._info
+
+    async def model_name(self) -> str:
+        """The served model's name."""
+        return str((await self.info()).model)
 
     async def max_model_len(self) -> int:
         """The generation model's context length."""
         return int((await self.info()).max_model_len)
 
-    async def generate(self, ids: list[int], sampling: generation_pb2.SamplingParams,
-                       session_id: str | None = None) -> generation_pb2.GenerateResponse:
-        """Every choice at once (on the session's replica, when routing follows sessions)."""
-        return await self._transport.call("generation", "Generate", generation_pb2.GenerateRequest(
-            token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling), route_key=session_id)
+    async def generate(self, ids: list[int], plan: Plan, session_id: str | None = None) -> Generated:
+        """Every candidate of `plan` at once (on the session's replica, when routing follows sessions)."""
+        reply = await self._transport.call("generation", "Generate", generation_pb2.GenerateRequest(
+            token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling_params(plan)), route_key=session_id)
+        return _generated(reply)
 
-    def stream(self, ids: list[int], sampling: generation_pb2.SamplingParams, session_id: str | None = None
-               ) -> AsyncGenerator[generation_pb2.GenerateStreamResponse]:
-        """Deltas, then the final message; closing the iterator aborts the generation."""
-        return self._transport.generate_stream(generation_pb2.GenerateStreamRequest(
-            token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling), route_key=session_id)
+    async def stream(self, ids: list[int], plan: Plan, session_id: str | None = None
+                     ) -> AsyncGenerator[DeltaEvent | Generated]:
+        """The one answer's deltas, then all of it; closing the iterator aborts the generation."""
+        source = self._transport.generate_stream(generation_pb2.GenerateStreamRequest(
+            token_ids=common_pb2.TokenIds(ids=ids), sampling=sampling_params(plan)), route_key=session_id)
+        async with aclosing(source):
+            async for message in source:
+                if message.HasField("delta"):
+                    d = message.delta
+                    yield DeltaEvent(d.text, list(d.token_ids), 0, _logprobs(d.logprobs))
+                else:
+                    yield _generated(message.final)
 
 
 class RewardClient:
@@ -116,11 +165,11 @@ class RewardClient:
             truncation=reward_pb2.TRUNCATION_AUTO))
         return float(reply.score)
 
-    async def rank(self, conversation: Messages, candidates: list[str]) -> list[reward_pb2.RankedCandidate]:
-        """Candidates best first."""
+    async def rank(self, conversation: Messages, candidates: list[str]) -> list[Ranked]:
+        """The candidates' indices and rewards, best first."""
         reply = await self._transport.call("reward", "Rank", reward_pb2.RankRequest(
             conversation=conversation, candidates=candidates, truncation=reward_pb2.TRUNCATION_AUTO))
-        return list(reply.ranked)
+        return [Ranked(r.index, float(r.score)) for r in reply.ranked]
 
 
 class SessionClient:

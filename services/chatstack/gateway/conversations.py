@@ -5,7 +5,7 @@ chat dataplane that holds them."""
 from __future__ import annotations
 
 from chatstack.core.errors import FailedPrecondition
-from chatstack.gateway.clients import Backends, SessionClient
+from chatstack.gateway.clients import Backends
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.rollback import lease_ms
 from chatstack.v1 import common_pb2, session_pb2
@@ -59,9 +59,18 @@ class Conversations:
         """Every turn of a session, oldest first."""
         return await self.backends.sessions(owner).all_turns(session_id)
 
-    def sessions(self, owner: str) -> SessionClient:
-        """The session service as `owner` (GetSession, ListSessions, DeleteSession pass through)."""
-        return self.backends.sessions(owner)
+    async def get_session(self, owner: str, session_id: str) -> session_pb2.Session:
+        """A session's header."""
+        return await self.backends.sessions(owner).get(session_id)
+
+    async def list_sessions(self, owner: str, page_size: int,
+                            page_token: str) -> session_pb2.ListSessionsResponse:
+        """A page of the owner's sessions."""
+        return await self.backends.sessions(owner).list(page_size, page_token)
+
+    async def delete_session(self, owner: str, session_id: str) -> None:
+        """Delete a session."""
+        await self.backends.sessions(owner).delete(session_id)
 
     async def history(self, owner: str, session_id: str, page_size: int,
                       page_token: str) -> tuple[str, session_pb2.ListTurnsResponse]:

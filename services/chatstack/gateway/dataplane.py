@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import replace
 
 from chatstack.core.errors import (
     AlreadyExists,
@@ -33,85 +33,67 @@ from chatstack.core.errors import (
     Unauthenticated,
     VersionConflict,
 )
-from chatstack.gateway.answering import Answerer, capped_max_tokens
+from chatstack.gateway.answering import Answerer, PromptIds
 from chatstack.gateway.clients import Backends, SessionClient
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.conversations import Conversations
 from chatstack.gateway.deferred_scoring import DeferredScorer
-from chatstack.gateway.downstream import StageClock
+from chatstack.gateway.exchange import Exchange
 from chatstack.gateway.metrics import GatewayMetrics
-from chatstack.gateway.model import Answer, ChatEvent, ChatOptions, DeltaEvent, FinalEvent, SessionEvent
-from chatstack.gateway.preferences import PreferenceRecorder
+from chatstack.gateway.model import Answer, ChatEvent, DeltaEvent, FinalEvent, SessionEvent
+from chatstack.gateway.plan import Plan
+from chatstack.gateway.preferences import EditedTurn, PreferenceRecorder
 from chatstack.gateway.prompting import ChatContext, Prompt, PromptBuilder, too_long
 from chatstack.gateway.rollback import Rollback, lease_ms, roll_back
+from chatstack.gateway.stage_clock import StageClock
 from chatstack.v1 import common_pb2, session_pb2
 
 # A session call that failed with one of these certainly changed nothing.
 REFUSED = (InvalidRequest, NotFound, FailedPrecondition, VersionConflict, AlreadyExists, Unauthenticated)
 
 
-@dataclass
-class Exchange:
-    """One answer being made: where it goes and what it answers. The user turn it answers is
-    either stored already (`user_turn_id`, `version`) or being pushed pending
-    (`rollback.pending_push`), then committed with the answer."""
-
-    sessions: SessionClient
-    rollback: Rollback
-    prompt: Prompt
-    max_tokens: int
-    options: ChatOptions
-    clock: StageClock
-    user_turn_id: str = ""
-    version: int = 0  # the session's version the answer is stored at
-    replaced: session_pb2.Turn | None = None  # the assistant turn a regenerate replaces
-
-
 class ChatDataPlane:
     """The chat flows over typed backend clients (see module docstring)."""
 
-    def __init__(self, config: GatewayConfig, backends: Backends, metrics: GatewayMetrics) -> None:
+    def __init__(self, config: GatewayConfig, backends: Backends, metrics: GatewayMetrics, answerer: Answerer,
+                 conversations: Conversations, preferences: PreferenceRecorder) -> None:
         self.config = config
         self.backends = backends
         self.metrics = metrics
         self.prompts = PromptBuilder(backends.tokenizer, backends.generation)
-        self.answerer = Answerer(config, backends.generation, backends.reward, metrics)
+        self.answerer = answerer
         self.scorer = DeferredScorer(backends.reward, metrics, config.max_pending_scores,
                                      config.deferred_score_timeout_seconds)
-        self.conversations = Conversations(backends, config)  # the session RPCs that are not chat flows
-        self.preferences = PreferenceRecorder(config, backends, metrics)
+        self.conversations = conversations
+        self.preferences = preferences
 
-    async def close(self) -> None:
-        """Finish (or, after the grace period, cancel) pending scorings; close the channels."""
-        await self.scorer.close(self.config.grace_seconds)
-        await self.preferences.close(self.config.grace_seconds)
-        await self.backends.close()
+    async def close(self, grace_seconds: float) -> None:
+        """Finish (or, after the grace period, cancel) pending scorings."""
+        await self.scorer.close(grace_seconds)
 
-    def check(self, message: str | None, options: ChatOptions) -> int:
-        """The call's limits (before any work); returns the effective max_tokens."""
-        c = self.config
-        if message is not None:
-            if not message.strip():
-                raise InvalidRequest("message: empty")
-            if len(message) > c.max_message_chars:
-                raise InvalidRequest(f"message: {len(message)} characters exceed the limit of "
-                                     f"{c.max_message_chars}")
-        max_tokens = capped_max_tokens(c, options.max_tokens, "options.max_tokens")
-        if options.best_of > c.max_best_of:
-            raise InvalidRequest(f"options.best_of: {options.best_of} exceeds the limit of {c.max_best_of}")
-        return max_tokens
+    def check(self, message: str) -> None:
+        """The message's limits (before any work; the plan has checked the options)."""
+        if not message.strip():
+            raise InvalidRequest("message: empty")
+        if len(message) > self.config.max_message_chars:
+            raise InvalidRequest(f"message: {len(message)} characters exceed the limit of "
+                                 f"{self.config.max_message_chars}")
 
     # -- flows ----------------------------------------------------------------------------------
-    async def chat(self, owner: str, session_id: str, system_prompt: str, message: str,
-                   options: ChatOptions, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
+    def chat(self, owner: str, session_id: str, system_prompt: str, message: str,
+             plan: Plan, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
         """Read the window, render the prompt, answer it while the user turn is stored, store the
         answer; undo everything on failure. `system_prompt` is a new session's; `instructions`
-        replace an existing session's for this call only."""
-        max_tokens = self.check(message, options)
+        replace an existing session's for this call only. The message is checked at once."""
+        self.check(message)
+        return self._chat(owner, session_id, system_prompt, message, plan, instructions)
+
+    async def _chat(self, owner: str, session_id: str, system_prompt: str, message: str,
+                    plan: Plan, instructions: str | None) -> AsyncGenerator[ChatEvent]:
         clock, sessions = StageClock(), self.backends.sessions(owner)
         rollback = Rollback(session_id=session_id)
         try:
-            budget = await self.prompts.budget(max_tokens, options)
+            budget = await self.prompts.budget(plan)
             t = time.perf_counter()
             if session_id:
                 ctx = await self.prompts.read(sessions, session_id, budget)
@@ -122,18 +104,19 @@ class ChatDataPlane:
                 ctx = ChatContext(system_prompt, None, 0)
             t = clock.add("session_read", t)
             ctx.append(common_pb2.ROLE_USER, message, None)
-            prompt = await self.prompts.fit_and_render(ctx, budget, max_tokens)  # counts the message too
+            prompt = await self.prompts.fit_and_render(ctx, budget, plan.max_tokens)  # counts the message too
             clock.add("template", t)
-            if prompt.truncated and not options.truncate:
+            if prompt.truncated and not plan.options.truncate:
                 raise InvalidRequest(
-                    f"input: the conversation does not fit the context window with max_tokens {max_tokens} "
+                    f"input: the conversation does not fit the context window with max_tokens "
+                    f"{plan.max_tokens} "
                     f"({prompt.context_turns} newest turns would); truncation 'auto' lets the oldest leave")
             # The user turn is stored (at the version read, so a concurrent change is ABORTED
             # rather than answered from a stale window) while the engine starts on the prompt.
             rollback.pending_push = asyncio.ensure_future(
                 self._store_user_turn(sessions, rollback, ctx, prompt, create=not session_id,
                                       lease=lease_ms(self.config)))
-            exchange = Exchange(sessions, rollback, prompt, max_tokens, options, clock)
+            exchange = Exchange(sessions, rollback, prompt, plan, clock)
             async with aclosing(self._answer_and_store(exchange)) as source:
                 async for event in source:
                     yield event
@@ -158,9 +141,9 @@ class ChatDataPlane:
             token_count=prompt.message_tokens, expected_version=version, pending_ms=lease))
 
     async def edit(self, owner: str, session_id: str, turn_id: str, message: str,
-                   options: ChatOptions, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
+                   plan: Plan, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
         """Fork below a user turn and chat there with a new message (the fork is the answer's session)."""
-        self.check(message, options)
+        self.check(message)
         if not turn_id:
             raise InvalidRequest("turn_id: empty")
         sessions = self.backends.sessions(owner)
@@ -170,14 +153,13 @@ class ChatDataPlane:
                 session_id=session_id, before_turn_id=turn_id, metadata={"forked_from": session_id},
                 new_session_id=fork_id, pending_ms=lease_ms(self.config)))
             forked = True
-            async with aclosing(self.chat(owner, fork_id, "", message, options, instructions)) as source:
+            async with aclosing(self._chat(owner, fork_id, "", message, plan, instructions)) as source:
                 async for event in source:
                     if isinstance(event, SessionEvent):
-                        event = SessionEvent(event.session_id, True, event.user_turn_id, event.context_turns,
-                                             event.context_truncated, event.prompt_tokens, event.prompt)
+                        event = replace(event, created=True)
                     elif isinstance(event, FinalEvent):
-                        self.preferences.edited(sessions, session_id, turn_id, message, fork_id,
-                                                event.assistant_turn_id, options)
+                        self.preferences.edited(sessions, EditedTurn(session_id, turn_id, message, fork_id),
+                                                event.assistant_turn_id, plan)
                     yield event
         except BaseException as exc:
             if forked or not isinstance(exc, REFUSED):  # the fork may have landed: delete it
@@ -186,32 +168,31 @@ class ChatDataPlane:
             raise
 
     async def regenerate(self, owner: str, session_id: str,
-                         options: ChatOptions) -> AsyncGenerator[ChatEvent]:
+                         plan: Plan) -> AsyncGenerator[ChatEvent]:
         """Answer the last user turn again; the new answer replaces the last assistant turn."""
-        max_tokens = self.check(None, options)
         clock, sessions = StageClock(), self.backends.sessions(owner)
-        budget = await self.prompts.budget(max_tokens, options)
+        budget = await self.prompts.budget(plan)
         t = time.perf_counter()
         top = await sessions.peek(session_id, 2)
         turns = list(top.turns)
-        replace = turns.pop(0) if turns and turns[0].role == common_pb2.ROLE_ASSISTANT else None
+        replaced = turns.pop(0) if turns and turns[0].role == common_pb2.ROLE_ASSISTANT else None
         if not turns or turns[0].role != common_pb2.ROLE_USER:
             raise FailedPrecondition("nothing to regenerate: the session has no user turn to answer")
         # The answer being replaced is left out of the window, so its tokens are not budget.
-        ctx = await self.prompts.read(sessions, session_id, budget + (replace.token_count if replace else 0))
-        if replace is not None and ctx.turn_ids and ctx.turn_ids[-1] == replace.turn_id:
+        extra = replaced.token_count if replaced else 0
+        ctx = await self.prompts.read(sessions, session_id, budget + extra)
+        if replaced is not None and ctx.turn_ids and ctx.turn_ids[-1] == replaced.turn_id:
             ctx.drop_top()
         if ctx.version != top.version:
             raise VersionConflict(f"session {session_id} changed during regenerate; try again")
         if not ctx.turn_ids or ctx.turn_ids[-1] != turns[0].turn_id:
-            raise InvalidRequest(too_long(await self.backends.generation.max_model_len(), max_tokens))
+            raise InvalidRequest(too_long(await self.backends.generation.max_model_len(), plan.max_tokens))
         t = clock.add("session_read", t)
-        prompt = await self.prompts.fit_and_render(ctx, budget, max_tokens)
+        prompt = await self.prompts.fit_and_render(ctx, budget, plan.max_tokens)
         clock.add("template", t)
         # Nothing is written before the answer is ready, which replaces the old one in one step.
-        exchange = Exchange(sessions, Rollback(session_id=session_id), prompt, max_tokens, options, clock,
-                            user_turn_id=turns[0].turn_id, version=top.version,
-                            replaced=replace)
+        exchange = Exchange(sessions, Rollback(session_id=session_id), prompt, plan, clock,
+                            user_turn_id=turns[0].turn_id, version=top.version, replaced=replaced)
         async with aclosing(self._answer_and_store(exchange)) as source:
             async for event in source:
                 yield event
@@ -226,7 +207,8 @@ class ChatDataPlane:
     # -- the shared end: answer, store ----------------------------------------------------------
     async def _answer_and_store(self, ex: Exchange) -> AsyncGenerator[ChatEvent]:
         prompt, clock = ex.prompt, ex.clock
-        answering = self.answerer.answer(prompt, ex.max_tokens, ex.options, clock, ex.rollback.session_id)
+        to_answer = PromptIds(prompt.ids, prompt.messages, ex.session_id)
+        answering = self.answerer.answer(to_answer, ex.plan, clock)
         first = asyncio.ensure_future(anext(answering))  # the engine starts while the turn is stored
         answer: Answer | None = None
         try:
@@ -234,9 +216,9 @@ class ChatDataPlane:
                 pushed = await asyncio.shield(ex.rollback.pending_push)  # a cancel must not cut it short
                 ex.rollback.pending_turn_id, ex.rollback.pending_push = pushed.turn.turn_id, None
                 ex.user_turn_id, ex.version = pushed.turn.turn_id, pushed.version
-            yield SessionEvent(ex.rollback.session_id, ex.rollback.created, ex.user_turn_id,
+            yield SessionEvent(ex.session_id, ex.rollback.created, ex.user_turn_id,
                                prompt.context_turns, prompt.truncated, len(prompt.ids),
-                               prompt.text if ex.options.echo_prompt else "")
+                               prompt.text if ex.plan.options.echo_prompt else "")
             item: DeltaEvent | Answer | None = await first
             while item is not None:
                 if isinstance(item, Answer):
@@ -249,37 +231,31 @@ class ChatDataPlane:
                 first.cancel()
                 await asyncio.gather(first, return_exceptions=True)
             await answering.aclose()  # early: cancels the generation stream, the engine aborts
-        if answer is None or not answer.text:
+        if answer is None or not answer.best.text:
             raise FailedPrecondition("the model produced an empty answer; regenerate")
         t = time.perf_counter()
         stored = await self._store(ex, answer)
         clock.add("session_write", t)
         ex.rollback.done()
-        self.preferences.answered(ex.sessions, ex.rollback.session_id, ex.user_turn_id, stored.turn.turn_id,
-                                  prompt.messages, answer, ex.options, ex.max_tokens, ex.replaced)
+        self.preferences.answered(ex, stored.turn.turn_id, answer)
         if answer.reward_status == "pending" and not self.scorer.submit(
-                ex.sessions, ex.rollback.session_id, stored.turn.turn_id, prompt.messages, answer.text):
-            answer.reward_status = "off"
-        clock.seconds["total"] = time.perf_counter() - clock.start
-        for stage, seconds in clock.seconds.items():
-            self.metrics.observe_stage(stage, seconds)
-        yield FinalEvent(stored.turn.turn_id, answer.text, answer.reward_score, answer.candidates,
-                         answer.prompt_tokens, answer.completion_tokens, dict(clock.seconds),
-                         answer.finish_reason, stored.version, answer.reward_status)
+                ex.sessions, ex.session_id, stored.turn.turn_id, prompt.messages, answer.best.text):
+            answer = replace(answer, reward_status="off")
+        yield FinalEvent(stored.turn.turn_id, stored.version, answer, clock.finish(self.metrics))
 
     @staticmethod
     async def _store(ex: Exchange, answer: Answer) -> session_pb2.PushTurnResponse:
         """Push the answer at the version the exchange read, in one script with what it completes:
         committing the pending user turn, or replacing the answer a regenerate replaces."""
-        metadata = {"finish_reason": common_pb2.FinishReason.Name(answer.finish_reason),
+        best = answer.best
+        metadata = {"finish_reason": common_pb2.FinishReason.Name(best.finish_reason),
                     "prompt_tokens": str(len(ex.prompt.ids))}  # the window the answer was made from
-        if answer.reward_status == "scored":
-            metadata["reward_score"] = repr(answer.reward_score)
+        if answer.reward_status == "scored" and best.reward is not None:
+            metadata["reward_score"] = repr(best.reward)
         if answer.candidates:
             metadata["best_of"] = str(len(answer.candidates))
         return await ex.sessions.push(session_pb2.PushTurnRequest(
-            session_id=ex.rollback.session_id, role=common_pb2.ROLE_ASSISTANT, content=answer.text,
-            token_count=len(answer.token_ids),  # the generated ids are the answer's tokens: no recount
+            session_id=ex.session_id, role=common_pb2.ROLE_ASSISTANT, content=best.text,
+            token_count=len(best.token_ids),  # the generated ids are the answer's tokens: no recount
             metadata=metadata, expected_version=ex.version, commit_turn_id=ex.rollback.pending_turn_id,
             replace_turn_id=ex.replaced.turn_id if ex.replaced is not None else ""))
-

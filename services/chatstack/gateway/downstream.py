@@ -8,7 +8,6 @@ unavailable: ...` quickly instead of hanging.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -16,8 +15,9 @@ import grpc
 
 from chatstack.catalog import GENERATION, REWARD, SESSION, TOKENIZER
 from chatstack.core import errors
-from chatstack.core.request_context import OWNER_KEY, downstream_metadata, remaining_seconds
+from chatstack.core.request_context import OWNER_KEY, downstream_metadata
 from chatstack.core.retry_policy import retry_channel_options
+from chatstack.gateway.backend_status import call_deadline, map_status
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.replicas.discovery import parse_target
 from chatstack.gateway.replicas.replica_set import BackendMetrics, ReplicaSet
@@ -29,22 +29,6 @@ from chatstack.v1 import (
     session_pb2_grpc,
     tokenizer_pb2_grpc,
 )
-
-# Downstream status -> domain error class; the message keeps the service's own details.
-_MAPPED: dict[grpc.StatusCode, type[errors.ChatstackError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequest,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-    grpc.StatusCode.ABORTED: errors.VersionConflict,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.Overloaded,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-}
-# Not mapped, so UNAVAILABLE (retryable): CANCELLED (the client's own cancel reaches the gateway
-# as a cancelled task, never as a downstream status: a downstream CANCELLED means the backend
-# went away, e.g. while shutting down), INTERNAL, UNKNOWN and the rest.
-_PASS_THROUGH_DETAILS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-                         grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}
 
 # backend -> (the proto service its health reports, its stub)
 _BACKENDS: dict[str, tuple[str, Any]] = {
@@ -69,26 +53,9 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-def call_deadline(default_seconds: float) -> float:
-    """Seconds a downstream call made now may take: the calling RPC's remaining deadline (the
-    client's, or the service's default deadline), `default_seconds` outside an RPC."""
-    left = remaining_seconds()
-    return default_seconds if left is None else max(0.001, left)
-
-
 def map_rpc_error(service: str, err: grpc.aio.AioRpcError) -> errors.ChatstackError:
     """A downstream failure as a domain error naming the service."""
     return map_status(service, err.code(), err.details() or err.code().name)
-
-
-def map_status(service: str, code: grpc.StatusCode, details: str) -> errors.ChatstackError:
-    """A downstream status as a domain error naming the service (any transport)."""
-    if code in _PASS_THROUGH_DETAILS:
-        return _MAPPED[code](details)
-    cls = _MAPPED.get(code)
-    if cls is not None:
-        return cls(f"{service} service: {details}")
-    return errors.BackendUnavailable(f"{service} service unavailable: {details}")
 
 
 class Downstream:
@@ -147,20 +114,3 @@ class Downstream:
             raise map_rpc_error("generation", err) from err
         finally:
             call.cancel()  # no-op when finished; aborts generation when we stop early
-
-
-class StageClock:
-    """Accumulates wall-clock seconds per stage of one Chat."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.seconds: dict[str, float] = {}
-
-    def add(self, stage: str, since: float) -> float:
-        """Add now - since to `stage`; returns now."""
-        now = time.perf_counter()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
-        return now
-
-
-__all__ = ["Downstream", "StageClock", "call_deadline", "map_rpc_error", "map_status"]

@@ -43,11 +43,49 @@ class SessionEvent:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A token and its log-probability."""
+
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True)
+class PositionLogprobs:
+    """At one position of an answer: the sampled token and the most likely alternatives."""
+
+    sampled: TokenLogprob
+    top: list[TokenLogprob]
+
+
+@dataclass(frozen=True)
 class DeltaEvent:
-    """Answer text as it is generated."""
+    """Answer text as it is generated (of the returned answer `index`)."""
 
     text: str
     token_ids: list[int]
+    index: int = 0
+    logprobs: list[PositionLogprobs] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One generated answer (`reward`: the reward model's score, when it was scored)."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: int
+    logprobs: list[PositionLogprobs] = field(default_factory=list)
+    reward: float | None = None
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What the engine returned for one request: its choices and the tokens it generated."""
+
+    choices: list[Choice]
+    completion_tokens: int
 
 
 @dataclass(frozen=True)
@@ -62,33 +100,36 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """What the answer stage produced: the answers returned (best first when ranked, each with
+    its reward when scored), every ranked candidate (best-of only), the call's token usage (every
+    candidate's tokens count) and how a single answer's reward was handled."""
+
+    choices: list[Choice]
+    prompt_tokens: int
+    completion_tokens: int
+    candidates: list[Candidate] = field(default_factory=list)
+    reward_status: RewardStatus = "scored"
+
+    @property
+    def best(self) -> Choice:
+        """The (first) answer; an empty one if the engine returned none."""
+        return self.choices[0] if self.choices else Choice(0, "", [], 0)
+
+    @property
+    def reward_score(self) -> float:
+        """The best answer's reward (0 when it was not scored)."""
+        return self.best.reward or 0.0
+
+
+@dataclass(frozen=True)
 class FinalEvent:
     """Last event: the stored answer and how the call went."""
 
     assistant_turn_id: str
-    text: str
-    reward_score: float
-    candidates: list[Candidate]
-    prompt_tokens: int
-    completion_tokens: int
-    timings: dict[str, float]
-    finish_reason: int
     session_version: int
-    reward_status: RewardStatus = "scored"  # "pending": scored after it was stored
+    answer: Answer
+    timings: dict[str, float]
 
 
 ChatEvent = SessionEvent | DeltaEvent | FinalEvent
-
-
-@dataclass
-class Answer:
-    """What the generate+reward stage produced."""
-
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    reward_score: float = 0.0
-    candidates: list[Candidate] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: int = 0
-    reward_status: RewardStatus = "scored"

@@ -28,10 +28,12 @@ from dataclasses import dataclass
 
 from chatstack.core.background import BackgroundTasks
 from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound
-from chatstack.gateway.clients import Backends, Messages, SessionClient
+from chatstack.gateway.clients import Backends, SessionClient
 from chatstack.gateway.config import GatewayConfig
+from chatstack.gateway.exchange import Exchange
 from chatstack.gateway.metrics import GatewayMetrics
-from chatstack.gateway.model import Answer, ChatOptions
+from chatstack.gateway.model import Answer
+from chatstack.gateway.plan import Plan
 from chatstack.v1 import common_pb2, preference_pb2, session_pb2
 
 log = logging.getLogger(__name__)
@@ -66,11 +68,21 @@ class FeedbackResult:
     replaced: bool
 
 
-def sampling_of(options: ChatOptions, max_tokens: int) -> dict[str, str]:
-    """The sampling settings an event records (only those set)."""
-    fields = {"temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k,
-              "seed": options.seed, "max_tokens": max_tokens or options.max_tokens or None,
-              "best_of": options.best_of if options.best_of > 1 else None}
+@dataclass(frozen=True)
+class EditedTurn:
+    """An edit: the user turn `turn_id` of `session_id` asked again as `message`, in the fork `fork_id`."""
+
+    session_id: str
+    turn_id: str
+    message: str
+    fork_id: str
+
+
+def sampling_of(plan: Plan) -> dict[str, str]:
+    """The sampling settings an event records (the plan's, and the options set)."""
+    o = plan.options
+    fields = {"temperature": plan.temperature, "top_p": o.top_p, "top_k": o.top_k, "seed": o.seed,
+              "max_tokens": plan.max_tokens, "best_of": plan.best_of if plan.best_of > 1 else None}
     return {k: repr(v) if isinstance(v, float) else str(v) for k, v in fields.items() if v is not None}
 
 
@@ -114,13 +126,14 @@ class PreferenceRecorder:
         return event
 
     # -- implicit signals (background) --------------------------------------------------------
-    def answered(self, sessions: SessionClient, session_id: str, user_turn_id: str, turn_id: str,
-                 prompt: Messages, answer: Answer, options: ChatOptions, max_tokens: int,
-                 replaced: session_pb2.Turn | None) -> None:
-        """After an answer was stored: its best-of candidates, and the answer it replaced."""
+    def answered(self, ex: Exchange, turn_id: str, answer: Answer) -> None:
+        """After an exchange's answer was stored as `turn_id`: its best-of candidates, and the
+        answer it replaced."""
         if not self.enabled:
             return
-        sampling = sampling_of(options, max_tokens)
+        sessions, session_id, user_turn_id = ex.sessions, ex.session_id, ex.user_turn_id
+        replaced = ex.replaced
+        prompt, sampling = ex.prompt.messages, sampling_of(ex.plan)
         if answer.candidates:
             self._submit(sessions, preference_pb2.PreferenceEvent(
                 kind=preference_pb2.PREFERENCE_KIND_BEST_OF, session_id=session_id, turn_id=turn_id,
@@ -130,24 +143,24 @@ class PreferenceRecorder:
                         turn_id=turn_id if c.chosen else "", completion_tokens=c.completion_tokens)
                     for c in answer.candidates]))
         if replaced is not None:
-            new_reward = answer.reward_score if answer.reward_status == "scored" else None
+            new_reward = answer.best.reward if answer.reward_status == "scored" else None
             self._submit(sessions, preference_pb2.PreferenceEvent(
                 kind=preference_pb2.PREFERENCE_KIND_REGENERATE, session_id=session_id, turn_id=turn_id,
                 user_turn_id=user_turn_id, prompt=list(prompt), sampling=sampling, candidates=[
                     preference_pb2.PreferenceCandidate(text=replaced.content, reward=_reward_of(replaced),
                                                        turn_id=replaced.turn_id),
-                    preference_pb2.PreferenceCandidate(text=answer.text, reward=new_reward, kept=True,
+                    preference_pb2.PreferenceCandidate(text=answer.best.text, reward=new_reward, kept=True,
                                                        turn_id=turn_id,
                                                        completion_tokens=answer.completion_tokens)]))
 
-    def edited(self, sessions: SessionClient, session_id: str, turn_id: str, edited_message: str,
-               fork_id: str, answer_turn_id: str, options: ChatOptions) -> None:
+    def edited(self, sessions: SessionClient, edit: EditedTurn, answer_turn_id: str, plan: Plan) -> None:
         """After an edit's answer was stored in the fork: the user turn before and after."""
         if self.enabled:
             self._submit(sessions, preference_pb2.PreferenceEvent(
-                kind=preference_pb2.PREFERENCE_KIND_EDIT, session_id=session_id, user_turn_id=turn_id,
-                turn_id=answer_turn_id, edited_message=edited_message, fork_session_id=fork_id,
-                sampling=sampling_of(options, 0)), complete=self._with_original)
+                kind=preference_pb2.PREFERENCE_KIND_EDIT, session_id=edit.session_id,
+                user_turn_id=edit.turn_id,
+                turn_id=answer_turn_id, edited_message=edit.message, fork_session_id=edit.fork_id,
+                sampling=sampling_of(plan)), complete=self._with_original)
 
     def undone(self, sessions: SessionClient, session_id: str, removed: Sequence[session_pb2.Turn]) -> None:
         """After an undo: the removed exchange (removed turns top first)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from chatstack.core.errors import InvalidRequest
 from chatstack.gateway.clients import GenerationClient, SessionClient, TokenizerClient
 from chatstack.gateway.context_window import newest_that_fit, turns_to_drop
-from chatstack.gateway.model import ChatOptions
+from chatstack.gateway.plan import Plan
 from chatstack.v1 import common_pb2
 
 
@@ -85,15 +85,15 @@ class PromptBuilder:
             self._overhead = (max(0, len(one.ids) - x - per_message), per_message)
         return self._overhead
 
-    async def budget(self, max_tokens: int, options: ChatOptions) -> int:
+    async def budget(self, plan: Plan) -> int:
         """Tokens of context (system prompt + turns) the prompt may hold; a larger budget than the
         model's window could never be used, so it is clamped to it."""
         fixed, _ = await self.template_overhead()
         limit = await self.generation.max_model_len()
-        window = limit - max_tokens - fixed
-        budget = min(options.context_token_budget or window, window)
+        window = limit - plan.max_tokens - fixed
+        budget = min(plan.options.context_token_budget or window, window)
         if budget <= 0:
-            raise InvalidRequest(too_long(limit, max_tokens))
+            raise InvalidRequest(too_long(limit, plan.max_tokens))
         return budget
 
     @staticmethod

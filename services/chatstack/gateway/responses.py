@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound
 from chatstack.gateway.conversations import Conversations
 from chatstack.gateway.dataplane import ChatDataPlane
-from chatstack.gateway.model import ChatEvent, ChatOptions
-from chatstack.gateway.preferences import Feedback, FeedbackResult
+from chatstack.gateway.model import ChatEvent
+from chatstack.gateway.plan import Plan
+from chatstack.gateway.preferences import Feedback, FeedbackResult, PreferenceRecorder
 from chatstack.v1 import common_pb2, session_pb2
 
 _HEX = frozenset("0123456789abcdef")
@@ -67,11 +68,13 @@ class StoredExchange:
 class Responses:
     """Responses over the chat dataplane and the session operations (see module docstring)."""
 
-    def __init__(self, dataplane: ChatDataPlane, conversations: Conversations) -> None:
+    def __init__(self, dataplane: ChatDataPlane, conversations: Conversations,
+                 preferences: PreferenceRecorder) -> None:
         self.dataplane = dataplane
         self.conversations = conversations
+        self.preferences = preferences
 
-    async def create(self, owner: str, message: str, options: ChatOptions, instructions: str | None = None,
+    async def create(self, owner: str, message: str, plan: Plan, instructions: str | None = None,
                      conversation: str | None = None, previous: ResponseRef | None = None
                      ) -> AsyncGenerator[ChatEvent]:
         """Answer `message` and store the exchange (see module docstring); the chat events."""
@@ -81,13 +84,13 @@ class Responses:
             exchange = await self.find(owner, previous, "previous_response_id")
             if not exchange.latest:  # fork below the turn that followed it
                 async with aclosing(self.dataplane.edit(owner, previous.session_id, exchange.next_turn_id,
-                                    message, options, instructions)) as source:
+                                    message, plan, instructions)) as source:
                     async for event in source:
                         yield event
                 return
             conversation = previous.session_id
         async with aclosing(self.dataplane.chat(owner, conversation or "", instructions or "", message,
-                            options, instructions)) as source:
+                            plan, instructions)) as source:
             async for event in source:
                 yield event
 
@@ -114,5 +117,5 @@ class Responses:
                        reason: str) -> FeedbackResult:
         """Feedback on the response's answer (see chatstack.gateway.preferences)."""
         exchange = await self.find(owner, ref)
-        return await self.dataplane.preferences.feedback(owner, Feedback(
+        return await self.preferences.feedback(owner, Feedback(
             ref.session_id, exchange.answer.turn_id, rating, preferred_candidate, reason))

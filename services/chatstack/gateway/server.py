@@ -13,15 +13,13 @@ from chatstack.core.metrics import MetricFactory, metric_factory
 from chatstack.core.server import ServiceSpec, run_service, servicer_spec
 from chatstack.gateway.auth import ApiKeyAuthenticator
 from chatstack.gateway.clients import Backends, Transport
-from chatstack.gateway.completions import Completions
 from chatstack.gateway.config import GatewayConfig
-from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.downstream import Downstream
+from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.http_server import HttpServer
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.openai_api.app import HttpLimits, build_app
 from chatstack.gateway.openai_api.http_scope import HttpMetrics
-from chatstack.gateway.responses import Responses
 from chatstack.gateway.servicer import ChatServicer
 from chatstack.v1 import chat_pb2_grpc
 
@@ -41,12 +39,10 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
     auth = ApiKeyAuthenticator.from_config(config.api_keys_file, config.api_keys)
     metrics = GatewayMetrics(registry)
     backends = Backends(transport or Downstream(config, metrics.backends))
-    dataplane = ChatDataPlane(config, backends, metrics)
+    flows = GatewayFlows.build(config, backends, metrics)
     app: FastAPI | None = None
     if config.http_enabled:
-        completions = Completions(config, backends.tokenizer, backends.generation, backends.reward, metrics)
-        responses = Responses(dataplane, dataplane.conversations)
-        app = build_app(completions, responses, auth, HttpMetrics(metric_factory(registry)), HttpLimits(
+        app = build_app(flows, auth, HttpMetrics(metric_factory(registry)), HttpLimits(
             config.max_request_bytes, config.default_deadline_seconds, config.max_deadline_seconds))
     http = HttpServer(app, config.host, config.http_port, config.grace_seconds,
                       config.http_keep_alive_seconds) if app is not None and serve_http else None
@@ -58,9 +54,9 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
     async def stop() -> None:
         if http is not None:
             await http.stop()
-        await dataplane.close()
+        await flows.close(config.grace_seconds)
 
-    spec = servicer_spec(SERVICE_NAME, ChatServicer(dataplane, auth),
+    spec = servicer_spec(SERVICE_NAME, ChatServicer(flows, auth),
                          chat_pb2_grpc.add_ChatServiceServicer_to_server, start=start, stop=stop)
     spec.http_app = app
     return spec

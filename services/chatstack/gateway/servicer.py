@@ -11,8 +11,9 @@ import grpc
 from chatstack.core.errors import InvalidRequest
 from chatstack.core.request_context import metadata_value
 from chatstack.gateway.auth import ApiKeyAuthenticator
-from chatstack.gateway.dataplane import ChatDataPlane
+from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.model import ChatEvent, ChatOptions, DeltaEvent, SessionEvent
+from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import Feedback
 from chatstack.v1 import chat_pb2, chat_pb2_grpc
 
@@ -42,17 +43,17 @@ def fill_event(message: Any, event: ChatEvent) -> Any:
         message.delta.text = event.text
         message.delta.token_ids.extend(event.token_ids)
     else:
-        final = message.final
-        final.assistant_turn_id, final.text = event.assistant_turn_id, event.text
-        final.reward_score, final.finish_reason = event.reward_score, event.finish_reason
+        final, answer = message.final, event.answer
+        final.assistant_turn_id, final.text = event.assistant_turn_id, answer.best.text
+        final.reward_score, final.finish_reason = answer.reward_score, answer.best.finish_reason
         final.session_version = event.session_version
-        final.reward_status = REWARD_STATUS[event.reward_status]
+        final.reward_status = REWARD_STATUS[answer.reward_status]
         final.candidates.extend(chat_pb2.CandidateScore(
             index=c.index, reward_score=c.reward_score, text=c.text,
-            completion_tokens=c.completion_tokens, chosen=c.chosen) for c in event.candidates)
-        final.usage.prompt_tokens = event.prompt_tokens
-        final.usage.completion_tokens = event.completion_tokens
-        final.usage.total_tokens = event.prompt_tokens + event.completion_tokens
+            completion_tokens=c.completion_tokens, chosen=c.chosen) for c in answer.candidates)
+        final.usage.prompt_tokens = answer.prompt_tokens
+        final.usage.completion_tokens = answer.completion_tokens
+        final.usage.total_tokens = answer.prompt_tokens + answer.completion_tokens
         for stage, seconds in event.timings.items():
             setattr(final.timings, f"{stage}_seconds", seconds)
     return message
@@ -61,9 +62,15 @@ def fill_event(message: Any, event: ChatEvent) -> Any:
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     """Serves ChatService: every RPC authenticates the API key and acts as its owner."""
 
-    def __init__(self, dataplane: ChatDataPlane, auth: ApiKeyAuthenticator) -> None:
-        self.dataplane = dataplane
+    def __init__(self, flows: GatewayFlows, auth: ApiKeyAuthenticator) -> None:
+        self.dataplane = flows.dataplane
+        self.conversations = flows.conversations
+        self.preferences = flows.preferences
+        self.planner = flows.planner
         self.auth = auth
+
+    def _plan(self, options: chat_pb2.ChatOptions) -> Plan:
+        return self.planner.plan(options_from_proto(options))
 
     def _owner(self, context: grpc.aio.ServicerContext) -> str:
         return self.auth.owner_for(metadata_value(context.invocation_metadata(), "authorization"))
@@ -73,7 +80,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         """Send a message and stream the answer."""
         owner = self._owner(context)
         async with aclosing(self.dataplane.chat(owner, request.session_id, request.system_prompt,
-                            request.message, options_from_proto(request.options))) as source:
+                            request.message, self._plan(request.options))) as source:
             async for event in source:
                 yield fill_event(chat_pb2.ChatResponse(), event)
 
@@ -84,7 +91,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         if not request.session_id:
             raise InvalidRequest("session_id: empty")
         async with aclosing(self.dataplane.regenerate(owner, request.session_id,
-                            options_from_proto(request.options))) as source:
+                            self._plan(request.options))) as source:
             async for event in source:
                 yield fill_event(chat_pb2.RegenerateResponse(), event)
 
@@ -93,7 +100,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         """Fork below a user turn and chat there."""
         owner = self._owner(context)
         async with aclosing(self.dataplane.edit(owner, request.session_id, request.turn_id, request.message,
-                            options_from_proto(request.options))) as source:
+                            self._plan(request.options))) as source:
             async for event in source:
                 yield fill_event(chat_pb2.EditResponse(), event)
 
@@ -106,34 +113,34 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def CreateSession(self, request: chat_pb2.ChatServiceCreateSessionRequest,
                             context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceCreateSessionResponse:
         """Create a session."""
-        session = await self.dataplane.conversations.create_session(
+        session = await self.conversations.create_session(
             self._owner(context), request.system_prompt, dict(request.metadata))
         return chat_pb2.ChatServiceCreateSessionResponse(session=session)
 
     async def GetSession(self, request: chat_pb2.ChatServiceGetSessionRequest,
                          context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceGetSessionResponse:
         """Read a session header."""
-        session = await self.dataplane.conversations.sessions(self._owner(context)).get(request.session_id)
+        session = await self.conversations.get_session(self._owner(context), request.session_id)
         return chat_pb2.ChatServiceGetSessionResponse(session=session)
 
     async def ListSessions(self, request: chat_pb2.ChatServiceListSessionsRequest,
                            context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceListSessionsResponse:
         """List the caller's sessions."""
-        sessions = self.dataplane.conversations.sessions(self._owner(context))
-        page = await sessions.list(request.page_size, request.page_token)
+        page = await self.conversations.list_sessions(self._owner(context), request.page_size,
+                                                      request.page_token)
         return chat_pb2.ChatServiceListSessionsResponse(sessions=page.sessions,
                                                         next_page_token=page.next_page_token)
 
     async def DeleteSession(self, request: chat_pb2.ChatServiceDeleteSessionRequest,
                             context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceDeleteSessionResponse:
         """Delete a session."""
-        await self.dataplane.conversations.sessions(self._owner(context)).delete(request.session_id)
+        await self.conversations.delete_session(self._owner(context), request.session_id)
         return chat_pb2.ChatServiceDeleteSessionResponse()
 
     async def GetHistory(self, request: chat_pb2.GetHistoryRequest,
                          context: grpc.aio.ServicerContext) -> chat_pb2.GetHistoryResponse:
         """The full history, oldest first, paged."""
-        system_prompt, page = await self.dataplane.conversations.history(
+        system_prompt, page = await self.conversations.history(
             self._owner(context), request.session_id, request.page_size, request.page_token)
         return chat_pb2.GetHistoryResponse(system_prompt=system_prompt, turns=page.turns,
                                            next_page_token=page.next_page_token)
@@ -141,7 +148,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def SubmitFeedback(self, request: chat_pb2.SubmitFeedbackRequest,
                              context: grpc.aio.ServicerContext) -> chat_pb2.SubmitFeedbackResponse:
         """Rate an assistant turn (training data for the reward model)."""
-        result = await self.dataplane.preferences.feedback(self._owner(context), Feedback(
+        result = await self.preferences.feedback(self._owner(context), Feedback(
             request.session_id, request.turn_id, request.rating,
             request.preferred_candidate if request.HasField("preferred_candidate") else None, request.reason))
         return chat_pb2.SubmitFeedbackResponse(event_id=result.event_id, replaced=result.replaced)

@@ -25,8 +25,8 @@ from typing import Any
 
 from chatstack.core import errors
 from chatstack.core.request_context import OWNER_KEY, downstream_metadata
+from chatstack.gateway.backend_status import call_deadline, map_status
 from chatstack.gateway.config import GatewayConfig
-from chatstack.gateway.downstream import call_deadline, map_status
 from chatstack.v1 import generation_pb2
 
 SERVICES = ("tokenizer", "generation", "reward", "session")  # Serve application names

@@ -11,21 +11,23 @@ from contextlib import aclosing
 from typing import Any
 
 from chatstack.core.errors import ChatstackError
-from chatstack.gateway.completions import Completion, CompletionDelta, Completions
+from chatstack.gateway.flows import GatewayFlows
+from chatstack.gateway.model import Answer, DeltaEvent, PositionLogprobs, TokenLogprob
 from chatstack.gateway.openai_api.errors import domain_error_body
 from chatstack.gateway.openai_api.schemas import ChatCompletionRequest
-from chatstack.v1 import common_pb2, generation_pb2
+from chatstack.gateway.plan import CHAT_COMPLETIONS_FIELDS, Plan
+from chatstack.v1 import common_pb2
 
 FINISH_REASONS: dict[int, str] = {common_pb2.FINISH_REASON_STOP: "stop",
                                   common_pb2.FINISH_REASON_LENGTH: "length",
                                   common_pb2.FINISH_REASON_ABORT: "abort"}
 
 
-def _token_logprob(t: generation_pb2.TokenLogprob) -> dict[str, Any]:
+def _token_logprob(t: TokenLogprob) -> dict[str, Any]:
     return {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode())}
 
 
-def logprobs_json(positions: list[generation_pb2.PositionLogprobs]) -> dict[str, Any]:
+def logprobs_json(positions: list[PositionLogprobs]) -> dict[str, Any]:
     """OpenAI's `logprobs` of a choice: the sampled token and the top alternatives per position."""
     return {"content": [{**_token_logprob(p.sampled), "top_logprobs": [_token_logprob(t) for t in p.top]}
                         for p in positions]}
@@ -40,16 +42,21 @@ def usage_json(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 class ChatCompletionsHandler:
     """Runs one chat-completions request over `Completions` and shapes the answer."""
 
-    def __init__(self, completions: Completions) -> None:
-        self.completions = completions
+    def __init__(self, flows: GatewayFlows) -> None:
+        self.completions = flows.completions
+        self.planner = flows.planner
+
+    def _answers(self, body: ChatCompletionRequest) -> AsyncGenerator[DeltaEvent | Answer]:
+        plan: Plan = self.planner.plan(body.options(), CHAT_COMPLETIONS_FIELDS, stateless=True)
+        return self.completions.complete(body.messages_proto(), plan)
 
     async def complete(self, body: ChatCompletionRequest, model: str) -> dict[str, Any]:
         """The whole `chat.completion` object."""
         want_logprobs = body.logprobs
-        result: Completion | None = None
-        async with aclosing(self.completions.complete(body.messages_proto(), body.options())) as source:
+        result: Answer | None = None
+        async with aclosing(self._answers(body)) as source:
             async for item in source:
-                if isinstance(item, Completion):
+                if isinstance(item, Answer):
                     result = item
         assert result is not None
         choices = []
@@ -80,9 +87,9 @@ class ChatCompletionsHandler:
         started: set[int] = set()
         sent = False
         try:
-            async with aclosing(self.completions.complete(body.messages_proto(), body.options())) as source:
+            async with aclosing(self._answers(body)) as source:
                 async for item in source:
-                    if isinstance(item, CompletionDelta):
+                    if isinstance(item, DeltaEvent):
                         delta: dict[str, Any] = {"content": item.text}
                         if item.index not in started:
                             started.add(item.index)

@@ -13,14 +13,15 @@ from typing import Any
 
 from chatstack.core.errors import ChatstackError, InvalidRequest, NotFound, code_for
 from chatstack.core.proto_convert import ROLE_NAMES, TURN_ROLE_VALUES
-from chatstack.gateway.completions import Completion, CompletionDelta, Completions
+from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.model import ChatEvent, DeltaEvent, FinalEvent, SessionEvent
 from chatstack.gateway.openai_api.schemas import (
     ConversationCreateRequest,
     FeedbackRequest,
     ResponseCreateRequest,
 )
-from chatstack.gateway.responses import ResponseRef, Responses, StoredExchange
+from chatstack.gateway.plan import RESPONSES_FIELDS
+from chatstack.gateway.responses import ResponseRef, StoredExchange
 from chatstack.v1 import common_pb2, preference_pb2, session_pb2
 
 
@@ -62,10 +63,12 @@ class ResponseDraft:
     status: str = "in_progress"
     output: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, Any] | None = None
+    reward: float | None = None  # chatstack extension: the answer's reward, when it was scored
 
     def json(self) -> dict[str, Any]:
-        """OpenAI's `response` object."""
+        """OpenAI's `response` object (with chatstack's `reward` when the answer was scored)."""
         b = self.body
+        extension = {} if self.reward is None else {"reward": self.reward}
         return {
             "id": self.id, "object": "response", "created_at": self.created_at, "status": self.status,
             "model": self.model, "output": self.output, "instructions": self.instructions,
@@ -74,7 +77,7 @@ class ResponseDraft:
             "store": b.store, "truncation": b.truncation, "temperature": b.temperature, "top_p": b.top_p,
             "max_output_tokens": b.max_output_tokens, "parallel_tool_calls": False, "tool_choice": "auto",
             "tools": [], "text": {"format": {"type": "text"}}, "metadata": {}, "error": None,
-            "incomplete_details": None, "usage": self.usage}
+            "incomplete_details": None, "usage": self.usage, **extension}
 
 
 def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
@@ -86,9 +89,11 @@ def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
 class ResponsesHandler:
     """Runs Responses and Conversations requests and shapes their answers."""
 
-    def __init__(self, responses: Responses, completions: Completions) -> None:
-        self.responses = responses
-        self.completions = completions
+    def __init__(self, flows: GatewayFlows) -> None:
+        self.responses = flows.responses
+        self.conversations = flows.conversations
+        self.completions = flows.completions
+        self.planner = flows.planner
 
     # -- responses ------------------------------------------------------------------------------
     async def events(self, owner: str, body: ResponseCreateRequest, model: str
@@ -104,8 +109,9 @@ class ResponsesHandler:
         conversation = body.conversation_id()
         previous = ResponseRef.decode(body.previous_response_id, "previous_response_id") \
             if body.previous_response_id else None
+        plan = self.planner.plan(body.options(), RESPONSES_FIELDS)
         events: AsyncGenerator[ChatEvent] = self.responses.create(
-            owner, message, body.options(), instructions,
+            owner, message, plan, instructions,
             session_of(conversation, "conversation") if conversation else None, previous)
         async with aclosing(events):
             async for event in events:
@@ -120,8 +126,11 @@ class ResponsesHandler:
                                                          "item_id": "msg_pending", "delta": event.text}, draft
                 elif isinstance(event, FinalEvent):
                     draft.status = "completed"
-                    draft.output = [message_item(f"msg_{event.assistant_turn_id}", "assistant", event.text)]
-                    draft.usage = usage(event.prompt_tokens, event.completion_tokens)
+                    answer = event.answer
+                    draft.reward = answer.best.reward
+                    draft.output = [message_item(f"msg_{event.assistant_turn_id}", "assistant",
+                                                 answer.best.text)]
+                    draft.usage = usage(answer.prompt_tokens, answer.completion_tokens)
                     yield "response.output_item.done", {"output_index": 0, "item": draft.output[0]}, draft
 
     async def _unstored(self, body: ResponseCreateRequest, message: str, instructions: str | None,
@@ -130,6 +139,7 @@ class ResponsesHandler:
         if body.conversation_id() or body.previous_response_id:
             raise InvalidRequest("store: false answers without a stored conversation; drop conversation "
                                  "and previous_response_id, or store the response")
+        plan = self.planner.plan(body.options(), RESPONSES_FIELDS, stateless=True)
         messages = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=instructions)] \
             if instructions else []
         messages.append(common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=message))
@@ -137,14 +147,14 @@ class ResponsesHandler:
         yield "response.created", {}, draft
         yield "response.output_item.added", {"output_index": 0, "item": message_item(
             "msg_pending", "assistant", "", "in_progress")}, draft
-        async with aclosing(self.completions.complete(messages, body.options())) as source:
+        async with aclosing(self.completions.complete(messages, plan)) as source:
             async for item in source:
-                if isinstance(item, CompletionDelta):
+                if isinstance(item, DeltaEvent):
                     yield "response.output_text.delta", {"output_index": 0, "content_index": 0,
                                                          "item_id": "msg_pending", "delta": item.text}, draft
-                elif isinstance(item, Completion):
+                else:
                     draft.status = "completed"
-                    text = item.choices[0].text if item.choices else ""
+                    text, draft.reward = item.best.text, item.best.reward
                     draft.output = [message_item(f"msg_{uuid.uuid4().hex[:16]}", "assistant", text)]
                     draft.usage = usage(item.prompt_tokens, item.completion_tokens)
                     yield "response.output_item.done", {"output_index": 0, "item": draft.output[0]}, draft
@@ -221,21 +231,21 @@ class ResponsesHandler:
     async def create_conversation(self, owner: str, body: ConversationCreateRequest) -> dict[str, Any]:
         system = "\n\n".join(i.text() for i in body.items if i.role in ("system", "developer"))
         turns = [(TURN_ROLE_VALUES[i.role], i.text()) for i in body.items if i.role in TURN_ROLE_VALUES]
-        session = await self.responses.conversations.create_with_turns(owner, system, turns, body.metadata)
+        session = await self.conversations.create_with_turns(owner, system, turns, body.metadata)
         return _conversation_json(session)
 
     async def get_conversation(self, owner: str, conversation: str) -> dict[str, Any]:
-        session = await self.responses.conversations.sessions(owner).get(session_of(conversation))
+        session = await self.conversations.get_session(owner, session_of(conversation))
         return _conversation_json(session)
 
     async def delete_conversation(self, owner: str, conversation: str) -> dict[str, Any]:
-        await self.responses.conversations.sessions(owner).delete(session_of(conversation))
+        await self.conversations.delete_session(owner, session_of(conversation))
         return {"id": conversation, "object": "conversation.deleted", "deleted": True}
 
     async def items(self, owner: str, conversation: str, limit: int, order: str,
                     after: str | None) -> dict[str, Any]:
         """A page of a conversation's items (`after`: the last item id of the previous page)."""
-        turns = await self.responses.conversations.all_turns(owner, session_of(conversation))
+        turns = await self.conversations.all_turns(owner, session_of(conversation))
         if order == "desc":
             turns.reverse()
         start = 0

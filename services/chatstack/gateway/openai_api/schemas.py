@@ -178,7 +178,9 @@ class ConversationRef(BaseModel):
 
 class ResponseCreateRequest(OpenAIBody):
     """`POST /v1/responses`. chatstack stores one user message per response: `input` is that
-    message (a string, or items of which system/developer ones add to `instructions`)."""
+    message (a string, or items of which system/developer ones add to `instructions`). `seed` and
+    `best_of` are chatstack's extensions, as in chat completions (the response then carries the
+    answer's `reward`)."""
 
     ACCEPTED = frozenset({"user", "metadata", "service_tier", "prompt_cache_key", "safety_identifier",
                           "parallel_tool_calls", "max_tool_calls", "stream_options"})
@@ -195,6 +197,7 @@ class ResponseCreateRequest(OpenAIBody):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0)  # chatstack extension, as in chat completions
+    best_of: int | None = Field(None, ge=1)  # chatstack extension, as in chat completions
 
     def conversation_id(self) -> str | None:
         """The conversation's public id, if one is named."""
@@ -216,7 +219,8 @@ class ResponseCreateRequest(OpenAIBody):
     def options(self) -> ChatOptions:
         """The sampling options as the flows take them."""
         return ChatOptions(max_tokens=self.max_output_tokens or 0, temperature=self.temperature,
-                           top_p=self.top_p, seed=self.seed, truncate=self.truncation == "auto")
+                           top_p=self.top_p, seed=self.seed, best_of=self.best_of or 1,
+                           truncate=self.truncation == "auto")
 
 
 class FeedbackRequest(BaseModel):
