@@ -9,7 +9,7 @@ tests/integration/test_gateway.py runs the same class over the real services.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import SimpleNamespace
 from typing import Any
 
@@ -56,7 +56,7 @@ class FakeDownstream:
         return await getattr(getattr(self, service), method)(request)
 
     async def generate_stream(self, request: generation_pb2.GenerateStreamRequest, route_key: str | None = None
-                              ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
+                              ) -> AsyncGenerator[generation_pb2.GenerateStreamResponse]:
         try:
             await asyncio.sleep(0)
             if self.generation_error is not None:
@@ -66,6 +66,9 @@ class FakeDownstream:
                 choices=[generation_pb2.Choice(text="hi", token_ids=[5], finish_reason=common_pb2.FINISH_REASON_STOP)]))
         finally:
             self.generation_closed.set()
+
+    async def close(self) -> None:
+        """Nothing to close (the `Transport` protocol's)."""
 
     async def _model_info(self, request: Any) -> generation_pb2.GetModelInfoResponse:
         return generation_pb2.GetModelInfoResponse(max_model_len=2048)

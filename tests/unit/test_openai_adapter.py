@@ -12,7 +12,6 @@ from chatstack.core import errors
 from chatstack.gateway.openai_api.errors import error_body, error_response, validation_response
 from chatstack.gateway.openai_api.schemas import ChatCompletionRequest, ResponseCreateRequest
 from chatstack.gateway.responses import ResponseRef
-from chatstack.v1 import common_pb2
 
 
 @pytest.mark.parametrize(("error", "status", "kind"), [
@@ -56,8 +55,7 @@ def test_chat_completion_fields_become_options() -> None:
     options = request.options()
     assert (options.max_tokens, options.stop, options.n, options.best_of, options.logprobs) == (20, ("END",), 2, 3, 4)
     assert (options.presence_penalty, options.seed) == (0.5, 7)
-    assert [(m.role, m.content) for m in request.messages_proto()] == [
-        (common_pb2.ROLE_SYSTEM, "be brief"), (common_pb2.ROLE_USER, "hi")]
+    assert [(m.role, m.content) for m in request.conversation()] == [("system", "be brief"), ("user", "hi")]
 
 
 @pytest.mark.parametrize(("fields", "message"), [

@@ -15,11 +15,38 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from chatstack.gateway.model import Choice, DeltaEvent, Generated, PositionLogprobs, TokenLogprob
+from chatstack.core.proto_convert import role_value
+from chatstack.gateway.model import Choice, DeltaEvent, Generated, ModelInfo, PositionLogprobs, TokenLogprob
 from chatstack.gateway.plan import Plan
-from chatstack.v1 import common_pb2, generation_pb2, preference_pb2, reward_pb2, session_pb2, tokenizer_pb2
+from chatstack.gateway.session_codec import (
+    context_from_proto,
+    messages_to_proto,
+    preference_to_proto,
+    session_from_proto,
+    turn_from_proto,
+    turns_from_proto,
+)
+from chatstack.gateway.session_records import (
+    ContextWindow,
+    Fork,
+    Message,
+    NewSession,
+    PreferenceEvent,
+    Pushed,
+    RecordedPreference,
+    Session,
+    SessionsPage,
+    Turn,
+    TurnPush,
+    TurnsPage,
+    TurnStack,
+)
+from chatstack.v1 import common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
 
-Messages = Sequence[common_pb2.ChatMessage]
+Messages = Sequence[Message]
+#: A choice's finish reason by its wire value ("" when unspecified).
+FINISH_REASONS = {common_pb2.FINISH_REASON_STOP: "stop", common_pb2.FINISH_REASON_LENGTH: "length",
+                  common_pb2.FINISH_REASON_ABORT: "abort"}
 
 
 class Transport(Protocol):
@@ -71,7 +98,7 @@ class TokenizerClient:
         counts of the messages at the indices `count`."""
         reply = await self._transport.call("tokenizer", "ApplyChatTemplate",
                                     tokenizer_pb2.ApplyChatTemplateRequest(
-                                        messages=messages, add_generation_prompt=True,
+                                        messages=messages_to_proto(messages), add_generation_prompt=True,
                                         count_messages=count))
         return Rendering(reply.prompt, list(reply.token_ids), list(reply.message_token_counts))
 
@@ -98,7 +125,8 @@ def _logprobs(positions: Sequence[generation_pb2.PositionLogprobs]) -> list[Posi
 
 
 def _generated(reply: generation_pb2.GenerateResponse) -> Generated:
-    return Generated([Choice(c.index, c.text, list(c.token_ids), c.finish_reason, _logprobs(c.logprobs))
+    return Generated([Choice(c.index, c.text, list(c.token_ids), FINISH_REASONS.get(c.finish_reason, ""),
+                             _logprobs(c.logprobs))
                       for c in reply.choices], reply.usage.completion_tokens)
 
 
@@ -107,22 +135,19 @@ class GenerationClient:
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
-        self._info: generation_pb2.GetModelInfoResponse | None = None
+        self._info: ModelInfo | None = None
 
-    async def info(self) -> generation_pb2.GetModelInfoResponse:
-        """The generation model's name and limits (asked once)."""
+    async def info(self) -> ModelInfo:
+        """The generation model's name, version and context length (asked once)."""
         if self._info is None:
-            self._info = await self._transport.call("generation", "GetModelInfo",
-                                                    generation_pb2.GetModelInfoRequest())
+            reply = await self._transport.call("generation", "GetModelInfo",
+                                               generation_pb2.GetModelInfoRequest())
+            self._info = ModelInfo(reply.model, reply.model_version, reply.max_model_len)
         return self._info
-
-    async def model_name(self) -> str:
-        """The served model's name."""
-        return str((await self.info()).model)
 
     async def max_model_len(self) -> int:
         """The generation model's context length."""
-        return int((await self.info()).max_model_len)
+        return (await self.info()).max_model_len
 
     async def generate(self, ids: list[int], plan: Plan, session_id: str | None = None) -> Generated:
         """Every candidate of `plan` at once (on the session's replica, when routing follows sessions)."""
@@ -149,31 +174,33 @@ class RewardClient:
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
-        self._info: reward_pb2.RewardServiceGetModelInfoResponse | None = None
+        self._info: ModelInfo | None = None
 
-    async def info(self) -> reward_pb2.RewardServiceGetModelInfoResponse:
-        """The reward model's name, version and limits (asked once)."""
+    async def info(self) -> ModelInfo:
+        """The reward model's name and version (asked once)."""
         if self._info is None:
-            self._info = await self._transport.call("reward", "GetModelInfo",
-                                             reward_pb2.RewardServiceGetModelInfoRequest())
+            reply = await self._transport.call("reward", "GetModelInfo",
+                                               reward_pb2.RewardServiceGetModelInfoRequest())
+            self._info = ModelInfo(reply.model, reply.model_version, reply.max_model_len)
         return self._info
 
     async def score(self, conversation: Messages, response: str) -> float:
         """The reward of one response."""
         reply = await self._transport.call("reward", "Score", reward_pb2.ScoreRequest(
-            item=reward_pb2.ScoreItem(conversation=conversation, response=response),
+            item=reward_pb2.ScoreItem(conversation=messages_to_proto(conversation), response=response),
             truncation=reward_pb2.TRUNCATION_AUTO))
         return float(reply.score)
 
     async def rank(self, conversation: Messages, candidates: list[str]) -> list[Ranked]:
         """The candidates' indices and rewards, best first."""
         reply = await self._transport.call("reward", "Rank", reward_pb2.RankRequest(
-            conversation=conversation, candidates=candidates, truncation=reward_pb2.TRUNCATION_AUTO))
+            conversation=messages_to_proto(conversation), candidates=candidates,
+            truncation=reward_pb2.TRUNCATION_AUTO))
         return [Ranked(r.index, float(r.score)) for r in reply.ranked]
 
 
 class SessionClient:
-    """One owner's view of the session service."""
+    """One owner's view of the session service, in records (`session_records`)."""
 
     def __init__(self, transport: Transport, owner: str) -> None:
         self._transport = transport
@@ -183,56 +210,72 @@ class SessionClient:
         """One call as the owner; `within` caps its deadline in seconds (rollbacks)."""
         return await self._transport.call("session", method, request, owner=self.owner, timeout=within)
 
-    async def create(self, request: session_pb2.CreateSessionRequest) -> session_pb2.Session:
+    async def create(self, new: NewSession) -> Session:
         """A new session."""
-        return (await self._call("CreateSession", request)).session
+        reply = await self._call("CreateSession", session_pb2.CreateSessionRequest(
+            session_id=new.session_id, system_prompt=new.system_prompt,
+            system_prompt_tokens=new.system_prompt_tokens, metadata=dict(new.metadata),
+            pending_ms=new.pending_ms))
+        return session_from_proto(reply.session)
 
-    async def get(self, session_id: str) -> session_pb2.Session:
+    async def get(self, session_id: str) -> Session:
         """A session's header."""
-        return (await self._call("GetSession", session_pb2.GetSessionRequest(session_id=session_id))).session
+        reply = await self._call("GetSession", session_pb2.GetSessionRequest(session_id=session_id))
+        return session_from_proto(reply.session)
 
     async def delete(self, session_id: str, within: float | None = None) -> None:
         """Delete a session."""
         await self._call("DeleteSession", session_pb2.DeleteSessionRequest(session_id=session_id), within)
 
-    async def list(self, page_size: int, page_token: str) -> session_pb2.ListSessionsResponse:
+    async def list(self, page_size: int, page_token: str) -> SessionsPage:
         """A page of the owner's sessions."""
-        return await self._call("ListSessions", session_pb2.ListSessionsRequest(
+        reply = await self._call("ListSessions", session_pb2.ListSessionsRequest(
             page_size=page_size, page_token=page_token))
+        return SessionsPage([session_from_proto(s) for s in reply.sessions], reply.next_page_token)
 
-    async def context(self, session_id: str, budget: int) -> session_pb2.GetContextResponse:
+    async def context(self, session_id: str, budget: int) -> ContextWindow:
         """The newest turns that fit `budget`."""
-        return await self._call("GetContext", session_pb2.GetContextRequest(
-            session_id=session_id, token_budget=budget))
+        return context_from_proto(await self._call("GetContext", session_pb2.GetContextRequest(
+            session_id=session_id, token_budget=budget)))
 
-    async def push(self, request: session_pb2.PushTurnRequest) -> session_pb2.PushTurnResponse:
-        """Push a turn."""
-        return await self._call("PushTurn", request)
+    async def push(self, push: TurnPush) -> Pushed:
+        """Push a turn (see `TurnPush`)."""
+        reply = await self._call("PushTurn", session_pb2.PushTurnRequest(
+            session_id=push.session_id, role=role_value(push.role), content=push.content,  # type: ignore[arg-type]
+            token_count=push.token_count, metadata=dict(push.metadata),
+            expected_version=push.expected_version, pending_ms=push.pending_ms,
+            commit_turn_id=push.commit_turn_id, replace_turn_id=push.replace_turn_id,
+            commit_session=push.commit_session))
+        return Pushed(turn_from_proto(reply.turn), reply.version)
 
     async def pop(self, session_id: str, version: int | None, within: float | None = None,
-                  pending: str = "", count: int = 1) -> session_pb2.PopTurnResponse:
-        """Pop the top `count` turns at `version` in one step, or take back the pending turn `pending`."""
-        return await self._call("PopTurn", session_pb2.PopTurnRequest(
+                  pending: str = "", count: int = 1) -> TurnStack:
+        """Pop the top `count` turns at `version` in one step (top first), or take back the pending
+        turn `pending`."""
+        reply = await self._call("PopTurn", session_pb2.PopTurnRequest(
             session_id=session_id, expected_version=version, pending_turn_id=pending, count=count), within)
+        return TurnStack(turns_from_proto(reply.turns), reply.version)
 
-    async def peek(self, session_id: str, n: int) -> session_pb2.PeekTurnsResponse:
+    async def peek(self, session_id: str, n: int) -> TurnStack:
         """The top n turns, top first."""
-        return await self._call("PeekTurns", session_pb2.PeekTurnsRequest(session_id=session_id, n=n))
+        reply = await self._call("PeekTurns", session_pb2.PeekTurnsRequest(session_id=session_id, n=n))
+        return TurnStack(turns_from_proto(reply.turns), reply.version)
 
-    async def turns(self, session_id: str, page_size: int, page_token: str) -> session_pb2.ListTurnsResponse:
+    async def turns(self, session_id: str, page_size: int, page_token: str) -> TurnsPage:
         """A page of turns, oldest first."""
-        return await self._call("ListTurns", session_pb2.ListTurnsRequest(
+        reply = await self._call("ListTurns", session_pb2.ListTurnsRequest(
             session_id=session_id, page_size=page_size, page_token=page_token))
+        return TurnsPage(turns_from_proto(reply.turns), reply.next_page_token, reply.version)
 
-    async def turns_from(self, session_id: str, turn_id: str, count: int) -> builtins.list[session_pb2.Turn]:
+    async def turns_from(self, session_id: str, turn_id: str, count: int) -> builtins.list[Turn]:
         """The turn `turn_id` and up to `count` - 1 turns above it, oldest first (one read, whatever
         the history's length)."""
-        return list((await self._call("GetTurns", session_pb2.GetTurnsRequest(
+        return turns_from_proto((await self._call("GetTurns", session_pb2.GetTurnsRequest(
             session_id=session_id, turn_id=turn_id, count=count))).turns)
 
-    async def all_turns(self, session_id: str) -> builtins.list[session_pb2.Turn]:
+    async def all_turns(self, session_id: str) -> builtins.list[Turn]:
         """Every turn of a session, oldest first (all pages)."""
-        turns: builtins.list[session_pb2.Turn] = []
+        turns: builtins.list[Turn] = []
         token = ""
         while True:
             page = await self.turns(session_id, 500, token)
@@ -241,19 +284,24 @@ class SessionClient:
             if not token:
                 return turns
 
-    async def annotate(self, session_id: str, turn_id: str, metadata: dict[str, str]) -> session_pb2.Turn:
+    async def annotate(self, session_id: str, turn_id: str, metadata: dict[str, str]) -> Turn:
         """Merge metadata into a stored turn (the version does not change)."""
-        return (await self._call("AnnotateTurn", session_pb2.AnnotateTurnRequest(
-            session_id=session_id, turn_id=turn_id, metadata=metadata))).turn
+        return turn_from_proto((await self._call("AnnotateTurn", session_pb2.AnnotateTurnRequest(
+            session_id=session_id, turn_id=turn_id, metadata=metadata))).turn)
 
-    async def fork(self, request: session_pb2.ForkSessionRequest) -> session_pb2.Session:
+    async def fork(self, fork: Fork) -> Session:
         """A new session from the bottom of another."""
-        return (await self._call("ForkSession", request)).session
+        reply = await self._call("ForkSession", session_pb2.ForkSessionRequest(
+            session_id=fork.session_id, before_turn_id=fork.before_turn_id, metadata=dict(fork.metadata),
+            new_session_id=fork.new_session_id, pending_ms=fork.pending_ms))
+        return session_from_proto(reply.session)
 
-    async def record_preference(self, event: preference_pb2.PreferenceEvent,
-                                within: float | None = None) -> session_pb2.RecordPreferenceResponse:
+    async def record_preference(self, event: PreferenceEvent,
+                                within: float | None = None) -> RecordedPreference:
         """Append a preference event about one of the owner's sessions."""
-        return await self._call("RecordPreference", session_pb2.RecordPreferenceRequest(event=event), within)
+        reply = await self._call("RecordPreference", session_pb2.RecordPreferenceRequest(
+            event=preference_to_proto(event)), within)
+        return RecordedPreference(reply.event_id, bool(reply.replaced_event_id))
 
 
 class Backends:

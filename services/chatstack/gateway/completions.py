@@ -19,8 +19,8 @@ from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import Answer, DeltaEvent
 from chatstack.gateway.plan import Plan
+from chatstack.gateway.session_records import Message
 from chatstack.gateway.stage_clock import StageClock
-from chatstack.v1 import common_pb2
 
 
 class Completions:
@@ -34,7 +34,7 @@ class Completions:
         self.answerer = answerer
         self.metrics = metrics
 
-    def check(self, messages: Sequence[common_pb2.ChatMessage]) -> None:
+    def check(self, messages: Sequence[Message]) -> None:
         """The conversation's limits, before any work."""
         if not messages:
             raise InvalidRequest("messages: empty")
@@ -43,7 +43,7 @@ class Completions:
             raise InvalidRequest(f"messages: {chars} characters exceed the limit of "
                                  f"{self.config.max_conversation_chars}")
 
-    async def complete(self, messages: Sequence[common_pb2.ChatMessage], plan: Plan,
+    async def complete(self, messages: Sequence[Message], plan: Plan,
                        ) -> AsyncGenerator[DeltaEvent | Answer]:
         """Deltas (live for one streamed answer; whole choices otherwise), then the Answer."""
         self.check(messages)

@@ -4,11 +4,14 @@ chat dataplane that holds them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from chatstack.core.errors import FailedPrecondition
+from chatstack.core.roles import ASSISTANT, USER
 from chatstack.gateway.clients import Backends
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.rollback import lease_ms
-from chatstack.v1 import common_pb2, session_pb2
+from chatstack.gateway.session_records import NewSession, Session, SessionsPage, Turn, TurnPush, TurnsPage
 
 
 class Conversations:
@@ -19,14 +22,14 @@ class Conversations:
         self.config = config
 
     async def create_session(self, owner: str, system_prompt: str,
-                             metadata: dict[str, str] | None = None) -> session_pb2.Session:
+                             metadata: dict[str, str] | None = None) -> Session:
         """A new session, its system prompt counted."""
         counts = await self.backends.tokenizer.count([system_prompt]) if system_prompt else [0]
-        return await self.backends.sessions(owner).create(session_pb2.CreateSessionRequest(
-            system_prompt=system_prompt, system_prompt_tokens=counts[0], metadata=metadata or {}))
+        new = NewSession("", system_prompt, counts[0], metadata or {})
+        return await self.backends.sessions(owner).create(new)
 
-    async def create_with_turns(self, owner: str, system_prompt: str, turns: list[tuple[int, str]],
-                                metadata: dict[str, str] | None = None) -> session_pb2.Session:
+    async def create_with_turns(self, owner: str, system_prompt: str, turns: Sequence[tuple[str, str]],
+                                metadata: dict[str, str] | None = None) -> Session:
         """A new session holding `turns` (role, text) already, each counted, created whole or not
         at all: pending (unlisted, expiring with the call's deadline) until its last turn's push
         makes it a session like any other; deleted again if storing one fails (and if even that
@@ -35,36 +38,33 @@ class Conversations:
             return await self.create_session(owner, system_prompt, metadata)
         counts = await self.backends.tokenizer.count([system_prompt, *(text for _, text in turns)])
         sessions = self.backends.sessions(owner)
-        session = await sessions.create(session_pb2.CreateSessionRequest(
-            system_prompt=system_prompt, system_prompt_tokens=counts[0] if system_prompt else 0,
-            metadata=metadata or {}, pending_ms=lease_ms(self.config)))
+        session = await sessions.create(NewSession("", system_prompt, counts[0] if system_prompt else 0,
+                                                   metadata or {}, lease_ms(self.config)))
         try:
             version = session.version
             for i, ((role, text), tokens) in enumerate(zip(turns, counts[1:], strict=True)):
-                version = (await sessions.push(session_pb2.PushTurnRequest(
-                    session_id=session.session_id, role=role, content=text,  # type: ignore[arg-type]
-                    token_count=tokens, expected_version=version,
-                    commit_session=i == len(turns) - 1))).version
+                version = (await sessions.push(TurnPush(session.session_id, role, text, tokens, version,
+                                                        commit_session=i == len(turns) - 1))).version
         except BaseException:
             await sessions.delete(session.session_id)
             raise
         return await sessions.get(session.session_id)
 
     async def turns_from(self, owner: str, session_id: str, turn_id: str,
-                         count: int) -> list[session_pb2.Turn]:
+                         count: int) -> list[Turn]:
         """The turn `turn_id` of the owner's session and up to `count` - 1 turns above it."""
         return await self.backends.sessions(owner).turns_from(session_id, turn_id, count)
 
-    async def all_turns(self, owner: str, session_id: str) -> list[session_pb2.Turn]:
+    async def all_turns(self, owner: str, session_id: str) -> list[Turn]:
         """Every turn of a session, oldest first."""
         return await self.backends.sessions(owner).all_turns(session_id)
 
-    async def get_session(self, owner: str, session_id: str) -> session_pb2.Session:
+    async def get_session(self, owner: str, session_id: str) -> Session:
         """A session's header."""
         return await self.backends.sessions(owner).get(session_id)
 
     async def list_sessions(self, owner: str, page_size: int,
-                            page_token: str) -> session_pb2.ListSessionsResponse:
+                            page_token: str) -> SessionsPage:
         """A page of the owner's sessions."""
         return await self.backends.sessions(owner).list(page_size, page_token)
 
@@ -73,14 +73,14 @@ class Conversations:
         await self.backends.sessions(owner).delete(session_id)
 
     async def history(self, owner: str, session_id: str, page_size: int,
-                      page_token: str) -> tuple[str, session_pb2.ListTurnsResponse]:
+                      page_token: str) -> tuple[str, TurnsPage]:
         """The system prompt and a page of turns, oldest first."""
         sessions = self.backends.sessions(owner)
         session = await sessions.get(session_id)
         return session.system_prompt, await sessions.turns(session_id, page_size, page_token)
 
     async def undo_last(self, owner: str, session_id: str,
-                        top_turn_id: str = "") -> tuple[list[session_pb2.Turn], int]:
+                        top_turn_id: str = "") -> tuple[list[Turn], int]:
         """Pop the last user/assistant exchange (or a lone user turn) in one step, at the version
         read (a change in between is ABORTED, never a newer exchange removed); if `top_turn_id`
         is given, only while that turn is still the top (FAILED_PRECONDITION otherwise)."""
@@ -92,7 +92,6 @@ class Conversations:
         if top_turn_id and turns[0].turn_id != top_turn_id:
             raise FailedPrecondition("the exchange is no longer its conversation's latest; "
                                      "a conversation is a stack: delete from the top")
-        count = 2 if (len(turns) == 2 and turns[0].role == common_pb2.ROLE_ASSISTANT
-                      and turns[1].role == common_pb2.ROLE_USER) else 1
+        count = 2 if len(turns) == 2 and (turns[0].role, turns[1].role) == (ASSISTANT, USER) else 1
         popped = await sessions.pop(session_id, top.version, count=count)
         return list(popped.turns), popped.version

@@ -33,6 +33,7 @@ from chatstack.core.errors import (
     Unauthenticated,
     VersionConflict,
 )
+from chatstack.core.roles import ASSISTANT, USER
 from chatstack.gateway.answering import Answerer, PromptIds
 from chatstack.gateway.clients import Backends, SessionClient
 from chatstack.gateway.config import GatewayConfig
@@ -45,8 +46,8 @@ from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import EditedTurn, PreferenceRecorder
 from chatstack.gateway.prompting import ChatContext, Prompt, PromptBuilder, too_long
 from chatstack.gateway.rollback import Rollback, lease_ms, roll_back
+from chatstack.gateway.session_records import AnswerMeta, Fork, NewSession, Pushed, Turn, TurnPush
 from chatstack.gateway.stage_clock import StageClock
-from chatstack.v1 import common_pb2, session_pb2
 
 # A session call that failed with one of these certainly changed nothing.
 REFUSED = (InvalidRequest, NotFound, FailedPrecondition, VersionConflict, AlreadyExists, Unauthenticated)
@@ -103,7 +104,7 @@ class ChatDataPlane:
                 rollback.session_id = uuid.uuid4().hex  # chosen here, so a cancelled create is deleted
                 ctx = ChatContext(system_prompt, None, 0)
             t = clock.add("session_read", t)
-            ctx.append(common_pb2.ROLE_USER, message, None)
+            ctx.append(USER, message, None)
             prompt = await self.prompts.fit_and_render(ctx, budget, plan.max_tokens)  # counts the message too
             clock.add("template", t)
             if prompt.truncated and not plan.options.truncate:
@@ -126,19 +127,18 @@ class ChatDataPlane:
 
     @staticmethod
     async def _store_user_turn(sessions: SessionClient, rollback: Rollback, ctx: ChatContext, prompt: Prompt,
-                               create: bool, lease: int) -> session_pb2.PushTurnResponse:
+                               create: bool, lease: int) -> Pushed:
         """Push the message being answered (ctx's top) pending, at the version read, creating the
         session (pending too) with ctx's system prompt first when `create`."""
         version = ctx.version
         if create:
             rollback.created = True  # set before the call: a create cut short may still land
-            session = await sessions.create(session_pb2.CreateSessionRequest(
-                session_id=rollback.session_id, system_prompt=ctx.system_prompt,
-                system_prompt_tokens=prompt.system_tokens, pending_ms=lease))
+            session = await sessions.create(NewSession(rollback.session_id, ctx.system_prompt,
+                                                       prompt.system_tokens, pending_ms=lease))
             version = session.version
-        return await sessions.push(session_pb2.PushTurnRequest(
-            session_id=rollback.session_id, role=common_pb2.ROLE_USER, content=ctx.messages[-1].content,
-            token_count=prompt.message_tokens, expected_version=version, pending_ms=lease))
+        message = ctx.messages[-1].content
+        return await sessions.push(TurnPush(rollback.session_id, USER, message, prompt.message_tokens,
+                                            expected_version=version, pending_ms=lease))
 
     async def edit(self, owner: str, session_id: str, turn_id: str, message: str,
                    plan: Plan, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
@@ -149,9 +149,9 @@ class ChatDataPlane:
         sessions = self.backends.sessions(owner)
         fork_id, forked = uuid.uuid4().hex, False
         try:
-            await sessions.fork(session_pb2.ForkSessionRequest(  # pending until the answer is stored
-                session_id=session_id, before_turn_id=turn_id, metadata={"forked_from": session_id},
-                new_session_id=fork_id, pending_ms=lease_ms(self.config)))
+            # pending until the answer is stored
+            await sessions.fork(Fork(session_id, turn_id, fork_id, {"forked_from": session_id},
+                                     lease_ms(self.config)))
             forked = True
             async with aclosing(self._chat(owner, fork_id, "", message, plan, instructions)) as source:
                 async for event in source:
@@ -175,8 +175,8 @@ class ChatDataPlane:
         t = time.perf_counter()
         top = await sessions.peek(session_id, 2)
         turns = list(top.turns)
-        replaced = turns.pop(0) if turns and turns[0].role == common_pb2.ROLE_ASSISTANT else None
-        if not turns or turns[0].role != common_pb2.ROLE_USER:
+        replaced = turns.pop(0) if turns and turns[0].role == ASSISTANT else None
+        if not turns or turns[0].role != USER:
             raise FailedPrecondition("nothing to regenerate: the session has no user turn to answer")
         # The answer being replaced is left out of the window, so its tokens are not budget.
         extra = replaced.token_count if replaced else 0
@@ -198,7 +198,7 @@ class ChatDataPlane:
                 yield event
 
     async def undo(self, owner: str, session_id: str,
-                   top_turn_id: str = "") -> tuple[list[session_pb2.Turn], int]:
+                   top_turn_id: str = "") -> tuple[list[Turn], int]:
         """Remove the last exchange (see Conversations.undo_last); a preference signal."""
         removed, version = await self.conversations.undo_last(owner, session_id, top_turn_id)
         self.preferences.undone(self.backends.sessions(owner), session_id, removed)
@@ -244,18 +244,15 @@ class ChatDataPlane:
         yield FinalEvent(stored.turn.turn_id, stored.version, answer, clock.finish(self.metrics))
 
     @staticmethod
-    async def _store(ex: Exchange, answer: Answer) -> session_pb2.PushTurnResponse:
+    async def _store(ex: Exchange, answer: Answer) -> Pushed:
         """Push the answer at the version the exchange read, in one script with what it completes:
         committing the pending user turn, or replacing the answer a regenerate replaces."""
         best = answer.best
-        metadata = {"finish_reason": common_pb2.FinishReason.Name(best.finish_reason),
-                    "prompt_tokens": str(len(ex.prompt.ids))}  # the window the answer was made from
-        if answer.reward_status == "scored" and best.reward is not None:
-            metadata["reward_score"] = repr(best.reward)
-        if answer.candidates:
-            metadata["best_of"] = str(len(answer.candidates))
-        return await ex.sessions.push(session_pb2.PushTurnRequest(
-            session_id=ex.session_id, role=common_pb2.ROLE_ASSISTANT, content=best.text,
-            token_count=len(best.token_ids),  # the generated ids are the answer's tokens: no recount
-            metadata=metadata, expected_version=ex.version, commit_turn_id=ex.rollback.pending_turn_id,
+        meta = AnswerMeta(best.finish_reason, prompt_tokens=len(ex.prompt.ids),  # the window it was made from
+                          reward_score=best.reward if answer.reward_status == "scored" else None,
+                          best_of=len(answer.candidates))
+        return await ex.sessions.push(TurnPush(
+            ex.session_id, ASSISTANT, best.text,
+            len(best.token_ids),  # the generated ids are the answer's tokens: no recount
+            expected_version=ex.version, metadata=meta.encode(), commit_turn_id=ex.rollback.pending_turn_id,
             replace_turn_id=ex.replaced.turn_id if ex.replaced is not None else ""))

@@ -19,6 +19,7 @@ from chatstack.core.background import BackgroundTasks
 from chatstack.core.errors import NotFound
 from chatstack.gateway.clients import Messages, RewardClient, SessionClient
 from chatstack.gateway.metrics import GatewayMetrics
+from chatstack.gateway.session_records import AnswerMeta
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class DeferredScorer:
                      conversation: Messages, response: str) -> None:
         try:
             score = await self.reward.score(conversation, response)
-            await sessions.annotate(session_id, turn_id, {"reward_score": repr(score)})
+            await sessions.annotate(session_id, turn_id, AnswerMeta.reward(score))
             outcome = "scored"
         except NotFound:
             outcome = "gone"  # undone, regenerated or deleted before the score was ready

@@ -8,8 +8,8 @@ from chatstack.gateway.clients import SessionClient
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.prompting import Prompt
 from chatstack.gateway.rollback import Rollback
+from chatstack.gateway.session_records import Turn
 from chatstack.gateway.stage_clock import StageClock
-from chatstack.v1 import session_pb2
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Exchange:
     clock: StageClock
     user_turn_id: str = ""
     version: int = 0  # the session's version the answer is stored at
-    replaced: session_pb2.Turn | None = None  # the assistant turn a regenerate replaces
+    replaced: Turn | None = None  # the assistant turn a regenerate replaces
 
     @property
     def session_id(self) -> str:

@@ -43,7 +43,7 @@ class GatewayFlows:
 
     async def model_name(self) -> str:
         """The served model's name."""
-        return await self.backends.generation.model_name()
+        return (await self.backends.generation.info()).name
 
     async def close(self, grace_seconds: float) -> None:
         """Finish (or, after the grace period, cancel) pending scorings and preference writes;

@@ -30,6 +30,20 @@ class ChatOptions:
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """A served model's name, version and context length."""
+
+    name: str
+    version: str = ""
+    max_model_len: int = 0
+
+    @property
+    def named(self) -> str:
+        """`name@version` (the name alone without a version)."""
+        return f"{self.name}@{self.version}" if self.version else self.name
+
+
+@dataclass(frozen=True)
 class SessionEvent:
     """First event: where the answer goes and what the model sees."""
 
@@ -75,7 +89,7 @@ class Choice:
     index: int
     text: str
     token_ids: list[int]
-    finish_reason: int
+    finish_reason: str  # stop, length, abort ("" unknown)
     logprobs: list[PositionLogprobs] = field(default_factory=list)
     reward: float | None = None
 
@@ -114,7 +128,7 @@ class Answer:
     @property
     def best(self) -> Choice:
         """The (first) answer; an empty one if the engine returned none."""
-        return self.choices[0] if self.choices else Choice(0, "", [], 0)
+        return self.choices[0] if self.choices else Choice(0, "", [], "")
 
     @property
     def reward_score(self) -> float:

@@ -23,30 +23,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from chatstack.core.background import BackgroundTasks
 from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound
+from chatstack.core.roles import ASSISTANT, SYSTEM, USER
 from chatstack.gateway.clients import Backends, SessionClient
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.exchange import Exchange
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import Answer
 from chatstack.gateway.plan import Plan
-from chatstack.v1 import common_pb2, preference_pb2, session_pb2
+from chatstack.gateway.session_records import (
+    Message,
+    PreferenceCandidate,
+    PreferenceEvent,
+    PreferenceKind,
+    Rating,
+    Session,
+    Turn,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_REASON_BYTES = 2048
 WRITE_TIMEOUT_SECONDS = 10.0
-KIND_NAMES = {preference_pb2.PREFERENCE_KIND_FEEDBACK: "feedback",
-              preference_pb2.PREFERENCE_KIND_BEST_OF: "best_of",
-              preference_pb2.PREFERENCE_KIND_REGENERATE: "regenerate",
-              preference_pb2.PREFERENCE_KIND_EDIT: "edit", preference_pb2.PREFERENCE_KIND_UNDO: "undo"}
-RATINGS = (preference_pb2.RATING_UP, preference_pb2.RATING_DOWN, preference_pb2.RATING_UNSPECIFIED)
+RATINGS: tuple[Rating, ...] = ("up", "down", "")
 # Fills in what an event needs read from the session before it is written.
-_Completer = Callable[[SessionClient, preference_pb2.PreferenceEvent], Awaitable[None]]
+_Completer = Callable[[SessionClient, PreferenceEvent], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class Feedback:
 
     session_id: str
     turn_id: str
-    rating: int = preference_pb2.RATING_UNSPECIFIED  # a preference_pb2.Rating
+    rating: str = ""  # up, down or "" (a value the caller sent that names no rating is refused)
     preferred_candidate: int | None = None
     reason: str = ""
 
@@ -86,23 +92,10 @@ def sampling_of(plan: Plan) -> dict[str, str]:
     return {k: repr(v) if isinstance(v, float) else str(v) for k, v in fields.items() if v is not None}
 
 
-def conversation(system_prompt: str, turns: Sequence[session_pb2.Turn]) -> list[common_pb2.ChatMessage]:
+def conversation(system_prompt: str, turns: Sequence[Turn]) -> list[Message]:
     """A system prompt and turns as chat messages."""
-    messages = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=system_prompt)] \
-        if system_prompt else []
-    return messages + [common_pb2.ChatMessage(role=t.role, content=t.content) for t in turns]
-
-
-def _named(model: str, version: str) -> str:
-    return f"{model}@{version}" if version else model
-
-
-def _reward_of(turn: session_pb2.Turn) -> float | None:
-    raw = turn.metadata.get("reward_score")
-    try:
-        return float(raw) if raw else None
-    except ValueError:
-        return None
+    messages = [Message(SYSTEM, system_prompt)] if system_prompt else []
+    return messages + [Message(t.role, t.content) for t in turns]
 
 
 class PreferenceRecorder:
@@ -118,11 +111,11 @@ class PreferenceRecorder:
     async def models(self) -> tuple[str, str]:
         """`name@version` of the generator and of the reward model."""
         generator, reward = await asyncio.gather(self.backends.generation.info(), self.backends.reward.info())
-        return _named(generator.model, generator.model_version), _named(reward.model, reward.model_version)
+        return generator.named, reward.named
 
-    async def _stamp(self, event: preference_pb2.PreferenceEvent) -> preference_pb2.PreferenceEvent:
+    async def _stamp(self, event: PreferenceEvent) -> PreferenceEvent:
         event.generator_model, event.reward_model = await self.models()
-        event.create_time.GetCurrentTime()
+        event.create_time_ms = int(time.time() * 1000)
         return event
 
     # -- implicit signals (background) --------------------------------------------------------
@@ -135,45 +128,37 @@ class PreferenceRecorder:
         replaced = ex.replaced
         prompt, sampling = ex.prompt.messages, sampling_of(ex.plan)
         if answer.candidates:
-            self._submit(sessions, preference_pb2.PreferenceEvent(
-                kind=preference_pb2.PREFERENCE_KIND_BEST_OF, session_id=session_id, turn_id=turn_id,
-                user_turn_id=user_turn_id, prompt=list(prompt), sampling=sampling, candidates=[
-                    preference_pb2.PreferenceCandidate(
-                        text=c.text, reward=c.reward_score, kept=c.chosen,
-                        turn_id=turn_id if c.chosen else "", completion_tokens=c.completion_tokens)
-                    for c in answer.candidates]))
+            self._submit(sessions, PreferenceEvent(
+                "best_of", session_id, turn_id, user_turn_id, list(prompt), sampling=sampling, candidates=[
+                    PreferenceCandidate(c.text, c.reward_score, c.chosen, turn_id if c.chosen else "",
+                                        c.completion_tokens) for c in answer.candidates]))
         if replaced is not None:
             new_reward = answer.best.reward if answer.reward_status == "scored" else None
-            self._submit(sessions, preference_pb2.PreferenceEvent(
-                kind=preference_pb2.PREFERENCE_KIND_REGENERATE, session_id=session_id, turn_id=turn_id,
-                user_turn_id=user_turn_id, prompt=list(prompt), sampling=sampling, candidates=[
-                    preference_pb2.PreferenceCandidate(text=replaced.content, reward=_reward_of(replaced),
-                                                       turn_id=replaced.turn_id),
-                    preference_pb2.PreferenceCandidate(text=answer.best.text, reward=new_reward, kept=True,
-                                                       turn_id=turn_id,
-                                                       completion_tokens=answer.completion_tokens)]))
+            self._submit(sessions, PreferenceEvent(
+                "regenerate", session_id, turn_id, user_turn_id, list(prompt), sampling=sampling, candidates=[
+                    PreferenceCandidate(replaced.content, replaced.answer_meta.reward_score,
+                                        turn_id=replaced.turn_id),
+                    PreferenceCandidate(answer.best.text, new_reward, True, turn_id,
+                                        answer.completion_tokens)]))
 
     def edited(self, sessions: SessionClient, edit: EditedTurn, answer_turn_id: str, plan: Plan) -> None:
         """After an edit's answer was stored in the fork: the user turn before and after."""
         if self.enabled:
-            self._submit(sessions, preference_pb2.PreferenceEvent(
-                kind=preference_pb2.PREFERENCE_KIND_EDIT, session_id=edit.session_id,
-                user_turn_id=edit.turn_id,
-                turn_id=answer_turn_id, edited_message=edit.message, fork_session_id=edit.fork_id,
-                sampling=sampling_of(plan)), complete=self._with_original)
+            self._submit(sessions, PreferenceEvent(
+                "edit", edit.session_id, answer_turn_id, edit.turn_id, edited_message=edit.message,
+                fork_session_id=edit.fork_id, sampling=sampling_of(plan)), complete=self._with_original)
 
-    def undone(self, sessions: SessionClient, session_id: str, removed: Sequence[session_pb2.Turn]) -> None:
+    def undone(self, sessions: SessionClient, session_id: str, removed: Sequence[Turn]) -> None:
         """After an undo: the removed exchange (removed turns top first)."""
         if not self.enabled or not removed:
             return
-        answer = next((t for t in removed if t.role == common_pb2.ROLE_ASSISTANT), None)
-        user = next((t for t in removed if t.role == common_pb2.ROLE_USER), None)
-        event = preference_pb2.PreferenceEvent(
-            kind=preference_pb2.PREFERENCE_KIND_UNDO, session_id=session_id,
-            turn_id=answer.turn_id if answer else "", user_turn_id=user.turn_id if user else "")
+        answer = next((t for t in removed if t.role == ASSISTANT), None)
+        user = next((t for t in removed if t.role == USER), None)
+        event = PreferenceEvent("undo", session_id, answer.turn_id if answer else "",
+                                user.turn_id if user else "")
         if answer is not None:
-            event.candidates.append(preference_pb2.PreferenceCandidate(
-                text=answer.content, reward=_reward_of(answer), turn_id=answer.turn_id))
+            event.candidates.append(PreferenceCandidate(answer.content, answer.answer_meta.reward_score,
+                                                        turn_id=answer.turn_id))
         self._submit(sessions, event, complete=lambda s, e: self._with_history(s, e, user))
 
     # -- explicit feedback (awaited) ------------------------------------------------------------
@@ -188,47 +173,44 @@ class PreferenceRecorder:
             raise InvalidRequest("turn_id: empty")
         if fb.rating not in RATINGS:
             raise InvalidRequest(f"rating: {fb.rating} is not a rating")
-        if fb.rating == preference_pb2.RATING_UNSPECIFIED and fb.preferred_candidate is None:
+        if not fb.rating and fb.preferred_candidate is None:
             raise InvalidRequest("rating: give a rating (up or down) or a preferred_candidate")
         if len(fb.reason.encode()) > MAX_REASON_BYTES:
             raise InvalidRequest(f"reason: exceeds the limit of {MAX_REASON_BYTES} bytes")
         sessions = self.backends.sessions(owner)
         session, turns = await self._history(sessions, fb.session_id)
         at = next((i for i, t in enumerate(turns) if t.turn_id == fb.turn_id), None)
-        if at is None or turns[at].role != common_pb2.ROLE_ASSISTANT:
+        if at is None or turns[at].role != ASSISTANT:
             raise NotFound(f"turn_id: {fb.turn_id[:40]!r} is not an assistant turn of session "
                            f"{fb.session_id}")
         answer = turns[at]
         if fb.preferred_candidate is not None:
-            count = int(answer.metadata.get("best_of") or 0)
+            count = answer.answer_meta.best_of
             if fb.preferred_candidate >= count:
                 raise InvalidRequest(
                     f"preferred_candidate: {fb.preferred_candidate} is not a candidate of the turn "
                     f"({count} candidates)" if count else
                     "preferred_candidate: the turn is not a best-of answer")
-        user = next((t for t in reversed(turns[:at]) if t.role == common_pb2.ROLE_USER), None)
-        event = preference_pb2.PreferenceEvent(
-            kind=preference_pb2.PREFERENCE_KIND_FEEDBACK, session_id=fb.session_id, turn_id=answer.turn_id,
-            user_turn_id=user.turn_id if user else "", prompt=conversation(session.system_prompt, turns[:at]),
-            rating=fb.rating,  # type: ignore[arg-type]  # checked against RATINGS above
+        user = next((t for t in reversed(turns[:at]) if t.role == USER), None)
+        event = PreferenceEvent(
+            "feedback", fb.session_id, answer.turn_id, user.turn_id if user else "",
+            conversation(session.system_prompt, turns[:at]), rating=fb.rating,
             preferred_candidate=fb.preferred_candidate, reason=fb.reason, candidates=[
-                preference_pb2.PreferenceCandidate(text=answer.content, reward=_reward_of(answer), kept=True,
-                                                   turn_id=answer.turn_id)])
+                PreferenceCandidate(answer.content, answer.answer_meta.reward_score, True, answer.turn_id)])
         try:
             reply = await sessions.record_preference(await self._stamp(event))
         except Exception:
             self.metrics.preference_events.labels("feedback", "failed").inc()
             raise
         self.metrics.preference_events.labels("feedback", "recorded").inc()
-        return FeedbackResult(reply.event_id, bool(reply.replaced_event_id))
+        return FeedbackResult(reply.event_id, reply.replaced)
 
     # -- plumbing -------------------------------------------------------------------------------
     @staticmethod
-    async def _history(sessions: SessionClient, session_id: str
-                       ) -> tuple[session_pb2.Session, list[session_pb2.Turn]]:
+    async def _history(sessions: SessionClient, session_id: str) -> tuple[Session, list[Turn]]:
         return await sessions.get(session_id), await sessions.all_turns(session_id)
 
-    async def _with_original(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent) -> None:
+    async def _with_original(self, sessions: SessionClient, event: PreferenceEvent) -> None:
         """An edit's original message and prompt: the edited session up to the edited turn."""
         session, turns = await self._history(sessions, event.session_id)
         at = next((i for i, t in enumerate(turns) if t.turn_id == event.user_turn_id), len(turns))
@@ -236,21 +218,19 @@ class PreferenceRecorder:
             event.original_message = turns[at].content
         event.prompt.extend(conversation(session.system_prompt, turns[:at]))
 
-    async def _with_history(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent,
-                            user: session_pb2.Turn | None) -> None:
+    async def _with_history(self, sessions: SessionClient, event: PreferenceEvent, user: Turn | None) -> None:
         """An undo's prompt: the session as it is after the undo, plus the removed user turn."""
         session, turns = await self._history(sessions, event.session_id)
         event.prompt.extend(conversation(session.system_prompt, turns))
         if user is not None:
-            event.prompt.append(common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=user.content))
+            event.prompt.append(Message(USER, user.content))
 
-    def _submit(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent,
+    def _submit(self, sessions: SessionClient, event: PreferenceEvent,
                 complete: _Completer | None = None) -> None:
-        kind = KIND_NAMES[event.kind]
-        if not self.tasks.start(self._write(sessions, event, kind, complete)):
-            self.metrics.preference_events.labels(kind, "dropped").inc()
+        if not self.tasks.start(self._write(sessions, event, event.kind, complete)):
+            self.metrics.preference_events.labels(event.kind, "dropped").inc()
 
-    async def _write(self, sessions: SessionClient, event: preference_pb2.PreferenceEvent, kind: str,
+    async def _write(self, sessions: SessionClient, event: PreferenceEvent, kind: PreferenceKind,
                      complete: _Completer | None) -> None:
         try:
             if complete is not None:

@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chatstack.core.errors import InvalidRequest
+from chatstack.core.roles import ASSISTANT, SYSTEM, USER
 from chatstack.gateway.clients import GenerationClient, SessionClient, TokenizerClient
 from chatstack.gateway.context_window import newest_that_fit, turns_to_drop
 from chatstack.gateway.plan import Plan
-from chatstack.v1 import common_pb2
+from chatstack.gateway.session_records import Message
 
 
 @dataclass
@@ -29,13 +30,13 @@ class ChatContext:
     system_tokens: int | None  # None: not counted yet (a new session's)
     version: int
     omitted: int = 0  # older turns the read already left out
-    messages: list[common_pb2.ChatMessage] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     tokens: list[int | None] = field(default_factory=list)  # None: not counted yet (the new message)
     turn_ids: list[str] = field(default_factory=list)
 
-    def append(self, role: int, content: str, tokens: int | None, turn_id: str = "") -> None:
+    def append(self, role: str, content: str, tokens: int | None, turn_id: str = "") -> None:
         """Add a turn on top."""
-        self.messages.append(common_pb2.ChatMessage(role=role, content=content))  # type: ignore[arg-type]
+        self.messages.append(Message(role, content))
         self.tokens.append(tokens)
         self.turn_ids.append(turn_id)
 
@@ -49,7 +50,7 @@ class ChatContext:
 class Prompt:
     """The rendered context sent to the model, with the counts the rendering call made."""
 
-    messages: list[common_pb2.ChatMessage]
+    messages: list[Message]
     text: str
     ids: list[int]
     context_turns: int
@@ -75,9 +76,8 @@ class PromptBuilder:
     async def template_overhead(self) -> tuple[int, int]:
         """Tokens the chat template adds: fixed (BOS, generation prompt) and per message (asked once)."""
         if self._overhead is None:
-            def msgs(n: int) -> list[common_pb2.ChatMessage]:
-                return [common_pb2.ChatMessage(role=common_pb2.ROLE_USER if i % 2 == 0 else
-                                               common_pb2.ROLE_ASSISTANT, content="x") for i in range(n)]
+            def msgs(n: int) -> list[Message]:
+                return [Message(USER if i % 2 == 0 else ASSISTANT, "x") for i in range(n)]
             one = await self.tokenizer.render(msgs(1), count=[0])
             three = await self.tokenizer.render(msgs(3))
             x = one.counts[0]
@@ -113,8 +113,7 @@ class PromptBuilder:
         round, so a conversation of any length converges on the exact rendered count."""
         limit = await self.generation.max_model_len()
         _, per_message = await self.template_overhead()
-        system = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=ctx.system_prompt)] \
-            if ctx.system_prompt else []
+        system = [Message(SYSTEM, ctx.system_prompt)] if ctx.system_prompt else []
         if not system:
             ctx.system_tokens = 0
         older = ctx.tokens[:-1]

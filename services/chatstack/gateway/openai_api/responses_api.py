@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatstack.core.errors import ChatstackError, InvalidRequest, NotFound, code_for
-from chatstack.core.proto_convert import ROLE_NAMES, TURN_ROLE_VALUES
+from chatstack.core.roles import SYSTEM, TURN_ROLES, USER
 from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.model import ChatEvent, DeltaEvent, FinalEvent, SessionEvent
 from chatstack.gateway.openai_api.schemas import (
@@ -22,7 +22,7 @@ from chatstack.gateway.openai_api.schemas import (
 )
 from chatstack.gateway.plan import RESPONSES_FIELDS
 from chatstack.gateway.responses import ResponseRef, StoredExchange
-from chatstack.v1 import common_pb2, preference_pb2, session_pb2
+from chatstack.gateway.session_records import Message, Session, Turn
 
 
 def conversation_id(session_id: str) -> str:
@@ -46,8 +46,8 @@ def message_item(item_id: str, role: str, text: str, status: str = "completed") 
     return {"type": "message", "id": item_id, "status": status, "role": role, "content": [part]}
 
 
-def turn_item(turn: session_pb2.Turn) -> dict[str, Any]:
-    return message_item(f"msg_{turn.turn_id}", ROLE_NAMES.get(turn.role, "user"), turn.content)
+def turn_item(turn: Turn) -> dict[str, Any]:
+    return message_item(f"msg_{turn.turn_id}", turn.role or USER, turn.content)
 
 
 @dataclass
@@ -140,9 +140,8 @@ class ResponsesHandler:
             raise InvalidRequest("store: false answers without a stored conversation; drop conversation "
                                  "and previous_response_id, or store the response")
         plan = self.planner.plan(body.options(), RESPONSES_FIELDS, stateless=True)
-        messages = [common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=instructions)] \
-            if instructions else []
-        messages.append(common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=message))
+        messages = [Message(SYSTEM, instructions)] if instructions else []
+        messages.append(Message(USER, message))
         draft.id = f"resp_{uuid.uuid4().hex}"
         yield "response.created", {}, draft
         yield "response.output_item.added", {"output_index": 0, "item": message_item(
@@ -207,12 +206,12 @@ class ResponsesHandler:
         """A stored response."""
         exchange: StoredExchange = await self.responses.find(owner, ResponseRef.decode(response_id))
         tokens = exchange.answer.token_count
-        prompt_tokens = exchange.answer.metadata.get("prompt_tokens", "0")
+        prompt_tokens = exchange.answer.answer_meta.prompt_tokens or 0
         draft = ResponseDraft(ResponseCreateRequest(model=model, input=exchange.user.content), model, None,
                               id=response_id, conversation=conversation_id(exchange.ref.session_id),
-                              created_at=exchange.answer.create_time.seconds, status="completed",
-                              output=[turn_item(exchange.answer)],
-                              usage=usage(int(prompt_tokens) if prompt_tokens.isdigit() else 0, tokens))
+                              created_at=exchange.answer.create_time_ms // 1000, status="completed",
+                              output=[turn_item(exchange.answer)], usage=usage(prompt_tokens, tokens),
+                              reward=exchange.answer.answer_meta.reward_score)
         return draft.json()
 
     async def delete(self, owner: str, response_id: str) -> dict[str, Any]:
@@ -220,9 +219,7 @@ class ResponsesHandler:
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 
     async def feedback(self, owner: str, response_id: str, body: FeedbackRequest) -> dict[str, Any]:
-        rating = {"up": preference_pb2.RATING_UP, "down": preference_pb2.RATING_DOWN}.get(
-            body.rating or "", preference_pb2.RATING_UNSPECIFIED)
-        result = await self.responses.feedback(owner, ResponseRef.decode(response_id), rating,
+        result = await self.responses.feedback(owner, ResponseRef.decode(response_id), body.rating or "",
                                                body.preferred_candidate, body.reason)
         return {"id": result.event_id, "object": "response.feedback", "response_id": response_id,
                 "replaced": result.replaced}
@@ -230,7 +227,7 @@ class ResponsesHandler:
     # -- conversations --------------------------------------------------------------------------
     async def create_conversation(self, owner: str, body: ConversationCreateRequest) -> dict[str, Any]:
         system = "\n\n".join(i.text() for i in body.items if i.role in ("system", "developer"))
-        turns = [(TURN_ROLE_VALUES[i.role], i.text()) for i in body.items if i.role in TURN_ROLE_VALUES]
+        turns = [(i.role, i.text()) for i in body.items if i.role in TURN_ROLES]
         session = await self.conversations.create_with_turns(owner, system, turns, body.metadata)
         return _conversation_json(session)
 
@@ -259,6 +256,6 @@ class ResponsesHandler:
                 "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(turns)}
 
 
-def _conversation_json(session: session_pb2.Session) -> dict[str, Any]:
+def _conversation_json(session: Session) -> dict[str, Any]:
     return {"id": conversation_id(session.session_id), "object": "conversation",
-            "created_at": session.create_time.seconds, "metadata": dict(session.metadata)}
+            "created_at": session.create_time_ms // 1000, "metadata": dict(session.metadata)}

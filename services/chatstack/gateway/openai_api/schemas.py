@@ -9,13 +9,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatstack.core.errors import InvalidRequest
+from chatstack.core.roles import ASSISTANT, SYSTEM, USER
 from chatstack.gateway.model import ChatOptions
-from chatstack.v1 import common_pb2
+from chatstack.gateway.session_records import Message as ChatMessage
 
-#: The roles an OpenAI message may have (`chatstack.core.roles`, plus "developer": OpenAI's newer
-#: name for the system role), by proto value.
-INPUT_ROLES = {"system": common_pb2.ROLE_SYSTEM, "developer": common_pb2.ROLE_SYSTEM,
-               "user": common_pb2.ROLE_USER, "assistant": common_pb2.ROLE_ASSISTANT}
+#: The roles an OpenAI message may have, by the role they are (`chatstack.core.roles`; "developer"
+#: is OpenAI's newer name for the system role).
+INPUT_ROLES = {"system": SYSTEM, "developer": SYSTEM, "user": USER, "assistant": ASSISTANT}
 
 
 class TextPart(BaseModel):
@@ -137,10 +137,9 @@ class ChatCompletionRequest(OpenAIBody):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     best_of: int | None = Field(None, ge=1)
 
-    def messages_proto(self) -> list[common_pb2.ChatMessage]:
+    def conversation(self) -> list[ChatMessage]:
         """The conversation as the flows take it."""
-        return [common_pb2.ChatMessage(role=INPUT_ROLES[m.role], content=m.text())
-                for m in self.messages]
+        return [ChatMessage(INPUT_ROLES[m.role], m.text()) for m in self.messages]
 
     def options(self) -> ChatOptions:
         """The sampling options as the flows take them."""
