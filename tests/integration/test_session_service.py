@@ -204,6 +204,19 @@ def test_context_keeps_system_prompt_and_newest_whole_turns(
     assert (tiny.system_prompt, len(tiny.turns), tiny.omitted_turns) == ("be kind", 0, 4)
 
 
+def test_a_budget_of_exactly_the_system_prompt_still_holds_turns_of_no_tokens(
+    session_stub: session_pb2_grpc.SessionServiceStub
+) -> None:
+    # Found by the stateful model test: with no budget left after the system prompt, a turn counted
+    # as 0 tokens fits (0 <= 0), as the reference says; the script used to return none.
+    md = owner_md()
+    sid = new_session(session_stub, md, system_prompt="sp", system_prompt_tokens=2).session_id
+    push(session_stub, md, sid, "t0", 3)
+    push(session_stub, md, sid, "x", 0, role=ASSISTANT)
+    ctx = session_stub.GetContext(session_pb2.GetContextRequest(session_id=sid, token_budget=2), metadata=md)
+    assert [(t.content, t.token_count) for t in ctx.turns] == [("x", 0)] and ctx.omitted_turns == 1
+
+
 def test_fork_below_a_turn_keeps_the_turns_under_it(session_stub: session_pb2_grpc.SessionServiceStub) -> None:
     md = owner_md()
     sid = new_session(session_stub, md, system_prompt="sp").session_id

@@ -10,7 +10,7 @@ keep(KEYS, hd)
 local f = redis.call('HMGET', h, 'sys', 'sys_tokens')
 local avail = tonumber(ARGV[2]) - tonumber(f[2])
 local first = hd.next
-if avail > 0 and hd.next > hd.base then
+if avail >= 0 and hd.next > hd.base then  -- a budget of exactly the system prompt still holds 0-token turns
   -- Turn i fits with all newer ones iff tok_end - prefix(i) <= avail.
   local r = redis.call('ZRANGEBYSCORE', KEYS[3], hd.tok_end - avail, '+inf', 'LIMIT', 0, 1)
   if #r > 0 then first = tonumber(r[1]) end
