@@ -1,17 +1,12 @@
-"""The gateway's session records: the one codec of an answer's metadata, and the wire conversions
-(lossless both ways, so the gRPC door returns what the session service stored)."""
+"""The session records: the gateway's one codec of an answer's metadata, and the session service's
+wire conversions (lossless both ways, so the gRPC door returns what the session service stored)."""
 
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from chatstack.gateway.session_codec import (
-    session_from_proto,
-    session_to_proto,
-    turn_from_proto,
-    turn_to_proto,
-)
 from chatstack.gateway.session_records import AnswerMeta
+from chatstack.session.wire import header_from_proto, header_to_proto, turn_from_proto, turn_to_proto
 from chatstack.v1 import common_pb2, session_pb2
 
 
@@ -34,8 +29,8 @@ def test_turns_and_sessions_convert_losslessly() -> None:
     turn = session_pb2.Turn(turn_id="t1", role=common_pb2.ROLE_ASSISTANT, content="hi", token_count=3,
                             create_time=created, metadata={"reward_score": "0.5"}, position=7)
     assert turn_to_proto(turn_from_proto(turn)) == turn
-    assert turn_from_proto(turn).role == "assistant" and turn_from_proto(turn).answer_meta.reward_score == 0.5
+    assert turn_from_proto(turn).role == "assistant" and AnswerMeta.decode(turn_from_proto(turn).metadata).reward_score == 0.5
     session = session_pb2.Session(session_id="s", owner="alice", create_time=created, update_time=created,
                                   ttl_seconds=60, metadata={"k": "v"}, system_prompt="be brief",
                                   system_prompt_tokens=2, version=9, turn_count=4, total_tokens=99)
-    assert session_to_proto(session_from_proto(session)) == session
+    assert header_to_proto(header_from_proto(session)) == session

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatstack.core.roles import ASSISTANT, SYSTEM, TURN_ROLES, USER
+from chatstack.core.roles import ASSISTANT, SYSTEM, USER
 from chatstack.v1 import common_pb2
 
 #: Proto Role -> the role's name (`chatstack.core.roles`), and back.
@@ -12,8 +12,6 @@ ROLE_NAMES: dict[int, str] = {
     common_pb2.ROLE_ASSISTANT: ASSISTANT,
 }
 ROLE_VALUES: dict[str, int] = {name: value for value, name in ROLE_NAMES.items()}
-#: The roles a stored turn can have, by name.
-TURN_ROLE_VALUES: dict[str, int] = {name: ROLE_VALUES[name] for name in sorted(TURN_ROLES)}
 
 
 def role_name(role: int) -> str:

@@ -18,29 +18,19 @@ from typing import Any, NamedTuple, Protocol
 from chatstack.core.proto_convert import role_value
 from chatstack.gateway.model import Choice, DeltaEvent, Generated, ModelInfo, PositionLogprobs, TokenLogprob
 from chatstack.gateway.plan import Plan
-from chatstack.gateway.session_codec import (
-    context_from_proto,
-    messages_to_proto,
-    preference_to_proto,
-    session_from_proto,
-    turn_from_proto,
-    turns_from_proto,
-)
+from chatstack.gateway.session_codec import messages_to_proto, preference_to_proto
 from chatstack.gateway.session_records import (
-    ContextWindow,
     Fork,
     Message,
-    NewSession,
     PreferenceEvent,
-    Pushed,
     RecordedPreference,
-    Session,
     SessionsPage,
-    Turn,
     TurnPush,
     TurnsPage,
     TurnStack,
 )
+from chatstack.session.model import ContextWindow, NewSession, PushResult, SessionHeader, Turn
+from chatstack.session.wire import context_from_proto, header_from_proto, turn_from_proto, turns_from_proto
 from chatstack.v1 import common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
 
 Messages = Sequence[Message]
@@ -210,18 +200,18 @@ class SessionClient:
         """One call as the owner; `within` caps its deadline in seconds (rollbacks)."""
         return await self._transport.call("session", method, request, owner=self.owner, timeout=within)
 
-    async def create(self, new: NewSession) -> Session:
+    async def create(self, new: NewSession) -> SessionHeader:
         """A new session."""
         reply = await self._call("CreateSession", session_pb2.CreateSessionRequest(
             session_id=new.session_id, system_prompt=new.system_prompt,
             system_prompt_tokens=new.system_prompt_tokens, metadata=dict(new.metadata),
             pending_ms=new.pending_ms))
-        return session_from_proto(reply.session)
+        return header_from_proto(reply.session)
 
-    async def get(self, session_id: str) -> Session:
+    async def get(self, session_id: str) -> SessionHeader:
         """A session's header."""
         reply = await self._call("GetSession", session_pb2.GetSessionRequest(session_id=session_id))
-        return session_from_proto(reply.session)
+        return header_from_proto(reply.session)
 
     async def delete(self, session_id: str, within: float | None = None) -> None:
         """Delete a session."""
@@ -231,14 +221,14 @@ class SessionClient:
         """A page of the owner's sessions."""
         reply = await self._call("ListSessions", session_pb2.ListSessionsRequest(
             page_size=page_size, page_token=page_token))
-        return SessionsPage([session_from_proto(s) for s in reply.sessions], reply.next_page_token)
+        return SessionsPage([header_from_proto(s) for s in reply.sessions], reply.next_page_token)
 
     async def context(self, session_id: str, budget: int) -> ContextWindow:
         """The newest turns that fit `budget`."""
         return context_from_proto(await self._call("GetContext", session_pb2.GetContextRequest(
             session_id=session_id, token_budget=budget)))
 
-    async def push(self, push: TurnPush) -> Pushed:
+    async def push(self, push: TurnPush) -> PushResult:
         """Push a turn (see `TurnPush`)."""
         reply = await self._call("PushTurn", session_pb2.PushTurnRequest(
             session_id=push.session_id, role=role_value(push.role), content=push.content,  # type: ignore[arg-type]
@@ -246,7 +236,7 @@ class SessionClient:
             expected_version=push.expected_version, pending_ms=push.pending_ms,
             commit_turn_id=push.commit_turn_id, replace_turn_id=push.replace_turn_id,
             commit_session=push.commit_session))
-        return Pushed(turn_from_proto(reply.turn), reply.version)
+        return PushResult(turn_from_proto(reply.turn), reply.version, reply.evicted_turns)
 
     async def pop(self, session_id: str, version: int | None, within: float | None = None,
                   pending: str = "", count: int = 1) -> TurnStack:
@@ -289,12 +279,12 @@ class SessionClient:
         return turn_from_proto((await self._call("AnnotateTurn", session_pb2.AnnotateTurnRequest(
             session_id=session_id, turn_id=turn_id, metadata=metadata))).turn)
 
-    async def fork(self, fork: Fork) -> Session:
+    async def fork(self, fork: Fork) -> SessionHeader:
         """A new session from the bottom of another."""
         reply = await self._call("ForkSession", session_pb2.ForkSessionRequest(
             session_id=fork.session_id, before_turn_id=fork.before_turn_id, metadata=dict(fork.metadata),
             new_session_id=fork.new_session_id, pending_ms=fork.pending_ms))
-        return session_from_proto(reply.session)
+        return header_from_proto(reply.session)
 
     async def record_preference(self, event: PreferenceEvent,
                                 within: float | None = None) -> RecordedPreference:

@@ -11,7 +11,8 @@ from chatstack.core.roles import ASSISTANT, USER
 from chatstack.gateway.clients import Backends
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.rollback import lease_ms
-from chatstack.gateway.session_records import NewSession, Session, SessionsPage, Turn, TurnPush, TurnsPage
+from chatstack.gateway.session_records import SessionsPage, TurnPush, TurnsPage
+from chatstack.session.model import NewSession, SessionHeader, Turn
 
 
 class Conversations:
@@ -22,14 +23,14 @@ class Conversations:
         self.config = config
 
     async def create_session(self, owner: str, system_prompt: str,
-                             metadata: dict[str, str] | None = None) -> Session:
+                             metadata: dict[str, str] | None = None) -> SessionHeader:
         """A new session, its system prompt counted."""
         counts = await self.backends.tokenizer.count([system_prompt]) if system_prompt else [0]
         new = NewSession("", system_prompt, counts[0], metadata or {})
         return await self.backends.sessions(owner).create(new)
 
     async def create_with_turns(self, owner: str, system_prompt: str, turns: Sequence[tuple[str, str]],
-                                metadata: dict[str, str] | None = None) -> Session:
+                                metadata: dict[str, str] | None = None) -> SessionHeader:
         """A new session holding `turns` (role, text) already, each counted, created whole or not
         at all: pending (unlisted, expiring with the call's deadline) until its last turn's push
         makes it a session like any other; deleted again if storing one fails (and if even that
@@ -39,7 +40,7 @@ class Conversations:
         counts = await self.backends.tokenizer.count([system_prompt, *(text for _, text in turns)])
         sessions = self.backends.sessions(owner)
         session = await sessions.create(NewSession("", system_prompt, counts[0] if system_prompt else 0,
-                                                   metadata or {}, lease_ms(self.config)))
+                                                   metadata or {}, pending_ms=lease_ms(self.config)))
         try:
             version = session.version
             for i, ((role, text), tokens) in enumerate(zip(turns, counts[1:], strict=True)):
@@ -59,7 +60,7 @@ class Conversations:
         """Every turn of a session, oldest first."""
         return await self.backends.sessions(owner).all_turns(session_id)
 
-    async def get_session(self, owner: str, session_id: str) -> Session:
+    async def get_session(self, owner: str, session_id: str) -> SessionHeader:
         """A session's header."""
         return await self.backends.sessions(owner).get(session_id)
 

@@ -46,8 +46,9 @@ from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import EditedTurn, PreferenceRecorder
 from chatstack.gateway.prompting import ChatContext, Prompt, PromptBuilder, too_long
 from chatstack.gateway.rollback import Rollback, lease_ms, roll_back
-from chatstack.gateway.session_records import AnswerMeta, Fork, NewSession, Pushed, Turn, TurnPush
+from chatstack.gateway.session_records import AnswerMeta, Fork, TurnPush
 from chatstack.gateway.stage_clock import StageClock
+from chatstack.session.model import NewSession, PushResult, Turn
 
 # A session call that failed with one of these certainly changed nothing.
 REFUSED = (InvalidRequest, NotFound, FailedPrecondition, VersionConflict, AlreadyExists, Unauthenticated)
@@ -127,7 +128,7 @@ class ChatDataPlane:
 
     @staticmethod
     async def _store_user_turn(sessions: SessionClient, rollback: Rollback, ctx: ChatContext, prompt: Prompt,
-                               create: bool, lease: int) -> Pushed:
+                               create: bool, lease: int) -> PushResult:
         """Push the message being answered (ctx's top) pending, at the version read, creating the
         session (pending too) with ctx's system prompt first when `create`."""
         version = ctx.version
@@ -244,7 +245,7 @@ class ChatDataPlane:
         yield FinalEvent(stored.turn.turn_id, stored.version, answer, clock.finish(self.metrics))
 
     @staticmethod
-    async def _store(ex: Exchange, answer: Answer) -> Pushed:
+    async def _store(ex: Exchange, answer: Answer) -> PushResult:
         """Push the answer at the version the exchange read, in one script with what it completes:
         committing the pending user turn, or replacing the answer a regenerate replaces."""
         best = answer.best

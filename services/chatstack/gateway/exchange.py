@@ -8,8 +8,8 @@ from chatstack.gateway.clients import SessionClient
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.prompting import Prompt
 from chatstack.gateway.rollback import Rollback
-from chatstack.gateway.session_records import Turn
 from chatstack.gateway.stage_clock import StageClock
+from chatstack.session.model import Turn
 
 
 @dataclass

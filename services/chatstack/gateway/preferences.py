@@ -37,14 +37,14 @@ from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import Answer
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.session_records import (
+    AnswerMeta,
     Message,
     PreferenceCandidate,
     PreferenceEvent,
     PreferenceKind,
     Rating,
-    Session,
-    Turn,
 )
+from chatstack.session.model import SessionHeader, Turn
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,10 @@ def conversation(system_prompt: str, turns: Sequence[Turn]) -> list[Message]:
     return messages + [Message(t.role, t.content) for t in turns]
 
 
+def _reward_of(turn: Turn) -> float | None:
+    return AnswerMeta.decode(turn.metadata).reward_score
+
+
 class PreferenceRecorder:
     """Builds and writes preference events (see module docstring)."""
 
@@ -136,7 +140,7 @@ class PreferenceRecorder:
             new_reward = answer.best.reward if answer.reward_status == "scored" else None
             self._submit(sessions, PreferenceEvent(
                 "regenerate", session_id, turn_id, user_turn_id, list(prompt), sampling=sampling, candidates=[
-                    PreferenceCandidate(replaced.content, replaced.answer_meta.reward_score,
+                    PreferenceCandidate(replaced.content, _reward_of(replaced),
                                         turn_id=replaced.turn_id),
                     PreferenceCandidate(answer.best.text, new_reward, True, turn_id,
                                         answer.completion_tokens)]))
@@ -157,7 +161,7 @@ class PreferenceRecorder:
         event = PreferenceEvent("undo", session_id, answer.turn_id if answer else "",
                                 user.turn_id if user else "")
         if answer is not None:
-            event.candidates.append(PreferenceCandidate(answer.content, answer.answer_meta.reward_score,
+            event.candidates.append(PreferenceCandidate(answer.content, _reward_of(answer),
                                                         turn_id=answer.turn_id))
         self._submit(sessions, event, complete=lambda s, e: self._with_history(s, e, user))
 
@@ -185,7 +189,7 @@ class PreferenceRecorder:
                            f"{fb.session_id}")
         answer = turns[at]
         if fb.preferred_candidate is not None:
-            count = answer.answer_meta.best_of
+            count = AnswerMeta.decode(answer.metadata).best_of
             if fb.preferred_candidate >= count:
                 raise InvalidRequest(
                     f"preferred_candidate: {fb.preferred_candidate} is not a candidate of the turn "
@@ -196,7 +200,7 @@ class PreferenceRecorder:
             "feedback", fb.session_id, answer.turn_id, user.turn_id if user else "",
             conversation(session.system_prompt, turns[:at]), rating=fb.rating,
             preferred_candidate=fb.preferred_candidate, reason=fb.reason, candidates=[
-                PreferenceCandidate(answer.content, answer.answer_meta.reward_score, True, answer.turn_id)])
+                PreferenceCandidate(answer.content, _reward_of(answer), True, answer.turn_id)])
         try:
             reply = await sessions.record_preference(await self._stamp(event))
         except Exception:
@@ -207,7 +211,7 @@ class PreferenceRecorder:
 
     # -- plumbing -------------------------------------------------------------------------------
     @staticmethod
-    async def _history(sessions: SessionClient, session_id: str) -> tuple[Session, list[Turn]]:
+    async def _history(sessions: SessionClient, session_id: str) -> tuple[SessionHeader, list[Turn]]:
         return await sessions.get(session_id), await sessions.all_turns(session_id)
 
     async def _with_original(self, sessions: SessionClient, event: PreferenceEvent) -> None:

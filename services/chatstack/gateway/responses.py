@@ -26,7 +26,7 @@ from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.model import ChatEvent
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import Feedback, FeedbackResult, PreferenceRecorder
-from chatstack.gateway.session_records import Turn
+from chatstack.session.model import Turn
 
 _HEX = frozenset("0123456789abcdef")
 

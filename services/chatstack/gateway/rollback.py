@@ -24,7 +24,7 @@ from chatstack.core.request_context import remaining_seconds
 from chatstack.gateway.clients import SessionClient
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.metrics import GatewayMetrics
-from chatstack.gateway.session_records import Pushed
+from chatstack.session.model import PushResult
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Rollback:
     session_id: str = ""
     created: bool = False  # the call created the session (pending until its answer is stored)
     pending_turn_id: str = ""  # the call's pending user turn, committed with the answer
-    pending_push: asyncio.Future[Pushed] | None = None  # push not yet awaited
+    pending_push: asyncio.Future[PushResult] | None = None  # push not yet awaited
 
     def done(self) -> None:
         """The call succeeded: nothing to take back any more."""

@@ -15,7 +15,8 @@ from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.model import ChatEvent, ChatOptions, DeltaEvent, SessionEvent
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import Feedback
-from chatstack.gateway.session_codec import RATING_NAMES, session_to_proto, turn_to_proto
+from chatstack.gateway.session_codec import RATING_NAMES
+from chatstack.session.wire import header_to_proto, turn_to_proto
 from chatstack.v1 import chat_pb2, chat_pb2_grpc, common_pb2
 
 FINISH_VALUES = {"stop": common_pb2.FINISH_REASON_STOP, "length": common_pb2.FINISH_REASON_LENGTH,
@@ -121,20 +122,20 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         """Create a session."""
         session = await self.conversations.create_session(
             self._owner(context), request.system_prompt, dict(request.metadata))
-        return chat_pb2.ChatServiceCreateSessionResponse(session=session_to_proto(session))
+        return chat_pb2.ChatServiceCreateSessionResponse(session=header_to_proto(session))
 
     async def GetSession(self, request: chat_pb2.ChatServiceGetSessionRequest,
                          context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceGetSessionResponse:
         """Read a session header."""
         session = await self.conversations.get_session(self._owner(context), request.session_id)
-        return chat_pb2.ChatServiceGetSessionResponse(session=session_to_proto(session))
+        return chat_pb2.ChatServiceGetSessionResponse(session=header_to_proto(session))
 
     async def ListSessions(self, request: chat_pb2.ChatServiceListSessionsRequest,
                            context: grpc.aio.ServicerContext) -> chat_pb2.ChatServiceListSessionsResponse:
         """List the caller's sessions."""
         page = await self.conversations.list_sessions(self._owner(context), request.page_size,
                                                       request.page_token)
-        return chat_pb2.ChatServiceListSessionsResponse(sessions=[session_to_proto(s) for s in page.sessions],
+        return chat_pb2.ChatServiceListSessionsResponse(sessions=[header_to_proto(s) for s in page.sessions],
                                                         next_page_token=page.next_page_token)
 
     async def DeleteSession(self, request: chat_pb2.ChatServiceDeleteSessionRequest,

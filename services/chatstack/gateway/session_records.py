@@ -1,6 +1,9 @@
-"""The session service's objects as the gateway's flows see them: plain records, with roles by
-name (`chatstack.core.roles`) and times in epoch milliseconds. The typed clients convert them to
-and from the wire (`session_codec`); no flow handles a protobuf message.
+"""The session service's objects as the gateway's flows see them: the session service's own
+records (`chatstack.session.model`: Turn, SessionHeader, ContextWindow, NewSession, PushResult)
+plus what only a client of it needs (pages with their tokens, a push or fork
+to make, preference events). Roles by name (`chatstack.core.roles`), times in epoch milliseconds.
+The typed clients convert them to and from the wire (`session_codec`, `chatstack.session.wire`);
+no flow handles a protobuf message.
 
 `AnswerMeta` is the one codec of what the gateway stores on an assistant turn (the session store
 keeps metadata as strings): written once, read back once, defensively.
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
+
+from chatstack.session.model import SessionHeader, Turn
 
 Role = Literal["system", "user", "assistant"]
 Rating = Literal["up", "down", ""]
@@ -65,39 +70,6 @@ def _number(raw: str | None, kind: type[_N]) -> _N | None:
         return None
 
 
-@dataclass(frozen=True)
-class Turn:
-    """A stored turn."""
-
-    turn_id: str
-    role: str
-    content: str
-    token_count: int = 0
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    create_time_ms: int = 0
-    position: int = 0
-
-    @property
-    def answer_meta(self) -> AnswerMeta:
-        """The gateway's record on an assistant turn (`AnswerMeta`)."""
-        return AnswerMeta.decode(self.metadata)
-
-
-@dataclass(frozen=True)
-class Session:
-    """A session's header."""
-
-    session_id: str
-    owner: str = ""
-    system_prompt: str = ""
-    system_prompt_tokens: int = 0
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    version: int = 0
-    turn_count: int = 0
-    total_tokens: int = 0
-    ttl_seconds: int = 0
-    create_time_ms: int = 0
-    update_time_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,27 +93,10 @@ class TurnsPage:
 class SessionsPage:
     """A page of an owner's sessions."""
 
-    sessions: list[Session]
+    sessions: list[SessionHeader]
     next_page_token: str
 
 
-@dataclass(frozen=True)
-class ContextWindow:
-    """A session's newest turns that fit a token budget."""
-
-    system_prompt: str
-    system_prompt_tokens: int
-    turns: list[Turn]
-    omitted_turns: int
-    version: int
-
-
-@dataclass(frozen=True)
-class Pushed:
-    """A pushed turn and the session's version after it."""
-
-    turn: Turn
-    version: int
 
 
 @dataclass(frozen=True)
@@ -161,16 +116,6 @@ class TurnPush:
     replace_turn_id: str = ""
     commit_session: bool = False
 
-
-@dataclass(frozen=True)
-class NewSession:
-    """A session to create (pending for `pending_ms` if > 0: unlisted until a turn commits it)."""
-
-    session_id: str = ""
-    system_prompt: str = ""
-    system_prompt_tokens: int = 0
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    pending_ms: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,10 @@ from contextlib import aclosing
 from typing import Protocol
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from chatstack.core.errors import InvalidRequest, Unauthenticated
 from chatstack.core.page_tokens import decode_page_token, encode_page_token
-from chatstack.core.proto_convert import role_name, role_value
+from chatstack.core.proto_convert import role_name
 from chatstack.core.request_context import OWNER_KEY, metadata_value
 from chatstack.session.model import (
     ContextWindow,
@@ -26,6 +25,7 @@ from chatstack.session.model import (
     TurnPage,
 )
 from chatstack.session.preference_store import Recorded, StoredPreference
+from chatstack.session.wire import context_to_proto, header_to_proto, turn_to_proto
 from chatstack.v1 import preference_pb2, session_pb2, session_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -53,41 +53,6 @@ class SessionStore(Protocol):
                    new_session_id: str = "", pending_ms: int = 0) -> SessionHeader: ...
     async def list_sessions(self, owner: str, offset: int, limit: int) -> SessionPage: ...
     async def annotate(self, owner: str, sid: str, turn_id: str, metadata: dict[str, str]) -> Turn: ...
-
-
-def _timestamp(ms: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromMilliseconds(ms)
-    return ts
-
-
-def header_to_proto(h: SessionHeader) -> session_pb2.Session:
-    """SessionHeader -> Session."""
-    return session_pb2.Session(
-        session_id=h.session_id, owner=h.owner, create_time=_timestamp(h.create_time_ms),
-        update_time=_timestamp(h.update_time_ms), ttl_seconds=h.ttl_seconds,
-        metadata=h.metadata, system_prompt=h.system_prompt,
-        system_prompt_tokens=h.system_prompt_tokens, version=h.version,
-        turn_count=h.turn_count, total_tokens=h.total_tokens,
-    )
-
-
-def turn_to_proto(t: Turn) -> session_pb2.Turn:
-    """Turn -> Turn message."""
-    return session_pb2.Turn(
-        turn_id=t.turn_id, role=role_value(t.role), content=t.content,  # type: ignore[arg-type]
-        token_count=t.token_count, create_time=_timestamp(t.create_time_ms),
-        metadata=t.metadata, position=t.position,
-    )
-
-
-def context_to_proto(w: ContextWindow) -> session_pb2.GetContextResponse:
-    """ContextWindow -> GetContextResponse."""
-    return session_pb2.GetContextResponse(
-        system_prompt=w.system_prompt, system_prompt_tokens=w.system_prompt_tokens,
-        turns=[turn_to_proto(t) for t in w.turns], total_tokens=w.total_tokens,
-        truncated=w.truncated, omitted_turns=w.omitted_turns, version=w.version,
-    )
 
 
 def page_size(requested: int, default: int, maximum: int) -> int:

@@ -22,7 +22,8 @@ from chatstack.gateway.openai_api.schemas import (
 )
 from chatstack.gateway.plan import RESPONSES_FIELDS
 from chatstack.gateway.responses import ResponseRef, StoredExchange
-from chatstack.gateway.session_records import Message, Session, Turn
+from chatstack.gateway.session_records import AnswerMeta, Message
+from chatstack.session.model import SessionHeader, Turn
 
 
 def conversation_id(session_id: str) -> str:
@@ -206,12 +207,12 @@ class ResponsesHandler:
         """A stored response."""
         exchange: StoredExchange = await self.responses.find(owner, ResponseRef.decode(response_id))
         tokens = exchange.answer.token_count
-        prompt_tokens = exchange.answer.answer_meta.prompt_tokens or 0
+        prompt_tokens = AnswerMeta.decode(exchange.answer.metadata).prompt_tokens or 0
         draft = ResponseDraft(ResponseCreateRequest(model=model, input=exchange.user.content), model, None,
                               id=response_id, conversation=conversation_id(exchange.ref.session_id),
                               created_at=exchange.answer.create_time_ms // 1000, status="completed",
                               output=[turn_item(exchange.answer)], usage=usage(prompt_tokens, tokens),
-                              reward=exchange.answer.answer_meta.reward_score)
+                              reward=AnswerMeta.decode(exchange.answer.metadata).reward_score)
         return draft.json()
 
     async def delete(self, owner: str, response_id: str) -> dict[str, Any]:
@@ -256,6 +257,6 @@ class ResponsesHandler:
                 "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(turns)}
 
 
-def _conversation_json(session: Session) -> dict[str, Any]:
+def _conversation_json(session: SessionHeader) -> dict[str, Any]:
     return {"id": conversation_id(session.session_id), "object": "conversation",
             "created_at": session.create_time_ms // 1000, "metadata": dict(session.metadata)}
