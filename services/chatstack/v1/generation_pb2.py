@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from chatstack.v1 import common_pb2 as chatstack_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63hatstack/v1/generation.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\"\xae\x03\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x02H\x03\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x06 \x01(\r\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x08 \x03(\r\x12\x11\n\x04seed\x18\t \x01(\x04H\x04\x88\x01\x01\x12\x18\n\x10presence_penalty\x18\n \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x0b \x01(\x02\x12\x1f\n\x12repetition_penalty\x18\x0c \x01(\x02H\x05\x88\x01\x01\x12\x15\n\x08logprobs\x18\r \x01(\rH\x06\x88\x01\x01\x12\x12\n\nignore_eos\x18\x0e \x01(\x08\x12\x12\n\nmin_tokens\x18\x0f \x01(\rB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x07\n\x05_seedB\x15\n\x13_repetition_penaltyB\x0b\n\t_logprobs\"\x88\x01\n\x0fGenerateRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12+\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x16.chatstack.v1.TokenIdsH\x00\x12.\n\x08sampling\x18\x03 \x01(\x0b\x32\x1c.chatstack.v1.SamplingParamsB\x08\n\x06prompt\"\x8e\x01\n\x15GenerateStreamRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12+\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x16.chatstack.v1.TokenIdsH\x00\x12.\n\x08sampling\x18\x03 \x01(\x0b\x32\x1c.chatstack.v1.SamplingParamsB\x08\n\x06prompt\"@\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\r\n\x05token\x18\x03 \x01(\t\"h\n\x10PositionLogprobs\x12+\n\x07sampled\x18\x01 \x01(\x0b\x32\x1a.chatstack.v1.TokenLogprob\x12\'\n\x03top\x18\x02 \x03(\x0b\x32\x1a.chatstack.v1.TokenLogprob\"\xb2\x01\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x31\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1a.chatstack.v1.FinishReason\x12\x13\n\x0bstop_reason\x18\x05 \x01(\t\x12\x30\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1e.chatstack.v1.PositionLogprobs\"o\n\x11GenerationTimings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x14\n\x0cttft_seconds\x18\x02 \x01(\x01\x12\x18\n\x10mean_itl_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x65\x32\x65_seconds\x18\x04 \x01(\x01\"\xa3\x01\n\x10GenerateResponse\x12%\n\x07\x63hoices\x18\x01 \x03(\x0b\x32\x14.chatstack.v1.Choice\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.chatstack.v1.TokenUsage\x12\x30\n\x07timings\x18\x03 \x01(\x0b\x32\x1f.chatstack.v1.GenerationTimings\x12\r\n\x05model\x18\x04 \x01(\t\"s\n\x0fGenerationDelta\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x30\n\x08logprobs\x18\x04 \x03(\x0b\x32\x1e.chatstack.v1.PositionLogprobs\"\x82\x01\n\x16GenerateStreamResponse\x12.\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.GenerationDeltaH\x00\x12/\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1e.chatstack.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"\x15\n\x13GetModelInfoRequest\"\x92\x01\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmax_model_len\x18\x02 \x01(\r\x12\x12\n\nvocab_size\x18\x03 \x01(\r\x12\r\n\x05max_n\x18\x04 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_max_tokens\x18\x05 \x01(\r\x12\x15\n\rmodel_version\x18\x06 \x01(\t2\x94\x02\n\x11GenerationService\x12I\n\x08Generate\x12\x1d.chatstack.v1.GenerateRequest\x1a\x1e.chatstack.v1.GenerateResponse\x12]\n\x0eGenerateStream\x12#.chatstack.v1.GenerateStreamRequest\x1a$.chatstack.v1.GenerateStreamResponse0\x01\x12U\n\x0cGetModelInfo\x12!.chatstack.v1.GetModelInfoRequest\x1a\".chatstack.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63hatstack/v1/generation.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\"\xe2\x03\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x02H\x03\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x06 \x01(\r\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x08 \x03(\r\x12\x11\n\x04seed\x18\t \x01(\x04H\x04\x88\x01\x01\x12\x18\n\x10presence_penalty\x18\n \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x0b \x01(\x02\x12\x1f\n\x12repetition_penalty\x18\x0c \x01(\x02H\x05\x88\x01\x01\x12\x15\n\x08logprobs\x18\r \x01(\rH\x06\x88\x01\x01\x12\x12\n\nignore_eos\x18\x0e \x01(\x08\x12\x12\n\nmin_tokens\x18\x0f \x01(\r\x12\x32\n\nconstraint\x18\x10 \x01(\x0b\x32\x1e.chatstack.v1.OutputConstraintB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x07\n\x05_seedB\x15\n\x13_repetition_penaltyB\x0b\n\t_logprobs\"\x88\x01\n\x0fGenerateRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12+\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x16.chatstack.v1.TokenIdsH\x00\x12.\n\x08sampling\x18\x03 \x01(\x0b\x32\x1c.chatstack.v1.SamplingParamsB\x08\n\x06prompt\"\x8e\x01\n\x15GenerateStreamRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12+\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x16.chatstack.v1.TokenIdsH\x00\x12.\n\x08sampling\x18\x03 \x01(\x0b\x32\x1c.chatstack.v1.SamplingParamsB\x08\n\x06prompt\"@\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\r\n\x05token\x18\x03 \x01(\t\"h\n\x10PositionLogprobs\x12+\n\x07sampled\x18\x01 \x01(\x0b\x32\x1a.chatstack.v1.TokenLogprob\x12\'\n\x03top\x18\x02 \x03(\x0b\x32\x1a.chatstack.v1.TokenLogprob\"\xb2\x01\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x31\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1a.chatstack.v1.FinishReason\x12\x13\n\x0bstop_reason\x18\x05 \x01(\t\x12\x30\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1e.chatstack.v1.PositionLogprobs\"o\n\x11GenerationTimings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x14\n\x0cttft_seconds\x18\x02 \x01(\x01\x12\x18\n\x10mean_itl_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x65\x32\x65_seconds\x18\x04 \x01(\x01\"\xa3\x01\n\x10GenerateResponse\x12%\n\x07\x63hoices\x18\x01 \x03(\x0b\x32\x14.chatstack.v1.Choice\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.chatstack.v1.TokenUsage\x12\x30\n\x07timings\x18\x03 \x01(\x0b\x32\x1f.chatstack.v1.GenerationTimings\x12\r\n\x05model\x18\x04 \x01(\t\"s\n\x0fGenerationDelta\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x30\n\x08logprobs\x18\x04 \x03(\x0b\x32\x1e.chatstack.v1.PositionLogprobs\"\x82\x01\n\x16GenerateStreamResponse\x12.\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.GenerationDeltaH\x00\x12/\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1e.chatstack.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"\x15\n\x13GetModelInfoRequest\"\x92\x01\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmax_model_len\x18\x02 \x01(\r\x12\x12\n\nvocab_size\x18\x03 \x01(\r\x12\r\n\x05max_n\x18\x04 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_max_tokens\x18\x05 \x01(\r\x12\x15\n\rmodel_version\x18\x06 \x01(\t2\x94\x02\n\x11GenerationService\x12I\n\x08Generate\x12\x1d.chatstack.v1.GenerateRequest\x1a\x1e.chatstack.v1.GenerateResponse\x12]\n\x0eGenerateStream\x12#.chatstack.v1.GenerateStreamRequest\x1a$.chatstack.v1.GenerateStreamResponse0\x01\x12U\n\x0cGetModelInfo\x12!.chatstack.v1.GetModelInfoRequest\x1a\".chatstack.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,29 +33,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatstack.v1.generation_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAMPLINGPARAMS']._serialized_start=75
-  _globals['_SAMPLINGPARAMS']._serialized_end=505
-  _globals['_GENERATEREQUEST']._serialized_start=508
-  _globals['_GENERATEREQUEST']._serialized_end=644
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=647
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=789
-  _globals['_TOKENLOGPROB']._serialized_start=791
-  _globals['_TOKENLOGPROB']._serialized_end=855
-  _globals['_POSITIONLOGPROBS']._serialized_start=857
-  _globals['_POSITIONLOGPROBS']._serialized_end=961
-  _globals['_CHOICE']._serialized_start=964
-  _globals['_CHOICE']._serialized_end=1142
-  _globals['_GENERATIONTIMINGS']._serialized_start=1144
-  _globals['_GENERATIONTIMINGS']._serialized_end=1255
-  _globals['_GENERATERESPONSE']._serialized_start=1258
-  _globals['_GENERATERESPONSE']._serialized_end=1421
-  _globals['_GENERATIONDELTA']._serialized_start=1423
-  _globals['_GENERATIONDELTA']._serialized_end=1538
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1541
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1671
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1673
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1694
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1697
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1843
-  _globals['_GENERATIONSERVICE']._serialized_start=1846
-  _globals['_GENERATIONSERVICE']._serialized_end=2122
+  _globals['_SAMPLINGPARAMS']._serialized_end=557
+  _globals['_GENERATEREQUEST']._serialized_start=560
+  _globals['_GENERATEREQUEST']._serialized_end=696
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=699
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=841
+  _globals['_TOKENLOGPROB']._serialized_start=843
+  _globals['_TOKENLOGPROB']._serialized_end=907
+  _globals['_POSITIONLOGPROBS']._serialized_start=909
+  _globals['_POSITIONLOGPROBS']._serialized_end=1013
+  _globals['_CHOICE']._serialized_start=1016
+  _globals['_CHOICE']._serialized_end=1194
+  _globals['_GENERATIONTIMINGS']._serialized_start=1196
+  _globals['_GENERATIONTIMINGS']._serialized_end=1307
+  _globals['_GENERATERESPONSE']._serialized_start=1310
+  _globals['_GENERATERESPONSE']._serialized_end=1473
+  _globals['_GENERATIONDELTA']._serialized_start=1475
+  _globals['_GENERATIONDELTA']._serialized_end=1590
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1593
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1723
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1725
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1746
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1749
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1895
+  _globals['_GENERATIONSERVICE']._serialized_start=1898
+  _globals['_GENERATIONSERVICE']._serialized_end=2174
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,68 @@
+"""Structured output: a request's `Constraint` checked and mapped to vLLM's
+`StructuredOutputsParams`.
+
+Checked in two steps before admission, each naming the field (`sampling.constraint.<kind>`):
+its shape and size here, at once (a schema is JSON text of an object, choices are non-empty, at
+most `max_constraint_bytes` in all); then vLLM's own check, which parses it into the backend's
+grammar (xgrammar), in a thread of its own with a deadline (`VllmGenerationEngine`), so a
+pathological schema can neither stall the event loop nor reach the engine. The engine then
+compiles the grammar for its tokenizer in its own background threads, never in a step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from chatstack.core.errors import InvalidRequest
+from chatstack.generation.model import Constraint
+
+MAX_CHOICES = 256
+# The backend's source location in its messages ("[15:27:44] /project/cpp/regex_converter.cc:83: "):
+# not the caller's business.
+_SOURCE_LOCATION = re.compile(r"\[[\d:]+\] \S+?:\d+: ")
+
+
+def refusal(exc: BaseException) -> str:
+    """What the backend said of a constraint it refused, without its source locations."""
+    return _SOURCE_LOCATION.sub("", str(exc)).strip()
+
+
+def check_constraint(c: Constraint, max_bytes: int) -> None:
+    """The constraint's shape and size (see module docstring)."""
+    values = c.value if isinstance(c.value, tuple) else (c.value,)
+    size = sum(len(v.encode()) for v in values)
+    if size > max_bytes:
+        raise InvalidRequest(f"{c.field}: {size} bytes exceed the limit of {max_bytes}")
+    if c.kind == "choice":
+        if not values or len(values) > MAX_CHOICES:
+            raise InvalidRequest(f"{c.field}: give 1 to {MAX_CHOICES} values, got {len(values)}")
+        if not all(values):
+            raise InvalidRequest(f"{c.field}: a value is empty")
+    elif c.kind == "json_schema":
+        try:
+            schema = json.loads(str(c.value))
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"{c.field}: not JSON ({exc})") from None
+        if not isinstance(schema, dict):
+            raise InvalidRequest(f"{c.field}: a JSON Schema is an object, got {type(schema).__name__}")
+    elif c.kind in ("regex", "grammar") and not str(c.value).strip():
+        raise InvalidRequest(f"{c.field}: empty")
+    if "\x00" in "".join(values):
+        raise InvalidRequest(f"{c.field}: contains a NUL character")
+
+
+def structured_outputs(c: Constraint) -> Any:
+    """vLLM's StructuredOutputsParams for a checked constraint."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if c.kind == "json_schema":
+        return StructuredOutputsParams(json=str(c.value))
+    if c.kind == "regex":
+        return StructuredOutputsParams(regex=str(c.value))
+    if c.kind == "grammar":
+        return StructuredOutputsParams(grammar=str(c.value))
+    if c.kind == "choice":
+        return StructuredOutputsParams(choice=list(c.value))
+    return StructuredOutputsParams(json_object=True)
