@@ -16,7 +16,7 @@ import grpc
 from chatstack.core.retry_policy import retry_channel_options
 from chatstack.v1 import chat_pb2, chat_pb2_grpc, session_pb2
 
-OPTION_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of",
+OPTION_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of", "constraint",
                  "context_token_budget", "echo_prompt")
 
 
@@ -54,6 +54,8 @@ def chat_options(**options: Any) -> chat_pb2.ChatOptions:
             continue
         if name == "stop":
             message.stop.extend(value)
+        elif name == "constraint":  # a common_pb2.OutputConstraint
+            message.constraint.CopyFrom(value)
         else:
             setattr(message, name, value)
     return message

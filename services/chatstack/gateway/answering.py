@@ -16,12 +16,14 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
+from chatstack.core.errors import InvalidRequest
 from chatstack.gateway.clients import GenerationClient, Messages, RewardClient
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import Answer, Candidate, Choice, DeltaEvent, Generated, RewardStatus
 from chatstack.gateway.plan import Plan, Scoring
 from chatstack.gateway.stage_clock import StageClock
 
+CONSTRAINT_FIELD = "sampling.constraint"
 #: A single answer's reward status by the plan's scoring.
 REWARD_STATUS: dict[Scoring, RewardStatus] = {"sync": "scored", "async": "pending", "off": "off"}
 
@@ -46,7 +48,17 @@ class Answerer:
 
     async def answer(self, prompt: PromptIds, plan: Plan,
                      clock: StageClock) -> AsyncGenerator[DeltaEvent | Answer]:
-        """Deltas of the answers, then the Answer (see module docstring)."""
+        """Deltas of the answers, then the Answer (see module docstring). A constraint the
+        generation service refuses is named by the caller's field."""
+        try:
+            async with aclosing(self._answer(prompt, plan, clock)) as source:
+                async for item in source:
+                    yield item
+        except InvalidRequest as exc:
+            raise _renamed(exc, plan) from exc
+
+    async def _answer(self, prompt: PromptIds, plan: Plan,
+                      clock: StageClock) -> AsyncGenerator[DeltaEvent | Answer]:
         started = time.perf_counter()
         generated: Generated | None = None
         if plan.streams:
@@ -97,3 +109,12 @@ class Answerer:
         kept = [replace(choices[r.index], index=position, reward=r.score)
                 for position, r in enumerate(ranking[:plan.n])]
         return Answer(kept, 0, 0, candidates)
+
+
+def _renamed(exc: InvalidRequest, plan: Plan) -> InvalidRequest:
+    """The generation service's refusal of a constraint (`sampling.constraint.<kind>: why`) under
+    the caller's name of it; any other refusal as it was."""
+    field, sep, why = str(exc).partition(": ")
+    if not sep or not field.startswith(CONSTRAINT_FIELD):
+        return exc
+    return InvalidRequest(f"{plan.constraint_field}: {why}")

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from chatstack.core.proto_convert import role_value
-from chatstack.gateway.model import Choice, DeltaEvent, Generated, ModelInfo, PositionLogprobs, TokenLogprob
+from chatstack.gateway.model import (
+    Choice,
+    Constraint,
+    DeltaEvent,
+    Generated,
+    ModelInfo,
+    PositionLogprobs,
+    TokenLogprob,
+)
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.session_codec import messages_to_proto, preference_to_proto
 from chatstack.gateway.session_records import (
@@ -102,11 +110,24 @@ def sampling_params(plan: Plan) -> generation_pb2.SamplingParams:
         frequency_penalty=o.frequency_penalty)
     if o.logprobs is not None:
         sampling.logprobs = o.logprobs
+    if o.constraint is not None:
+        sampling.constraint.CopyFrom(constraint_to_proto(o.constraint))
     for name in ("top_p", "top_k", "seed"):
         value = getattr(o, name)
         if value is not None:
             setattr(sampling, name, value)
     return sampling
+
+
+def constraint_to_proto(c: Constraint) -> common_pb2.OutputConstraint:
+    """A structured-output constraint on the wire."""
+    if c.kind == "choice":
+        return common_pb2.OutputConstraint(choice=common_pb2.OutputConstraint.Choices(values=list(c.value)))
+    if c.kind == "json_object":
+        return common_pb2.OutputConstraint(json_object=True)
+    message = common_pb2.OutputConstraint()
+    setattr(message, c.kind, str(c.value))  # json_schema, regex, grammar
+    return message
 
 
 def _logprobs(positions: Sequence[generation_pb2.PositionLogprobs]) -> list[PositionLogprobs]:

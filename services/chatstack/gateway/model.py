@@ -9,6 +9,18 @@ from typing import Literal
 RewardStatus = Literal["scored", "pending", "off"]
 
 
+ConstraintKind = Literal["json_schema", "regex", "grammar", "choice", "json_object"]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Structured output the answer must match: the schema (JSON text), regex or grammar, the
+    choices for `choice`, "" for `json_object`."""
+
+    kind: ConstraintKind
+    value: str | tuple[str, ...] = ""
+
+
 @dataclass(frozen=True)
 class ChatOptions:
     """Per-call generation options (0 / None = gateway default)."""
@@ -27,6 +39,7 @@ class ChatOptions:
     frequency_penalty: float = 0.0
     logprobs: int | None = None  # top log-probabilities per token (None: none)
     truncate: bool = True  # False: a conversation that does not fit is refused, not cut
+    constraint: Constraint | None = None  # structured output
 
 
 @dataclass(frozen=True)

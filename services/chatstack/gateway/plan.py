@@ -34,6 +34,7 @@ class OptionFields:
     max_tokens: str = "options.max_tokens"
     best_of: str = "options.best_of"
     n: str = "n"
+    constraint: str = "options.constraint"  # the backend names sampling.constraint.<kind>: renamed to this
 
 
 GRPC_FIELDS = OptionFields()
@@ -53,6 +54,7 @@ class Plan:
     n: int = 1
     best_of: int = 1
     scoring: Scoring = "sync"
+    constraint_field: str = "options.constraint"  # the caller's name of options.constraint
 
     @property
     def greedy(self) -> bool:
@@ -100,4 +102,4 @@ class Planner:
             raise InvalidRequest(f"{fields.best_of}: {best_of} is less than n ({n})")
         scoring: Scoring = "sync" if best_of > 1 else "off" if stateless else c.single_answer_scoring
         temperature = c.default_temperature if options.temperature is None else options.temperature
-        return Plan(options, max_tokens, temperature, n, best_of, scoring)
+        return Plan(options, max_tokens, temperature, n, best_of, scoring, fields.constraint)

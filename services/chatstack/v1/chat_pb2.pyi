@@ -22,7 +22,7 @@ REWARD_STATUS_PENDING: RewardStatus
 REWARD_STATUS_OFF: RewardStatus
 
 class ChatOptions(_message.Message):
-    __slots__ = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of", "context_token_budget", "echo_prompt")
+    __slots__ = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of", "context_token_budget", "echo_prompt", "constraint")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class ChatOptions(_message.Message):
     BEST_OF_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
     ECHO_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
     top_p: float
@@ -41,7 +42,8 @@ class ChatOptions(_message.Message):
     best_of: int
     context_token_budget: int
     echo_prompt: bool
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., best_of: _Optional[int] = ..., context_token_budget: _Optional[int] = ..., echo_prompt: _Optional[bool] = ...) -> None: ...
+    constraint: _common_pb2.OutputConstraint
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., best_of: _Optional[int] = ..., context_token_budget: _Optional[int] = ..., echo_prompt: _Optional[bool] = ..., constraint: _Optional[_Union[_common_pb2.OutputConstraint, _Mapping]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("session_id", "system_prompt", "message", "options")

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 from chatstack.core.errors import ChatstackError
@@ -42,7 +43,8 @@ class ChatCompletionsHandler:
         self.planner = flows.planner
 
     def _answers(self, body: ChatCompletionRequest) -> AsyncGenerator[DeltaEvent | Answer]:
-        plan: Plan = self.planner.plan(body.options(), CHAT_COMPLETIONS_FIELDS, stateless=True)
+        fields = replace(CHAT_COMPLETIONS_FIELDS, constraint=body.constraint_field())
+        plan: Plan = self.planner.plan(body.options(), fields, stateless=True)
         return self.completions.complete(body.conversation(), plan)
 
     async def complete(self, body: ChatCompletionRequest, model: str) -> dict[str, Any]:

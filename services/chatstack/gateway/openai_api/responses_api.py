@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chatstack.core.errors import ChatstackError, InvalidRequest, NotFound, code_for
@@ -20,7 +20,7 @@ from chatstack.gateway.openai_api.schemas import (
     FeedbackRequest,
     ResponseCreateRequest,
 )
-from chatstack.gateway.plan import RESPONSES_FIELDS
+from chatstack.gateway.plan import RESPONSES_FIELDS, OptionFields
 from chatstack.gateway.responses import ResponseRef, StoredExchange
 from chatstack.gateway.session_records import AnswerMeta, Message
 from chatstack.session.model import SessionHeader, Turn
@@ -77,8 +77,13 @@ class ResponseDraft:
             "conversation": {"id": self.conversation} if self.conversation else None,
             "store": b.store, "truncation": b.truncation, "temperature": b.temperature, "top_p": b.top_p,
             "max_output_tokens": b.max_output_tokens, "parallel_tool_calls": False, "tool_choice": "auto",
-            "tools": [], "text": {"format": {"type": "text"}}, "metadata": {}, "error": None,
+            "tools": [], "text": b.text_json(), "metadata": {}, "error": None,
             "incomplete_details": None, "usage": self.usage, **extension}
+
+
+def fields_of(body: ResponseCreateRequest) -> OptionFields:
+    """The request's names of the options a plan checks."""
+    return replace(RESPONSES_FIELDS, constraint=body.constraint_field())
 
 
 def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
@@ -110,7 +115,7 @@ class ResponsesHandler:
         conversation = body.conversation_id()
         previous = ResponseRef.decode(body.previous_response_id, "previous_response_id") \
             if body.previous_response_id else None
-        plan = self.planner.plan(body.options(), RESPONSES_FIELDS)
+        plan = self.planner.plan(body.options(), fields_of(body))
         events: AsyncGenerator[ChatEvent] = self.responses.create(
             owner, message, plan, instructions,
             session_of(conversation, "conversation") if conversation else None, previous)
@@ -140,7 +145,7 @@ class ResponsesHandler:
         if body.conversation_id() or body.previous_response_id:
             raise InvalidRequest("store: false answers without a stored conversation; drop conversation "
                                  "and previous_response_id, or store the response")
-        plan = self.planner.plan(body.options(), RESPONSES_FIELDS, stateless=True)
+        plan = self.planner.plan(body.options(), fields_of(body), stateless=True)
         messages = [Message(SYSTEM, instructions)] if instructions else []
         messages.append(Message(USER, message))
         draft.id = f"resp_{uuid.uuid4().hex}"

@@ -3,6 +3,7 @@ domain objects (shapes and edge cases as vLLM's OpenAI server and OpenAI's own A
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatstack.core.errors import InvalidRequest
 from chatstack.core.roles import ASSISTANT, SYSTEM, USER
-from chatstack.gateway.model import ChatOptions
+from chatstack.gateway.model import ChatOptions, Constraint
 from chatstack.gateway.session_records import Message as ChatMessage
 
 #: The roles an OpenAI message may have, by the role they are (`chatstack.core.roles`; "developer"
@@ -34,8 +35,6 @@ NEUTRAL: dict[str, Callable[[Any], bool]] = {
     "tools": _absent, "functions": _absent, "logit_bias": _absent, "include": _absent,
     "tool_choice": lambda v: v in (None, "none", "auto"),
     "function_call": lambda v: v in (None, "none", "auto"),
-    "response_format": lambda v: v is None or v == {"type": "text"},
-    "text": lambda v: v is None or v == {} or v == {"format": {"type": "text"}},
     "modalities": lambda v: v is None or v == ["text"],
     "reasoning_effort": _absent, "reasoning": _absent, "verbosity": _absent, "audio": _absent,
     "web_search_options": _absent, "prompt": _absent, "background": lambda v: v in (None, False),
@@ -107,6 +106,64 @@ class Message(OpenAIBody):
         return "".join(part.text for part in self.content)
 
 
+class JsonSchemaFormat(BaseModel):
+    """`response_format.json_schema` of chat completions."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None  # the answer always matches the schema: constrained decoding
+
+
+class ResponseFormat(BaseModel):
+    """`response_format` of chat completions: text, any JSON object, or JSON for a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def constraint(self, path: str = "response_format") -> Constraint | None:
+        """The structured-output constraint it asks for (None: free text)."""
+        if self.type == "json_object":
+            return Constraint("json_object")
+        if self.type == "json_schema":
+            if self.json_schema is None:
+                raise InvalidRequest(f"{path}.json_schema: required with type json_schema")
+            return Constraint("json_schema", json.dumps(self.json_schema.schema_))
+        return None
+
+
+class TextFormat(BaseModel):
+    """`text.format` of Responses: like chat completions' response_format, with the schema's
+    fields beside `type`."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = Field(None, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+    def constraint(self) -> Constraint | None:
+        """The structured-output constraint it asks for (None: free text)."""
+        if self.type == "json_object":
+            return Constraint("json_object")
+        if self.type == "json_schema":
+            if self.schema_ is None:
+                raise InvalidRequest("text.format.schema: required with type json_schema")
+            return Constraint("json_schema", json.dumps(self.schema_))
+        return None
+
+
+class TextConfig(BaseModel):
+    """`text` of Responses."""
+
+    format: TextFormat | None = None
+    verbosity: Literal["medium"] | None = None  # others would change the answer: not served
+
+
 class StreamOptions(BaseModel):
     """`stream_options`."""
 
@@ -136,6 +193,12 @@ class ChatCompletionRequest(OpenAIBody):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     best_of: int | None = Field(None, ge=1)
+    response_format: ResponseFormat | None = None
+
+    def constraint_field(self) -> str:
+        """Where a refused constraint is named: the schema, or the format itself."""
+        f = self.response_format
+        return "response_format.json_schema.schema" if f and f.type == "json_schema" else "response_format"
 
     def conversation(self) -> list[ChatMessage]:
         """The conversation as the flows take it."""
@@ -152,7 +215,8 @@ class ChatCompletionRequest(OpenAIBody):
             max_tokens=self.max_completion_tokens or self.max_tokens or 0, temperature=self.temperature,
             top_p=self.top_p, seed=self.seed, stop=stop, best_of=self.best_of or 1, n=self.n,
             presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
-            logprobs=(self.top_logprobs or 0) if self.logprobs else None)
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            constraint=self.response_format.constraint() if self.response_format else None)
 
 
 class InputMessage(BaseModel):
@@ -197,6 +261,17 @@ class ResponseCreateRequest(OpenAIBody):
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0)  # chatstack extension, as in chat completions
     best_of: int | None = Field(None, ge=1)  # chatstack extension, as in chat completions
+    text: TextConfig | None = None
+
+    def constraint_field(self) -> str:
+        """Where a refused constraint is named: the schema, or the format itself."""
+        f = self.text.format if self.text else None
+        return "text.format.schema" if f and f.type == "json_schema" else "text.format"
+
+    def text_json(self) -> dict[str, Any]:
+        """The response's `text` (as asked; free text by default)."""
+        f = self.text.format if self.text else None
+        return {"format": f.model_dump(by_alias=True, exclude_none=True) if f else {"type": "text"}}
 
     def conversation_id(self) -> str | None:
         """The conversation's public id, if one is named."""
@@ -217,9 +292,10 @@ class ResponseCreateRequest(OpenAIBody):
 
     def options(self) -> ChatOptions:
         """The sampling options as the flows take them."""
+        f = self.text.format if self.text else None
         return ChatOptions(max_tokens=self.max_output_tokens or 0, temperature=self.temperature,
                            top_p=self.top_p, seed=self.seed, best_of=self.best_of or 1,
-                           truncate=self.truncation == "auto")
+                           truncate=self.truncation == "auto", constraint=f.constraint() if f else None)
 
 
 class FeedbackRequest(BaseModel):
