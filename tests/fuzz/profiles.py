@@ -30,13 +30,14 @@ class Profile:
     target_requests: int = 0  # the summary flags services that got fewer requests
     burst_requests: int = 60  # per engine service, in concurrent bursts (tests/fuzz/engine_bursts.py)
     http_requests: int = 150  # to the gateway's HTTP door (tests/fuzz/http_fuzz.py)
+    schema_count: int = 24  # JSON schemas constrained decoding must honour (tests/fuzz/json_schemas.py)
 
 
 PROFILES = {
     "ci": Profile("ci", message_examples=36, raw_examples=10, derandomize=True, test_timeout=300,
                   burst_requests=60, http_requests=150),
     "long": Profile("long", message_examples=1600, raw_examples=500, derandomize=False, test_timeout=0,
-                    target_requests=2000, burst_requests=2000, http_requests=2000),
+                    target_requests=2000, burst_requests=2000, http_requests=2000, schema_count=120),
 }
 PROFILE = PROFILES[os.environ.get("CHATSTACK_FUZZ_PROFILE", "ci")]
 SHRINK = os.environ.get("CHATSTACK_FUZZ_SHRINK") == "1"

@@ -29,9 +29,11 @@ class GenerationConfig(VllmEngineConfig):
         64 * 1024, ge=1, description="Largest structured-output constraint (a JSON schema, regex or "
         "grammar, or all choices together), in bytes; larger is INVALID_ARGUMENT naming it.")
     structured_output_backend: Literal["xgrammar", "guidance"] = Field(
-        "xgrammar", description="The engine's structured-output backend (both ship with vLLM). JSON is "
-        "generated compact: no whitespace between tokens, which a weak model would fill with runs "
-        "of newlines.")
+        "xgrammar", description="The engine's structured-output backend (both ship with vLLM). "
+        "xgrammar keeps a schema's objects closed unless it says otherwise and bounds a number's "
+        "digits; guidance (llguidance) follows JSON Schema's defaults (extra properties allowed), "
+        "where a weak model writes on until max_tokens. JSON is generated compact either way: no "
+        "whitespace between tokens, which a weak model would fill with runs of newlines.")
     constraint_check_seconds: float = Field(
         2.0, gt=0, description="How long checking a constraint (parsing it into the engine's grammar) "
         "may take; longer is INVALID_ARGUMENT, so a pathological schema costs at most this, off the "

@@ -46,7 +46,7 @@ from chatstack.generation.validation import (
 log = logging.getLogger(__name__)
 
 
-def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
+def vllm_sampling_params(options: SamplingOptions, max_tokens: int, backend: str = "xgrammar") -> Any:
     """SamplingOptions -> vllm.SamplingParams streaming deltas (unset fields keep vLLM defaults).
     Constructing it runs vLLM's own argument checks; their errors propagate (see
     `engine_validation_errors`)."""
@@ -62,7 +62,7 @@ def vllm_sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
         "output_kind": RequestOutputKind.DELTA,
     }
     if options.constraint is not None:
-        kwargs["structured_outputs"] = structured_outputs(options.constraint)
+        kwargs["structured_outputs"] = structured_outputs(options.constraint, backend)
     for name in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "logprobs"):
         value = getattr(options, name)
         if value is not None:
@@ -158,7 +158,8 @@ class VllmGenerationEngine(VllmEngine):
         if options.constraint is not None:
             check_constraint(options.constraint, self.config.max_constraint_bytes)
         try:
-            params = vllm_sampling_params(options, max_tokens)
+            backend = self.config.structured_output_backend
+            params = vllm_sampling_params(options, max_tokens, backend)
             params.verify(self.llm.model_config, None, None, None)
         except engine_validation_errors() as exc:
             raise InvalidRequest(f"sampling: {exc}") from exc
