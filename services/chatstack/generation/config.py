@@ -35,7 +35,7 @@ class GenerationConfig(VllmEngineConfig):
         "where a weak model writes on until max_tokens. JSON is generated compact either way: no "
         "whitespace between tokens, which a weak model would fill with runs of newlines.")
     constraint_check_seconds: float = Field(
-        2.0, gt=0, description="How long checking a constraint (parsing it into the engine's grammar) "
+        1.0, gt=0, description="How long checking a constraint (parsing it into the engine's grammar) "
         "may take; longer is INVALID_ARGUMENT, so a pathological schema costs at most this, off the "
         "event loop, before admission. The engine compiles it again for its tokenizer in its own "
         "background threads.")
