@@ -6,18 +6,19 @@ starts at most once per run whichever directories use it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import grpc
+import openai
 import pytest
 
 from chatstack.catalog import GATEWAY, GENERATION, REWARD, SESSION, TINY_ENGINE_FLAGS, TOKENIZER
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.local_stack import engine_placement_flags
-from chatstack.v1 import session_pb2_grpc
+from chatstack.v1 import generation_pb2_grpc, session_pb2_grpc
 
 SESSION_SERVICE = SESSION.proto_service
 
@@ -85,6 +86,21 @@ def generation_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, i
     proc, address, metrics_port = start_generation_service(models_dir / "lm", log_dir)
     yield address, metrics_port
     assert proc.stop(60) == 0, proc.tail()
+
+
+@pytest.fixture(scope="session")
+def generation_stub(generation_service: tuple[str, int]) -> Iterator[generation_pb2_grpc.GenerationServiceStub]:
+    """A sync stub on the shared generation service."""
+    with grpc.insecure_channel(generation_service[0]) as channel:
+        yield generation_pb2_grpc.GenerationServiceStub(channel)
+
+
+@pytest.fixture
+async def generation_astub(generation_service: tuple[str, int]
+                           ) -> AsyncIterator[generation_pb2_grpc.GenerationServiceStub]:
+    """An asyncio stub on the shared generation service (one channel per test: its own loop)."""
+    async with grpc.aio.insecure_channel(generation_service[0]) as channel:
+        yield generation_pb2_grpc.GenerationServiceStub(channel)
 
 
 REWARD_SERVICE = REWARD.proto_service
@@ -163,6 +179,23 @@ def gateway_process(stack_addresses: dict[str, str], log_dir: Path) -> Iterator[
     started = start_gateway(log_dir, **stack_addresses)
     yield started
     assert started.proc.stop() == 0, started.proc.tail()
+
+
+@pytest.fixture(scope="session")
+def openai_sdk(gateway_process: GatewayProcess) -> Iterator[openai.OpenAI]:
+    """The official `openai` SDK on the shared gateway's HTTP API, as alice. max_retries=0: the SDK
+    retries 409/429/5xx by default, which would hide the first answer."""
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_process.http_port}/v1", api_key=ALICE_KEY,
+                       max_retries=0, timeout=120) as sdk:
+        yield sdk
+
+
+@pytest.fixture(scope="session")
+def served_model(openai_sdk: openai.OpenAI) -> str:
+    """The one model the gateway serves (GET /v1/models)."""
+    models = openai_sdk.models.list().data
+    assert len(models) == 1
+    return models[0].id
 
 
 @pytest.fixture(scope="session")

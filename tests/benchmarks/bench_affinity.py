@@ -48,6 +48,7 @@ from chatstack.core.redis_process import RedisProcess
 from chatstack.local_stack import engine_placement_flags
 from chatstack.models.tiny import TinyModelSpec, build_tiny_models
 from chatstack.v1 import chat_pb2, chat_pb2_grpc
+from tests.polling import await_until
 
 API_KEY = "bench-secret-key"
 POLICIES = ("session_affinity", "round_robin")
@@ -173,9 +174,8 @@ async def wave(address: str, args: argparse.Namespace, seed: int, tally: Tally, 
     # The engines report a step's prefix-cache stats as they process its output: wait (with a
     # deadline) until every prompt of this wave has been counted as looked up.
     sent = sum(map(sum, tally.prompt_tokens.values())) - sent_before
-    deadline = time.monotonic() + 30
-    while cache_counters(gen_metrics)[0] < queries + sent and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    await await_until(lambda: cache_counters(gen_metrics)[0] >= queries + sent, 30,
+                      "the engines' prefix-cache lookups of this wave", interval=0.1)
     q, h = cache_counters(gen_metrics)
     tally.queries += q - queries
     tally.hits += h - hits

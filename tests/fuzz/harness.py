@@ -3,6 +3,7 @@ service (the summary table) and distinct oracle violations with their smallest e
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections import Counter, defaultdict
@@ -13,6 +14,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chatstack.core.process import wait_until
 from chatstack.core.retry_policy import retry_channel_options
 from tests.fuzz.domain import FuzzCall, Rpc, health_name
 from tests.fuzz.protobuf_strategies import message_class
@@ -142,12 +144,10 @@ class ServerLogs:
         match = re.search(r"request id ([^)\s]+)", details)
         if match is None or self.log_dir is None:
             return None
-        deadline = time.monotonic() + wait
-        while True:
-            found = self._find(f"[{match.group(1)}]")
-            if found is not None or time.monotonic() > deadline:
-                return found
-            time.sleep(0.1)
+        needle = f"[{match.group(1)}]"
+        with contextlib.suppress(TimeoutError):  # not logged (yet): no cause to show
+            wait_until(lambda: self._find(needle) is not None, wait, f"the log line of {needle}")
+        return self._find(needle)
 
     def _find(self, needle: str) -> str | None:
         assert self.log_dir is not None

@@ -12,14 +12,15 @@ SERVING (a bad input turned into a retryable error, e.g. a downstream INTERNAL t
 
 from __future__ import annotations
 
+import contextlib
 import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf.message import Message
 
+from chatstack.core.process import wait_until
 from chatstack.v1 import common_pb2, session_pb2, session_pb2_grpc
 from tests.fuzz.domain import (
     KNOWN,
@@ -148,12 +149,9 @@ State = tuple[object, ...] | None  # (turn_count, system_prompt, top turn ids) o
 
 def wait_for(read: Callable[[], object], want: object, timeout: float = ROLLBACK_WAIT) -> object:
     """Re-read until the value equals `want` or `timeout` passes; returns the last value."""
-    deadline = time.monotonic() + timeout
-    value = read()
-    while value != want and time.monotonic() < deadline:
-        time.sleep(0.05)
-        value = read()
-    return value
+    with contextlib.suppress(TimeoutError):  # the caller judges the last value
+        wait_until(lambda: read() == want, timeout, f"the value {want!r}", interval=0.05)
+    return read()
 
 
 class SessionProbe:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -21,13 +21,6 @@ pytestmark = pytest.mark.integration
 SYSTEM, MESSAGE = "You are terse.", "Say hello."
 ANSWER_STAGES = {"template", "ttft", "generation", "reward", "total"}  # every door's
 SESSION_STAGES = {"session_read", "session_write"}  # the doors that store the exchange
-
-
-@pytest.fixture(scope="module")
-def sdk(gateway_process: GatewayProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_process.http_port}/v1", api_key=ALICE_KEY,
-                       max_retries=0, timeout=120) as client:
-        yield client
 
 
 def stage_counts(metrics_port: int) -> dict[tuple[str, str], float]:
@@ -54,17 +47,18 @@ def stages_of(metrics_port: int, call: Callable[[], Any]) -> tuple[Any, dict[str
     pytest.param({"temperature": 1.0, "seed": 5}, id="one-answer"),
 ])
 def test_grpc_chat_chat_completions_and_responses_answer_alike(
-        sdk: openai.OpenAI, gateway_process: GatewayProcess, sampling: dict[str, Any]) -> None:
-    metrics, model = gateway_process.metrics_port, sdk.models.list().data[0].id
+        openai_sdk: openai.OpenAI, served_model: str, gateway_process: GatewayProcess,
+        sampling: dict[str, Any]) -> None:
+    metrics = gateway_process.metrics_port
     extra = {k: v for k, v in sampling.items() if k != "temperature"}
     with ChatClient(gateway_process.address, ALICE_KEY, timeout=120) as grpc_client:
         chat, chat_stages = stages_of(metrics, lambda: grpc_client.chat(
             MESSAGE, system_prompt=SYSTEM, max_tokens=12, **sampling))
-    completion, completion_stages = stages_of(metrics, lambda: sdk.chat.completions.create(
-        model=model, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": MESSAGE}],
+    completion, completion_stages = stages_of(metrics, lambda: openai_sdk.chat.completions.create(
+        model=served_model, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": MESSAGE}],
         max_tokens=12, temperature=sampling["temperature"], extra_body=extra))
-    response, response_stages = stages_of(metrics, lambda: sdk.responses.create(
-        model=model, instructions=SYSTEM, input=MESSAGE, max_output_tokens=12,
+    response, response_stages = stages_of(metrics, lambda: openai_sdk.responses.create(
+        model=served_model, instructions=SYSTEM, input=MESSAGE, max_output_tokens=12,
         temperature=sampling["temperature"], extra_body=extra))
 
     # the same answer, with the same reward (a stateless single answer is not scored unless

@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -24,99 +24,87 @@ pytestmark = pytest.mark.integration
 PROMPT = [1, 300, 301, 302]  # BOS + three ordinary tokens
 
 
-@pytest.fixture(scope="module")
-def stub(generation_service: tuple[str, int]) -> Iterator[generation_pb2_grpc.GenerationServiceStub]:
-    with grpc.insecure_channel(generation_service[0]) as channel:
-        yield generation_pb2_grpc.GenerationServiceStub(channel)
-
-
-@pytest.fixture
-async def astub(generation_service: tuple[str, int]) -> AsyncIterator[generation_pb2_grpc.GenerationServiceStub]:
-    async with grpc.aio.insecure_channel(generation_service[0]) as channel:
-        yield generation_pb2_grpc.GenerationServiceStub(channel)
-
-
 def ids_prompt(**sampling: object) -> generation_pb2.GenerateRequest:
     return generation_pb2.GenerateRequest(token_ids=common_pb2.TokenIds(ids=PROMPT),
                                           sampling=generation_pb2.SamplingParams(**sampling))
 
 
-def stream_all(stub: generation_pb2_grpc.GenerationServiceStub, request: generation_pb2.GenerateRequest
+def stream_all(generation_stub: generation_pb2_grpc.GenerationServiceStub, request: generation_pb2.GenerateRequest
                ) -> tuple[list[generation_pb2.GenerationDelta], generation_pb2.GenerateResponse]:
     streamed = generation_pb2.GenerateStreamRequest()
     streamed.ParseFromString(request.SerializeToString())  # same fields, same numbers
     deltas, finals = [], []
-    for message in stub.GenerateStream(streamed, timeout=60):
+    for message in generation_stub.GenerateStream(streamed, timeout=60):
         (deltas if message.HasField("delta") else finals).append(
             message.delta if message.HasField("delta") else message.final)
     assert len(finals) == 1, "exactly one final message, sent last"
     return deltas, finals[0]
 
 
-def test_model_info_describes_the_tiny_model(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
-    info = stub.GetModelInfo(generation_pb2.GetModelInfoRequest())
+def test_model_info_describes_the_tiny_model(generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    info = generation_stub.GetModelInfo(generation_pb2.GetModelInfoRequest())
     assert (info.max_model_len, info.vocab_size, info.max_n) == (2048, 2048, 4)
 
 
-def test_streamed_and_unary_results_agree(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+def test_streamed_and_unary_results_agree(generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
     request = ids_prompt(max_tokens=24, temperature=0.0)
-    unary = stub.Generate(request, timeout=60)
-    deltas, final = stream_all(stub, request)
+    unary = generation_stub.Generate(request, timeout=60)
+    deltas, final = stream_all(generation_stub, request)
     assert final.choices[0].token_ids == unary.choices[0].token_ids
     assert "".join(d.text for d in deltas) == final.choices[0].text == unary.choices[0].text
     assert [t for d in deltas for t in d.token_ids] == list(unary.choices[0].token_ids)
     assert final.usage == unary.usage and unary.usage.prompt_tokens == len(PROMPT)
 
 
-def test_same_seed_gives_same_tokens(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
-    a = stub.Generate(ids_prompt(max_tokens=16, temperature=1.0, seed=1234), timeout=60)
-    b = stub.Generate(ids_prompt(max_tokens=16, temperature=1.0, seed=1234), timeout=60)
-    c = stub.Generate(ids_prompt(max_tokens=16, temperature=1.0, seed=99), timeout=60)
+def test_same_seed_gives_same_tokens(generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    a = generation_stub.Generate(ids_prompt(max_tokens=16, temperature=1.0, seed=1234), timeout=60)
+    b = generation_stub.Generate(ids_prompt(max_tokens=16, temperature=1.0, seed=1234), timeout=60)
+    c = generation_stub.Generate(ids_prompt(max_tokens=16, temperature=1.0, seed=99), timeout=60)
     assert a.choices[0].token_ids == b.choices[0].token_ids
     assert a.choices[0].token_ids != c.choices[0].token_ids
 
 
-def test_max_tokens_ends_with_length(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
-    reply = stub.Generate(ids_prompt(max_tokens=7, temperature=0.0, ignore_eos=True), timeout=60)
+def test_max_tokens_ends_with_length(generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    reply = generation_stub.Generate(ids_prompt(max_tokens=7, temperature=0.0, ignore_eos=True), timeout=60)
     assert len(reply.choices[0].token_ids) == 7
     assert reply.choices[0].finish_reason == common_pb2.FINISH_REASON_LENGTH
 
 
-def test_stop_string_ends_with_stop_and_is_not_included(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
-    full = stub.Generate(ids_prompt(max_tokens=40, temperature=0.0, ignore_eos=True), timeout=60).choices[0].text
+def test_stop_string_ends_with_stop_and_is_not_included(generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    full = generation_stub.Generate(ids_prompt(max_tokens=40, temperature=0.0, ignore_eos=True), timeout=60).choices[0].text
     stop = full[len(full) // 2: len(full) // 2 + 3]
     assert stop.strip(), full
-    reply = stub.Generate(ids_prompt(max_tokens=40, temperature=0.0, ignore_eos=True, stop=[stop]), timeout=60)
+    reply = generation_stub.Generate(ids_prompt(max_tokens=40, temperature=0.0, ignore_eos=True, stop=[stop]), timeout=60)
     choice = reply.choices[0]
     assert choice.finish_reason == common_pb2.FINISH_REASON_STOP and choice.stop_reason == stop
     assert choice.text == full[: full.index(stop)]
 
 
-def test_stop_token_id_ends_with_stop(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
-    ids = stub.Generate(ids_prompt(max_tokens=20, temperature=0.0, ignore_eos=True), timeout=60).choices[0].token_ids
-    reply = stub.Generate(ids_prompt(max_tokens=20, temperature=0.0, ignore_eos=True, stop_token_ids=[ids[5]]), timeout=60)
+def test_stop_token_id_ends_with_stop(generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    ids = generation_stub.Generate(ids_prompt(max_tokens=20, temperature=0.0, ignore_eos=True), timeout=60).choices[0].token_ids
+    reply = generation_stub.Generate(ids_prompt(max_tokens=20, temperature=0.0, ignore_eos=True, stop_token_ids=[ids[5]]), timeout=60)
     assert reply.choices[0].finish_reason == common_pb2.FINISH_REASON_STOP
     assert list(reply.choices[0].token_ids)[-1] == ids[5] and len(reply.choices[0].token_ids) <= 6
 
 
-def test_n_greater_than_one_returns_n_choices(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
-    reply = stub.Generate(ids_prompt(n=3, max_tokens=8, temperature=1.0, seed=5), timeout=60)
+def test_n_greater_than_one_returns_n_choices(generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    reply = generation_stub.Generate(ids_prompt(n=3, max_tokens=8, temperature=1.0, seed=5), timeout=60)
     assert [c.index for c in reply.choices] == [0, 1, 2]
     assert len({tuple(c.token_ids) for c in reply.choices}) > 1
-    deltas, final = stream_all(stub, ids_prompt(n=3, max_tokens=8, temperature=1.0, seed=5))
+    deltas, final = stream_all(generation_stub, ids_prompt(n=3, max_tokens=8, temperature=1.0, seed=5))
     assert {d.index for d in deltas} == {0, 1, 2} and len(final.choices) == 3
     for choice in final.choices:
         assert "".join(d.text for d in deltas if d.index == choice.index) == choice.text
 
 
-def test_text_prompt_is_tokenized_by_the_service(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
-    reply = stub.Generate(generation_pb2.GenerateRequest(
+def test_text_prompt_is_tokenized_by_the_service(generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    reply = generation_stub.Generate(generation_pb2.GenerateRequest(
         text="ka to ri", sampling=generation_pb2.SamplingParams(max_tokens=4, temperature=0)), timeout=60)
     assert reply.usage.prompt_tokens >= 2 and len(reply.choices[0].token_ids) == 4
 
 
-def test_logprobs_are_returned_when_asked(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
-    choice = stub.Generate(ids_prompt(max_tokens=4, temperature=0.0, logprobs=3), timeout=60).choices[0]
+def test_logprobs_are_returned_when_asked(generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    choice = generation_stub.Generate(ids_prompt(max_tokens=4, temperature=0.0, logprobs=3), timeout=60).choices[0]
     assert len(choice.logprobs) == 4
     for position, token_id in zip(choice.logprobs, choice.token_ids, strict=True):
         assert position.sampled.token_id == token_id and len(position.top) == 3
@@ -141,16 +129,16 @@ def test_logprobs_are_returned_when_asked(stub: generation_pb2_grpc.GenerationSe
     ],
 )
 def test_invalid_request_is_invalid_argument_naming_the_field(
-    stub: generation_pb2_grpc.GenerationServiceStub, request_: generation_pb2.GenerateRequest, needle: str
+    generation_stub: generation_pb2_grpc.GenerationServiceStub, request_: generation_pb2.GenerateRequest, needle: str
 ) -> None:
     with pytest.raises(grpc.RpcError) as err:
-        stub.Generate(request_, timeout=10)
+        generation_stub.Generate(request_, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert needle in err.value.details()
 
 
-def long_stream(stub: generation_pb2_grpc.GenerationServiceStub, timeout: float | None = None):  # type: ignore[no-untyped-def]
-    return stub.GenerateStream(generation_pb2.GenerateStreamRequest(
+def long_stream(generation_stub: generation_pb2_grpc.GenerationServiceStub, timeout: float | None = None):  # type: ignore[no-untyped-def]
+    return generation_stub.GenerateStream(generation_pb2.GenerateStreamRequest(
         token_ids=common_pb2.TokenIds(ids=PROMPT),
         sampling=generation_pb2.SamplingParams(max_tokens=1800, ignore_eos=True)), timeout=timeout)
 
@@ -162,11 +150,11 @@ async def wait_engine_idle(metrics_port: int, within: float) -> float:
 
 
 async def test_cancelling_20_streams_aborts_them_in_the_engine(
-    astub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
+    generation_astub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
 ) -> None:
     port = generation_service[1]
     aborted = metric(port, "chatstack_generation_aborted_requests_total")
-    calls = [long_stream(astub) for _ in range(20)]
+    calls = [long_stream(generation_astub) for _ in range(20)]
     # Each is decoding, as the engine reports (the state under test, not the client's reads).
     await await_until(lambda: metric(port, "chatstack_generation_engine_running_requests") == 20,
                       30, "20 streams decoding")
@@ -180,11 +168,11 @@ async def test_cancelling_20_streams_aborts_them_in_the_engine(
 
 
 async def test_deadlines_abort_20_streams_in_the_engine(
-    astub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
+    generation_astub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
 ) -> None:
     port = generation_service[1]
     aborted = metric(port, "chatstack_generation_aborted_requests_total")
-    calls = [long_stream(astub, timeout=2.0) for _ in range(20)]
+    calls = [long_stream(generation_astub, timeout=2.0) for _ in range(20)]
 
     async def drain(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
         try:
@@ -203,30 +191,30 @@ async def test_deadlines_abort_20_streams_in_the_engine(
 
 
 async def test_past_the_in_flight_limit_is_resource_exhausted_and_others_still_served(
-    astub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
+    generation_astub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
 ) -> None:
-    holders = [long_stream(astub) for _ in range(24)]  # the configured limit
+    holders = [long_stream(generation_astub) for _ in range(24)]  # the configured limit
     # Admitted and still running, as the service counts them: the state the limit is about.
     await await_until(lambda: metric(generation_service[1], "chatstack_generation_in_flight_requests") == 24,
                       30, "24 streams in flight")
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await astub.Generate(ids_prompt(max_tokens=2), timeout=5)
+        await generation_astub.Generate(ids_prompt(max_tokens=2), timeout=5)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "limit of 24" in (err.value.details() or "")
     assert metric(generation_service[1], "chatstack_generation_rejected_requests_total") >= 1
     holders[0].cancel()  # one slot frees up: the service keeps serving
     await await_until(lambda: metric(generation_service[1], "chatstack_generation_in_flight_requests") < 24,
                       5, "the cancelled stream to free its slot")
-    reply = await astub.Generate(ids_prompt(max_tokens=3, temperature=0.0), timeout=30)
+    reply = await generation_astub.Generate(ids_prompt(max_tokens=3, temperature=0.0), timeout=30)
     assert len(reply.choices[0].token_ids) == 3
     for call in holders[1:]:
         call.cancel()
     await wait_engine_idle(generation_service[1], within=2.0)
 
 
-def test_metrics_are_promtool_clean(stub: generation_pb2_grpc.GenerationServiceStub,
+def test_metrics_are_promtool_clean(generation_stub: generation_pb2_grpc.GenerationServiceStub,
                                     generation_service: tuple[str, int]) -> None:
-    stub.Generate(ids_prompt(max_tokens=3), timeout=60)
+    generation_stub.Generate(ids_prompt(max_tokens=3), timeout=60)
     body = urllib.request.urlopen(f"http://127.0.0.1:{generation_service[1]}/metrics").read()
     for name in ("chatstack_generation_time_to_first_token_seconds_bucket",
                  "chatstack_generation_inter_token_latency_seconds_bucket",
@@ -243,7 +231,7 @@ PREFIX_CACHE = ("chatstack_generation_prefix_cache_queries_total",
 
 
 def test_repeated_prompt_is_served_from_the_prefix_cache(
-    stub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
+    generation_stub: generation_pb2_grpc.GenerationServiceStub, generation_service: tuple[str, int]
 ) -> None:
     port = generation_service[1]
     prompt = [1, *range(500, 799)]  # 300 tokens: two full blocks, no other test sends them
@@ -252,7 +240,7 @@ def test_repeated_prompt_is_served_from_the_prefix_cache(
         sampling=generation_pb2.SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
     seen, answers = [samples(port, *PREFIX_CACHE)], []
     for _ in range(2):
-        answers.append(list(stub.Generate(request, timeout=60).choices[0].token_ids))
+        answers.append(list(generation_stub.Generate(request, timeout=60).choices[0].token_ids))
         # The stats come with the engine step that scheduled the prompt: wait on them, not a sleep.
         wait_until(lambda: samples(port, *PREFIX_CACHE)[0] >= seen[-1][0] + len(prompt), 5,
                    "the prompt's prefix-cache lookup to be counted")
@@ -278,12 +266,12 @@ def second_engine(models_dir: Path, log_dir: Path) -> Iterator[tuple[ManagedProc
 
 
 def test_stream_interval_sends_the_first_token_at_once_then_every_k(
-    stub: generation_pb2_grpc.GenerationServiceStub, second_engine: tuple[ManagedProcess, str]
+    generation_stub: generation_pb2_grpc.GenerationServiceStub, second_engine: tuple[ManagedProcess, str]
 ) -> None:
     request = ids_prompt(max_tokens=13, temperature=0.0, ignore_eos=True)
     with grpc.insecure_channel(second_engine[1]) as channel:
         deltas, final = stream_all(generation_pb2_grpc.GenerationServiceStub(channel), request)
-    per_token, per_token_final = stream_all(stub, request)
+    per_token, per_token_final = stream_all(generation_stub, request)
     assert [len(d.token_ids) for d in per_token] == [1] * 13
     assert [len(d.token_ids) for d in deltas] == [1, 4, 4, 4]
     assert [t for d in deltas for t in d.token_ids] == list(per_token_final.choices[0].token_ids)

@@ -3,8 +3,6 @@ stack (tokenizer, generation, reward, session, gateway on loopback)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
 import pytest
 
@@ -20,18 +18,13 @@ HELLO = [{"role": "system", "content": "You are terse."}, {"role": "user", "cont
 
 
 @pytest.fixture(scope="module")
-def client(gateway_process: GatewayProcess) -> Iterator[openai.OpenAI]:
-    # max_retries=0: the SDK retries 409/429/5xx by default, which would hide the first answer
-    with openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_process.http_port}/v1", api_key=ALICE_KEY,
-                       max_retries=0, timeout=120) as sdk:
-        yield sdk
+def client(openai_sdk: openai.OpenAI) -> openai.OpenAI:
+    return openai_sdk
 
 
 @pytest.fixture(scope="module")
-def model(client: openai.OpenAI) -> str:
-    models = client.models.list().data
-    assert len(models) == 1
-    return models[0].id
+def model(served_model: str) -> str:
+    return served_model
 
 
 def test_a_chat_completion_whole_and_streamed_give_the_same_answer(client: openai.OpenAI, model: str) -> None:

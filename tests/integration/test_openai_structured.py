@@ -5,7 +5,6 @@ model, constrained, answers valid JSON for the caller's schema every time."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Literal
 
 import jsonschema
@@ -30,36 +29,24 @@ class Pick(BaseModel):
     ok: bool
 
 
-@pytest.fixture(scope="module")
-def sdk(gateway_process: GatewayProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_process.http_port}/v1", api_key=ALICE_KEY,
-                       max_retries=0, timeout=120) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def model(sdk: openai.OpenAI) -> str:
-    return sdk.models.list().data[0].id
-
-
-def test_chat_completions_parse_returns_the_pydantic_object(sdk: openai.OpenAI, model: str) -> None:
+def test_chat_completions_parse_returns_the_pydantic_object(openai_sdk: openai.OpenAI, served_model: str) -> None:
     for seed in range(3):
-        completion = sdk.chat.completions.parse(model=model, messages=ASK, response_format=Pick, max_tokens=96,
+        completion = openai_sdk.chat.completions.parse(model=served_model, messages=ASK, response_format=Pick, max_tokens=96,
                                                 temperature=1.0, seed=seed)
         message = completion.choices[0].message
         assert isinstance(message.parsed, Pick) and completion.choices[0].finish_reason == "stop"
         assert message.content == message.parsed.model_dump_json(), message.content  # compact JSON
 
 
-def test_best_of_ranks_constrained_candidates_and_a_stream_is_valid_json(sdk: openai.OpenAI, model: str) -> None:
+def test_best_of_ranks_constrained_candidates_and_a_stream_is_valid_json(openai_sdk: openai.OpenAI, served_model: str) -> None:
     schema = Pick.model_json_schema()
     fmt = {"type": "json_schema", "json_schema": {"name": "pick", "schema": schema, "strict": True}}
-    best = sdk.chat.completions.create(model=model, messages=ASK, response_format=fmt,  # type: ignore[arg-type]
+    best = openai_sdk.chat.completions.create(model=served_model, messages=ASK, response_format=fmt,  # type: ignore[arg-type]
                                        max_tokens=96, temperature=1.0, seed=5, n=2, extra_body={"best_of": 3})
     assert len(best.choices) == 2 and all("reward" in (c.model_extra or {}) for c in best.choices)
     for choice in best.choices:
         jsonschema.validate(json.loads(choice.message.content or ""), schema)
-    stream = sdk.chat.completions.create(model=model, messages=ASK, response_format={"type": "json_object"},
+    stream = openai_sdk.chat.completions.create(model=served_model, messages=ASK, response_format={"type": "json_object"},
                                          max_tokens=200, temperature=1.0, seed=6, stream=True)
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -67,12 +54,12 @@ def test_best_of_ranks_constrained_candidates_and_a_stream_is_valid_json(sdk: op
     assert text.startswith("{") and (finish != ["stop"] or isinstance(json.loads(text), dict))
 
 
-def test_responses_parse_returns_the_pydantic_object_and_echoes_the_format(sdk: openai.OpenAI, model: str) -> None:
-    response = sdk.responses.parse(model=model, input="Pick a color and a count.", text_format=Pick,
+def test_responses_parse_returns_the_pydantic_object_and_echoes_the_format(openai_sdk: openai.OpenAI, served_model: str) -> None:
+    response = openai_sdk.responses.parse(model=served_model, input="Pick a color and a count.", text_format=Pick,
                                    max_output_tokens=96, temperature=1.0, extra_body={"seed": 2})
     assert isinstance(response.output_parsed, Pick)
     assert response.text is not None and response.text.format.type == "json_schema"
-    follow = sdk.responses.create(model=model, input="Again, as JSON.", previous_response_id=response.id,
+    follow = openai_sdk.responses.create(model=served_model, input="Again, as JSON.", previous_response_id=response.id,
                                   text={"format": {"type": "json_object"}}, max_output_tokens=200,
                                   temperature=1.0, extra_body={"seed": 3})
     assert follow.output_text.startswith("{")
@@ -80,15 +67,15 @@ def test_responses_parse_returns_the_pydantic_object_and_echoes_the_format(sdk: 
 
 @pytest.mark.parametrize(("call", "param"), [
     ("chat", "response_format.json_schema.schema"), ("responses", "text.format.schema")])
-def test_a_schema_that_does_not_compile_is_a_400_naming_it(sdk: openai.OpenAI, model: str, call: str,
+def test_a_schema_that_does_not_compile_is_a_400_naming_it(openai_sdk: openai.OpenAI, served_model: str, call: str,
                                                            param: str) -> None:
     bad = {"type": "nonsense"}
     with pytest.raises(openai.BadRequestError) as refused:
         if call == "chat":
-            sdk.chat.completions.create(model=model, messages=ASK, max_tokens=8, response_format={
+            openai_sdk.chat.completions.create(model=served_model, messages=ASK, max_tokens=8, response_format={
                 "type": "json_schema", "json_schema": {"name": "bad", "schema": bad}})
         else:
-            sdk.responses.create(model=model, input="hi", max_output_tokens=8, text={"format": {
+            openai_sdk.responses.create(model=served_model, input="hi", max_output_tokens=8, text={"format": {
                 "type": "json_schema", "name": "bad", "schema": bad}})
     body = refused.value.body
     assert isinstance(body, dict) and body["param"] == param and "nonsense" in body["message"], body

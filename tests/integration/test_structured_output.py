@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -37,18 +36,6 @@ SCHEMAS: list[dict[str, Any]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def stub(generation_service: tuple[str, int]) -> Iterator[generation_pb2_grpc.GenerationServiceStub]:
-    with grpc.insecure_channel(generation_service[0]) as channel:
-        yield generation_pb2_grpc.GenerationServiceStub(channel)
-
-
-@pytest.fixture
-async def astub(generation_service: tuple[str, int]) -> AsyncIterator[generation_pb2_grpc.GenerationServiceStub]:
-    async with grpc.aio.insecure_channel(generation_service[0]) as channel:
-        yield generation_pb2_grpc.GenerationServiceStub(channel)
-
-
 def constrained(constraint: common_pb2.OutputConstraint, n: int = 1, max_tokens: int = 96,
                 **sampling: Any) -> generation_pb2.GenerateRequest:
     return generation_pb2.GenerateRequest(token_ids=common_pb2.TokenIds(ids=PROMPT), sampling=(
@@ -57,9 +44,9 @@ def constrained(constraint: common_pb2.OutputConstraint, n: int = 1, max_tokens:
 
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=["object", "enum", "array", "nested", "anyOf"])
-def test_every_choice_is_compact_json_valid_for_the_schema(stub: generation_pb2_grpc.GenerationServiceStub,
+def test_every_choice_is_compact_json_valid_for_the_schema(generation_stub: generation_pb2_grpc.GenerationServiceStub,
                                                             schema: dict[str, Any]) -> None:
-    reply = stub.Generate(constrained(common_pb2.OutputConstraint(json_schema=json.dumps(schema)), n=3),
+    reply = generation_stub.Generate(constrained(common_pb2.OutputConstraint(json_schema=json.dumps(schema)), n=3),
                           timeout=120)
     assert len(reply.choices) == 3
     for choice in reply.choices:
@@ -68,27 +55,27 @@ def test_every_choice_is_compact_json_valid_for_the_schema(stub: generation_pb2_
         assert not re.search(r"\s{2,}|[\n\r\t]", choice.text), choice.text  # compact
 
 
-def test_regex_grammar_choice_and_json_object_hold_too(stub: generation_pb2_grpc.GenerationServiceStub) -> None:
-    regex = stub.Generate(constrained(common_pb2.OutputConstraint(regex=r"[a-z]{3}-[0-9]{2}"), n=2), timeout=60)
+def test_regex_grammar_choice_and_json_object_hold_too(generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+    regex = generation_stub.Generate(constrained(common_pb2.OutputConstraint(regex=r"[a-z]{3}-[0-9]{2}"), n=2), timeout=60)
     assert all(re.fullmatch(r"[a-z]{3}-[0-9]{2}", c.text) for c in regex.choices), regex
-    grammar = stub.Generate(constrained(common_pb2.OutputConstraint(
+    grammar = generation_stub.Generate(constrained(common_pb2.OutputConstraint(
         grammar='root ::= answer " " answer\nanswer ::= "yes" | "no"'), n=2), timeout=60)
     assert all(re.fullmatch(r"(yes|no) (yes|no)", c.text) for c in grammar.choices), grammar
-    choice = stub.Generate(constrained(common_pb2.OutputConstraint(
+    choice = generation_stub.Generate(constrained(common_pb2.OutputConstraint(
         choice=common_pb2.OutputConstraint.Choices(values=["red", "green", "blue"])), n=3), timeout=60)
     assert all(c.text in ("red", "green", "blue") for c in choice.choices), choice
-    obj = stub.Generate(constrained(common_pb2.OutputConstraint(json_object=True), max_tokens=200), timeout=60)
+    obj = generation_stub.Generate(constrained(common_pb2.OutputConstraint(json_object=True), max_tokens=200), timeout=60)
     if obj.choices[0].finish_reason == STOP:  # an unbounded object may be cut by max_tokens
         assert isinstance(json.loads(obj.choices[0].text), dict)
     assert obj.choices[0].text.startswith("{")
 
 
 def test_a_streamed_constrained_answer_is_the_same_as_a_whole_one(
-        stub: generation_pb2_grpc.GenerationServiceStub) -> None:
+        generation_stub: generation_pb2_grpc.GenerationServiceStub) -> None:
     constraint = common_pb2.OutputConstraint(json_schema=json.dumps(SCHEMAS[0]))
-    whole = stub.Generate(constrained(constraint, temperature=0.0), timeout=60).choices[0].text
+    whole = generation_stub.Generate(constrained(constraint, temperature=0.0), timeout=60).choices[0].text
     request = constrained(constraint, temperature=0.0)
-    streamed = "".join(m.delta.text for m in stub.GenerateStream(generation_pb2.GenerateStreamRequest(
+    streamed = "".join(m.delta.text for m in generation_stub.GenerateStream(generation_pb2.GenerateStreamRequest(
         token_ids=request.token_ids, sampling=request.sampling), timeout=60) if m.HasField("delta"))
     assert streamed == whole and jsonschema.validate(json.loads(whole), SCHEMAS[0]) is None
 
@@ -111,10 +98,10 @@ def test_a_streamed_constrained_answer_is_the_same_as_a_whole_one(
     (common_pb2.OutputConstraint(), "sampling.constraint", "set one of"),
 ])
 def test_a_bad_constraint_is_invalid_argument_naming_its_field(
-        stub: generation_pb2_grpc.GenerationServiceStub, constraint: common_pb2.OutputConstraint,
+        generation_stub: generation_pb2_grpc.GenerationServiceStub, constraint: common_pb2.OutputConstraint,
         named: str, says: str) -> None:
     with pytest.raises(grpc.RpcError) as refused:
-        stub.Generate(constrained(constraint), timeout=60)
+        generation_stub.Generate(constrained(constraint), timeout=60)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = refused.value.details()
     assert details.startswith(f"{named}:") and says in details
@@ -122,7 +109,7 @@ def test_a_bad_constraint_is_invalid_argument_naming_its_field(
 
 
 async def test_constrained_and_free_requests_share_engine_steps(
-        astub: generation_pb2_grpc.GenerationServiceStub) -> None:
+        generation_astub: generation_pb2_grpc.GenerationServiceStub) -> None:
     # No request may kill an engine: constrained requests batched with free ones, and with bad ones.
     schema = json.dumps(SCHEMAS[1])
     requests = [constrained(common_pb2.OutputConstraint(json_schema=schema), n=2, seed=i) for i in range(4)] + [
@@ -130,7 +117,7 @@ async def test_constrained_and_free_requests_share_engine_steps(
             generation_pb2.SamplingParams(max_tokens=24, temperature=1.0, seed=i))) for i in range(4)] + [
         constrained(common_pb2.OutputConstraint(regex="(")), constrained(common_pb2.OutputConstraint(
             choice=common_pb2.OutputConstraint.Choices(values=["a", "b"])), n=2)]
-    results = await asyncio.gather(*(astub.Generate(r, timeout=120) for r in requests), return_exceptions=True)
+    results = await asyncio.gather(*(generation_astub.Generate(r, timeout=120) for r in requests), return_exceptions=True)
     for reply in results[:4]:
         assert not isinstance(reply, BaseException), reply
         for choice in reply.choices:
@@ -138,5 +125,5 @@ async def test_constrained_and_free_requests_share_engine_steps(
     assert all(not isinstance(r, BaseException) and r.choices[0].text for r in results[4:8])
     assert isinstance(results[8], grpc.aio.AioRpcError) and results[8].code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not isinstance(results[9], BaseException) and {c.text for c in results[9].choices} <= {"a", "b"}
-    after = await astub.Generate(constrained(common_pb2.OutputConstraint(json_schema=schema)), timeout=60)
+    after = await generation_astub.Generate(constrained(common_pb2.OutputConstraint(json_schema=schema)), timeout=60)
     jsonschema.validate(json.loads(after.choices[0].text), SCHEMAS[1])  # the engine still serves

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from chatstack.core.errors import InvalidRequest
+from chatstack.core.structured_output import Constraint
 from chatstack.generation.constraints import check_constraint, refusal, without_raw_control_characters
-from chatstack.generation.model import Constraint
 
 
 @pytest.mark.parametrize(("constraint", "says"), [

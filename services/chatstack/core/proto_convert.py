@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from chatstack.core.errors import InvalidRequest
 from chatstack.core.roles import ASSISTANT, SYSTEM, USER
+from chatstack.core.structured_output import Constraint
 from chatstack.v1 import common_pb2
 
 #: Proto Role -> the role's name (`chatstack.core.roles`), and back.
@@ -27,3 +29,29 @@ def role_value(name: str) -> int:
 def messages_from_proto(messages: "list[common_pb2.ChatMessage]") -> list[tuple[str, str]]:  # noqa: UP037
     """ChatMessage list -> (role, content) pairs; unknown roles become ""."""
     return [(role_name(m.role), m.content) for m in messages]
+
+
+def constraint_from_proto(c: common_pb2.OutputConstraint, path: str) -> Constraint:
+    """OutputConstraint -> Constraint; one with no kind set, or json_object false, is refused
+    naming `path` (the request's field: options.constraint, sampling.constraint)."""
+    kind = c.WhichOneof("kind")
+    if kind is None:
+        raise InvalidRequest(f"{path}: set one of json_schema, regex, grammar, choice, json_object")
+    if kind == "choice":
+        return Constraint("choice", tuple(c.choice.values))
+    if kind == "json_object":
+        if not c.json_object:
+            raise InvalidRequest(f"{path}.json_object: must be true when set")
+        return Constraint("json_object")
+    return Constraint(kind, getattr(c, kind))  # json_schema, regex, grammar
+
+
+def constraint_to_proto(c: Constraint) -> common_pb2.OutputConstraint:
+    """Constraint -> OutputConstraint."""
+    if c.kind == "choice":
+        return common_pb2.OutputConstraint(choice=common_pb2.OutputConstraint.Choices(values=list(c.value)))
+    if c.kind == "json_object":
+        return common_pb2.OutputConstraint(json_object=True)
+    message = common_pb2.OutputConstraint()
+    setattr(message, c.kind, str(c.value))  # json_schema, regex, grammar
+    return message

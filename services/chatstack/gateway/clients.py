@@ -15,10 +15,9 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from chatstack.core.proto_convert import role_value
+from chatstack.core.proto_convert import constraint_to_proto, role_value
 from chatstack.gateway.model import (
     Choice,
-    Constraint,
     DeltaEvent,
     Generated,
     ModelInfo,
@@ -117,17 +116,6 @@ def sampling_params(plan: Plan) -> generation_pb2.SamplingParams:
         if value is not None:
             setattr(sampling, name, value)
     return sampling
-
-
-def constraint_to_proto(c: Constraint) -> common_pb2.OutputConstraint:
-    """A structured-output constraint on the wire."""
-    if c.kind == "choice":
-        return common_pb2.OutputConstraint(choice=common_pb2.OutputConstraint.Choices(values=list(c.value)))
-    if c.kind == "json_object":
-        return common_pb2.OutputConstraint(json_object=True)
-    message = common_pb2.OutputConstraint()
-    setattr(message, c.kind, str(c.value))  # json_schema, regex, grammar
-    return message
 
 
 def _logprobs(positions: Sequence[generation_pb2.PositionLogprobs]) -> list[PositionLogprobs]:

@@ -5,20 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from chatstack.core.structured_output import Constraint
+
 # How a single answer's reward was handled (ChatFinal.reward_status).
 RewardStatus = Literal["scored", "pending", "off"]
-
-
-ConstraintKind = Literal["json_schema", "regex", "grammar", "choice", "json_object"]
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """Structured output the answer must match: the schema (JSON text), regex or grammar, the
-    choices for `choice`, "" for `json_object`."""
-
-    kind: ConstraintKind
-    value: str | tuple[str, ...] = ""
 
 
 @dataclass(frozen=True)

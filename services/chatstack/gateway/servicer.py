@@ -9,10 +9,11 @@ from typing import Any
 import grpc
 
 from chatstack.core.errors import InvalidRequest
+from chatstack.core.proto_convert import constraint_from_proto
 from chatstack.core.request_context import metadata_value
 from chatstack.gateway.auth import ApiKeyAuthenticator
 from chatstack.gateway.flows import GatewayFlows
-from chatstack.gateway.model import ChatEvent, ChatOptions, Constraint, DeltaEvent, SessionEvent
+from chatstack.gateway.model import ChatEvent, ChatOptions, DeltaEvent, SessionEvent
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import Feedback
 from chatstack.gateway.session_codec import RATING_NAMES
@@ -34,22 +35,9 @@ def options_from_proto(o: chat_pb2.ChatOptions) -> ChatOptions:
                        top_k=opt("top_k"), seed=opt("seed"), stop=tuple(o.stop),
                        best_of=max(1, o.best_of), context_token_budget=o.context_token_budget,
                        echo_prompt=o.echo_prompt,
-                       constraint=constraint_from_proto(o.constraint) if o.HasField("constraint") else None)
+                       constraint=constraint_from_proto(o.constraint, "options.constraint")
+                       if o.HasField("constraint") else None)
 
-
-def constraint_from_proto(c: common_pb2.OutputConstraint) -> Constraint:
-    """OutputConstraint -> Constraint (a constraint with no kind, or json_object false, is refused)."""
-    kind = c.WhichOneof("kind")
-    if kind is None:
-        raise InvalidRequest("options.constraint: set one of json_schema, regex, grammar, choice, "
-                             "json_object")
-    if kind == "choice":
-        return Constraint("choice", tuple(c.choice.values))
-    if kind == "json_object":
-        if not c.json_object:
-            raise InvalidRequest("options.constraint.json_object: must be true when set")
-        return Constraint("json_object")
-    return Constraint(kind, getattr(c, kind))  # json_schema, regex, grammar
 
 
 def fill_event(message: Any, event: ChatEvent) -> Any:

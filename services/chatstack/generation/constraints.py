@@ -16,9 +16,14 @@ import re
 from typing import Any
 
 from chatstack.core.errors import InvalidRequest
-from chatstack.generation.model import Constraint
+from chatstack.core.structured_output import Constraint
 
 MAX_CHOICES = 256
+
+
+def field_of(c: Constraint) -> str:
+    """The request field a constraint came from (for messages)."""
+    return f"sampling.constraint.{c.kind}"
 # The backend's source location in its messages ("[15:27:44] /project/cpp/regex_converter.cc:83: "):
 # not the caller's business.
 _SOURCE_LOCATION = re.compile(r"\[[\d:]+\] \S+?:\d+: ")
@@ -62,23 +67,23 @@ def check_constraint(c: Constraint, max_bytes: int) -> None:
     values = c.value if isinstance(c.value, tuple) else (c.value,)
     size = sum(len(v.encode()) for v in values)
     if size > max_bytes:
-        raise InvalidRequest(f"{c.field}: {size} bytes exceed the limit of {max_bytes}")
+        raise InvalidRequest(f"{field_of(c)}: {size} bytes exceed the limit of {max_bytes}")
     if c.kind == "choice":
         if not values or len(values) > MAX_CHOICES:
-            raise InvalidRequest(f"{c.field}: give 1 to {MAX_CHOICES} values, got {len(values)}")
+            raise InvalidRequest(f"{field_of(c)}: give 1 to {MAX_CHOICES} values, got {len(values)}")
         if not all(values):
-            raise InvalidRequest(f"{c.field}: a value is empty")
+            raise InvalidRequest(f"{field_of(c)}: a value is empty")
     elif c.kind == "json_schema":
         try:
             schema = json.loads(str(c.value))
         except json.JSONDecodeError as exc:
-            raise InvalidRequest(f"{c.field}: not JSON ({exc})") from None
+            raise InvalidRequest(f"{field_of(c)}: not JSON ({exc})") from None
         if not isinstance(schema, dict):
-            raise InvalidRequest(f"{c.field}: a JSON Schema is an object, got {type(schema).__name__}")
+            raise InvalidRequest(f"{field_of(c)}: a JSON Schema is an object, got {type(schema).__name__}")
     elif c.kind in ("regex", "grammar") and not str(c.value).strip():
-        raise InvalidRequest(f"{c.field}: empty")
+        raise InvalidRequest(f"{field_of(c)}: empty")
     if "\x00" in "".join(values):
-        raise InvalidRequest(f"{c.field}: contains a NUL character")
+        raise InvalidRequest(f"{field_of(c)}: contains a NUL character")
 
 
 def structured_outputs(c: Constraint, backend: str = "xgrammar") -> Any:

@@ -20,15 +20,15 @@ from typing import Any
 from chatstack.core.errors import InvalidRequest
 from chatstack.core.offload import max_chars_per_token
 from chatstack.core.request_context import current_request_id
+from chatstack.core.structured_output import Constraint
 from chatstack.core.vllm_config import engine_validation_errors
 from chatstack.core.vllm_engine import VllmEngine
 from chatstack.generation.config import GenerationConfig
-from chatstack.generation.constraints import check_constraint, refusal, structured_outputs
+from chatstack.generation.constraints import check_constraint, field_of, refusal, structured_outputs
 from chatstack.generation.engine_stats import vllm_stat_logger
 from chatstack.generation.metrics import GenerationMetrics
 from chatstack.generation.model import (
     ChoiceResult,
-    Constraint,
     Delta,
     GenerationResult,
     ModelInfo,
@@ -188,10 +188,10 @@ class VllmGenerationEngine(VllmEngine):
         try:
             await asyncio.wait_for(check, seconds)
         except TimeoutError:
-            raise InvalidRequest(f"{constraint.field}: checking it took over {seconds:g} s; "
+            raise InvalidRequest(f"{field_of(constraint)}: checking it took over {seconds:g} s; "
                                  "simplify it") from None
         except engine_validation_errors() as exc:
-            raise InvalidRequest(f"{constraint.field}: {refusal(exc)}") from exc
+            raise InvalidRequest(f"{field_of(constraint)}: {refusal(exc)}") from exc
         self._checked[digest] = None
         if len(self._checked) > CHECKED_CONSTRAINTS:
             self._checked.popitem(last=False)

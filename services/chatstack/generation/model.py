@@ -3,23 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-ConstraintKind = Literal["json_schema", "regex", "grammar", "choice", "json_object"]
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """Structured output: what every choice must match (`OutputConstraint`). `value` is the schema
-    (JSON text), regex or grammar; the choices for `choice`; "" for `json_object`."""
-
-    kind: ConstraintKind
-    value: str | tuple[str, ...] = ""
-
-    @property
-    def field(self) -> str:
-        """The request field it came from (for messages)."""
-        return f"sampling.constraint.{self.kind}"
+from chatstack.core.structured_output import Constraint
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,8 @@ from typing import Protocol
 
 import grpc
 
-from chatstack.core.errors import InvalidRequest
+from chatstack.core.proto_convert import constraint_from_proto
 from chatstack.generation.model import (
-    Constraint,
     Delta,
     GenerationResult,
     ModelInfo,
@@ -46,23 +45,10 @@ def sampling_options_from_proto(p: generation_pb2.SamplingParams) -> SamplingOpt
         presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
         repetition_penalty=opt("repetition_penalty"), logprobs=opt("logprobs"),
         ignore_eos=p.ignore_eos, min_tokens=p.min_tokens,
-        constraint=constraint_from_proto(p.constraint) if p.HasField("constraint") else None,
+        constraint=constraint_from_proto(p.constraint, "sampling.constraint")
+        if p.HasField("constraint") else None,
     )
 
-
-def constraint_from_proto(c: common_pb2.OutputConstraint) -> Constraint:
-    """OutputConstraint -> Constraint; a constraint with no kind set is INVALID_ARGUMENT."""
-    kind = c.WhichOneof("kind")
-    if kind is None:
-        raise InvalidRequest("sampling.constraint: set one of json_schema, regex, grammar, choice, "
-                             "json_object")
-    if kind == "choice":
-        return Constraint("choice", tuple(c.choice.values))
-    if kind == "json_object":
-        if not c.json_object:
-            raise InvalidRequest("sampling.constraint.json_object: must be true when set")
-        return Constraint("json_object")
-    return Constraint(kind, getattr(c, kind))  # json_schema, regex, grammar
 
 
 def prompt_from_proto(
