@@ -133,7 +133,7 @@ def test_a_lone_surrogate_is_a_400_naming_the_field(http: httpx.Client, model: s
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+    ("tools", [{"type": "web_search"}]),
     ("tool_choice", "required"),
     ("logit_bias", {"5": 10}),
     ("functions", [{"name": "f"}]),

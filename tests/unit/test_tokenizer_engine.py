@@ -7,6 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
+from chatstack.core.chat_message import ChatMessage as M
+from chatstack.core.chat_message import FunctionTool, ToolCall
 from chatstack.core.errors import InvalidRequest
 from chatstack.tokenizer.engine import TokenizerEngine, TokenizerLimits
 
@@ -48,12 +50,12 @@ def test_decode_round_trips_plain_text(engine: TokenizerEngine) -> None:
         (lambda e: e.count(["x" * 51], True), "texts[0]: 51 characters"),
         (lambda e: e.decode([[1], [1, 5000]], True), "sequences[1].ids[1]: id 5000 is outside"),
         (lambda e: e.decode([list(range(11))], True), "sequences[0]: 11 ids exceed"),
-        (lambda e: e.apply_chat_template([("user", "a"), ("robot", "b")], True),
+        (lambda e: e.apply_chat_template([M("user", "a"), M("robot", "b")], True),
          "messages[1].role: robot"),
         (lambda e: e.apply_chat_template([], True), "messages: empty"),
-        (lambda e: e.apply_chat_template([("user", "a")] * 4, True), "messages: 4 exceed"),
-        (lambda e: e.apply_chat_template([("user", "a")], True, [0, 1]), "count_messages[1]: 1 is not"),
-        (lambda e: e.apply_chat_template([("user", "a")], True, [0, 0]), "count_messages[1]: 0 is not"),
+        (lambda e: e.apply_chat_template([M("user", "a")] * 4, True), "messages: 4 exceed"),
+        (lambda e: e.apply_chat_template([M("user", "a")], True, [0, 1]), "count_messages[1]: 1 is not"),
+        (lambda e: e.apply_chat_template([M("user", "a")], True, [0, 0]), "count_messages[1]: 0 is not"),
     ],
 )
 def test_bad_input_names_the_offending_item(engine: TokenizerEngine, call, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -62,11 +64,28 @@ def test_bad_input_names_the_offending_item(engine: TokenizerEngine, call, messa
 
 
 def test_chat_template_renders_roles_and_generation_prompt(engine: TokenizerEngine) -> None:
-    prompt, ids, counts = engine.apply_chat_template([("system", "be brief"), ("user", "hi")], True, [1, 0])
+    prompt, ids, counts = engine.apply_chat_template([M("system", "be brief"), M("user", "hi")], True, [1, 0])
     assert counts == engine.count(["hi", "be brief"], False)
     assert prompt == "<s><|system|>\nbe brief<|end|>\n<|user|>\nhi<|end|>\n<|assistant|>\n"
     assert ids[0] == engine.info().special_tokens[0][2]  # BOS written once, by the template
     assert ids.count(ids[0]) == 1
+
+
+def test_chat_template_renders_tools_calls_and_results(engine: TokenizerEngine) -> None:
+    tool = FunctionTool("get_weather", "Weather of a city",
+                        '{"type": "object", "properties": {"city": {"type": "string"}}}')
+    messages = [M("user", "rain?"), M("assistant", "", (ToolCall("c1", "get_weather", '{"city": "Oslo"}'),)),
+                M("tool", "wet", tool_call_id="c1")]
+    prompt, _, _ = engine.apply_chat_template(messages, True, (), [tool])
+    assert '{"type": "function", "function": {"name": "get_weather"' in prompt
+    assert '<|assistant|>\n<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call><|end|>' \
+        in prompt
+    assert "<|user|>\n<tool_response>\nwet\n</tool_response><|end|>\n<|assistant|>\n" in prompt
+
+
+def test_a_tool_whose_schema_is_not_json_is_named(engine: TokenizerEngine) -> None:
+    with pytest.raises(InvalidRequest, match=r"tools\[1\].parameters_json: not valid JSON"):
+        engine.apply_chat_template([M("user", "a")], True, (), [FunctionTool("a"), FunctionTool("b", "", "{")])
 
 
 def test_info_reports_vocab_and_specials(engine: TokenizerEngine) -> None:

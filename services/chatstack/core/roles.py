@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
+SYSTEM, USER, ASSISTANT, TOOL = "system", "user", "assistant", "tool"
 #: A chat message's roles (what a chat template renders, what the reward model scores).
-CHAT_ROLES = frozenset({SYSTEM, USER, ASSISTANT})
+CHAT_ROLES = frozenset({SYSTEM, USER, ASSISTANT, TOOL})
 #: A stored turn's roles: a session keeps its system prompt in its header, not on the stack.
-TURN_ROLES = frozenset({USER, ASSISTANT})
+TURN_ROLES = frozenset({USER, ASSISTANT, TOOL})

@@ -22,6 +22,7 @@ from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import Answer, Candidate, Choice, DeltaEvent, Generated, RewardStatus
 from chatstack.gateway.plan import Plan, Scoring
 from chatstack.gateway.stage_clock import StageClock
+from chatstack.gateway.tool_parsers import CallDelta, Parsed, ToolCallCollector, ToolCallParser
 
 CONSTRAINT_FIELD = "sampling.constraint"
 #: A single answer's reward status by the plan's scoring.
@@ -61,14 +62,19 @@ class Answerer:
                       clock: StageClock) -> AsyncGenerator[DeltaEvent | Answer]:
         started = time.perf_counter()
         generated: Generated | None = None
+        calls = _CallReader.of(plan)
         if plan.streams:
             async with aclosing(self.generation.stream(prompt.ids, plan, prompt.route_key)) as source:
                 async for item in source:  # closed early: the stream is cancelled, the engine aborts
                     if isinstance(item, DeltaEvent):
                         clock.seconds.setdefault("ttft", time.perf_counter() - started)
-                        yield item
+                        event = calls.read(item) if calls else item
+                        if event is not None:
+                            yield event
                     else:
                         generated = item
+            if calls and (event := calls.end(0)) is not None:
+                yield event
         else:
             generated = await self.generation.generate(prompt.ids, plan, prompt.route_key)
             clock.seconds["ttft"] = time.perf_counter() - started  # nothing streams before it is whole
@@ -76,9 +82,20 @@ class Answerer:
         generated = generated or Generated([], 0)
         answer = await self._judge(prompt.messages, plan, generated, clock)
         answer = replace(answer, prompt_tokens=len(prompt.ids))
-        if not plan.streams:
+        if plan.streams:
+            if calls:
+                answer = replace(answer, choices=[calls.apply(c) for c in answer.choices])
+        else:
+            choices = []
             for c in answer.choices:
-                yield DeltaEvent(c.text, c.token_ids, c.index, c.logprobs)
+                reader = _CallReader.of(plan)
+                if reader:
+                    reader.whole(c)
+                choice = reader.apply(c) if reader else c
+                choices.append(choice)
+                yield DeltaEvent(choice.text, c.token_ids, c.index, c.logprobs,
+                                 reader.sent if reader else [])
+            answer = replace(answer, choices=choices)
         yield answer
 
     async def _judge(self, messages: Messages, plan: Plan, generated: Generated, clock: StageClock) -> Answer:
@@ -118,3 +135,50 @@ def _renamed(exc: InvalidRequest, plan: Plan) -> InvalidRequest:
     if not sep or not field.startswith(CONSTRAINT_FIELD):
         return exc
     return InvalidRequest(f"{plan.constraint_field}: {why}")
+
+
+class _CallReader:
+    """One answer's tool calls read as its text arrives: deltas of content and calls out, then
+    the answer's choice with its calls (finish reason tool_calls when it stopped on its own)."""
+
+    def __init__(self, parser: ToolCallParser, limit: int | None) -> None:
+        self.parser = parser
+        self.collector = ToolCallCollector(limit)
+        self.content = ""
+        self.sent: list[CallDelta] = []
+
+    @classmethod
+    def of(cls, plan: Plan) -> _CallReader | None:
+        """A reader for one answer of `plan`, or None when its calls are not read back."""
+        parser = plan.tool_parser()
+        tools = plan.options.tools
+        return cls(parser, tools.call_limit) if parser and tools else None
+
+    def _take(self, parsed: Parsed) -> tuple[str, list[CallDelta]]:
+        calls = self.collector.keep(parsed.calls)
+        self.content += parsed.content
+        self.sent += calls
+        return parsed.content, calls
+
+    def read(self, delta: DeltaEvent) -> DeltaEvent | None:
+        """A streamed delta as content and call deltas (None when it holds neither yet)."""
+        text, calls = self._take(self.parser.feed(delta.text))
+        if not text and not calls:
+            return None
+        return DeltaEvent(text, delta.token_ids, delta.index, delta.logprobs, calls)
+
+    def end(self, index: int) -> DeltaEvent | None:
+        """What the end of the stream releases, as a last delta."""
+        text, calls = self._take(self.parser.finish())
+        return DeltaEvent(text, [], index, [], calls) if text or calls else None
+
+    def whole(self, choice: Choice) -> None:
+        """Read a whole answer."""
+        self._take(self.parser.feed(choice.text))
+        self._take(self.parser.finish())
+
+    def apply(self, choice: Choice) -> Choice:
+        """`choice` with its text split into content and calls."""
+        calls = tuple(self.collector.calls)
+        finish = "tool_calls" if calls and choice.finish_reason == "stop" else choice.finish_reason
+        return replace(choice, text=self.content, tool_calls=calls, finish_reason=finish)

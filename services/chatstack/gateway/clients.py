@@ -15,7 +15,14 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from chatstack.core.proto_convert import constraint_to_proto, role_value
+from chatstack.core.chat_message import FunctionTool
+from chatstack.core.proto_convert import (
+    chat_messages_to_proto,
+    constraint_to_proto,
+    role_value,
+    tool_calls_to_proto,
+    tools_to_proto,
+)
 from chatstack.gateway.model import (
     Choice,
     DeltaEvent,
@@ -25,7 +32,7 @@ from chatstack.gateway.model import (
     TokenLogprob,
 )
 from chatstack.gateway.plan import Plan
-from chatstack.gateway.session_codec import messages_to_proto, preference_to_proto
+from chatstack.gateway.session_codec import preference_to_proto
 from chatstack.gateway.session_records import (
     Fork,
     Message,
@@ -90,13 +97,14 @@ class TokenizerClient:
                                     tokenizer_pb2.CountTokensRequest(texts=texts))
         return list(reply.counts)
 
-    async def render(self, messages: Messages, count: Sequence[int] = ()) -> Rendering:
-        """The prompt text and token ids of messages, with the generation prompt, and the token
-        counts of the messages at the indices `count`."""
+    async def render(self, messages: Messages, count: Sequence[int] = (),
+                     tools: Sequence[FunctionTool] = ()) -> Rendering:
+        """The prompt text and token ids of messages (and the tools the model may call), with the
+        generation prompt, and the token counts of the messages at the indices `count`."""
         reply = await self._transport.call("tokenizer", "ApplyChatTemplate",
                                     tokenizer_pb2.ApplyChatTemplateRequest(
-                                        messages=messages_to_proto(messages), add_generation_prompt=True,
-                                        count_messages=count))
+                                        messages=chat_messages_to_proto(messages), add_generation_prompt=True,
+                                        count_messages=count, tools=tools_to_proto(tools)))
         return Rendering(reply.prompt, list(reply.token_ids), list(reply.message_token_counts))
 
 
@@ -186,14 +194,14 @@ class RewardClient:
     async def score(self, conversation: Messages, response: str) -> float:
         """The reward of one response."""
         reply = await self._transport.call("reward", "Score", reward_pb2.ScoreRequest(
-            item=reward_pb2.ScoreItem(conversation=messages_to_proto(conversation), response=response),
+            item=reward_pb2.ScoreItem(conversation=chat_messages_to_proto(conversation), response=response),
             truncation=reward_pb2.TRUNCATION_AUTO))
         return float(reply.score)
 
     async def rank(self, conversation: Messages, candidates: list[str]) -> list[Ranked]:
         """The candidates' indices and rewards, best first."""
         reply = await self._transport.call("reward", "Rank", reward_pb2.RankRequest(
-            conversation=messages_to_proto(conversation), candidates=candidates,
+            conversation=chat_messages_to_proto(conversation), candidates=candidates,
             truncation=reward_pb2.TRUNCATION_AUTO))
         return [Ranked(r.index, float(r.score)) for r in reply.ranked]
 
@@ -244,7 +252,8 @@ class SessionClient:
             token_count=push.token_count, metadata=dict(push.metadata),
             expected_version=push.expected_version, pending_ms=push.pending_ms,
             commit_turn_id=push.commit_turn_id, replace_turn_id=push.replace_turn_id,
-            commit_session=push.commit_session))
+            commit_session=push.commit_session, tool_calls=tool_calls_to_proto(push.tool_calls),
+            tool_call_id=push.tool_call_id))
         return PushResult(turn_from_proto(reply.turn), reply.version, reply.evicted_turns)
 
     async def pop(self, session_id: str, version: int | None, within: float | None = None,

@@ -38,7 +38,7 @@ class Completions:
         """The conversation's limits, before any work."""
         if not messages:
             raise InvalidRequest("messages: empty")
-        chars = sum(len(m.content) for m in messages)
+        chars = sum(len(m.content) + sum(len(c.arguments) for c in m.tool_calls) for m in messages)
         if chars > self.config.max_conversation_chars:
             raise InvalidRequest(f"messages: {chars} characters exceed the limit of "
                                  f"{self.config.max_conversation_chars}")
@@ -49,7 +49,8 @@ class Completions:
         self.check(messages)
         clock = StageClock()
         t = time.perf_counter()
-        rendering = await self.tokenizer.render(list(messages))
+        tools = plan.options.tools
+        rendering = await self.tokenizer.render(list(messages), tools=tools.tools if tools else ())
         limit = await self.generation.max_model_len()
         if len(rendering.ids) + plan.max_tokens > limit:
             raise InvalidRequest(f"messages: {len(rendering.ids)} prompt tokens + max_tokens "

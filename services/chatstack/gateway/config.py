@@ -77,6 +77,11 @@ class GatewayConfig(ServerConfig):
     default_max_tokens: int = Field(128, ge=1, description="max_tokens when a Chat leaves it 0.")
     max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens a Chat may ask.")
     max_best_of: int = Field(8, ge=1, description="Largest best_of.")
+    max_tools: int = Field(128, ge=0, description="Most tools one request may offer the model.")
+    tool_call_parser: Literal["hermes", "llama3_json"] = Field(
+        "hermes", description="The model's tool-call format, read back from answers under tool_choice "
+        "auto (hermes: <tool_call> JSON </tool_call>, as Hermes/Qwen and the tiny model; llama3_json: "
+        "Llama 3.x JSON calls).")
     max_message_chars: int = Field(32_000, ge=1, description="Longest user message.")
     max_conversation_chars: int = Field(
         256_000, ge=1, description="Most characters of a conversation a stateless call (OpenAI "

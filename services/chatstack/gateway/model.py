@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from chatstack.core.chat_message import ToolCall
 from chatstack.core.structured_output import Constraint
+from chatstack.gateway.tool_parsers import CallDelta
+from chatstack.gateway.tool_use import ToolUse
 
 # How a single answer's reward was handled (ChatFinal.reward_status).
 RewardStatus = Literal["scored", "pending", "off"]
@@ -30,6 +33,7 @@ class ChatOptions:
     logprobs: int | None = None  # top log-probabilities per token (None: none)
     truncate: bool = True  # False: a conversation that does not fit is refused, not cut
     constraint: Constraint | None = None  # structured output
+    tools: ToolUse | None = None  # functions the model may call
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class DeltaEvent:
     token_ids: list[int]
     index: int = 0
     logprobs: list[PositionLogprobs] = field(default_factory=list)
+    tool_calls: list[CallDelta] = field(default_factory=list)  # `text` is then what is not a call
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,10 @@ class Choice:
     index: int
     text: str
     token_ids: list[int]
-    finish_reason: str  # stop, length, abort ("" unknown)
+    finish_reason: str  # stop, length, abort, tool_calls ("" unknown)
     logprobs: list[PositionLogprobs] = field(default_factory=list)
     reward: float | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # parsed from the answer; `text` is then the rest
 
 
 @dataclass(frozen=True)

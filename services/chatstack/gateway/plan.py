@@ -17,14 +17,19 @@ A limit's message names the caller's own field (`OptionFields`: `options.max_tok
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from chatstack.core.errors import InvalidRequest
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.model import ChatOptions
+from chatstack.gateway.tool_parsers import ToolCallParser
+from chatstack.gateway.tool_use import ToolFields
 
 Scoring = Literal["sync", "async", "off"]
+
+
+GRPC_TOOL_FIELDS = ToolFields()
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,16 @@ class OptionFields:
     best_of: str = "options.best_of"
     n: str = "n"
     constraint: str = "options.constraint"  # the backend names sampling.constraint.<kind>: renamed to this
+    tools: ToolFields = GRPC_TOOL_FIELDS
 
 
 GRPC_FIELDS = OptionFields()
-CHAT_COMPLETIONS_FIELDS = OptionFields(max_tokens="max_tokens", best_of="best_of")
-RESPONSES_FIELDS = OptionFields(max_tokens="max_output_tokens", best_of="best_of")
+CHAT_COMPLETIONS_FIELDS = OptionFields(
+    max_tokens="max_tokens", best_of="best_of",
+    tools=ToolFields("tools", "tools[{i}].function", "parameters", "tool_choice", "response_format"))
+RESPONSES_FIELDS = OptionFields(
+    max_tokens="max_output_tokens", best_of="best_of",
+    tools=ToolFields("tools", "tools[{i}]", "parameters", "tool_choice", "text.format"))
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,12 @@ class Plan:
     best_of: int = 1
     scoring: Scoring = "sync"
     constraint_field: str = "options.constraint"  # the caller's name of options.constraint
+    tool_format: str = "hermes"  # the model's tool-call format (auto tool choice)
+
+    def tool_parser(self) -> ToolCallParser | None:
+        """A parser of one answer's tool calls, or None when none are read back."""
+        tools = self.options.tools
+        return tools.parser(self.tool_format) if tools else None
 
     @property
     def greedy(self) -> bool:
@@ -102,4 +118,11 @@ class Planner:
             raise InvalidRequest(f"{fields.best_of}: {best_of} is less than n ({n})")
         scoring: Scoring = "sync" if best_of > 1 else "off" if stateless else c.single_answer_scoring
         temperature = c.default_temperature if options.temperature is None else options.temperature
-        return Plan(options, max_tokens, temperature, n, best_of, scoring, fields.constraint)
+        constraint_field = fields.constraint
+        if options.tools:
+            options.tools.check(fields.tools, c.max_tools, options.constraint is not None)
+            constraint = options.tools.constraint()
+            if constraint is not None:
+                options, constraint_field = replace(options, constraint=constraint), fields.tools.tools
+        return Plan(options, max_tokens, temperature, n, best_of, scoring, constraint_field,
+                    c.tool_call_parser)

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from chatstack.core.proto_convert import role_value
-from chatstack.gateway.session_records import Message, PreferenceEvent
+from chatstack.core.proto_convert import chat_messages_to_proto
+from chatstack.gateway.session_records import PreferenceEvent
 from chatstack.session.wire import timestamp
-from chatstack.v1 import common_pb2, preference_pb2
+from chatstack.v1 import preference_pb2
 
 KINDS = {"feedback": preference_pb2.PREFERENCE_KIND_FEEDBACK,
          "best_of": preference_pb2.PREFERENCE_KIND_BEST_OF,
@@ -19,17 +17,11 @@ RATINGS = {"up": preference_pb2.RATING_UP, "down": preference_pb2.RATING_DOWN,
 RATING_NAMES = {value: name for name, value in RATINGS.items()}
 
 
-def messages_to_proto(messages: Iterable[Message]) -> list[common_pb2.ChatMessage]:
-    """Messages on the wire."""
-    return [common_pb2.ChatMessage(role=role_value(m.role), content=m.content)  # type: ignore[arg-type]
-            for m in messages]
-
-
 def preference_to_proto(e: PreferenceEvent) -> preference_pb2.PreferenceEvent:
     """A preference event on the wire (the rating was checked against RATINGS by the recorder)."""
     return preference_pb2.PreferenceEvent(
         kind=KINDS[e.kind], session_id=e.session_id, turn_id=e.turn_id, user_turn_id=e.user_turn_id,
-        prompt=messages_to_proto(e.prompt), candidates=[preference_pb2.PreferenceCandidate(
+        prompt=chat_messages_to_proto(e.prompt), candidates=[preference_pb2.PreferenceCandidate(
             text=c.text, reward=c.reward, kept=c.kept, turn_id=c.turn_id,
             completion_tokens=c.completion_tokens)
             for c in e.candidates],

@@ -15,20 +15,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from chatstack.core.chat_message import ChatMessage, ToolCall
 from chatstack.session.model import SessionHeader, Turn
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 Rating = Literal["up", "down", ""]
 _N = TypeVar("_N", int, float)
 FINISH_PREFIX = "FINISH_REASON_"
 
 
-@dataclass(frozen=True)
-class Message:
-    """One message of a conversation."""
-
-    role: str  # a Role; a wire value no role names arrives as "" (the backend refuses it)
-    content: str
+#: One message of a conversation (tool calls included): the record every service shares.
+Message = ChatMessage
 
 
 @dataclass(frozen=True)
@@ -115,6 +112,8 @@ class TurnPush:
     commit_turn_id: str = ""
     replace_turn_id: str = ""
     commit_session: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
 
 
 

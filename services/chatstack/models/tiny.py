@@ -21,14 +21,28 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 END_OF_TURN = "<|end|>"
 
-# The same shape as Llama/Zephyr-style templates: role header, content, end marker.
+# The same shape as Llama/Zephyr-style templates: role header, content, end marker. Tools as
+# Hermes-style models take them: the tools' JSON in a system block, an assistant's calls as
+# `<tool_call>{"name": ..., "arguments": ...}</tool_call>`, a tool's result as a user turn in
+# `<tool_response>` (the gateway's `hermes` tool parser reads this format back).
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
+    "{% if tools %}<|system|>\n# Tools\nCall a function as <tool_call>{\"name\": <name>, "
+    "\"arguments\": <arguments>}</tool_call>. Functions:\n"
+    "{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}<|end|>\n{% endif %}"
     "{% for message in messages %}"
-    "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}"
     "{{ raise_exception('unknown role: ' + message['role']) }}"
     "{% endif %}"
-    "<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
+    "{% if message['role'] == 'tool' %}"
+    "<|user|>\n<tool_response>\n{{ message['content'] }}\n</tool_response><|end|>\n"
+    "{% else %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}"
+    "{% for call in message['tool_calls'] or [] %}"
+    "<tool_call>{\"name\": {{ call['function']['name'] | tojson }}, "
+    "\"arguments\": {{ call['function']['arguments'] | tojson }}}</tool_call>"
+    "{% endfor %}<|end|>\n"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )

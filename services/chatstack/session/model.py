@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chatstack.core.chat_message import ToolCall
+
 
 @dataclass(frozen=True)
 class SessionHeader:
@@ -33,6 +35,8 @@ class Turn:
     create_time_ms: int
     metadata: dict[str, str] = field(default_factory=dict)
     position: int = 0
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+    tool_call_id: str = ""  # the call a tool turn answers
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class NewTurn:
     content: str
     token_count: int
     metadata: dict[str, str] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import grpc
 
 from chatstack.core.errors import InvalidRequest, Unauthenticated
 from chatstack.core.page_tokens import decode_page_token, encode_page_token
-from chatstack.core.proto_convert import role_name
+from chatstack.core.proto_convert import role_name, tool_calls_from_proto
 from chatstack.core.request_context import OWNER_KEY, metadata_value
 from chatstack.session.model import (
     ContextWindow,
@@ -139,7 +139,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         """Push a turn."""
         result = await self.store.push(owner_of(context), request.session_id, NewTurn(
             role=role_name(request.role), content=request.content,
-            token_count=request.token_count, metadata=dict(request.metadata)), _expected(request),
+            token_count=request.token_count, metadata=dict(request.metadata),
+            tool_calls=tool_calls_from_proto(request.tool_calls), tool_call_id=request.tool_call_id),
+            _expected(request),
             pending_ms=request.pending_ms, commit=request.commit_turn_id, replace=request.replace_turn_id,
             commit_session=request.commit_session)
         return session_pb2.PushTurnResponse(turn=turn_to_proto(result.turn), version=result.version,

@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatstack.core.chat_message import ToolCall
 from chatstack.core.errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -35,7 +36,7 @@ from chatstack.core.errors import (
 )
 from chatstack.core.identifiers import check_id
 from chatstack.core.request_context import bounded_timeout, current_request_id
-from chatstack.core.roles import TURN_ROLES
+from chatstack.core.roles import ASSISTANT, TOOL, TURN_ROLES
 from chatstack.session.config import SessionConfig
 from chatstack.session.metrics import SessionMetrics
 from chatstack.session.model import (
@@ -56,6 +57,8 @@ SCRIPTS = ("create", "get", "delete", "push", "pop", "peek", "list_turns", "get_
            "fork", "list_sessions", "annotate", "record_preference")
 #: Most turns one GetTurns reads (a turn and the few after it: an exchange, its successor).
 MAX_GET_TURNS = 16
+#: Longest tool call id or function name a turn may hold (OpenAI ids are ~30 characters).
+MAX_TOOL_ID_CHARS = 128
 
 
 def _load_script(name: str) -> str:
@@ -173,18 +176,30 @@ class RedisSessionStore:
     def _check_turn(self, turn: NewTurn) -> None:
         if turn.role not in TURN_ROLES:
             raise InvalidRequest(
-                f"role: {turn.role or 'unspecified'} is not a turn role (user or assistant; "
+                f"role: {turn.role or 'unspecified'} is not a turn role (user, assistant or tool; "
                 "the system prompt belongs to the session)"
             )
-        if not turn.content:
+        if turn.tool_calls and turn.role != ASSISTANT:
+            raise InvalidRequest("tool_calls: only an assistant turn calls tools")
+        if (turn.role == TOOL) != bool(turn.tool_call_id):
+            raise InvalidRequest("tool_call_id: required on a tool turn, and only there")
+        if not turn.content and not turn.tool_calls:
             raise InvalidRequest("content: empty")
-        size = len(turn.content.encode())
+        size = len(turn.content.encode()) + sum(len(c.arguments.encode()) for c in turn.tool_calls)
         if size > self.config.max_content_bytes:
             raise InvalidRequest(
                 f"content: {size} bytes exceed the limit of {self.config.max_content_bytes}"
             )
         if turn.token_count < 0:
             raise InvalidRequest("token_count: must be >= 0")
+        for field, value in [("tool_call_id", turn.tool_call_id),
+                             *((f"tool_calls[{i}].id", c.id) for i, c in enumerate(turn.tool_calls))]:
+            if len(value) > MAX_TOOL_ID_CHARS:
+                raise InvalidRequest(f"{field}: longer than {MAX_TOOL_ID_CHARS} characters")
+        for i, call in enumerate(turn.tool_calls):
+            if not call.id or not call.name or len(call.name) > MAX_TOOL_ID_CHARS:
+                raise InvalidRequest(f"tool_calls[{i}]: needs an id and a name of at most "
+                                     f"{MAX_TOOL_ID_CHARS} characters")
         self._check_metadata(turn.metadata, "metadata")
 
     # -- operations -----------------------------------------------------------------------
@@ -239,8 +254,13 @@ class RedisSessionStore:
             check_id(replace, "replace_turn_id")
         turn_id = uuid.uuid4().hex[:16]
         now = _now_ms()
-        body = json.dumps({"id": turn_id, "r": turn.role, "c": turn.content, "t": turn.token_count,
-                           "ts": now, "m": turn.metadata}, ensure_ascii=False, separators=(",", ":"))
+        fields = {"id": turn_id, "r": turn.role, "c": turn.content, "t": turn.token_count, "ts": now,
+                  "m": turn.metadata}
+        if turn.tool_calls:
+            fields["tc"] = [[c.id, c.name, c.arguments] for c in turn.tool_calls]
+        if turn.tool_call_id:
+            fields["ti"] = turn.tool_call_id
+        body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
         policy = "evict" if self.config.max_turns_policy == "evict_oldest" else "reject"
         version, position, evicted = await self._run("push", self._keys(sid), [
             owner, _ver(expected_version), now, body[1:], turn.token_count, turn_id,
@@ -250,7 +270,7 @@ class RedisSessionStore:
         self.metrics.turns_pushed.inc()
         self.metrics.turns_evicted.inc(int(evicted))
         stored = Turn(turn_id, turn.role, turn.content, turn.token_count, now,
-                      dict(turn.metadata), int(position))
+                      dict(turn.metadata), int(position), turn.tool_calls, turn.tool_call_id)
         return PushResult(stored, int(version), int(evicted))
 
     async def pop(self, owner: str, sid: str, expected_version: int | None = None,
@@ -387,7 +407,8 @@ def _turn(raw: Any, base: int, position: int | None = None) -> Turn:
     d = json.loads(_s(raw))
     return Turn(turn_id=d["id"], role=d["r"], content=d["c"], token_count=int(d["t"]),
                 create_time_ms=int(d["ts"]), metadata=dict(d.get("m") or {}),
-                position=int(d["a"]) - base if position is None else position)
+                position=int(d["a"]) - base if position is None else position,
+                tool_calls=tuple(ToolCall(*c) for c in d.get("tc") or ()), tool_call_id=d.get("ti", ""))
 
 
 _ERRORS: dict[str, Callable[[str], Exception]] = {

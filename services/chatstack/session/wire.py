@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from chatstack.core.proto_convert import role_name, role_value
+from chatstack.core.proto_convert import role_name, role_value, tool_calls_from_proto, tool_calls_to_proto
 from chatstack.session.model import ContextWindow, SessionHeader, Turn
 from chatstack.v1 import session_pb2
 
@@ -43,14 +43,15 @@ def turn_to_proto(t: Turn) -> session_pb2.Turn:
     return session_pb2.Turn(
         turn_id=t.turn_id, role=role_value(t.role), content=t.content,  # type: ignore[arg-type]
         token_count=t.token_count, create_time=timestamp(t.create_time_ms),
-        metadata=t.metadata, position=t.position,
+        metadata=t.metadata, position=t.position, tool_calls=tool_calls_to_proto(t.tool_calls),
+        tool_call_id=t.tool_call_id,
     )
 
 
 def turn_from_proto(t: session_pb2.Turn) -> Turn:
     """Turn message -> Turn (a role no name stands for reads as "")."""
     return Turn(t.turn_id, role_name(t.role), t.content, t.token_count, t.create_time.ToMilliseconds(),
-                dict(t.metadata), t.position)
+                dict(t.metadata), t.position, tool_calls_from_proto(t.tool_calls), t.tool_call_id)
 
 
 def turns_from_proto(turns: Iterable[session_pb2.Turn]) -> list[Turn]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from chatstack.core.chat_message import ChatMessage, FunctionTool
 from chatstack.core.errors import InvalidRequest
 from chatstack.core.roles import CHAT_ROLES
 from chatstack.tokenizer.chat_template import ChatTemplate
@@ -179,28 +180,46 @@ class TokenizerEngine:
         )
 
     def apply_chat_template(
-        self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool,
-        count_messages: Sequence[int] = (),
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool,
+        count_messages: Sequence[int] = (), tools: Sequence[FunctionTool] = (),
     ) -> tuple[str, list[int], list[int]]:
-        """Render (role, content) messages; returns the prompt text, its token ids and the token
-        counts of the contents of the messages at `count_messages` (indices)."""
+        """Render messages and the tools the model may call; returns the prompt text, its token
+        ids and the token counts of the contents of the messages at `count_messages` (indices)."""
         if self.chat_template is None:
             raise InvalidRequest(f"model {self.model_name} has no chat template")
+        self._check_messages(messages, count_messages)
+        template_tools = [_tool_for_template(t, f"tools[{i}]") for i, t in enumerate(tools)]
+        # Counted contents are encoded a second time: they count against the request's characters.
+        self._check_request_chars(sum(_chars(m) for m in messages)
+                                  + sum(len(messages[i].content) for i in count_messages)
+                                  + sum(len(t.parameters) + len(t.description) for t in tools), "messages")
+        prompt = self.chat_template.render([m.as_template() for m in messages], add_generation_prompt,
+                                           template_tools)
+        # The template already wrote BOS and role markers as text: don't add them again.
+        # encode_batch releases the GIL while it runs (encode does not); the counted contents
+        # are encoded in the same batch.
+        encodings = self.tokenizer.encode_batch_fast(
+            [prompt, *(messages[i].content for i in count_messages)], add_special_tokens=False)
+        ids = encodings[0].ids
+        self._check_tokens(len(ids), "messages")
+        return prompt, ids, [len(e.ids) for e in encodings[1:]]
+
+    def _check_messages(self, messages: Sequence[ChatMessage], count_messages: Sequence[int]) -> None:
         if not messages:
             raise InvalidRequest("messages: empty, give at least one message")
         if len(messages) > self.limits.max_messages:
             raise InvalidRequest(
                 f"messages: {len(messages)} exceed the limit of {self.limits.max_messages}"
             )
-        for i, (role, content) in enumerate(messages):
-            if role not in CHAT_ROLES:
+        for i, m in enumerate(messages):
+            if m.role not in CHAT_ROLES:
                 raise InvalidRequest(
-                    f"messages[{i}].role: {role or 'unspecified'!s} is not one of "
+                    f"messages[{i}].role: {m.role or 'unspecified'!s} is not one of "
                     f"{sorted(CHAT_ROLES)}"
                 )
-            if len(content) > self.limits.max_text_chars:
+            if _chars(m) > self.limits.max_text_chars:
                 raise InvalidRequest(
-                    f"messages[{i}].content: {len(content)} characters exceed the limit of "
+                    f"messages[{i}].content: {_chars(m)} characters exceed the limit of "
                     f"{self.limits.max_text_chars}"
                 )
         seen: set[int] = set()
@@ -209,20 +228,6 @@ class TokenizerEngine:
                 raise InvalidRequest(f"count_messages[{i}]: {index} is not a distinct message index "
                                      f"(there are {len(messages)} messages)")
             seen.add(index)
-        # Counted contents are encoded a second time: they count against the request's characters.
-        self._check_request_chars(sum(len(c) for _, c in messages)
-                                  + sum(len(messages[i][1]) for i in count_messages), "messages")
-        prompt = self.chat_template.render(
-            [{"role": r, "content": c} for r, c in messages], add_generation_prompt
-        )
-        # The template already wrote BOS and role markers as text: don't add them again.
-        # encode_batch releases the GIL while it runs (encode does not); the counted contents
-        # are encoded in the same batch.
-        encodings = self.tokenizer.encode_batch_fast(
-            [prompt, *(messages[i][1] for i in count_messages)], add_special_tokens=False)
-        ids = encodings[0].ids
-        self._check_tokens(len(ids), "messages")
-        return prompt, ids, [len(e.ids) for e in encodings[1:]]
 
     def info(self) -> TokenizerInfo:
         """Vocabulary size, special tokens, max length and model name."""
@@ -254,3 +259,18 @@ def _token_text(token: object) -> str:
     if isinstance(token, dict):
         return str(token.get("content", ""))
     return str(token) if token else ""
+
+
+def _chars(message: ChatMessage) -> int:
+    """A message's characters: its content and its calls' names and arguments."""
+    return len(message.content) + sum(len(c.name) + len(c.arguments) for c in message.tool_calls)
+
+
+def _tool_for_template(tool: FunctionTool, path: str) -> dict[str, Any]:
+    """A tool as templates read it, or INVALID_ARGUMENT naming what is wrong with it."""
+    if not tool.name:
+        raise InvalidRequest(f"{path}.name: empty")
+    try:
+        return tool.as_template()
+    except ValueError as exc:
+        raise InvalidRequest(f"{path}.parameters_json: not valid JSON ({exc})") from None

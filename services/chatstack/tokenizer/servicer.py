@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import grpc
 
 from chatstack.core.offload import CpuOffload
-from chatstack.core.proto_convert import messages_from_proto
+from chatstack.core.proto_convert import chat_messages_from_proto, tools_from_proto
 from chatstack.tokenizer.engine import EncodedText, TokenizerEngine, TokenizerInfo
 from chatstack.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
@@ -85,10 +85,11 @@ class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServiceServicer):
         self, request: tokenizer_pb2.ApplyChatTemplateRequest, context: grpc.aio.ServicerContext
     ) -> tokenizer_pb2.ApplyChatTemplateResponse:
         """Render the conversation with the model's chat template."""
-        messages = messages_from_proto(list(request.messages))
+        messages = chat_messages_from_proto(request.messages)
+        tools = tools_from_proto(request.tools)
         prompt, ids, counts = await self.offload.run(
-            _chars(c for _, c in messages), self.engine.apply_chat_template, messages,
-            request.add_generation_prompt, list(request.count_messages))
+            _chars(m.content for m in messages), self.engine.apply_chat_template, messages,
+            request.add_generation_prompt, list(request.count_messages), tools)
         return tokenizer_pb2.ApplyChatTemplateResponse(prompt=prompt, token_ids=ids,
                                                        message_token_counts=counts)
 

@@ -10,19 +10,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ToolChoiceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TOOL_CHOICE_MODE_UNSPECIFIED: _ClassVar[ToolChoiceMode]
+    TOOL_CHOICE_MODE_NONE: _ClassVar[ToolChoiceMode]
+    TOOL_CHOICE_MODE_AUTO: _ClassVar[ToolChoiceMode]
+    TOOL_CHOICE_MODE_REQUIRED: _ClassVar[ToolChoiceMode]
+
 class RewardStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REWARD_STATUS_UNSPECIFIED: _ClassVar[RewardStatus]
     REWARD_STATUS_SCORED: _ClassVar[RewardStatus]
     REWARD_STATUS_PENDING: _ClassVar[RewardStatus]
     REWARD_STATUS_OFF: _ClassVar[RewardStatus]
+TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode
+TOOL_CHOICE_MODE_NONE: ToolChoiceMode
+TOOL_CHOICE_MODE_AUTO: ToolChoiceMode
+TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode
 REWARD_STATUS_UNSPECIFIED: RewardStatus
 REWARD_STATUS_SCORED: RewardStatus
 REWARD_STATUS_PENDING: RewardStatus
 REWARD_STATUS_OFF: RewardStatus
 
 class ChatOptions(_message.Message):
-    __slots__ = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of", "context_token_budget", "echo_prompt", "constraint")
+    __slots__ = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of", "context_token_budget", "echo_prompt", "constraint", "tools", "tool_choice", "parallel_tool_calls")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +44,9 @@ class ChatOptions(_message.Message):
     CONTEXT_TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
     ECHO_PROMPT_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINT_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
     top_p: float
@@ -43,19 +57,40 @@ class ChatOptions(_message.Message):
     context_token_budget: int
     echo_prompt: bool
     constraint: _common_pb2.OutputConstraint
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., best_of: _Optional[int] = ..., context_token_budget: _Optional[int] = ..., echo_prompt: _Optional[bool] = ..., constraint: _Optional[_Union[_common_pb2.OutputConstraint, _Mapping]] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[_common_pb2.FunctionTool]
+    tool_choice: ToolChoice
+    parallel_tool_calls: bool
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., best_of: _Optional[int] = ..., context_token_budget: _Optional[int] = ..., echo_prompt: _Optional[bool] = ..., constraint: _Optional[_Union[_common_pb2.OutputConstraint, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.FunctionTool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ...) -> None: ...
+
+class ToolChoice(_message.Message):
+    __slots__ = ("mode", "function_name")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    mode: ToolChoiceMode
+    function_name: str
+    def __init__(self, mode: _Optional[_Union[ToolChoiceMode, str]] = ..., function_name: _Optional[str] = ...) -> None: ...
+
+class ToolResult(_message.Message):
+    __slots__ = ("tool_call_id", "output")
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    tool_call_id: str
+    output: str
+    def __init__(self, tool_call_id: _Optional[str] = ..., output: _Optional[str] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("session_id", "system_prompt", "message", "options")
+    __slots__ = ("session_id", "system_prompt", "message", "options", "tool_results")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESULTS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     system_prompt: str
     message: str
     options: ChatOptions
-    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., message: _Optional[str] = ..., options: _Optional[_Union[ChatOptions, _Mapping]] = ...) -> None: ...
+    tool_results: _containers.RepeatedCompositeFieldContainer[ToolResult]
+    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., message: _Optional[str] = ..., options: _Optional[_Union[ChatOptions, _Mapping]] = ..., tool_results: _Optional[_Iterable[_Union[ToolResult, _Mapping]]] = ...) -> None: ...
 
 class ChatSessionInfo(_message.Message):
     __slots__ = ("session_id", "created", "user_turn_id", "context_turns", "context_truncated", "prompt_tokens", "prompt")
@@ -76,12 +111,26 @@ class ChatSessionInfo(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., created: _Optional[bool] = ..., user_turn_id: _Optional[str] = ..., context_turns: _Optional[int] = ..., context_truncated: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., prompt: _Optional[str] = ...) -> None: ...
 
 class ChatDelta(_message.Message):
-    __slots__ = ("text", "token_ids")
+    __slots__ = ("text", "token_ids", "tool_calls")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     text: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCallDelta]
+    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ...) -> None: ...
+
+class ToolCallDelta(_message.Message):
+    __slots__ = ("index", "id", "name", "arguments")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    id: str
+    name: str
+    arguments: str
+    def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[str] = ...) -> None: ...
 
 class CandidateScore(_message.Message):
     __slots__ = ("index", "reward_score", "text", "completion_tokens", "chosen")
@@ -116,7 +165,7 @@ class StageTimings(_message.Message):
     def __init__(self, session_read_seconds: _Optional[float] = ..., template_seconds: _Optional[float] = ..., ttft_seconds: _Optional[float] = ..., generation_seconds: _Optional[float] = ..., reward_seconds: _Optional[float] = ..., session_write_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
 
 class ChatFinal(_message.Message):
-    __slots__ = ("assistant_turn_id", "text", "reward_score", "candidates", "usage", "timings", "finish_reason", "session_version", "reward_status")
+    __slots__ = ("assistant_turn_id", "text", "reward_score", "candidates", "usage", "timings", "finish_reason", "session_version", "reward_status", "tool_calls")
     ASSISTANT_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     REWARD_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +175,7 @@ class ChatFinal(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     SESSION_VERSION_FIELD_NUMBER: _ClassVar[int]
     REWARD_STATUS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     assistant_turn_id: str
     text: str
     reward_score: float
@@ -135,7 +185,8 @@ class ChatFinal(_message.Message):
     finish_reason: _common_pb2.FinishReason
     session_version: int
     reward_status: RewardStatus
-    def __init__(self, assistant_turn_id: _Optional[str] = ..., text: _Optional[str] = ..., reward_score: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., session_version: _Optional[int] = ..., reward_status: _Optional[_Union[RewardStatus, str]] = ...) -> None: ...
+    tool_calls: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]
+    def __init__(self, assistant_turn_id: _Optional[str] = ..., text: _Optional[str] = ..., reward_score: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., session_version: _Optional[int] = ..., reward_status: _Optional[_Union[RewardStatus, str]] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("session", "delta", "final")

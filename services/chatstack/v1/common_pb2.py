@@ -24,25 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63hatstack/v1/common.proto\x12\x0c\x63hatstack.v1\"@\n\x0b\x43hatMessage\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.chatstack.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"T\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"\xc1\x01\n\x10OutputConstraint\x12\x15\n\x0bjson_schema\x18\x01 \x01(\tH\x00\x12\x0f\n\x05regex\x18\x02 \x01(\tH\x00\x12\x11\n\x07grammar\x18\x03 \x01(\tH\x00\x12\x38\n\x06\x63hoice\x18\x04 \x01(\x0b\x32&.chatstack.v1.OutputConstraint.ChoicesH\x00\x12\x15\n\x0bjson_object\x18\x05 \x01(\x08H\x00\x1a\x19\n\x07\x43hoices\x12\x0e\n\x06values\x18\x01 \x03(\tB\x06\n\x04kind*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63hatstack/v1/common.proto\x12\x0c\x63hatstack.v1\"\x82\x01\n\x0b\x43hatMessage\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.chatstack.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12*\n\ntool_calls\x18\x03 \x03(\x0b\x32\x16.chatstack.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"J\n\x0c\x46unctionTool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"T\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"\xc1\x01\n\x10OutputConstraint\x12\x15\n\x0bjson_schema\x18\x01 \x01(\tH\x00\x12\x0f\n\x05regex\x18\x02 \x01(\tH\x00\x12\x11\n\x07grammar\x18\x03 \x01(\tH\x00\x12\x38\n\x06\x63hoice\x18\x04 \x01(\x0b\x32&.chatstack.v1.OutputConstraint.ChoicesH\x00\x12\x15\n\x0bjson_object\x18\x05 \x01(\x08H\x00\x1a\x19\n\x07\x43hoices\x12\x0e\n\x06values\x18\x01 \x03(\tB\x06\n\x04kind*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\x96\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatstack.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=416
-  _globals['_ROLE']._serialized_end=496
-  _globals['_FINISHREASON']._serialized_start=498
-  _globals['_FINISHREASON']._serialized_end=618
-  _globals['_CHATMESSAGE']._serialized_start=43
-  _globals['_CHATMESSAGE']._serialized_end=107
-  _globals['_TOKENIDS']._serialized_start=109
-  _globals['_TOKENIDS']._serialized_end=132
-  _globals['_TOKENUSAGE']._serialized_start=134
-  _globals['_TOKENUSAGE']._serialized_end=218
-  _globals['_OUTPUTCONSTRAINT']._serialized_start=221
-  _globals['_OUTPUTCONSTRAINT']._serialized_end=414
-  _globals['_OUTPUTCONSTRAINT_CHOICES']._serialized_start=381
-  _globals['_OUTPUTCONSTRAINT_CHOICES']._serialized_end=406
+  _globals['_ROLE']._serialized_start=616
+  _globals['_ROLE']._serialized_end=711
+  _globals['_FINISHREASON']._serialized_start=714
+  _globals['_FINISHREASON']._serialized_end=864
+  _globals['_CHATMESSAGE']._serialized_start=44
+  _globals['_CHATMESSAGE']._serialized_end=174
+  _globals['_TOOLCALL']._serialized_start=176
+  _globals['_TOOLCALL']._serialized_end=231
+  _globals['_FUNCTIONTOOL']._serialized_start=233
+  _globals['_FUNCTIONTOOL']._serialized_end=307
+  _globals['_TOKENIDS']._serialized_start=309
+  _globals['_TOKENIDS']._serialized_end=332
+  _globals['_TOKENUSAGE']._serialized_start=334
+  _globals['_TOKENUSAGE']._serialized_end=418
+  _globals['_OUTPUTCONSTRAINT']._serialized_start=421
+  _globals['_OUTPUTCONSTRAINT']._serialized_end=614
+  _globals['_OUTPUTCONSTRAINT_CHOICES']._serialized_start=581
+  _globals['_OUTPUTCONSTRAINT_CHOICES']._serialized_end=606
 # @@protoc_insertion_point(module_scope)

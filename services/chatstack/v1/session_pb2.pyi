@@ -45,7 +45,7 @@ class Session(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., system_prompt: _Optional[str] = ..., system_prompt_tokens: _Optional[int] = ..., version: _Optional[int] = ..., turn_count: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class Turn(_message.Message):
-    __slots__ = ("turn_id", "role", "content", "token_count", "create_time", "metadata", "position")
+    __slots__ = ("turn_id", "role", "content", "token_count", "create_time", "metadata", "position", "tool_calls", "tool_call_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,8 @@ class Turn(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     turn_id: str
     role: _common_pb2.Role
     content: str
@@ -67,7 +69,9 @@ class Turn(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     metadata: _containers.ScalarMap[str, str]
     position: int
-    def __init__(self, turn_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., position: _Optional[int] = ...) -> None: ...
+    tool_calls: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]
+    tool_call_id: str
+    def __init__(self, turn_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., position: _Optional[int] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("session_id", "system_prompt", "system_prompt_tokens", "metadata", "ttl_seconds", "pending_ms")
@@ -139,7 +143,7 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PushTurnRequest(_message.Message):
-    __slots__ = ("session_id", "role", "content", "token_count", "metadata", "expected_version", "pending_ms", "commit_turn_id", "replace_turn_id", "commit_session")
+    __slots__ = ("session_id", "role", "content", "token_count", "metadata", "expected_version", "pending_ms", "commit_turn_id", "replace_turn_id", "commit_session", "tool_calls", "tool_call_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +161,8 @@ class PushTurnRequest(_message.Message):
     COMMIT_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     REPLACE_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     COMMIT_SESSION_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     role: _common_pb2.Role
     content: str
@@ -167,7 +173,9 @@ class PushTurnRequest(_message.Message):
     commit_turn_id: str
     replace_turn_id: str
     commit_session: bool
-    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expected_version: _Optional[int] = ..., pending_ms: _Optional[int] = ..., commit_turn_id: _Optional[str] = ..., replace_turn_id: _Optional[str] = ..., commit_session: _Optional[bool] = ...) -> None: ...
+    tool_calls: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]
+    tool_call_id: str
+    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expected_version: _Optional[int] = ..., pending_ms: _Optional[int] = ..., commit_turn_id: _Optional[str] = ..., replace_turn_id: _Optional[str] = ..., commit_session: _Optional[bool] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
 
 class PushTurnResponse(_message.Message):
     __slots__ = ("turn", "version", "evicted_turns")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from chatstack.v1 import common_pb2 as chatstack_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63hatstack/v1/tokenizer.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\"R\n\rEncodeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x1a\n\x12\x61\x64\x64_special_tokens\x18\x02 \x01(\x08\x12\x16\n\x0ereturn_offsets\x18\x03 \x01(\x08\")\n\x0bTokenOffset\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"C\n\x08\x45ncoding\x12\x0b\n\x03ids\x18\x01 \x03(\r\x12*\n\x07offsets\x18\x02 \x03(\x0b\x32\x19.chatstack.v1.TokenOffset\";\n\x0e\x45ncodeResponse\x12)\n\tencodings\x18\x01 \x03(\x0b\x32\x16.chatstack.v1.Encoding\"W\n\rDecodeRequest\x12)\n\tsequences\x18\x01 \x03(\x0b\x32\x16.chatstack.v1.TokenIds\x12\x1b\n\x13skip_special_tokens\x18\x02 \x01(\x08\"\x1f\n\x0e\x44\x65\x63odeResponse\x12\r\n\x05texts\x18\x01 \x03(\t\"?\n\x12\x43ountTokensRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x1a\n\x12\x61\x64\x64_special_tokens\x18\x02 \x01(\x08\";\n\x13\x43ountTokensResponse\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\r\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x04\"~\n\x18\x41pplyChatTemplateRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.chatstack.v1.ChatMessage\x12\x1d\n\x15\x61\x64\x64_generation_prompt\x18\x02 \x01(\x08\x12\x16\n\x0e\x63ount_messages\x18\x03 \x03(\r\"\\\n\x19\x41pplyChatTemplateResponse\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x1c\n\x14message_token_counts\x18\x03 \x03(\r\"\x10\n\x0eGetInfoRequest\"9\n\x0cSpecialToken\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\r\"\xa3\x01\n\x0fGetInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nvocab_size\x18\x02 \x01(\r\x12\x19\n\x11max_length_tokens\x18\x03 \x01(\r\x12\x32\n\x0especial_tokens\x18\x04 \x03(\x0b\x32\x1a.chatstack.v1.SpecialToken\x12\x19\n\x11has_chat_template\x18\x05 \x01(\x08\x32\x9e\x03\n\x10TokenizerService\x12\x43\n\x06\x45ncode\x12\x1b.chatstack.v1.EncodeRequest\x1a\x1c.chatstack.v1.EncodeResponse\x12\x43\n\x06\x44\x65\x63ode\x12\x1b.chatstack.v1.DecodeRequest\x1a\x1c.chatstack.v1.DecodeResponse\x12R\n\x0b\x43ountTokens\x12 .chatstack.v1.CountTokensRequest\x1a!.chatstack.v1.CountTokensResponse\x12\x64\n\x11\x41pplyChatTemplate\x12&.chatstack.v1.ApplyChatTemplateRequest\x1a\'.chatstack.v1.ApplyChatTemplateResponse\x12\x46\n\x07GetInfo\x12\x1c.chatstack.v1.GetInfoRequest\x1a\x1d.chatstack.v1.GetInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63hatstack/v1/tokenizer.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\"R\n\rEncodeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x1a\n\x12\x61\x64\x64_special_tokens\x18\x02 \x01(\x08\x12\x16\n\x0ereturn_offsets\x18\x03 \x01(\x08\")\n\x0bTokenOffset\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"C\n\x08\x45ncoding\x12\x0b\n\x03ids\x18\x01 \x03(\r\x12*\n\x07offsets\x18\x02 \x03(\x0b\x32\x19.chatstack.v1.TokenOffset\";\n\x0e\x45ncodeResponse\x12)\n\tencodings\x18\x01 \x03(\x0b\x32\x16.chatstack.v1.Encoding\"W\n\rDecodeRequest\x12)\n\tsequences\x18\x01 \x03(\x0b\x32\x16.chatstack.v1.TokenIds\x12\x1b\n\x13skip_special_tokens\x18\x02 \x01(\x08\"\x1f\n\x0e\x44\x65\x63odeResponse\x12\r\n\x05texts\x18\x01 \x03(\t\"?\n\x12\x43ountTokensRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x1a\n\x12\x61\x64\x64_special_tokens\x18\x02 \x01(\x08\";\n\x13\x43ountTokensResponse\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\r\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x04\"\xa9\x01\n\x18\x41pplyChatTemplateRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.chatstack.v1.ChatMessage\x12\x1d\n\x15\x61\x64\x64_generation_prompt\x18\x02 \x01(\x08\x12\x16\n\x0e\x63ount_messages\x18\x03 \x03(\r\x12)\n\x05tools\x18\x04 \x03(\x0b\x32\x1a.chatstack.v1.FunctionTool\"\\\n\x19\x41pplyChatTemplateResponse\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x1c\n\x14message_token_counts\x18\x03 \x03(\r\"\x10\n\x0eGetInfoRequest\"9\n\x0cSpecialToken\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\r\"\xa3\x01\n\x0fGetInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nvocab_size\x18\x02 \x01(\r\x12\x19\n\x11max_length_tokens\x18\x03 \x01(\r\x12\x32\n\x0especial_tokens\x18\x04 \x03(\x0b\x32\x1a.chatstack.v1.SpecialToken\x12\x19\n\x11has_chat_template\x18\x05 \x01(\x08\x32\x9e\x03\n\x10TokenizerService\x12\x43\n\x06\x45ncode\x12\x1b.chatstack.v1.EncodeRequest\x1a\x1c.chatstack.v1.EncodeResponse\x12\x43\n\x06\x44\x65\x63ode\x12\x1b.chatstack.v1.DecodeRequest\x1a\x1c.chatstack.v1.DecodeResponse\x12R\n\x0b\x43ountTokens\x12 .chatstack.v1.CountTokensRequest\x1a!.chatstack.v1.CountTokensResponse\x12\x64\n\x11\x41pplyChatTemplate\x12&.chatstack.v1.ApplyChatTemplateRequest\x1a\'.chatstack.v1.ApplyChatTemplateResponse\x12\x46\n\x07GetInfo\x12\x1c.chatstack.v1.GetInfoRequest\x1a\x1d.chatstack.v1.GetInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,16 +48,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUNTTOKENSREQUEST']._serialized_end=515
   _globals['_COUNTTOKENSRESPONSE']._serialized_start=517
   _globals['_COUNTTOKENSRESPONSE']._serialized_end=576
-  _globals['_APPLYCHATTEMPLATEREQUEST']._serialized_start=578
-  _globals['_APPLYCHATTEMPLATEREQUEST']._serialized_end=704
-  _globals['_APPLYCHATTEMPLATERESPONSE']._serialized_start=706
-  _globals['_APPLYCHATTEMPLATERESPONSE']._serialized_end=798
-  _globals['_GETINFOREQUEST']._serialized_start=800
-  _globals['_GETINFOREQUEST']._serialized_end=816
-  _globals['_SPECIALTOKEN']._serialized_start=818
-  _globals['_SPECIALTOKEN']._serialized_end=875
-  _globals['_GETINFORESPONSE']._serialized_start=878
-  _globals['_GETINFORESPONSE']._serialized_end=1041
-  _globals['_TOKENIZERSERVICE']._serialized_start=1044
-  _globals['_TOKENIZERSERVICE']._serialized_end=1458
+  _globals['_APPLYCHATTEMPLATEREQUEST']._serialized_start=579
+  _globals['_APPLYCHATTEMPLATEREQUEST']._serialized_end=748
+  _globals['_APPLYCHATTEMPLATERESPONSE']._serialized_start=750
+  _globals['_APPLYCHATTEMPLATERESPONSE']._serialized_end=842
+  _globals['_GETINFOREQUEST']._serialized_start=844
+  _globals['_GETINFOREQUEST']._serialized_end=860
+  _globals['_SPECIALTOKEN']._serialized_start=862
+  _globals['_SPECIALTOKEN']._serialized_end=919
+  _globals['_GETINFORESPONSE']._serialized_start=922
+  _globals['_GETINFORESPONSE']._serialized_end=1085
+  _globals['_TOKENIZERSERVICE']._serialized_start=1088
+  _globals['_TOKENIZERSERVICE']._serialized_end=1502
 # @@protoc_insertion_point(module_scope)

@@ -70,14 +70,16 @@ class CountTokensResponse(_message.Message):
     def __init__(self, counts: _Optional[_Iterable[int]] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class ApplyChatTemplateRequest(_message.Message):
-    __slots__ = ("messages", "add_generation_prompt", "count_messages")
+    __slots__ = ("messages", "add_generation_prompt", "count_messages", "tools")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     ADD_GENERATION_PROMPT_FIELD_NUMBER: _ClassVar[int]
     COUNT_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
     add_generation_prompt: bool
     count_messages: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., add_generation_prompt: _Optional[bool] = ..., count_messages: _Optional[_Iterable[int]] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[_common_pb2.FunctionTool]
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., add_generation_prompt: _Optional[bool] = ..., count_messages: _Optional[_Iterable[int]] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.FunctionTool, _Mapping]]] = ...) -> None: ...
 
 class ApplyChatTemplateResponse(_message.Message):
     __slots__ = ("prompt", "token_ids", "message_token_counts")

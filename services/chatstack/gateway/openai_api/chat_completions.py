@@ -11,12 +11,14 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
+from chatstack.core.chat_message import ToolCall
 from chatstack.core.errors import ChatstackError
 from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.model import Answer, DeltaEvent, PositionLogprobs, TokenLogprob
 from chatstack.gateway.openai_api.errors import domain_error_body
 from chatstack.gateway.openai_api.schemas import ChatCompletionRequest
 from chatstack.gateway.plan import CHAT_COMPLETIONS_FIELDS, Plan
+from chatstack.gateway.tool_parsers import CallDelta
 
 
 def _token_logprob(t: TokenLogprob) -> dict[str, Any]:
@@ -27,6 +29,24 @@ def logprobs_json(positions: list[PositionLogprobs]) -> dict[str, Any]:
     """OpenAI's `logprobs` of a choice: the sampled token and the top alternatives per position."""
     return {"content": [{**_token_logprob(p.sampled), "top_logprobs": [_token_logprob(t) for t in p.top]}
                         for p in positions]}
+
+
+def tool_calls_json(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    """OpenAI's `message.tool_calls`."""
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls]
+
+
+def tool_call_deltas_json(deltas: list[CallDelta]) -> list[dict[str, Any]]:
+    """OpenAI's `delta.tool_calls`: a call's id, type and name first, then argument fragments."""
+    out: list[dict[str, Any]] = []
+    for d in deltas:
+        if d.name:
+            out.append({"index": d.index, "id": d.id, "type": "function",
+                        "function": {"name": d.name, "arguments": d.arguments}})
+        else:
+            out.append({"index": d.index, "function": {"arguments": d.arguments}})
+    return out
 
 
 def usage_json(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -58,8 +78,12 @@ class ChatCompletionsHandler:
         assert result is not None
         choices = []
         for c in result.choices:
+            content = (c.text or None) if c.tool_calls else c.text  # OpenAI: null beside calls
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if c.tool_calls:
+                message["tool_calls"] = tool_calls_json(c.tool_calls)
             choice: dict[str, Any] = {
-                "index": c.index, "message": {"role": "assistant", "content": c.text},
+                "index": c.index, "message": message,
                 "logprobs": logprobs_json(c.logprobs) if want_logprobs else None,
                 "finish_reason": c.finish_reason or "stop"}
             if c.reward is not None:
@@ -87,7 +111,10 @@ class ChatCompletionsHandler:
             async with aclosing(self._answers(body)) as source:
                 async for item in source:
                     if isinstance(item, DeltaEvent):
-                        delta: dict[str, Any] = {"content": item.text}
+                        delta: dict[str, Any] = {"content": item.text} if item.text or not item.tool_calls \
+                            else {}
+                        if item.tool_calls:
+                            delta["tool_calls"] = tool_call_deltas_json(item.tool_calls)
                         if item.index not in started:
                             started.add(item.index)
                             delta["role"] = "assistant"

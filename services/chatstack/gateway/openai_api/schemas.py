@@ -9,14 +9,16 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatstack.core.chat_message import FunctionTool, ToolCall
 from chatstack.core.errors import InvalidRequest
-from chatstack.core.roles import ASSISTANT, SYSTEM, USER
+from chatstack.core.roles import ASSISTANT, SYSTEM, TOOL, USER
 from chatstack.gateway.model import ChatOptions, Constraint
 from chatstack.gateway.session_records import Message as ChatMessage
+from chatstack.gateway.tool_use import ToolUse
 
 #: The roles an OpenAI message may have, by the role they are (`chatstack.core.roles`; "developer"
 #: is OpenAI's newer name for the system role).
-INPUT_ROLES = {"system": SYSTEM, "developer": SYSTEM, "user": USER, "assistant": ASSISTANT}
+INPUT_ROLES = {"system": SYSTEM, "developer": SYSTEM, "user": USER, "assistant": ASSISTANT, "tool": TOOL}
 
 
 class TextPart(BaseModel):
@@ -32,14 +34,12 @@ def _absent(value: Any) -> bool:
 
 # Fields that change what a request means when set, by what value leaves the answer unchanged.
 NEUTRAL: dict[str, Callable[[Any], bool]] = {
-    "tools": _absent, "functions": _absent, "logit_bias": _absent, "include": _absent,
-    "tool_choice": lambda v: v in (None, "none", "auto"),
+    "functions": _absent, "logit_bias": _absent, "include": _absent,
     "function_call": lambda v: v in (None, "none", "auto"),
     "modalities": lambda v: v is None or v == ["text"],
     "reasoning_effort": _absent, "reasoning": _absent, "verbosity": _absent, "audio": _absent,
     "web_search_options": _absent, "prompt": _absent, "background": lambda v: v in (None, False),
-    "top_logprobs": lambda v: v in (None, 0), "tool_calls": _absent, "tool_call_id": _absent,
-    "refusal": _absent,
+    "top_logprobs": lambda v: v in (None, 0), "refusal": _absent,
 }
 
 
@@ -89,13 +89,41 @@ def _check_value(value: Any, path: str) -> None:
             _check_value(item, f"{path}.{key}")
 
 
+class FunctionCallIn(BaseModel):
+    """`function` of an assistant message's tool call."""
+
+    name: str
+    arguments: str
+
+
+class ToolCallIn(BaseModel):
+    """A tool call of an assistant message the caller sends back."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class Message(OpenAIBody):
-    """One message of a conversation the caller sends."""
+    """One message of a conversation the caller sends: an assistant message may carry its tool
+    calls, a tool message answers one of them (`tool_call_id`)."""
 
     ACCEPTED = frozenset({"name"})
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+    def as_chat_message(self, path: str) -> ChatMessage:
+        """The message as the flows take it, or INVALID_ARGUMENT naming what is missing."""
+        if self.role == "tool" and not self.tool_call_id:
+            raise InvalidRequest(f"{path}.tool_call_id: required on a tool message")
+        if self.tool_calls and self.role != "assistant":
+            raise InvalidRequest(f"{path}.tool_calls: only an assistant message calls tools")
+        calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ())
+        return ChatMessage(INPUT_ROLES[self.role], self.text(), calls,
+                           self.tool_call_id or "" if self.role == "tool" else "")
 
     def text(self) -> str:
         """The message's text (parts joined)."""
@@ -164,6 +192,49 @@ class TextConfig(BaseModel):
     verbosity: Literal["medium"] | None = None  # others would change the answer: not served
 
 
+class FunctionDefinition(BaseModel):
+    """`function` of a chat-completions tool."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # required and named calls are always constrained to the schema
+
+    def as_tool(self) -> FunctionTool:
+        """The tool as the flows take it."""
+        return FunctionTool(self.name, self.description or "",
+                            json.dumps(self.parameters) if self.parameters is not None else "")
+
+
+class ToolDefinition(BaseModel):
+    """A chat-completions tool (functions only)."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    """`function` of a named tool choice."""
+
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """`tool_choice: {"type": "function", "function": {"name": ...}}`."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+def tool_use(tools: list[FunctionTool], choice: str | None, function: str,
+             parallel: bool | None) -> ToolUse | None:
+    """The request's tool use (None: no tools, and no choice that needs them)."""
+    if not tools and choice in (None, "none", "auto"):
+        return None
+    kind = choice or "auto"
+    return ToolUse(tuple(tools), kind, function, parallel is not False)  # type: ignore[arg-type]
+
+
 class StreamOptions(BaseModel):
     """`stream_options`."""
 
@@ -175,7 +246,7 @@ class ChatCompletionRequest(OpenAIBody):
     candidates, rank them with the reward model, return the best `n` with their rewards."""
 
     ACCEPTED = frozenset({"user", "metadata", "store", "service_tier", "prompt_cache_key",
-                          "safety_identifier", "parallel_tool_calls", "prediction"})
+                          "safety_identifier", "prediction"})
 
     model: str
     messages: list[Message] = Field(min_length=1)
@@ -194,6 +265,9 @@ class ChatCompletionRequest(OpenAIBody):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     best_of: int | None = Field(None, ge=1)
     response_format: ResponseFormat | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     def constraint_field(self) -> str:
         """Where a refused constraint is named: the schema, or the format itself."""
@@ -202,7 +276,14 @@ class ChatCompletionRequest(OpenAIBody):
 
     def conversation(self) -> list[ChatMessage]:
         """The conversation as the flows take it."""
-        return [ChatMessage(INPUT_ROLES[m.role], m.text()) for m in self.messages]
+        return [m.as_chat_message(f"messages[{i}]") for i, m in enumerate(self.messages)]
+
+    def tool_use(self) -> ToolUse | None:
+        """The tools offered and the tool choice."""
+        named = self.tool_choice if isinstance(self.tool_choice, NamedToolChoice) else None
+        return tool_use([t.function.as_tool() for t in self.tools or ()],
+                        "function" if named else self.tool_choice,  # type: ignore[arg-type]
+                        named.function.name if named else "", self.parallel_tool_calls)
 
     def options(self) -> ChatOptions:
         """The sampling options as the flows take them."""
@@ -216,7 +297,8 @@ class ChatCompletionRequest(OpenAIBody):
             top_p=self.top_p, seed=self.seed, stop=stop, best_of=self.best_of or 1, n=self.n,
             presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
-            constraint=self.response_format.constraint() if self.response_format else None)
+            constraint=self.response_format.constraint() if self.response_format else None,
+            tools=self.tool_use())
 
 
 class InputMessage(BaseModel):

@@ -1,0 +1,122 @@
+"""Tool calling through the gateway's front doors, driven by the official `openai` SDK: forced
+(named) and `required` calls are constrained, so the tiny random model's arguments are valid for
+the tool's schema every time, streamed and not; a tool result continues the conversation;
+`auto` reads calls back in the model's own format; a bad tool is a 400 naming it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import openai
+import pytest
+
+pytestmark = pytest.mark.integration
+
+WEATHER = {"type": "object", "properties": {
+    "city": {"type": "string", "enum": ["Oslo", "Lima", "Pune"]},
+    "days": {"type": "integer", "minimum": 1, "maximum": 7}}, "required": ["city", "days"],
+    "additionalProperties": False}
+CLOCK = {"type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}},
+         "required": ["zone"], "additionalProperties": False}
+TOOLS: list[Any] = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather forecast",
+                                      "parameters": WEATHER, "strict": True}},
+    {"type": "function", "function": {"name": "get_time", "parameters": CLOCK}},
+]
+SCHEMAS = {"get_weather": WEATHER, "get_time": CLOCK}
+ASK = [{"role": "user", "content": "Will it rain in Oslo this week?"}]
+
+
+def _valid(name: str, arguments: str) -> None:
+    jsonschema.validate(json.loads(arguments), SCHEMAS[name])
+
+
+def test_a_named_call_has_valid_arguments(openai_sdk: openai.OpenAI, served_model: str) -> None:
+    for seed in range(3):
+        completion = openai_sdk.chat.completions.create(
+            model=served_model, messages=ASK, tools=TOOLS, max_tokens=64, temperature=1.0, seed=seed,  # type: ignore[arg-type]
+            tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        choice = completion.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        (call,) = choice.message.tool_calls or []
+        assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+        _valid(call.function.name, call.function.arguments)
+
+
+def test_a_required_call_streams_id_and_name_first_then_arguments(openai_sdk: openai.OpenAI,
+                                                                   served_model: str) -> None:
+    for seed in range(3):
+        kwargs: dict[str, Any] = dict(model=served_model, messages=ASK, tools=TOOLS, tool_choice="required",
+                                      parallel_tool_calls=False, max_tokens=96, temperature=1.0, seed=seed)
+        whole = openai_sdk.chat.completions.create(**kwargs)
+        calls = whole.choices[0].message.tool_calls or []
+        assert calls and whole.choices[0].finish_reason == "tool_calls"
+        for call in calls:
+            _valid(call.function.name, call.function.arguments)
+        chunks = list(openai_sdk.chat.completions.create(**kwargs, stream=True))
+        streamed: dict[int, dict[str, str]] = {}
+        for chunk in chunks:
+            for d in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                if d.index not in streamed:
+                    assert d.id and d.function and d.function.name, "id and name come first"
+                    streamed[d.index] = {"name": d.function.name, "arguments": d.function.arguments or ""}
+                else:
+                    assert not d.id and d.function and not d.function.name
+                    streamed[d.index]["arguments"] += d.function.arguments or ""
+        assert [chunks[-1].choices[0].finish_reason] == ["tool_calls"]
+        assert [(s["name"], s["arguments"]) for s in streamed.values()] == \
+            [(c.function.name, c.function.arguments) for c in calls], "same seed: stream equals whole"
+
+
+def test_parallel_calls_are_each_valid_and_off_makes_one(openai_sdk: openai.OpenAI, served_model: str) -> None:
+    for seed in range(4):
+        completion = openai_sdk.chat.completions.create(
+            model=served_model, messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,  # type: ignore[arg-type]
+            max_tokens=96, temperature=1.0, seed=seed)
+        assert len(completion.choices[0].message.tool_calls or []) == 1
+        several = openai_sdk.chat.completions.create(
+            model=served_model, messages=ASK, tools=TOOLS, tool_choice="required",  # type: ignore[arg-type]
+            max_tokens=160, temperature=1.0, seed=seed).choices[0]
+        calls = several.message.tool_calls or []
+        whole = calls if several.finish_reason == "tool_calls" else calls[:-1]  # length: the last is cut
+        assert calls and all(_valid(c.function.name, c.function.arguments) is None for c in whole)
+
+
+def test_a_tool_result_continues_the_conversation(openai_sdk: openai.OpenAI, served_model: str) -> None:
+    first = openai_sdk.chat.completions.create(
+        model=served_model, messages=ASK, tools=TOOLS, max_tokens=64, temperature=1.0, seed=1,  # type: ignore[arg-type]
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    call = (first.choices[0].message.tool_calls or [])[0]
+    messages: list[Any] = [*ASK, first.choices[0].message.model_dump(exclude_none=True),
+                           {"role": "tool", "tool_call_id": call.id, "content": '{"rain": true}'}]
+    answer = openai_sdk.chat.completions.create(model=served_model, messages=messages, tools=TOOLS,  # type: ignore[arg-type]
+                                                tool_choice="none", max_tokens=8, temperature=0)
+    assert answer.choices[0].message.content and not answer.choices[0].message.tool_calls
+    assert answer.usage and first.usage and answer.usage.prompt_tokens > first.usage.prompt_tokens
+
+
+def test_auto_answers_text_or_calls_and_stream_equals_whole(openai_sdk: openai.OpenAI, served_model: str) -> None:
+    kwargs: dict[str, Any] = dict(model=served_model, messages=ASK, tools=TOOLS, max_tokens=24, temperature=0)
+    whole = openai_sdk.chat.completions.create(**kwargs).choices[0]
+    chunks = list(openai_sdk.chat.completions.create(**kwargs, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == (whole.message.content or "") and whole.finish_reason in ("stop", "length", "tool_calls")
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0].function.name"),
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, "response_format"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "x": {"type": "string", "pattern": "(unclosed"}}}}}], "tool_choice": "required"}, "tools"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+])
+def test_bad_tool_requests_are_400_naming_the_field(openai_sdk: openai.OpenAI, served_model: str,
+                                                    extra: dict[str, Any], field: str) -> None:
+    body: dict[str, Any] = {"messages": ASK, **extra}
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_sdk.chat.completions.create(model=served_model, max_tokens=8, **body)
+    assert field in str(info.value), info.value
