@@ -120,3 +120,51 @@ def test_bad_tool_requests_are_400_naming_the_field(openai_sdk: openai.OpenAI, s
     with pytest.raises(openai.BadRequestError) as info:
         openai_sdk.chat.completions.create(model=served_model, max_tokens=8, **body)
     assert field in str(info.value), info.value
+
+
+RESPONSES_TOOLS: list[Any] = [{"type": "function", "name": "get_weather", "description": "Weather forecast",
+                               "parameters": WEATHER, "strict": True},
+                              {"type": "function", "name": "get_time", "parameters": CLOCK}]
+
+
+def test_responses_function_call_then_its_output_continues_by_previous_response_id(
+        openai_sdk: openai.OpenAI, served_model: str) -> None:
+    first = openai_sdk.responses.create(model=served_model, input="Rain in Oslo?", tools=RESPONSES_TOOLS,
+                                        tool_choice={"type": "function", "name": "get_weather"},
+                                        max_output_tokens=64, temperature=1.0, extra_body={"seed": 3})
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and call.call_id.startswith("call_")
+    _valid(call.name, call.arguments)
+    assert first.tool_choice.type == "function" and len(first.tools) == 2  # type: ignore[union-attr]
+    wrong = {"type": "function_call_output", "call_id": "call_nope", "output": "x"}
+    with pytest.raises(openai.BadRequestError, match="tool_call_id"):
+        openai_sdk.responses.create(model=served_model, previous_response_id=first.id, input=[wrong])  # type: ignore[list-item]
+    second = openai_sdk.responses.create(
+        model=served_model, previous_response_id=first.id, tools=RESPONSES_TOOLS, tool_choice="none",
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"rain": true}'}],
+        max_output_tokens=8, temperature=0)
+    assert second.output_text and [i.type for i in second.output] == ["message"]
+    assert second.conversation is not None and first.conversation is not None
+    items = openai_sdk.conversations.items.list(first.conversation.id, order="asc").data
+    assert [i.type for i in items] == ["message", "function_call", "function_call_output", "message"]
+    assert openai_sdk.responses.retrieve(first.id).output[0].type == "function_call"
+    assert openai_sdk.responses.retrieve(second.id).output_text == second.output_text
+
+
+def test_responses_stream_function_call_argument_events(openai_sdk: openai.OpenAI, served_model: str) -> None:
+    kwargs: dict[str, Any] = dict(model=served_model, input="Time?", tools=RESPONSES_TOOLS, tool_choice="required",
+                                  parallel_tool_calls=False, max_output_tokens=64, temperature=1.0,
+                                  extra_body={"seed": 4})
+    events = list(openai_sdk.responses.create(**kwargs, stream=True))
+    kinds = [e.type for e in events]
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")  # type: ignore[union-attr]
+    (done,) = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert kinds.index("response.output_item.added") < kinds.index("response.function_call_arguments.delta")
+    assert deltas == done.arguments  # type: ignore[union-attr]
+    final = events[-1].response  # type: ignore[union-attr]
+    (call,) = final.output
+    assert call.type == "function_call" and call.arguments == deltas
+    _valid(call.name, call.arguments)
+    whole = openai_sdk.responses.create(**kwargs)
+    assert [(c.name, c.arguments) for c in whole.output] == [(call.name, call.arguments)]  # type: ignore[union-attr]

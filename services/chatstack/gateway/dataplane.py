@@ -33,7 +33,7 @@ from chatstack.core.errors import (
     Unauthenticated,
     VersionConflict,
 )
-from chatstack.core.roles import ASSISTANT, USER
+from chatstack.core.roles import ASSISTANT, TOOL, USER
 from chatstack.gateway.answering import Answerer, PromptIds
 from chatstack.gateway.clients import Backends, SessionClient
 from chatstack.gateway.config import GatewayConfig
@@ -46,7 +46,7 @@ from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import EditedTurn, PreferenceRecorder
 from chatstack.gateway.prompting import ChatContext, Prompt, PromptBuilder, too_long
 from chatstack.gateway.rollback import Rollback, lease_ms, roll_back
-from chatstack.gateway.session_records import AnswerMeta, Fork, TurnPush
+from chatstack.gateway.session_records import AnswerMeta, Fork, Message, TurnPush
 from chatstack.gateway.stage_clock import StageClock
 from chatstack.session.model import NewSession, PushResult, Turn
 
@@ -73,24 +73,28 @@ class ChatDataPlane:
         """Finish (or, after the grace period, cancel) pending scorings."""
         await self.scorer.close(grace_seconds)
 
-    def check(self, message: str) -> None:
-        """The message's limits (before any work; the plan has checked the options)."""
-        if not message.strip():
-            raise InvalidRequest("message: empty")
-        if len(message) > self.config.max_message_chars:
-            raise InvalidRequest(f"message: {len(message)} characters exceed the limit of "
+    def check(self, message: Message, field: str = "message") -> None:
+        """The message's limits (before any work; the plan has checked the options): a user's
+        message, or a tool's result naming the call it answers."""
+        if message.role == TOOL and not message.tool_call_id:
+            raise InvalidRequest(f"{field}: a tool result names the call it answers (tool_call_id)")
+        if not message.content.strip():
+            raise InvalidRequest(f"{field}: empty")
+        if len(message.content) > self.config.max_message_chars:
+            raise InvalidRequest(f"{field}: {len(message.content)} characters exceed the limit of "
                                  f"{self.config.max_message_chars}")
 
     # -- flows ----------------------------------------------------------------------------------
-    def chat(self, owner: str, session_id: str, system_prompt: str, message: str,
-             plan: Plan, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
-        """Read the window, render the prompt, answer it while the user turn is stored, store the
-        answer; undo everything on failure. `system_prompt` is a new session's; `instructions`
-        replace an existing session's for this call only. The message is checked at once."""
-        self.check(message)
+    def chat(self, owner: str, session_id: str, system_prompt: str, message: Message, plan: Plan,
+             instructions: str | None = None, field: str = "message") -> AsyncGenerator[ChatEvent]:
+        """Read the window, render the prompt, answer it while the message (a user's, or a tool's
+        result) is stored, store the answer; undo everything on failure. `system_prompt` is a new
+        session's; `instructions` replace an existing session's for this call only. The message
+        is checked at once (`field`: the caller's name of it)."""
+        self.check(message, field)
         return self._chat(owner, session_id, system_prompt, message, plan, instructions)
 
-    async def _chat(self, owner: str, session_id: str, system_prompt: str, message: str,
+    async def _chat(self, owner: str, session_id: str, system_prompt: str, message: Message,
                     plan: Plan, instructions: str | None) -> AsyncGenerator[ChatEvent]:
         clock, sessions = StageClock(), self.backends.sessions(owner)
         rollback = Rollback(session_id=session_id)
@@ -105,8 +109,10 @@ class ChatDataPlane:
                 rollback.session_id = uuid.uuid4().hex  # chosen here, so a cancelled create is deleted
                 ctx = ChatContext(system_prompt, None, 0)
             t = clock.add("session_read", t)
-            ctx.append(USER, message, None)
-            prompt = await self.prompts.fit_and_render(ctx, budget, plan.max_tokens)  # counts the message too
+            if message.role == TOOL:
+                _check_answers_a_call(ctx, message.tool_call_id)
+            ctx.append(message, None)
+            prompt = await self.prompts.fit_and_render(ctx, budget, plan)  # counts the message too
             clock.add("template", t)
             if prompt.truncated and not plan.options.truncate:
                 raise InvalidRequest(
@@ -137,14 +143,15 @@ class ChatDataPlane:
             session = await sessions.create(NewSession(rollback.session_id, ctx.system_prompt,
                                                        prompt.system_tokens, pending_ms=lease))
             version = session.version
-        message = ctx.messages[-1].content
-        return await sessions.push(TurnPush(rollback.session_id, USER, message, prompt.message_tokens,
-                                            expected_version=version, pending_ms=lease))
+        message = ctx.messages[-1]
+        return await sessions.push(TurnPush(rollback.session_id, message.role, message.content,
+                                            prompt.message_tokens, expected_version=version, pending_ms=lease,
+                                            tool_call_id=message.tool_call_id))
 
     async def edit(self, owner: str, session_id: str, turn_id: str, message: str,
                    plan: Plan, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
         """Fork below a user turn and chat there with a new message (the fork is the answer's session)."""
-        self.check(message)
+        self.check(Message(USER, message))
         if not turn_id:
             raise InvalidRequest("turn_id: empty")
         sessions = self.backends.sessions(owner)
@@ -154,7 +161,8 @@ class ChatDataPlane:
             await sessions.fork(Fork(session_id, turn_id, fork_id, {"forked_from": session_id},
                                      lease_ms(self.config)))
             forked = True
-            async with aclosing(self._chat(owner, fork_id, "", message, plan, instructions)) as source:
+            async with aclosing(self._chat(owner, fork_id, "", Message(USER, message), plan,
+                                           instructions)) as source:
                 async for event in source:
                     if isinstance(event, SessionEvent):
                         event = replace(event, created=True)
@@ -189,7 +197,7 @@ class ChatDataPlane:
         if not ctx.turn_ids or ctx.turn_ids[-1] != turns[0].turn_id:
             raise InvalidRequest(too_long(await self.backends.generation.max_model_len(), plan.max_tokens))
         t = clock.add("session_read", t)
-        prompt = await self.prompts.fit_and_render(ctx, budget, plan.max_tokens)
+        prompt = await self.prompts.fit_and_render(ctx, budget, plan)
         clock.add("template", t)
         # Nothing is written before the answer is ready, which replaces the old one in one step.
         exchange = Exchange(sessions, Rollback(session_id=session_id), prompt, plan, clock,
@@ -232,7 +240,7 @@ class ChatDataPlane:
                 first.cancel()
                 await asyncio.gather(first, return_exceptions=True)
             await answering.aclose()  # early: cancels the generation stream, the engine aborts
-        if answer is None or not answer.best.text:
+        if answer is None or not (answer.best.text or answer.best.tool_calls):
             raise FailedPrecondition("the model produced an empty answer; regenerate")
         t = time.perf_counter()
         stored = await self._store(ex, answer)
@@ -256,4 +264,21 @@ class ChatDataPlane:
             ex.session_id, ASSISTANT, best.text,
             len(best.token_ids),  # the generated ids are the answer's tokens: no recount
             expected_version=ex.version, metadata=meta.encode(), commit_turn_id=ex.rollback.pending_turn_id,
-            replace_turn_id=ex.replaced.turn_id if ex.replaced is not None else ""))
+            replace_turn_id=ex.replaced.turn_id if ex.replaced is not None else "",
+            tool_calls=best.tool_calls))
+
+
+def _check_answers_a_call(ctx: ChatContext, call_id: str) -> None:
+    """A tool result answers a call of the conversation's last answer that has no result yet."""
+    answered: set[str] = set()
+    for m in reversed(ctx.messages):
+        if m.role == TOOL:
+            answered.add(m.tool_call_id)
+        elif m.role == ASSISTANT and m.tool_calls:
+            if call_id in {c.id for c in m.tool_calls} - answered:
+                return
+            break
+        else:
+            break
+    raise InvalidRequest(f"tool_call_id: {call_id!r} is not an unanswered tool call of the conversation's "
+                         "last answer")

@@ -34,9 +34,9 @@ class ChatContext:
     tokens: list[int | None] = field(default_factory=list)  # None: not counted yet (the new message)
     turn_ids: list[str] = field(default_factory=list)
 
-    def append(self, role: str, content: str, tokens: int | None, turn_id: str = "") -> None:
+    def append(self, message: Message, tokens: int | None, turn_id: str = "") -> None:
         """Add a turn on top."""
-        self.messages.append(Message(role, content))
+        self.messages.append(message)
         self.tokens.append(tokens)
         self.turn_ids.append(turn_id)
 
@@ -102,16 +102,19 @@ class PromptBuilder:
         reply = await sessions.context(session_id, budget)
         ctx = ChatContext(reply.system_prompt, reply.system_prompt_tokens, reply.version, reply.omitted_turns)
         for turn in reply.turns:
-            ctx.append(turn.role, turn.content, turn.token_count, turn.turn_id)
+            ctx.append(Message(turn.role, turn.content, turn.tool_calls, turn.tool_call_id), turn.token_count,
+                       turn.turn_id)
         return ctx
 
-    async def fit_and_render(self, ctx: ChatContext, budget: int, max_tokens: int) -> Prompt:
+    async def fit_and_render(self, ctx: ChatContext, budget: int, plan: Plan) -> Prompt:
         """Keep the newest turns (the last, the one being answered, always) that fit the budget,
         render them, counting what `ctx` has not counted yet in the same call; while the counts
         exceed the budget or the rendered prompt plus max_tokens exceeds the model's length, drop
         more of the oldest turns and render again: by the estimate, and at least one turn per
-        round, so a conversation of any length converges on the exact rendered count."""
-        limit = await self.generation.max_model_len()
+        round, so a conversation of any length converges on the exact rendered count. The plan's
+        tools are rendered with them."""
+        limit, max_tokens = await self.generation.max_model_len(), plan.max_tokens
+        tools = plan.options.tools.tools if plan.options.tools else ()
         _, per_message = await self.template_overhead()
         system = [Message(SYSTEM, ctx.system_prompt)] if ctx.system_prompt else []
         if not system:
@@ -123,7 +126,7 @@ class PromptBuilder:
             messages = system + ctx.messages[first:]
             uncounted = ([len(messages) - 1] if ctx.tokens[-1] is None else []) + \
                 ([0] if ctx.system_tokens is None else [])
-            rendering = await self.tokenizer.render(messages, count=uncounted)
+            rendering = await self.tokenizer.render(messages, count=uncounted, tools=tools)
             for index, tokens in zip(uncounted, rendering.counts, strict=True):
                 if index == 0 and system:
                     ctx.system_tokens = tokens

@@ -20,12 +20,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound
-from chatstack.core.roles import ASSISTANT, USER
+from chatstack.core.roles import ASSISTANT, TOOL, USER
 from chatstack.gateway.conversations import Conversations
 from chatstack.gateway.dataplane import ChatDataPlane
 from chatstack.gateway.model import ChatEvent
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import Feedback, FeedbackResult, PreferenceRecorder
+from chatstack.gateway.session_records import Message
 from chatstack.session.model import Turn
 
 _HEX = frozenset("0123456789abcdef")
@@ -53,7 +54,7 @@ class ResponseRef:
 
 @dataclass(frozen=True)
 class StoredExchange:
-    """A stored response: its user turn and the answer."""
+    """A stored response: the turn it answers (a user's, or a tool's result) and the answer."""
 
     ref: ResponseRef
     user: Turn
@@ -75,23 +76,27 @@ class Responses:
         self.conversations = conversations
         self.preferences = preferences
 
-    async def create(self, owner: str, message: str, plan: Plan, instructions: str | None = None,
-                     conversation: str | None = None, previous: ResponseRef | None = None
-                     ) -> AsyncGenerator[ChatEvent]:
-        """Answer `message` and store the exchange (see module docstring); the chat events."""
+    async def create(self, owner: str, message: Message, plan: Plan, instructions: str | None = None,
+                     conversation: str | None = None, previous: ResponseRef | None = None,
+                     field: str = "input") -> AsyncGenerator[ChatEvent]:
+        """Answer `message` (a user's, or a tool's result: `field` names it) and store the exchange
+        (see module docstring); the chat events."""
         if conversation and previous:
             raise InvalidRequest("previous_response_id: cannot be used together with conversation")
         if previous is not None:
             exchange = await self.find(owner, previous, "previous_response_id")
             if not exchange.latest:  # fork below the turn that followed it
+                if message.role != USER:
+                    raise InvalidRequest(f"{field}: a tool result continues only the conversation's latest "
+                                         "response")
                 async with aclosing(self.dataplane.edit(owner, previous.session_id, exchange.next_turn_id,
-                                    message, plan, instructions)) as source:
+                                    message.content, plan, instructions)) as source:
                     async for event in source:
                         yield event
                 return
             conversation = previous.session_id
         async with aclosing(self.dataplane.chat(owner, conversation or "", instructions or "", message,
-                            plan, instructions)) as source:
+                            plan, instructions, field)) as source:
             async for event in source:
                 yield event
 
@@ -102,7 +107,7 @@ class Responses:
             turns = await self.conversations.turns_from(owner, ref.session_id, ref.user_turn_id, 3)
         except (NotFound, InvalidRequest):  # no such session or turn, or ids no turn can have
             turns = []
-        if [t.role for t in turns[:2]] == [USER, ASSISTANT]:
+        if len(turns) >= 2 and turns[0].role in (USER, TOOL) and turns[1].role == ASSISTANT:
             return StoredExchange(ref, turns[0], turns[1], turns[2].turn_id if len(turns) > 2 else "")
         raise NotFound(f"{field}: no response {ref.encode()!r}")
 

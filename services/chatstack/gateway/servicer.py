@@ -9,19 +9,24 @@ from typing import Any
 import grpc
 
 from chatstack.core.errors import InvalidRequest
-from chatstack.core.proto_convert import constraint_from_proto
+from chatstack.core.proto_convert import constraint_from_proto, tool_calls_to_proto, tools_from_proto
 from chatstack.core.request_context import metadata_value
+from chatstack.core.roles import TOOL, USER
 from chatstack.gateway.auth import ApiKeyAuthenticator
 from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.model import ChatEvent, ChatOptions, DeltaEvent, SessionEvent
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.preferences import Feedback
 from chatstack.gateway.session_codec import RATING_NAMES
+from chatstack.gateway.session_records import Message
+from chatstack.gateway.tool_use import ToolUse, tool_use
 from chatstack.session.wire import header_to_proto, turn_to_proto
 from chatstack.v1 import chat_pb2, chat_pb2_grpc, common_pb2
 
 FINISH_VALUES = {"stop": common_pb2.FINISH_REASON_STOP, "length": common_pb2.FINISH_REASON_LENGTH,
-                 "abort": common_pb2.FINISH_REASON_ABORT}
+                 "abort": common_pb2.FINISH_REASON_ABORT, "tool_calls": common_pb2.FINISH_REASON_TOOL_CALLS}
+TOOL_MODES = {chat_pb2.TOOL_CHOICE_MODE_UNSPECIFIED: None, chat_pb2.TOOL_CHOICE_MODE_NONE: "none",
+              chat_pb2.TOOL_CHOICE_MODE_AUTO: "auto", chat_pb2.TOOL_CHOICE_MODE_REQUIRED: "required"}
 REWARD_STATUS = {"scored": chat_pb2.REWARD_STATUS_SCORED, "pending": chat_pb2.REWARD_STATUS_PENDING,
                  "off": chat_pb2.REWARD_STATUS_OFF}
 
@@ -36,8 +41,30 @@ def options_from_proto(o: chat_pb2.ChatOptions) -> ChatOptions:
                        best_of=max(1, o.best_of), context_token_budget=o.context_token_budget,
                        echo_prompt=o.echo_prompt,
                        constraint=constraint_from_proto(o.constraint, "options.constraint")
-                       if o.HasField("constraint") else None)
+                       if o.HasField("constraint") else None, tools=_tool_use(o))
 
+
+def _tool_use(o: chat_pb2.ChatOptions) -> ToolUse | None:
+    choice = o.tool_choice
+    named = choice.function_name if choice.WhichOneof("choice") == "function_name" else ""
+    mode = "function" if named else TOOL_MODES.get(choice.mode, "invalid")
+    if mode == "invalid":
+        raise InvalidRequest(f"options.tool_choice.mode: {choice.mode} is not a ToolChoiceMode")
+    parallel = o.parallel_tool_calls if o.HasField("parallel_tool_calls") else None
+    return tool_use(list(tools_from_proto(o.tools)), mode, named, parallel)
+
+
+def chat_message(request: chat_pb2.ChatRequest) -> tuple[Message, str]:
+    """The message a Chat answers (the user's, or a tool's result) and its field's name."""
+    if not request.tool_results:
+        return Message(USER, request.message), "message"
+    if request.message:
+        raise InvalidRequest("message: send a message or tool_results, not both")
+    if len(request.tool_results) > 1:
+        raise InvalidRequest("tool_results: one result per Chat is served (the results of parallel "
+                             "calls cannot yet be stored as one exchange)")
+    result = request.tool_results[0]
+    return Message(TOOL, result.output, tool_call_id=result.tool_call_id), "tool_results[0].output"
 
 
 def fill_event(message: Any, event: ChatEvent) -> Any:
@@ -50,6 +77,8 @@ def fill_event(message: Any, event: ChatEvent) -> Any:
     elif isinstance(event, DeltaEvent):
         message.delta.text = event.text
         message.delta.token_ids.extend(event.token_ids)
+        message.delta.tool_calls.extend(chat_pb2.ToolCallDelta(
+            index=d.index, id=d.id, name=d.name, arguments=d.arguments) for d in event.tool_calls)
     else:
         final, answer = message.final, event.answer
         final.assistant_turn_id, final.text = event.assistant_turn_id, answer.best.text
@@ -57,6 +86,7 @@ def fill_event(message: Any, event: ChatEvent) -> Any:
         final.finish_reason = FINISH_VALUES.get(answer.best.finish_reason,
                                                 common_pb2.FINISH_REASON_UNSPECIFIED)
         final.session_version = event.session_version
+        final.tool_calls.extend(tool_calls_to_proto(answer.best.tool_calls))
         final.reward_status = REWARD_STATUS[answer.reward_status]
         final.candidates.extend(chat_pb2.CandidateScore(
             index=c.index, reward_score=c.reward_score, text=c.text,
@@ -89,8 +119,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                    context: grpc.aio.ServicerContext) -> AsyncGenerator[chat_pb2.ChatResponse]:
         """Send a message and stream the answer."""
         owner = self._owner(context)
+        message, field = chat_message(request)
         async with aclosing(self.dataplane.chat(owner, request.session_id, request.system_prompt,
-                            request.message, self._plan(request.options))) as source:
+                            message, self._plan(request.options), field=field)) as source:
             async for event in source:
                 yield fill_event(chat_pb2.ChatResponse(), event)
 

@@ -119,3 +119,12 @@ def _check_schema(tool: FunctionTool, path: str) -> None:
         raise InvalidRequest(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(schema, dict):
         raise InvalidRequest(f"{path}: must be a JSON schema object")
+
+
+def tool_use(tools: list[FunctionTool], choice: str | None, function: str,
+             parallel: bool | None) -> ToolUse | None:
+    """A request's tool use from its parts (None: no tools, and no choice that needs them;
+    choice None means auto)."""
+    if not tools and choice in (None, "none", "auto"):
+        return None
+    return ToolUse(tuple(tools), choice or "auto", function, parallel is not False)  # type: ignore[arg-type]

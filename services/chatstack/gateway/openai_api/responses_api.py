@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from chatstack.core.chat_message import ToolCall
 from chatstack.core.errors import ChatstackError, InvalidRequest, NotFound, code_for
-from chatstack.core.roles import SYSTEM, TURN_ROLES, USER
+from chatstack.core.roles import ASSISTANT, SYSTEM, TOOL, TURN_ROLES, USER
 from chatstack.gateway.flows import GatewayFlows
-from chatstack.gateway.model import ChatEvent, DeltaEvent, FinalEvent, SessionEvent
+from chatstack.gateway.model import Answer, DeltaEvent, FinalEvent, SessionEvent
 from chatstack.gateway.openai_api.schemas import (
     ConversationCreateRequest,
     FeedbackRequest,
@@ -47,8 +48,86 @@ def message_item(item_id: str, role: str, text: str, status: str = "completed") 
     return {"type": "message", "id": item_id, "status": status, "role": role, "content": [part]}
 
 
-def turn_item(turn: Turn) -> dict[str, Any]:
-    return message_item(f"msg_{turn.turn_id}", turn.role or USER, turn.content)
+def function_call_item(item_id: str, call: ToolCall, status: str = "completed") -> dict[str, Any]:
+    """A function_call item of a response's output or a conversation's items."""
+    return {"type": "function_call", "id": item_id, "call_id": call.id, "name": call.name,
+            "arguments": call.arguments, "status": status}
+
+
+def answer_items(turn_id: str, text: str, calls: Iterable[ToolCall]) -> list[dict[str, Any]]:
+    """An answer's output items: its text (if any), then its calls."""
+    items = [message_item(f"msg_{turn_id}", "assistant", text)] if text else []
+    return items + [function_call_item(f"fc_{turn_id}_{i}", c) for i, c in enumerate(calls)]
+
+
+def turn_items(turn: Turn) -> list[dict[str, Any]]:
+    """A stored turn as conversation items: a message, an answer's calls, a tool's result."""
+    if turn.role == TOOL:
+        return [{"type": "function_call_output", "id": f"fco_{turn.turn_id}", "call_id": turn.tool_call_id,
+                 "output": turn.content, "status": "completed"}]
+    if turn.role == ASSISTANT:
+        return answer_items(turn.turn_id, turn.content, turn.tool_calls)
+    return [message_item(f"msg_{turn.turn_id}", turn.role or USER, turn.content)]
+
+
+class OutputItems:
+    """A streamed answer as Responses output items: the message item opens at its first text, a
+    function_call item at each call's name, in the order they come; each closes at the end."""
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []  # per output index: "message" or "function_call"
+        self.text = ""
+        self.arguments: dict[int, str] = {}  # output index -> arguments so far
+
+    def delta(self, event: DeltaEvent) -> list[tuple[str, dict[str, Any]]]:
+        """The events of one delta."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        if event.text:
+            if "message" not in self.kinds:
+                self.kinds.append("message")
+                out.append(("response.output_item.added", {"output_index": len(self.kinds) - 1,
+                            "item": message_item("msg_pending", "assistant", "", "in_progress")}))
+            self.text += event.text
+            out.append(("response.output_text.delta", {"output_index": self.kinds.index("message"),
+                        "content_index": 0, "item_id": "msg_pending", "delta": event.text}))
+        for d in event.tool_calls:
+            if d.name:
+                self.kinds.append("function_call")
+                self.arguments[len(self.kinds) - 1] = ""
+                out.append(("response.output_item.added", {"output_index": len(self.kinds) - 1, "item":
+                            function_call_item(f"fc_pending_{d.index}", ToolCall(d.id, d.name, ""),
+                                               "in_progress")}))
+            index = self._call_index(d.index)
+            if d.arguments:
+                self.arguments[index] += d.arguments
+                out.append(("response.function_call_arguments.delta", {
+                    "output_index": index, "item_id": f"fc_pending_{d.index}", "delta": d.arguments}))
+        return out
+
+    def _call_index(self, call: int) -> int:
+        return [i for i, kind in enumerate(self.kinds) if kind == "function_call"][call]
+
+    def done(self, items: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """The closing events, with the final items (an item the stream never opened opens here)."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        messages = [i for i in items if i["type"] == "message"]
+        calls = [i for i in items if i["type"] == "function_call"]
+        for kind, item in [("message", m) for m in messages] + [("function_call", c) for c in calls]:
+            opened = [i for i, k in enumerate(self.kinds) if k == kind]
+            ordinal = (messages if kind == "message" else calls).index(item)
+            if ordinal >= len(opened):
+                self.kinds.append(kind)
+                opened.append(len(self.kinds) - 1)
+                out.append(("response.output_item.added", {"output_index": opened[ordinal], "item": item}))
+            index = opened[ordinal]
+            if kind == "message":
+                out.append(("response.output_text.done", {"output_index": index, "content_index": 0,
+                            "item_id": item["id"], "text": item["content"][0]["text"]}))
+            else:
+                out.append(("response.function_call_arguments.done", {"output_index": index,
+                            "item_id": item["id"], "arguments": item["arguments"]}))
+            out.append(("response.output_item.done", {"output_index": index, "item": item}))
+        return out
 
 
 @dataclass
@@ -70,14 +149,16 @@ class ResponseDraft:
         """OpenAI's `response` object (with chatstack's `reward` when the answer was scored)."""
         b = self.body
         extension = {} if self.reward is None else {"reward": self.reward}
+        tools, tool_choice = b.tools_json()
         return {
             "id": self.id, "object": "response", "created_at": self.created_at, "status": self.status,
             "model": self.model, "output": self.output, "instructions": self.instructions,
             "previous_response_id": b.previous_response_id,
             "conversation": {"id": self.conversation} if self.conversation else None,
             "store": b.store, "truncation": b.truncation, "temperature": b.temperature, "top_p": b.top_p,
-            "max_output_tokens": b.max_output_tokens, "parallel_tool_calls": False, "tool_choice": "auto",
-            "tools": [], "text": b.text_json(), "metadata": {}, "error": None,
+            "max_output_tokens": b.max_output_tokens,
+            "parallel_tool_calls": b.parallel_tool_calls is not False, "tool_choice": tool_choice,
+            "tools": tools, "text": b.text_json(), "metadata": {}, "error": None,
             "incomplete_details": None, "usage": self.usage, **extension}
 
 
@@ -104,65 +185,59 @@ class ResponsesHandler:
     # -- responses ------------------------------------------------------------------------------
     async def events(self, owner: str, body: ResponseCreateRequest, model: str
                      ) -> AsyncGenerator[tuple[str, dict[str, Any], ResponseDraft]]:
-        """(event type, event fields, the response so far) as the answer is made."""
-        message, instructions = body.message_and_instructions()
+        """(event type, event fields, the response so far) as the answer is made: created, the
+        output items' events (`OutputItems`), then completed."""
+        message, field_name, instructions = body.message_and_instructions()
         draft = ResponseDraft(body, model, instructions)
+        items = OutputItems()
+        events: AsyncGenerator[SessionEvent | DeltaEvent | FinalEvent | Answer]
         if not body.store:
-            async with aclosing(self._unstored(body, message, instructions, draft)) as source:
-                async for item in source:
-                    yield item
-            return
-        conversation = body.conversation_id()
-        previous = ResponseRef.decode(body.previous_response_id, "previous_response_id") \
-            if body.previous_response_id else None
-        plan = self.planner.plan(body.options(), fields_of(body))
-        events: AsyncGenerator[ChatEvent] = self.responses.create(
-            owner, message, plan, instructions,
-            session_of(conversation, "conversation") if conversation else None, previous)
+            events = self._unstored(body, message, instructions, draft)
+        else:
+            conversation = body.conversation_id()
+            previous = ResponseRef.decode(body.previous_response_id, "previous_response_id") \
+                if body.previous_response_id else None
+            plan = self.planner.plan(body.options(), fields_of(body))
+            events = self.responses.create(owner, message, plan, instructions,
+                                           session_of(conversation, "conversation") if conversation else None,
+                                           previous, field_name)
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, SessionEvent):
                     draft.id = ResponseRef(event.session_id, event.user_turn_id).encode()
                     draft.conversation = conversation_id(event.session_id)
                     yield "response.created", {}, draft
-                    yield "response.output_item.added", {"output_index": 0, "item": message_item(
-                        "msg_pending", "assistant", "", "in_progress")}, draft
                 elif isinstance(event, DeltaEvent):
-                    yield "response.output_text.delta", {"output_index": 0, "content_index": 0,
-                                                         "item_id": "msg_pending", "delta": event.text}, draft
-                elif isinstance(event, FinalEvent):
-                    draft.status = "completed"
-                    answer = event.answer
-                    draft.reward = answer.best.reward
-                    draft.output = [message_item(f"msg_{event.assistant_turn_id}", "assistant",
-                                                 answer.best.text)]
+                    for kind, fields in items.delta(event):
+                        yield kind, fields, draft
+                else:
+                    answer = event.answer if isinstance(event, FinalEvent) else event
+                    turn_id = event.assistant_turn_id if isinstance(event, FinalEvent) \
+                        else uuid.uuid4().hex[:16]
+                    draft.status, draft.reward = "completed", answer.best.reward
                     draft.usage = usage(answer.prompt_tokens, answer.completion_tokens)
-                    yield "response.output_item.done", {"output_index": 0, "item": draft.output[0]}, draft
+                    draft.output = answer_items(turn_id, answer.best.text, answer.best.tool_calls)
+                    for kind, fields in items.done(draft.output):
+                        yield kind, fields, draft
 
-    async def _unstored(self, body: ResponseCreateRequest, message: str, instructions: str | None,
-                        draft: ResponseDraft) -> AsyncGenerator[tuple[str, dict[str, Any], ResponseDraft]]:
+    async def _unstored(self, body: ResponseCreateRequest, message: Message, instructions: str | None,
+                        draft: ResponseDraft) -> AsyncGenerator[SessionEvent | DeltaEvent | Answer]:
         """`store: false`: a stateless completion; nothing is kept, the id finds nothing later."""
         if body.conversation_id() or body.previous_response_id:
             raise InvalidRequest("store: false answers without a stored conversation; drop conversation "
                                  "and previous_response_id, or store the response")
+        if message.role != USER:
+            raise InvalidRequest("input: a function_call_output continues a stored response "
+                                 "(previous_response_id); with store: false send the conversation to "
+                                 "/v1/chat/completions")
         plan = self.planner.plan(body.options(), fields_of(body), stateless=True)
         messages = [Message(SYSTEM, instructions)] if instructions else []
-        messages.append(Message(USER, message))
+        messages.append(message)
         draft.id = f"resp_{uuid.uuid4().hex}"
-        yield "response.created", {}, draft
-        yield "response.output_item.added", {"output_index": 0, "item": message_item(
-            "msg_pending", "assistant", "", "in_progress")}, draft
+        yield SessionEvent("", True, "", 0, False, 0)
         async with aclosing(self.completions.complete(messages, plan)) as source:
             async for item in source:
-                if isinstance(item, DeltaEvent):
-                    yield "response.output_text.delta", {"output_index": 0, "content_index": 0,
-                                                         "item_id": "msg_pending", "delta": item.text}, draft
-                else:
-                    draft.status = "completed"
-                    text, draft.reward = item.best.text, item.best.reward
-                    draft.output = [message_item(f"msg_{uuid.uuid4().hex[:16]}", "assistant", text)]
-                    draft.usage = usage(item.prompt_tokens, item.completion_tokens)
-                    yield "response.output_item.done", {"output_index": 0, "item": draft.output[0]}, draft
+                yield item
 
     async def create(self, owner: str, body: ResponseCreateRequest, model: str) -> dict[str, Any]:
         """The finished response."""
@@ -174,9 +249,10 @@ class ResponsesHandler:
         return last.json()
 
     async def stream(self, owner: str, body: ResponseCreateRequest, model: str) -> AsyncGenerator[str]:
-        """Server-sent events: response.created, .in_progress, .output_item.added, .output_text.delta…,
-        .output_text.done, .output_item.done, .completed. An error before the first event is
-        raised (its HTTP status answers); after it, an `error` event ends the stream."""
+        """Server-sent events: response.created, .in_progress, then each output item's events
+        (.output_item.added, .output_text.delta… / .function_call_arguments.delta…, their .done,
+        .output_item.done), .completed. An error before the first event is raised (its HTTP
+        status answers); after it, an `error` event ends the stream."""
         sequence = 0
 
         def sse(kind: str, fields: dict[str, Any]) -> str:
@@ -185,24 +261,19 @@ class ResponsesHandler:
             data = json.dumps({"type": kind, "sequence_number": sequence, **fields})
             return f"event: {kind}\ndata: {data}\n\n"
 
-        text, sent = "", False
+        sent, last = False, None
         try:
             async with aclosing(self.events(owner, body, model)) as source:
                 async for kind, fields, draft in source:
+                    last = draft
                     if kind == "response.created":
                         sent = True
                         yield sse(kind, {"response": draft.json()})
                         yield sse("response.in_progress", {"response": draft.json()})
                         continue
-                    if kind == "response.output_text.delta":
-                        text += fields["delta"]
-                    if kind == "response.output_item.done":
-                        done = {"output_index": 0, "content_index": 0, "item_id": fields["item"]["id"],
-                                "text": text}
-                        yield sse("response.output_text.done", done)
                     yield sse(kind, fields)
-                    if kind == "response.output_item.done":
-                        yield sse("response.completed", {"response": draft.json()})
+            if last is not None:
+                yield sse("response.completed", {"response": last.json()})
         except ChatstackError as exc:
             if not sent:
                 raise
@@ -216,7 +287,7 @@ class ResponsesHandler:
         draft = ResponseDraft(ResponseCreateRequest(model=model, input=exchange.user.content), model, None,
                               id=response_id, conversation=conversation_id(exchange.ref.session_id),
                               created_at=exchange.answer.create_time_ms // 1000, status="completed",
-                              output=[turn_item(exchange.answer)], usage=usage(prompt_tokens, tokens),
+                              output=turn_items(exchange.answer), usage=usage(prompt_tokens, tokens),
                               reward=AnswerMeta.decode(exchange.answer.metadata).reward_score)
         return draft.json()
 
@@ -249,17 +320,18 @@ class ResponsesHandler:
                     after: str | None) -> dict[str, Any]:
         """A page of a conversation's items (`after`: the last item id of the previous page)."""
         turns = await self.conversations.all_turns(owner, session_of(conversation))
+        items = [item for t in turns for item in turn_items(t)]
         if order == "desc":
-            turns.reverse()
+            items.reverse()
         start = 0
         if after:
-            ids = [f"msg_{t.turn_id}" for t in turns]
+            ids = [i["id"] for i in items]
             if after not in ids:
                 raise InvalidRequest(f"after: {after!r} is not an item of {conversation}")
             start = ids.index(after) + 1
-        page = [turn_item(t) for t in turns[start:start + limit]]
+        page = items[start:start + limit]
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(turns)}
+                "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(items)}
 
 
 def _conversation_json(session: SessionHeader) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +14,7 @@ from chatstack.core.errors import InvalidRequest
 from chatstack.core.roles import ASSISTANT, SYSTEM, TOOL, USER
 from chatstack.gateway.model import ChatOptions, Constraint
 from chatstack.gateway.session_records import Message as ChatMessage
-from chatstack.gateway.tool_use import ToolUse
+from chatstack.gateway.tool_use import ToolUse, tool_use
 
 #: The roles an OpenAI message may have, by the role they are (`chatstack.core.roles`; "developer"
 #: is OpenAI's newer name for the system role).
@@ -226,15 +226,6 @@ class NamedToolChoice(BaseModel):
     function: NamedFunction
 
 
-def tool_use(tools: list[FunctionTool], choice: str | None, function: str,
-             parallel: bool | None) -> ToolUse | None:
-    """The request's tool use (None: no tools, and no choice that needs them)."""
-    if not tools and choice in (None, "none", "auto"):
-        return None
-    kind = choice or "auto"
-    return ToolUse(tuple(tools), kind, function, parallel is not False)  # type: ignore[arg-type]
-
-
 class StreamOptions(BaseModel):
     """`stream_options`."""
 
@@ -315,6 +306,52 @@ class InputMessage(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
+class FunctionCallOutputItem(BaseModel):
+    """A `function_call_output` input item: a tool's result for one of the last answer's calls."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str
+
+
+class FunctionCallItem(BaseModel):
+    """A `function_call` input item (an answer's call, as clients send the output back)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+
+
+class ResponsesTool(BaseModel):
+    """A Responses function tool (name and schema at the top level)."""
+
+    type: Literal["function"]
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def as_tool(self) -> FunctionTool:
+        """The tool as the flows take it."""
+        return FunctionTool(self.name, self.description or "",
+                            json.dumps(self.parameters) if self.parameters is not None else "")
+
+
+class ResponsesNamedTool(BaseModel):
+    """`tool_choice: {"type": "function", "name": ...}`."""
+
+    type: Literal["function"]
+    name: str
+
+
+InputItem = Annotated[InputMessage | FunctionCallOutputItem | FunctionCallItem, Field(discriminator="type")]
+
+
 class ConversationRef(BaseModel):
     """`conversation: {"id": ...}`."""
 
@@ -328,10 +365,10 @@ class ResponseCreateRequest(OpenAIBody):
     answer's `reward`)."""
 
     ACCEPTED = frozenset({"user", "metadata", "service_tier", "prompt_cache_key", "safety_identifier",
-                          "parallel_tool_calls", "max_tool_calls", "stream_options"})
+                          "max_tool_calls", "stream_options"})  # max_tool_calls: built-in tools only
 
     model: str
-    input: str | list[InputMessage]
+    input: str | list[InputItem]
     instructions: str | None = None
     conversation: str | ConversationRef | None = None
     previous_response_id: str | None = None
@@ -344,11 +381,27 @@ class ResponseCreateRequest(OpenAIBody):
     seed: int | None = Field(None, ge=0)  # chatstack extension, as in chat completions
     best_of: int | None = Field(None, ge=1)  # chatstack extension, as in chat completions
     text: TextConfig | None = None
+    tools: list[ResponsesTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ResponsesNamedTool | None = None
+    parallel_tool_calls: bool | None = None
 
     def constraint_field(self) -> str:
         """Where a refused constraint is named: the schema, or the format itself."""
         f = self.text.format if self.text else None
         return "text.format.schema" if f and f.type == "json_schema" else "text.format"
+
+    def tool_use(self) -> ToolUse | None:
+        """The tools offered and the tool choice."""
+        named = self.tool_choice if isinstance(self.tool_choice, ResponsesNamedTool) else None
+        return tool_use([t.as_tool() for t in self.tools or ()],
+                        "function" if named else self.tool_choice,  # type: ignore[arg-type]
+                        named.name if named else "", self.parallel_tool_calls)
+
+    def tools_json(self) -> tuple[list[dict[str, Any]], Any]:
+        """The response's `tools` and `tool_choice` (as asked)."""
+        tools = [t.model_dump(exclude_none=True) for t in self.tools or ()]
+        choice = self.tool_choice
+        return tools, (choice.model_dump() if isinstance(choice, BaseModel) else choice) or "auto"
 
     def text_json(self) -> dict[str, Any]:
         """The response's `text` (as asked; free text by default)."""
@@ -359,25 +412,34 @@ class ResponseCreateRequest(OpenAIBody):
         """The conversation's public id, if one is named."""
         return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
 
-    def message_and_instructions(self) -> tuple[str, str | None]:
-        """The user message, and the instructions (with any system/developer items)."""
+    def message_and_instructions(self) -> tuple[ChatMessage, str, str | None]:
+        """The message answered (a user's, or one tool's result), its field, and the instructions
+        (with any system/developer items)."""
         if isinstance(self.input, str):
-            return self.input, self.instructions
-        users = [m for m in self.input if m.role == "user"]
-        others = [m for m in self.input if m.role == "assistant"]
-        if len(users) != 1 or others:
-            raise InvalidRequest("input: one user message per response (chatstack stores the conversation: "
-                                 "continue it with conversation or previous_response_id)")
-        system = [m.text() for m in self.input if m.role in ("system", "developer")]
+            return ChatMessage(USER, self.input), "input", self.instructions
+        messages = [m for m in self.input if isinstance(m, InputMessage)]
+        users = [m for m in messages if m.role == "user"]
+        outputs = [i for i in self.input if isinstance(i, FunctionCallOutputItem)]
+        if len(users) + len(outputs) != 1 or any(m.role == "assistant" for m in messages) or \
+                any(isinstance(i, FunctionCallItem) for i in self.input):
+            raise InvalidRequest("input: one user message or one function_call_output per response "
+                                 "(chatstack stores the conversation, calls included: continue it with "
+                                 "conversation or previous_response_id)")
+        system = [m.text() for m in messages if m.role in ("system", "developer")]
         instructions = "\n\n".join([*([self.instructions] if self.instructions else []), *system]) or None
-        return users[0].text(), instructions
+        if outputs:
+            index = self.input.index(outputs[0])
+            return (ChatMessage(TOOL, outputs[0].output, tool_call_id=outputs[0].call_id),
+                    f"input[{index}].output", instructions)
+        return ChatMessage(USER, users[0].text()), "input", instructions
 
     def options(self) -> ChatOptions:
         """The sampling options as the flows take them."""
         f = self.text.format if self.text else None
         return ChatOptions(max_tokens=self.max_output_tokens or 0, temperature=self.temperature,
                            top_p=self.top_p, seed=self.seed, best_of=self.best_of or 1,
-                           truncate=self.truncation == "auto", constraint=f.constraint() if f else None)
+                           truncate=self.truncation == "auto", constraint=f.constraint() if f else None,
+                           tools=self.tool_use())
 
 
 class FeedbackRequest(BaseModel):
