@@ -4,11 +4,15 @@ Type a message to chat. Commands: /new [system prompt], /regenerate, /undo,
 /edit N <new text> (N = the user message number shown by /history), /history, /quit, and the
 feedback on the last answer (when the deployment captures preferences): /good [reason],
 /bad [reason], /prefer N [reason] (N = a best-of candidate, 1-based, as the summary lists them).
+
+With --tools FILE (a JSON list of functions: name, description, parameters) the model may call
+them: each call is shown as `-> name(arguments)`; answer the first open one with /result <output>.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -18,16 +22,22 @@ from typing import Any
 import grpc
 
 from chatstack.catalog import GATEWAY
-from chatstack.client import ChatClient, ChatResult
+from chatstack.client import ChatClient, ChatResult, function_tool
 from chatstack.v1 import common_pb2, preference_pb2
 
 HELP = ("commands: /new [system prompt]  /regenerate  /undo  /edit N <text>  /history  /quit\n"
-        "feedback on the last answer: /good [reason]  /bad [reason]  /prefer N [reason]")
+        "feedback on the last answer: /good [reason]  /bad [reason]  /prefer N [reason]\n"
+        "tools (--tools FILE): /result <output> answers the first open tool call")
 
 
 def _print_delta(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def call_line(call: common_pb2.ToolCall) -> str:
+    """How a tool call is shown."""
+    return f"-> {call.name}({call.arguments})  [{call.id}]"
 
 
 def _summary(result: ChatResult, started: float) -> str:
@@ -52,12 +62,16 @@ class ChatRepl:
         self.system_prompt = system_prompt
         self.session_id = ""
         self.last_answer = ""  # the assistant turn feedback is about
+        self.open_calls: list[common_pb2.ToolCall] = []  # the last answer's calls not answered yet
 
     def answer(self, call: Any) -> None:
         started = time.perf_counter()
         sys.stdout.write("assistant> ")
         result: ChatResult = call(on_delta=_print_delta)
         self.session_id = result.session_id or self.session_id
+        self.open_calls = list(result.tool_calls)
+        for tool_call in result.tool_calls:
+            print(f"\n  {call_line(tool_call)}", end="")
         self.last_answer = result.assistant_turn_id
         print(f"\n{_summary(result, started)}")
 
@@ -93,6 +107,15 @@ class ChatRepl:
         command, _, rest = line.partition(" ")
         if command in ("/quit", "/exit"):
             return False
+        if command == "/result":
+            if not self.open_calls or not rest.strip():
+                print("usage: /result <output>  (answers the first open tool call of the last answer)")
+                return True
+            answered = self.open_calls[0]
+            self.answer(lambda on_delta: self.client.chat(
+                "", self.session_id, on_delta=on_delta, tool_results=[(answered.id, rest.strip())],
+                **self.options))
+            return True
         if command == "/new":
             self.session_id, self.system_prompt = "", rest.strip() or self.system_prompt
             print("(new conversation)")
@@ -114,10 +137,14 @@ class ChatRepl:
                 if turn.role == common_pb2.ROLE_USER:
                     number += 1
                     print(f"[{number}] you: {turn.content}")
+                elif turn.role == common_pb2.ROLE_TOOL:
+                    print(f"    tool [{turn.tool_call_id}]: {turn.content}")
                 else:
                     score = turn.metadata.get("reward_score", "")
                     suffix = f"  (reward {float(score):+.3f})" if score else ""
                     print(f"    assistant: {turn.content}{suffix}")
+                    for tool_call in turn.tool_calls:
+                        print(f"      {call_line(tool_call)}")
         elif command == "/edit":
             index, _, text = rest.strip().partition(" ")
             users = self.user_turns()
@@ -145,10 +172,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--best-of", type=int, default=1)
     parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--tools", default="", help="JSON file: a list of functions the model may call "
+                        "(name, description, parameters)")
+    parser.add_argument("--tool-choice", default=None,
+                        help="none, auto (default), required, or a function name")
     args = parser.parse_args(argv)
     if not args.api_key:
         parser.error("give --api-key or set CHATSTACK_API_KEY")
-    options = {"max_tokens": args.max_tokens, "best_of": args.best_of, "temperature": args.temperature}
+    options: dict[str, Any] = {"max_tokens": args.max_tokens, "best_of": args.best_of,
+                               "temperature": args.temperature, "tool_choice": args.tool_choice}
+    if args.tools:
+        with open(args.tools) as f:
+            options["tools"] = [function_tool(t["name"], t.get("description", ""), t.get("parameters"))
+                                for t in json.load(f)]
     repl = ChatRepl(ChatClient(args.target, args.api_key, application=args.application), options, args.system)
     print(f"chatstack chat on {args.target} — {HELP}")
     while True:

@@ -7,17 +7,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from chatstack.core.retry_policy import retry_channel_options
-from chatstack.v1 import chat_pb2, chat_pb2_grpc, session_pb2
+from chatstack.v1 import chat_pb2, chat_pb2_grpc, common_pb2, session_pb2
 
 OPTION_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "best_of", "constraint",
-                 "context_token_budget", "echo_prompt")
+                 "context_token_budget", "echo_prompt", "tools", "tool_choice", "parallel_tool_calls")
+TOOL_MODES = {"none": chat_pb2.TOOL_CHOICE_MODE_NONE, "auto": chat_pb2.TOOL_CHOICE_MODE_AUTO,
+              "required": chat_pb2.TOOL_CHOICE_MODE_REQUIRED}
+
+
+def function_tool(name: str, description: str = "", parameters: dict[str, Any] | None = None
+                  ) -> common_pb2.FunctionTool:
+    """A FunctionTool message (parameters: the arguments' JSON schema)."""
+    return common_pb2.FunctionTool(name=name, description=description,
+                                   parameters_json=json.dumps(parameters) if parameters is not None else "")
+
+
+def tool_choice(choice: str) -> chat_pb2.ToolChoice:
+    """"none", "auto", "required", or the name of the function to call."""
+    if choice in TOOL_MODES:
+        return chat_pb2.ToolChoice(mode=TOOL_MODES[choice])
+    return chat_pb2.ToolChoice(function_name=choice)
 
 
 @dataclass
@@ -41,6 +58,7 @@ class ChatResult:
     finish_reason: int = 0
     session_version: int = 0
     ttft_seconds: float = 0.0  # measured by the client: call start to first delta
+    tool_calls: list[common_pb2.ToolCall] = field(default_factory=list)  # finish_reason TOOL_CALLS
 
 
 def chat_options(**options: Any) -> chat_pb2.ChatOptions:
@@ -56,6 +74,10 @@ def chat_options(**options: Any) -> chat_pb2.ChatOptions:
             message.stop.extend(value)
         elif name == "constraint":  # a common_pb2.OutputConstraint
             message.constraint.CopyFrom(value)
+        elif name == "tools":  # common_pb2.FunctionTool messages (see function_tool)
+            message.tools.extend(value)
+        elif name == "tool_choice":  # see tool_choice
+            message.tool_choice.CopyFrom(tool_choice(value) if isinstance(value, str) else value)
         else:
             setattr(message, name, value)
     return message
@@ -85,6 +107,7 @@ def collect(events: Iterator[Any], on_delta: Callable[[str], None] | None = None
             result.reward_score, result.reward_status = f.reward_score, f.reward_status
             result.candidates, result.usage, result.timings = list(f.candidates), f.usage, f.timings
             result.finish_reason, result.session_version = f.finish_reason, f.session_version
+            result.tool_calls = list(f.tool_calls)
     return result
 
 
@@ -114,16 +137,22 @@ class ChatClient:
 
     # -- streaming calls: the returned iterator has .cancel() --------------------------------
     def chat_stream(self, message: str, session_id: str = "", system_prompt: str = "",
-                    **options: Any) -> Any:
-        """The raw Chat stream (iterate it; call .cancel() to stop)."""
+                    tool_results: Sequence[tuple[str, str]] = (), **options: Any) -> Any:
+        """The raw Chat stream (iterate it; call .cancel() to stop). `tool_results`: (call id,
+        output) pairs answering the last answer's tool calls, sent instead of a message."""
         return self.stub.Chat(chat_pb2.ChatRequest(
             session_id=session_id, system_prompt=system_prompt, message=message,
-            options=chat_options(**options)), metadata=self.metadata, timeout=self.timeout)
+            options=chat_options(**options),
+            tool_results=[chat_pb2.ToolResult(tool_call_id=i, output=o) for i, o in tool_results]),
+            metadata=self.metadata, timeout=self.timeout)
 
     def chat(self, message: str, session_id: str = "", system_prompt: str = "",
-             on_delta: Callable[[str], None] | None = None, **options: Any) -> ChatResult:
-        """Send a message (new session if session_id is empty) and return the full answer."""
-        return collect(self.chat_stream(message, session_id, system_prompt, **options), on_delta)
+             on_delta: Callable[[str], None] | None = None, tool_results: Sequence[tuple[str, str]] = (),
+             **options: Any) -> ChatResult:
+        """Send a message (new session if session_id is empty), or the results of the last
+        answer's tool calls, and return the full answer."""
+        stream = self.chat_stream(message, session_id, system_prompt, tool_results, **options)
+        return collect(stream, on_delta)
 
     def regenerate(self, session_id: str, on_delta: Callable[[str], None] | None = None,
                    **options: Any) -> ChatResult:

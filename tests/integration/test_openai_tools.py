@@ -8,9 +8,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import grpc
 import jsonschema
 import openai
 import pytest
+
+from chatstack.client import ChatClient, function_tool
+from chatstack.v1 import common_pb2
+from tests.integration.conftest import ALICE_KEY
+from tests.stack_fixtures import GatewayProcess
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +174,47 @@ def test_responses_stream_function_call_argument_events(openai_sdk: openai.OpenA
     _valid(call.name, call.arguments)
     whole = openai_sdk.responses.create(**kwargs)
     assert [(c.name, c.arguments) for c in whole.output] == [(call.name, call.arguments)]  # type: ignore[union-attr]
+
+
+def test_grpc_chat_calls_a_tool_and_a_tool_result_continues_the_session(
+        gateway_process: GatewayProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    tools = [function_tool("get_weather", "Weather forecast", WEATHER), function_tool("get_time", "", CLOCK)]
+    with ChatClient(gateway_process.address, ALICE_KEY, timeout=120) as client:
+        deltas: list[Any] = []
+        stream = client.chat_stream("Rain in Oslo?", tools=tools, tool_choice="get_weather", max_tokens=64,
+                                    temperature=1.0, seed=2)
+        for event in stream:
+            if event.WhichOneof("event") == "delta":
+                deltas.extend(event.delta.tool_calls)
+            elif event.WhichOneof("event") == "final":
+                final = event.final
+        (call,) = final.tool_calls
+        assert final.finish_reason == common_pb2.FINISH_REASON_TOOL_CALLS and final.text == ""
+        assert (deltas[0].id, deltas[0].name) == (call.id, "get_weather")
+        assert "".join(d.arguments for d in deltas) == call.arguments
+        _valid(call.name, call.arguments)
+        first = client.chat("Rain in Oslo?", tools=tools, tool_choice="required", parallel_tool_calls=False,
+                            max_tokens=64, temperature=1.0, seed=3)
+        (call,) = first.tool_calls
+        with pytest.raises(grpc.RpcError) as info:
+            client.chat("", first.session_id, tool_results=[("call_other", "x")], tools=tools)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "tool_call_id" in (info.value.details() or "")
+        second = client.chat("", first.session_id, tool_results=[(call.id, '{"rain": false}')], tools=tools,
+                             tool_choice="none", max_tokens=8, temperature=0)
+        assert second.text and not second.tool_calls
+        _, turns = client.history(first.session_id)
+        assert [t.role for t in turns] == [common_pb2.ROLE_USER, common_pb2.ROLE_ASSISTANT, common_pb2.ROLE_TOOL,
+                                           common_pb2.ROLE_ASSISTANT]
+        assert list(turns[1].tool_calls) == [call] and turns[2].tool_call_id == call.id
+        assert turns[1].token_count > 0 and turns[2].token_count > 0  # both count in the token budget
+        from chatstack.chat_cli import ChatRepl
+
+        repl = ChatRepl(client, {"max_tokens": 64, "tools": tools, "tool_choice": "required",
+                                 "parallel_tool_calls": False, "temperature": 1.0}, "")
+        repl.handle("Time in Paris?")
+        assert "-> get_" in capsys.readouterr().out and repl.open_calls
+        repl.options["tool_choice"] = "none"
+        repl.handle("/result 12:00")
+        repl.handle("/history")
+        history = capsys.readouterr().out
+        assert "tool [call_" in history and "      -> get_" in history

@@ -70,7 +70,7 @@ def _token_pieces(tokenizer: Tokenizer, text: str, size: int) -> list[str]:
     """`text` cut at token boundaries into pieces of `size` tokens (as the engine streams)."""
     offsets = [start for start, _ in tokenizer.encode(text, add_special_tokens=False).offsets]
     cuts = [*offsets[::size], len(text)]
-    return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a] or [text]
+    return [text[a:b] for a, b in itertools.pairwise(cuts) if b > a] or [text]
 
 
 @pytest.mark.parametrize(("fmt", "text", "content", "calls"), RECORDED)
