@@ -107,6 +107,7 @@ bench: setup  ## benchmarks (ratios against in-process baselines)
 	$(PY) -m tests.benchmarks.bench_session
 	$(PY) -m tests.benchmarks.bench_generation --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_structured --models-dir $(MODELS_DIR)
+	$(PY) -m tests.benchmarks.bench_structured_http --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_placement --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_reward --models-dir $(MODELS_DIR)
 	$(PY) -m tests.benchmarks.bench_gateway --models-dir $(MODELS_DIR)

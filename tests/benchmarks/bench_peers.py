@@ -606,8 +606,9 @@ def stack_specs(models: Path, engine: GenerationConfig, redis_url: str) -> list[
 
 
 def start_stack(models: Path, engine: GenerationConfig, redis_url: str, scoring: str, log_dir: Path,
-                timeout: float, procs: list[ManagedProcess]) -> dict[str, str]:
-    """The five chatstack services (appended to `procs` as they start); returns their addresses."""
+                timeout: float, procs: list[ManagedProcess], http_port: int = 0) -> dict[str, str]:
+    """The five chatstack services (appended to `procs` as they start); returns their addresses.
+    `http_port`: the gateway's OpenAI API (0: off)."""
     from chatstack.gateway.auth import hash_key
 
     addresses: dict[str, str] = {}
@@ -619,7 +620,8 @@ def start_stack(models: Path, engine: GenerationConfig, redis_url: str, scoring:
                                         timeout=timeout))
         addresses[name] = f"127.0.0.1:{port}"
     port = free_port()
-    gateway_flags = ["--api-keys", f"bench:{hash_key(API_KEY)}", "--log-level", "WARNING", "--http-port", "0"]
+    gateway_flags = ["--api-keys", f"bench:{hash_key(API_KEY)}", "--log-level", "WARNING",
+                     "--http-port", str(http_port)]
     for name, address in addresses.items():
         gateway_flags += [f"--{name}-address", address]
     print(f"starting gateway (single-answer scoring {scoring}) ...", flush=True)

@@ -119,6 +119,28 @@ class HttpFuzzer:
         return rng.choice([None, True, 0, -1, 1, 4, 2**63, 1e308, -0.5, 2.5, "", rng.choice(TEXTS), [], {},
                            [rng.choice(TEXTS)], {"a": 1}, "auto", "disabled", "up", "text"])
 
+    def tools(self, responses: bool) -> list[Any]:
+        """Function tools, most of them valid, in the route's shape (Responses: flat)."""
+        rng = self.rng
+        schemas = [{"type": "object", "properties": {"x": {"type": "integer", "maximum": 9}}, "required": ["x"]},
+                   {"type": "object", "properties": {"s": {"type": "string", "pattern": "(unclosed"}}},
+                   {"type": "object", "properties": {"s": {"type": "string", "maxLength": 3}}}, {}, None, [],
+                   {"type": "array"}, "not a schema"]
+        out: list[Any] = []
+        for _ in range(rng.randint(0, 3)):
+            function = {"name": rng.choice(("f", "g", "bad name", "", "x" * 80, "日本")),
+                        "parameters": rng.choice(schemas)}
+            tool = {"type": rng.choice(("function", "function", "web_search")),
+                    **(function if responses else {"function": function})}
+            out.append(tool)
+        return out
+
+    def tool_choice(self, responses: bool) -> Any:
+        rng = self.rng
+        name = rng.choice(("f", "g", "nope"))
+        named = {"type": "function", "name": name} if responses else {"type": "function", "function": {"name": name}}
+        return rng.choice(("none", "auto", "required", "any", named, None, 3))
+
     def message(self) -> dict[str, Any]:
         rng = self.rng
         m: dict[str, Any] = {"role": rng.choice(("user", "user", "assistant", "system", "developer", "tool", "x")),
@@ -126,6 +148,11 @@ class HttpFuzzer:
                                                     [{"type": "image_url", "image_url": {"url": "x"}}], None, 5])}
         if rng.random() < 0.1:
             m[rng.choice(("tool_calls", "name", "tool_call_id", "refusal", "weird"))] = rng.choice([[], "n", None, 1])
+        if rng.random() < 0.15:
+            m["tool_calls"] = [{"id": rng.choice(("call_1", "", "x" * 300)), "type": "function",
+                                "function": {"name": "f", "arguments": rng.choice(('{"x": 1}', "{", ""))}}]
+        if m["role"] == "tool" and rng.random() < 0.7:
+            m["tool_call_id"] = rng.choice(("call_1", "", "日本"))
         return m
 
     def typed_body(self, route: str) -> dict[str, Any]:
@@ -150,6 +177,16 @@ class HttpFuzzer:
             optional = ("rating", "preferred_candidate", "reason")
         for name in rng.sample(optional, rng.randint(0, min(4, len(optional)))):
             body[name] = self.value(name)
+        if route in ("/v1/responses", "/v1/chat/completions") and rng.random() < 0.3:
+            responses = route == "/v1/responses"
+            body["tools"] = self.tools(responses)
+            for name, value in (("tool_choice", self.tool_choice(responses)),
+                                ("parallel_tool_calls", rng.choice((True, False, None, "x")))):
+                if rng.random() < 0.6:
+                    body[name] = value
+            if responses and rng.random() < 0.3:
+                body["input"] = [{"type": "function_call_output", "call_id": rng.choice(("call_1", "")),
+                                  "output": rng.choice(TEXTS)}]
         if body.get("stream") is True and "max_tokens" in body:
             body["max_tokens"] = rng.choice((1, 4))
         if rng.random() < 0.2:

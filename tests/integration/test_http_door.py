@@ -132,17 +132,17 @@ def test_a_lone_surrogate_is_a_400_naming_the_field(http: httpx.Client, model: s
     assert error["param"] == "messages[0].content"
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("tools", [{"type": "web_search"}]),
-    ("tool_choice", "required"),
-    ("logit_bias", {"5": 10}),
-    ("functions", [{"name": "f"}]),
-    ("frobnicate", 1),
+@pytest.mark.parametrize(("field", "value", "param"), [
+    ("tools", [{"type": "web_search"}], "tools.0.type"),  # function tools only
+    ("tool_choice", "required", "tool_choice"),  # without tools
+    ("logit_bias", {"5": 10}, "logit_bias"),
+    ("functions", [{"name": "f"}], "functions"),
+    ("frobnicate", 1, "frobnicate"),
 ])
 def test_a_field_that_would_change_the_answer_is_refused_naming_it(http: httpx.Client, model: str, field: str,
-                                                                   value: object) -> None:
+                                                                   value: object, param: str) -> None:
     body = {"model": model, "messages": HELLO, "max_tokens": 4, field: value}
-    openai_error(http.post("/v1/chat/completions", json=body), 400, "invalid_request", field)
+    openai_error(http.post("/v1/chat/completions", json=body), 400, "invalid_request", param)
 
 
 def test_fields_that_do_not_change_the_answer_are_accepted(http: httpx.Client, model: str) -> None:

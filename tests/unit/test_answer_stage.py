@@ -156,27 +156,28 @@ async def test_completions_render_then_answer_and_record_every_stage() -> None:
 
 # -- the prompt's drop loop ----------------------------------------------------------------------
 async def test_fit_and_render_drops_the_oldest_turns_until_the_prompt_fits() -> None:
+    EIGHT = Planner(CONFIG).plan(ChatOptions(max_tokens=8))
     fake = FakeBackends()
     backends = Backends(transport(fake))
     prompts = PromptBuilder(backends.tokenizer, backends.generation)
     ctx = ChatContext("sys", 1, 1)
     for i in range(10):
-        ctx.append(USER, " ".join(["w"] * 10), 10, f"t{i}")
-    ctx.append(USER, "the question", None)
-    prompt = await prompts.fit_and_render(ctx, budget=35, max_tokens=8)  # by the counts: 1 + 3 x 10 + 2
+        ctx.append(Message(USER, " ".join(["w"] * 10)), 10, f"t{i}")
+    ctx.append(Message(USER, "the question"), None)
+    prompt = await prompts.fit_and_render(ctx, budget=35, plan=EIGHT)  # by the counts: 1 + 3 x 10 + 2
     assert prompt.truncated and prompt.context_turns == 4 and prompt.message_tokens == 2
     assert [m.content for m in prompt.messages][-1] == "the question" and prompt.messages[0].content == "sys"
     fake.generation.GetModelInfo = _short_model  # type: ignore[attr-defined]
     short = PromptBuilder(backends.tokenizer, Backends(transport(fake)).generation)
-    prompt = await short.fit_and_render(ctx, budget=35, max_tokens=8)  # by the rendered length: 40 tokens
+    prompt = await short.fit_and_render(ctx, budget=35, plan=EIGHT)  # by the rendered length: 40 tokens
     assert prompt.context_turns == 3 and len(prompt.ids) + 8 <= 40
     whole = ChatContext("", 0, 1)
-    whole.append(USER, "short", None)
-    assert not (await prompts.fit_and_render(whole, budget=35, max_tokens=8)).truncated
+    whole.append(Message(USER, "short"), None)
+    assert not (await prompts.fit_and_render(whole, budget=35, plan=EIGHT)).truncated
     huge = ChatContext("", 0, 1)
-    huge.append(USER, " ".join(["w"] * 50), None)
+    huge.append(Message(USER, " ".join(["w"] * 50)), None)
     with pytest.raises(InvalidRequest, match="does not fit"):
-        await prompts.fit_and_render(huge, budget=35, max_tokens=8)
+        await prompts.fit_and_render(huge, budget=35, plan=EIGHT)
 
 
 async def _short_model(request: Any) -> generation_pb2.GetModelInfoResponse:
@@ -191,7 +192,7 @@ async def test_a_best_of_answer_records_its_candidates_in_the_background() -> No
     plan = Planner(config).plan(ChatOptions(max_tokens=8, best_of=3, temperature=1.0, seed=7))
     fake.generation.GetModelInfo = _named_model  # type: ignore[attr-defined]
     fake.reward.GetModelInfo = _named_reward  # type: ignore[attr-defined]
-    events = [e async for e in flows.dataplane.chat("alice", "s1", "", "hello there", plan)]
+    events = [e async for e in flows.dataplane.chat("alice", "s1", "", Message(USER, "hello there"), plan)]
     await flows.preferences.close(5.0)  # lets the background write finish
     [event] = fake.preferences
     assert event.kind == 2 and event.turn_id == events[-1].assistant_turn_id  # PREFERENCE_KIND_BEST_OF

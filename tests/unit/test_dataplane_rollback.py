@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from chatstack.core.errors import BackendUnavailable, VersionConflict
+from chatstack.core.roles import USER
 from chatstack.gateway.clients import Backends
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.dataplane import ChatDataPlane
@@ -23,9 +24,11 @@ from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import ChatOptions
 from chatstack.gateway.plan import Planner
+from chatstack.gateway.session_records import Message
 from chatstack.v1 import common_pb2, generation_pb2, session_pb2, tokenizer_pb2
 
-MESSAGE = "hello there"
+TEXT = "hello there"
+MESSAGE = Message(USER, TEXT)
 
 
 class FakeDownstream:
@@ -78,7 +81,7 @@ class FakeDownstream:
 
     async def _render(self, request: tokenizer_pb2.ApplyChatTemplateRequest
                       ) -> tokenizer_pb2.ApplyChatTemplateResponse:
-        if self.render_error is not None and request.messages[-1].content == MESSAGE:  # not the probes
+        if self.render_error is not None and request.messages[-1].content == TEXT:  # not the probes
             raise self.render_error
         ids = [1] + [7 for m in request.messages for _ in range(len(m.content.split()) + 2)]
         counts = [len(request.messages[i].content.split()) for i in request.count_messages]
@@ -188,7 +191,7 @@ async def test_a_failure_whose_rollback_cannot_reach_the_store_leaves_its_turn_p
         async for _ in dataplane(ds).chat("alice", "s1", "", MESSAGE, PLAN):
             pass
     assert ds.turns == []  # no lone user turn: it stays pending until its lease ends and it is reaped
-    assert ds.pending is not None and ds.pending.content == MESSAGE
+    assert ds.pending is not None and ds.pending.content == TEXT
 
 
 async def test_a_regenerate_replaces_the_answer_in_one_push() -> None:
@@ -198,14 +201,14 @@ async def test_a_regenerate_replaces_the_answer_in_one_push() -> None:
     old = ds.turns[-1].turn_id
     ds.pop_error = AssertionError("a regenerate pops nothing")
     events = [e async for e in flow.regenerate("alice", "s1", PLAN)]
-    assert [t.content for t in ds.turns] == [MESSAGE, "hi"] and ds.turns[-1].turn_id != old
+    assert [t.content for t in ds.turns] == [TEXT, "hi"] and ds.turns[-1].turn_id != old
     assert events[-1].assistant_turn_id == ds.turns[-1].turn_id
 
 async def test_a_whole_chat_stores_both_turns_with_the_counts_of_the_rendering_call() -> None:
     ds = FakeDownstream()
     events = [e async for e in dataplane(ds).chat("alice", "s1", "", MESSAGE, PLAN)]
     assert [type(e).__name__ for e in events] == ["SessionEvent", "DeltaEvent", "FinalEvent"]
-    assert [(t.content, t.token_count) for t in ds.turns] == [(MESSAGE, 2), ("hi", 1)]
+    assert [(t.content, t.token_count) for t in ds.turns] == [(TEXT, 2), ("hi", 1)]
     assert events[-1].answer.reward_status == "off" and ds.version == 3 and ds.pending is None
 
 
@@ -265,5 +268,5 @@ async def test_a_new_session_chat_cancelled_while_its_session_is_created_deletes
 async def test_an_edit_cancelled_while_its_fork_is_made_deletes_the_fork() -> None:
     ds = FakeDownstream()
     await cancel_once_the_session_landed(
-        ds, dataplane(ds).edit("alice", "s1", "t1", MESSAGE, PLAN))
+        ds, dataplane(ds).edit("alice", "s1", "t1", TEXT, PLAN))
     assert ds.created == {}

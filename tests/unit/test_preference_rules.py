@@ -99,3 +99,21 @@ def test_since_is_an_iso_time_or_a_duration_back() -> None:
     assert since_ms("") == 0
     with pytest.raises(ValueError, match="since"):
         since_ms("yesterday")
+
+
+def test_tool_calls_and_results_are_exported_in_the_chat_format() -> None:
+    call = common_pb2.ToolCall(id="c1", name="get_weather", arguments='{"city": "Oslo"}')
+    prompt = [*PROMPT, common_pb2.ChatMessage(role=common_pb2.ROLE_ASSISTANT, tool_calls=[call]),
+              common_pb2.ChatMessage(role=common_pb2.ROLE_TOOL, content="rain", tool_call_id="c1")]
+    called = K.PreferenceCandidate(tool_calls=[call], kept=True, turn_id="a2")
+    e = K.PreferenceEvent(kind=K.PREFERENCE_KIND_REGENERATE, session_id="s", turn_id="a2", user_turn_id="u1",
+                          prompt=prompt, candidates=[cand("it rains", turn_id="a1"), called])
+    (row,) = rules.pairs([e])
+    tool_call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+    assert row["prompt"][2:] == [{"role": "assistant", "content": "", "tool_calls": [tool_call]},
+                                 {"role": "tool", "content": "rain", "tool_call_id": "c1"}]
+    assert row["chosen"] == [{"role": "assistant", "content": "", "tool_calls": [tool_call]}]
+    assert row["rejected"] == [{"role": "assistant", "content": "it rains"}]
+    same_text = K.PreferenceEvent(kind=K.PREFERENCE_KIND_REGENERATE, session_id="s", turn_id="a3",
+                                  candidates=[K.PreferenceCandidate(turn_id="a1"), called])
+    assert len(rules.pairs([same_text])) == 1, "an empty text with calls differs from an empty text"

@@ -86,12 +86,12 @@ class ChatDataPlane:
 
     # -- flows ----------------------------------------------------------------------------------
     def chat(self, owner: str, session_id: str, system_prompt: str, message: Message, plan: Plan,
-             instructions: str | None = None, field: str = "message") -> AsyncGenerator[ChatEvent]:
+             instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
         """Read the window, render the prompt, answer it while the message (a user's, or a tool's
         result) is stored, store the answer; undo everything on failure. `system_prompt` is a new
         session's; `instructions` replace an existing session's for this call only. The message
-        is checked at once (`field`: the caller's name of it)."""
-        self.check(message, field)
+        is checked at once (a caller that names it otherwise checks it first: `check`)."""
+        self.check(message)
         return self._chat(owner, session_id, system_prompt, message, plan, instructions)
 
     async def _chat(self, owner: str, session_id: str, system_prompt: str, message: Message,

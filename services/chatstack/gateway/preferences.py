@@ -95,7 +95,7 @@ def sampling_of(plan: Plan) -> dict[str, str]:
 def conversation(system_prompt: str, turns: Sequence[Turn]) -> list[Message]:
     """A system prompt and turns as chat messages."""
     messages = [Message(SYSTEM, system_prompt)] if system_prompt else []
-    return messages + [Message(t.role, t.content) for t in turns]
+    return messages + [Message(t.role, t.content, t.tool_calls, t.tool_call_id) for t in turns]
 
 
 def _reward_of(turn: Turn) -> float | None:
@@ -141,9 +141,9 @@ class PreferenceRecorder:
             self._submit(sessions, PreferenceEvent(
                 "regenerate", session_id, turn_id, user_turn_id, list(prompt), sampling=sampling, candidates=[
                     PreferenceCandidate(replaced.content, _reward_of(replaced),
-                                        turn_id=replaced.turn_id),
+                                        turn_id=replaced.turn_id, tool_calls=replaced.tool_calls),
                     PreferenceCandidate(answer.best.text, new_reward, True, turn_id,
-                                        answer.completion_tokens)]))
+                                        answer.completion_tokens, answer.best.tool_calls)]))
 
     def edited(self, sessions: SessionClient, edit: EditedTurn, answer_turn_id: str, plan: Plan) -> None:
         """After an edit's answer was stored in the fork: the user turn before and after."""
@@ -162,7 +162,7 @@ class PreferenceRecorder:
                                 user.turn_id if user else "")
         if answer is not None:
             event.candidates.append(PreferenceCandidate(answer.content, _reward_of(answer),
-                                                        turn_id=answer.turn_id))
+                                                        turn_id=answer.turn_id, tool_calls=answer.tool_calls))
         self._submit(sessions, event, complete=lambda s, e: self._with_history(s, e, user))
 
     # -- explicit feedback (awaited) ------------------------------------------------------------
@@ -200,7 +200,8 @@ class PreferenceRecorder:
             "feedback", fb.session_id, answer.turn_id, user.turn_id if user else "",
             conversation(session.system_prompt, turns[:at]), rating=fb.rating,
             preferred_candidate=fb.preferred_candidate, reason=fb.reason, candidates=[
-                PreferenceCandidate(answer.content, _reward_of(answer), True, answer.turn_id)])
+                PreferenceCandidate(answer.content, _reward_of(answer), True, answer.turn_id,
+                                    tool_calls=answer.tool_calls)])
         try:
             reply = await sessions.record_preference(await self._stamp(event))
         except Exception:

@@ -76,19 +76,23 @@ class Responses:
         self.conversations = conversations
         self.preferences = preferences
 
+    def check(self, message: Message, field: str) -> None:
+        """The input's limits, named by the caller's `field`, before any work."""
+        self.dataplane.check(message, field)
+
     async def create(self, owner: str, message: Message, plan: Plan, instructions: str | None = None,
                      conversation: str | None = None, previous: ResponseRef | None = None,
-                     field: str = "input") -> AsyncGenerator[ChatEvent]:
-        """Answer `message` (a user's, or a tool's result: `field` names it) and store the exchange
-        (see module docstring); the chat events."""
+                     ) -> AsyncGenerator[ChatEvent]:
+        """Answer `message` (a user's, or a tool's result) and store the exchange (see module
+        docstring); the chat events."""
         if conversation and previous:
             raise InvalidRequest("previous_response_id: cannot be used together with conversation")
         if previous is not None:
             exchange = await self.find(owner, previous, "previous_response_id")
             if not exchange.latest:  # fork below the turn that followed it
                 if message.role != USER:
-                    raise InvalidRequest(f"{field}: a tool result continues only the conversation's latest "
-                                         "response")
+                    raise InvalidRequest("previous_response_id: a tool result continues only the "
+                                         "conversation's latest response")
                 async with aclosing(self.dataplane.edit(owner, previous.session_id, exchange.next_turn_id,
                                     message.content, plan, instructions)) as source:
                     async for event in source:
@@ -96,7 +100,7 @@ class Responses:
                 return
             conversation = previous.session_id
         async with aclosing(self.dataplane.chat(owner, conversation or "", instructions or "", message,
-                            plan, instructions, field)) as source:
+                            plan, instructions)) as source:
             async for event in source:
                 yield event
 

@@ -120,8 +120,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         """Send a message and stream the answer."""
         owner = self._owner(context)
         message, field = chat_message(request)
+        self.dataplane.check(message, field)
         async with aclosing(self.dataplane.chat(owner, request.session_id, request.system_prompt,
-                            message, self._plan(request.options), field=field)) as source:
+                            message, self._plan(request.options))) as source:
             async for event in source:
                 yield fill_event(chat_pb2.ChatResponse(), event)
 

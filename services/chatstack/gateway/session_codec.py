@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from chatstack.core.proto_convert import chat_messages_to_proto
+from chatstack.core.proto_convert import chat_messages_to_proto, tool_calls_to_proto
 from chatstack.gateway.session_records import PreferenceEvent
 from chatstack.session.wire import timestamp
 from chatstack.v1 import preference_pb2
@@ -23,7 +23,7 @@ def preference_to_proto(e: PreferenceEvent) -> preference_pb2.PreferenceEvent:
         kind=KINDS[e.kind], session_id=e.session_id, turn_id=e.turn_id, user_turn_id=e.user_turn_id,
         prompt=chat_messages_to_proto(e.prompt), candidates=[preference_pb2.PreferenceCandidate(
             text=c.text, reward=c.reward, kept=c.kept, turn_id=c.turn_id,
-            completion_tokens=c.completion_tokens)
+            completion_tokens=c.completion_tokens, tool_calls=tool_calls_to_proto(c.tool_calls))
             for c in e.candidates],
         rating=RATINGS.get(e.rating, preference_pb2.RATING_UNSPECIFIED),
         preferred_candidate=e.preferred_candidate,

@@ -140,6 +140,7 @@ class PreferenceCandidate:
     kept: bool = False
     turn_id: str = ""
     completion_tokens: int = 0
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass

@@ -30,27 +30,34 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from chatstack.core.proto_convert import ROLE_NAMES
+from chatstack.core.chat_message import ChatMessage
+from chatstack.core.proto_convert import chat_messages_from_proto, tool_calls_from_proto
+from chatstack.core.roles import ASSISTANT
 from chatstack.v1 import preference_pb2
 
 Row = dict[str, Any]
-Message = dict[str, str]
+Message = dict[str, Any]
 FORMATS = ("pairs", "ranked", "unpaired")
 Event = preference_pb2.PreferenceEvent
 Candidate = preference_pb2.PreferenceCandidate
 
 
 def prompt_of(event: Event) -> list[Message]:
-    """The event's prompt as chat messages."""
-    return [{"role": ROLE_NAMES.get(m.role, "user"), "content": m.content} for m in event.prompt]
+    """The event's prompt as chat messages (HF's shape: tool calls and results included)."""
+    return [{**m.as_template(), "role": m.role or "user"} for m in chat_messages_from_proto(event.prompt)]
 
 
 def _reward(c: Candidate) -> float | None:
     return c.reward if c.HasField("reward") else None
 
 
-def _assistant(text: str) -> list[Message]:
-    return [{"role": "assistant", "content": text}]
+def _assistant(c: Candidate) -> list[Message]:
+    """A candidate as the assistant message it was (its tool calls included)."""
+    return [ChatMessage(ASSISTANT, c.text, tool_calls_from_proto(c.tool_calls)).as_template()]
+
+
+def _key(c: Candidate) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return c.text, tuple((t.name, t.arguments) for t in c.tool_calls)
 
 
 class _Pairs:
@@ -59,13 +66,13 @@ class _Pairs:
     def __init__(self, min_margin: float) -> None:
         self.min_margin = min_margin
         self.rows: list[Row] = []
-        self._seen: set[tuple[str, str, str]] = set()
+        self._seen: set[tuple[Any, ...]] = set()
 
-    def add(self, event: Event, chosen: str, rejected: str, signal: str, margin: float | None = None,
-            turn_id: str = "") -> None:
-        if chosen == rejected or (margin is not None and margin < self.min_margin):
+    def add(self, event: Event, chosen: Candidate, rejected: Candidate, signal: str,
+            margin: float | None = None, turn_id: str = "") -> None:
+        if _key(chosen) == _key(rejected) or (margin is not None and margin < self.min_margin):
             return
-        key = (f"{event.session_id}/{event.user_turn_id}", chosen, rejected)
+        key = (f"{event.session_id}/{event.user_turn_id}", _key(chosen), _key(rejected))
         if key in self._seen:
             return
         self._seen.add(key)
@@ -102,7 +109,7 @@ def _best_of_pairs(e: Event, fb: Event | None, out: _Pairs) -> None:
         chosen = candidates[fb.preferred_candidate]
         for other in candidates:
             if other is not chosen:
-                out.add(e, chosen.text, other.text, "feedback")
+                out.add(e, chosen, other, "feedback")
         return
     chosen = next((c for c in candidates if c.kept), max(candidates, key=lambda c: _reward(c) or 0.0))
     for other in candidates:
@@ -110,7 +117,7 @@ def _best_of_pairs(e: Event, fb: Event | None, out: _Pairs) -> None:
             continue
         r_chosen, r_other = _reward(chosen), _reward(other)
         margin = r_chosen - r_other if r_chosen is not None and r_other is not None else None
-        out.add(e, chosen.text, other.text, "best_of", margin)
+        out.add(e, chosen, other, "best_of", margin)
 
 
 def _regenerate_pair(e: Event, feedback: dict[tuple[str, str], Event], out: _Pairs) -> None:
@@ -119,10 +126,10 @@ def _regenerate_pair(e: Event, feedback: dict[tuple[str, str], Event], out: _Pai
     new_fb = feedback.get((e.session_id, new.turn_id))
     if new_fb is not None and new_fb.rating == preference_pb2.RATING_DOWN:
         if old_fb is not None and old_fb.rating == preference_pb2.RATING_UP:
-            out.add(e, replaced.text, new.text, "feedback", turn_id=replaced.turn_id)
+            out.add(e, replaced, new, "feedback", turn_id=replaced.turn_id)
         return
     confirmed = old_fb is not None and old_fb.rating == preference_pb2.RATING_DOWN
-    out.add(e, new.text, replaced.text, "feedback" if confirmed else "regenerate", turn_id=new.turn_id)
+    out.add(e, new, replaced, "feedback" if confirmed else "regenerate", turn_id=new.turn_id)
 
 
 def _rating_pairs(feedback: Iterable[Event], out: _Pairs) -> None:
@@ -135,7 +142,7 @@ def _rating_pairs(feedback: Iterable[Event], out: _Pairs) -> None:
         downs = [f for f in rated if f.rating == preference_pb2.RATING_DOWN]
         for up in ups:
             for down in downs:
-                out.add(up, up.candidates[0].text, down.candidates[0].text, "feedback")
+                out.add(up, up.candidates[0], down.candidates[0], "feedback")
 
 
 def ranked(events: Iterable[Event]) -> list[Row]:
@@ -160,7 +167,7 @@ def ranked(events: Iterable[Event]) -> list[Row]:
 
 def unpaired(events: Iterable[Event]) -> list[Row]:
     """Every rated answer with its label (TRL's unpaired preference format)."""
-    return [{"prompt": prompt_of(e), "completion": _assistant(e.candidates[0].text),
+    return [{"prompt": prompt_of(e), "completion": _assistant(e.candidates[0]),
              "label": e.rating == preference_pb2.RATING_UP, "signal": "feedback", "event_id": e.event_id,
              "session_id": e.session_id, "turn_id": e.turn_id}
             for e in _latest_feedback(list(events)).values()

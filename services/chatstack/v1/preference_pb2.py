@@ -26,7 +26,7 @@ from chatstack.v1 import common_pb2 as chatstack_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63hatstack/v1/preference.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x13PreferenceCandidate\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x06reward\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04kept\x18\x03 \x01(\x08\x12\x0f\n\x07turn_id\x18\x04 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\rB\t\n\x07_reward\"\x86\x05\n\x0fPreferenceEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.chatstack.v1.PreferenceKind\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\x12\x14\n\x0cuser_turn_id\x18\x06 \x01(\t\x12)\n\x06prompt\x18\x07 \x03(\x0b\x32\x19.chatstack.v1.ChatMessage\x12\x35\n\ncandidates\x18\x08 \x03(\x0b\x32!.chatstack.v1.PreferenceCandidate\x12$\n\x06rating\x18\t \x01(\x0e\x32\x14.chatstack.v1.Rating\x12 \n\x13preferred_candidate\x18\n \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x18\n\x10original_message\x18\x0c \x01(\t\x12\x16\n\x0e\x65\x64ited_message\x18\r \x01(\t\x12\x17\n\x0f\x66ork_session_id\x18\x0e \x01(\t\x12\x17\n\x0fgenerator_model\x18\x0f \x01(\t\x12\x14\n\x0creward_model\x18\x10 \x01(\t\x12=\n\x08sampling\x18\x11 \x03(\x0b\x32+.chatstack.v1.PreferenceEvent.SamplingEntry\x12/\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rSamplingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x16\n\x14_preferred_candidate*\xc0\x01\n\x0ePreferenceKind\x12\x1f\n\x1bPREFERENCE_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18PREFERENCE_KIND_FEEDBACK\x10\x01\x12\x1b\n\x17PREFERENCE_KIND_BEST_OF\x10\x02\x12\x1e\n\x1aPREFERENCE_KIND_REGENERATE\x10\x03\x12\x18\n\x14PREFERENCE_KIND_EDIT\x10\x04\x12\x18\n\x14PREFERENCE_KIND_UNDO\x10\x05*@\n\x06Rating\x12\x16\n\x12RATING_UNSPECIFIED\x10\x00\x12\r\n\tRATING_UP\x10\x01\x12\x0f\n\x0bRATING_DOWN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63hatstack/v1/preference.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n\x13PreferenceCandidate\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x06reward\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04kept\x18\x03 \x01(\x08\x12\x0f\n\x07turn_id\x18\x04 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\r\x12*\n\ntool_calls\x18\x06 \x03(\x0b\x32\x16.chatstack.v1.ToolCallB\t\n\x07_reward\"\x86\x05\n\x0fPreferenceEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.chatstack.v1.PreferenceKind\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\x12\x14\n\x0cuser_turn_id\x18\x06 \x01(\t\x12)\n\x06prompt\x18\x07 \x03(\x0b\x32\x19.chatstack.v1.ChatMessage\x12\x35\n\ncandidates\x18\x08 \x03(\x0b\x32!.chatstack.v1.PreferenceCandidate\x12$\n\x06rating\x18\t \x01(\x0e\x32\x14.chatstack.v1.Rating\x12 \n\x13preferred_candidate\x18\n \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x18\n\x10original_message\x18\x0c \x01(\t\x12\x16\n\x0e\x65\x64ited_message\x18\r \x01(\t\x12\x17\n\x0f\x66ork_session_id\x18\x0e \x01(\t\x12\x17\n\x0fgenerator_model\x18\x0f \x01(\t\x12\x14\n\x0creward_model\x18\x10 \x01(\t\x12=\n\x08sampling\x18\x11 \x03(\x0b\x32+.chatstack.v1.PreferenceEvent.SamplingEntry\x12/\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rSamplingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x16\n\x14_preferred_candidate*\xc0\x01\n\x0ePreferenceKind\x12\x1f\n\x1bPREFERENCE_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18PREFERENCE_KIND_FEEDBACK\x10\x01\x12\x1b\n\x17PREFERENCE_KIND_BEST_OF\x10\x02\x12\x1e\n\x1aPREFERENCE_KIND_REGENERATE\x10\x03\x12\x18\n\x14PREFERENCE_KIND_EDIT\x10\x04\x12\x18\n\x14PREFERENCE_KIND_UNDO\x10\x05*@\n\x06Rating\x12\x16\n\x12RATING_UNSPECIFIED\x10\x00\x12\r\n\tRATING_UP\x10\x01\x12\x0f\n\x0bRATING_DOWN\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREFERENCEEVENT_SAMPLINGENTRY']._loaded_options = None
   _globals['_PREFERENCEEVENT_SAMPLINGENTRY']._serialized_options = b'8\001'
-  _globals['_PREFERENCEKIND']._serialized_start=884
-  _globals['_PREFERENCEKIND']._serialized_end=1076
-  _globals['_RATING']._serialized_start=1078
-  _globals['_RATING']._serialized_end=1142
-  _globals['_PREFERENCECANDIDATE']._serialized_start=107
-  _globals['_PREFERENCECANDIDATE']._serialized_end=232
-  _globals['_PREFERENCEEVENT']._serialized_start=235
-  _globals['_PREFERENCEEVENT']._serialized_end=881
-  _globals['_PREFERENCEEVENT_SAMPLINGENTRY']._serialized_start=810
-  _globals['_PREFERENCEEVENT_SAMPLINGENTRY']._serialized_end=857
+  _globals['_PREFERENCEKIND']._serialized_start=929
+  _globals['_PREFERENCEKIND']._serialized_end=1121
+  _globals['_RATING']._serialized_start=1123
+  _globals['_RATING']._serialized_end=1187
+  _globals['_PREFERENCECANDIDATE']._serialized_start=108
+  _globals['_PREFERENCECANDIDATE']._serialized_end=277
+  _globals['_PREFERENCEEVENT']._serialized_start=280
+  _globals['_PREFERENCEEVENT']._serialized_end=926
+  _globals['_PREFERENCEEVENT_SAMPLINGENTRY']._serialized_start=855
+  _globals['_PREFERENCEEVENT_SAMPLINGENTRY']._serialized_end=902
 # @@protoc_insertion_point(module_scope)

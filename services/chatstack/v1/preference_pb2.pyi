@@ -36,18 +36,20 @@ RATING_UP: Rating
 RATING_DOWN: Rating
 
 class PreferenceCandidate(_message.Message):
-    __slots__ = ("text", "reward", "kept", "turn_id", "completion_tokens")
+    __slots__ = ("text", "reward", "kept", "turn_id", "completion_tokens", "tool_calls")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
     KEPT_FIELD_NUMBER: _ClassVar[int]
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     text: str
     reward: float
     kept: bool
     turn_id: str
     completion_tokens: int
-    def __init__(self, text: _Optional[str] = ..., reward: _Optional[float] = ..., kept: _Optional[bool] = ..., turn_id: _Optional[str] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    tool_calls: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]
+    def __init__(self, text: _Optional[str] = ..., reward: _Optional[float] = ..., kept: _Optional[bool] = ..., turn_id: _Optional[str] = ..., completion_tokens: _Optional[int] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ...) -> None: ...
 
 class PreferenceEvent(_message.Message):
     __slots__ = ("event_id", "kind", "owner", "session_id", "turn_id", "user_turn_id", "prompt", "candidates", "rating", "preferred_candidate", "reason", "original_message", "edited_message", "fork_session_id", "generator_model", "reward_model", "sampling", "create_time")

@@ -198,14 +198,16 @@ class ResponsesHandler:
             previous = ResponseRef.decode(body.previous_response_id, "previous_response_id") \
                 if body.previous_response_id else None
             plan = self.planner.plan(body.options(), fields_of(body))
+            self.responses.check(message, field_name)
             events = self.responses.create(owner, message, plan, instructions,
                                            session_of(conversation, "conversation") if conversation else None,
-                                           previous, field_name)
+                                           previous)
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, SessionEvent):
-                    draft.id = ResponseRef(event.session_id, event.user_turn_id).encode()
-                    draft.conversation = conversation_id(event.session_id)
+                    if event.session_id:  # stored (an unstored response has its id already)
+                        draft.id = ResponseRef(event.session_id, event.user_turn_id).encode()
+                        draft.conversation = conversation_id(event.session_id)
                     yield "response.created", {}, draft
                 elif isinstance(event, DeltaEvent):
                     for kind, fields in items.delta(event):
@@ -234,7 +236,7 @@ class ResponsesHandler:
         messages = [Message(SYSTEM, instructions)] if instructions else []
         messages.append(message)
         draft.id = f"resp_{uuid.uuid4().hex}"
-        yield SessionEvent("", True, "", 0, False, 0)
+        yield SessionEvent("", True, "", 0, False, 0)  # nothing stored: the response is created
         async with aclosing(self.completions.complete(messages, plan)) as source:
             async for item in source:
                 yield item

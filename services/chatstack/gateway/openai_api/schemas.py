@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from chatstack.core.chat_message import FunctionTool, ToolCall
 from chatstack.core.errors import InvalidRequest
@@ -349,7 +349,15 @@ class ResponsesNamedTool(BaseModel):
     name: str
 
 
-InputItem = Annotated[InputMessage | FunctionCallOutputItem | FunctionCallItem, Field(discriminator="type")]
+def _item_type(value: Any) -> str:
+    """An input item's type (a message item may leave it out)."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if isinstance(kind, str) else "message"
+
+
+InputItem = Annotated[Annotated[InputMessage, Tag("message")]
+                      | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+                      | Annotated[FunctionCallItem, Tag("function_call")], Discriminator(_item_type)]
 
 
 class ConversationRef(BaseModel):
