@@ -6,7 +6,8 @@ feedback on the last answer (when the deployment captures preferences): /good [r
 /bad [reason], /prefer N [reason] (N = a best-of candidate, 1-based, as the summary lists them).
 
 With --tools FILE (a JSON list of functions: name, description, parameters) the model may call
-them: each call is shown as `-> name(arguments)`; answer the first open one with /result <output>.
+them: each call is shown as `-> name(arguments)`; answer them in order with /result <output>
+(the answer continues once every call of the last answer has its result).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from chatstack.v1 import common_pb2, preference_pb2
 
 HELP = ("commands: /new [system prompt]  /regenerate  /undo  /edit N <text>  /history  /quit\n"
         "feedback on the last answer: /good [reason]  /bad [reason]  /prefer N [reason]\n"
-        "tools (--tools FILE): /result <output> answers the first open tool call")
+        "tools (--tools FILE): /result <output> answers the next open tool call")
 
 
 def _print_delta(text: str) -> None:
@@ -63,13 +64,14 @@ class ChatRepl:
         self.session_id = ""
         self.last_answer = ""  # the assistant turn feedback is about
         self.open_calls: list[common_pb2.ToolCall] = []  # the last answer's calls not answered yet
+        self.results: list[tuple[str, str]] = []  # (call id, output) given so far
 
     def answer(self, call: Any) -> None:
         started = time.perf_counter()
         sys.stdout.write("assistant> ")
         result: ChatResult = call(on_delta=_print_delta)
         self.session_id = result.session_id or self.session_id
-        self.open_calls = list(result.tool_calls)
+        self.open_calls, self.results = list(result.tool_calls), []
         for tool_call in result.tool_calls:
             print(f"\n  {call_line(tool_call)}", end="")
         self.last_answer = result.assistant_turn_id
@@ -108,13 +110,16 @@ class ChatRepl:
         if command in ("/quit", "/exit"):
             return False
         if command == "/result":
-            if not self.open_calls or not rest.strip():
-                print("usage: /result <output>  (answers the first open tool call of the last answer)")
+            if len(self.results) >= len(self.open_calls) or not rest.strip():
+                print("usage: /result <output>  (answers the next open tool call of the last answer)")
                 return True
-            answered = self.open_calls[0]
+            self.results.append((self.open_calls[len(self.results)].id, rest.strip()))
+            if len(self.results) < len(self.open_calls):
+                print(f"(result {len(self.results)} of {len(self.open_calls)} recorded)")
+                return True
+            results = self.results
             self.answer(lambda on_delta: self.client.chat(
-                "", self.session_id, on_delta=on_delta, tool_results=[(answered.id, rest.strip())],
-                **self.options))
+                "", self.session_id, on_delta=on_delta, tool_results=results, **self.options))
             return True
         if command == "/new":
             self.session_id, self.system_prompt = "", rest.strip() or self.system_prompt

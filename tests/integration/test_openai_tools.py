@@ -218,3 +218,36 @@ def test_grpc_chat_calls_a_tool_and_a_tool_result_continues_the_session(
         repl.handle("/history")
         history = capsys.readouterr().out
         assert "tool [call_" in history and "      -> get_" in history
+
+
+def test_the_results_of_parallel_calls_continue_as_one_exchange(openai_sdk: openai.OpenAI, served_model: str,
+                                                                gateway_process: GatewayProcess) -> None:
+    for seed in range(12):  # the random model ends its array of calls on its own after 2+ calls for some seeds
+        first = openai_sdk.responses.create(model=served_model, input="Weather and time?", tools=RESPONSES_TOOLS,
+                                            tool_choice="required", max_output_tokens=160, temperature=1.0,
+                                            extra_body={"seed": seed})
+        calls = [item for item in first.output if item.type == "function_call"]
+        if first.status == "completed" and len(calls) >= 2 and all(c.status == "completed" for c in calls):
+            break
+    assert len(calls) >= 2, "no seed gave an answer of several whole calls"
+    outputs: list[Any] = [{"type": "function_call_output", "call_id": c.call_id, "output": f"result {i}"}
+                          for i, c in enumerate(calls)]
+    with pytest.raises(openai.BadRequestError, match="tool_call_id"):  # the same call answered twice
+        openai_sdk.responses.create(model=served_model, previous_response_id=first.id,
+                                    input=[outputs[0], outputs[0]])
+    second = openai_sdk.responses.create(model=served_model, previous_response_id=first.id, input=outputs,
+                                         tools=RESPONSES_TOOLS, tool_choice="none", max_output_tokens=8,
+                                         temperature=0)
+    assert second.output_text and openai_sdk.responses.retrieve(second.id).output_text == second.output_text
+    assert first.conversation is not None
+    items = openai_sdk.conversations.items.list(first.conversation.id, order="asc").data
+    assert [i.type for i in items] == ["message", *["function_call"] * len(calls),
+                                       *["function_call_output"] * len(calls), "message"]
+    with ChatClient(gateway_process.address, ALICE_KEY, timeout=120) as client:
+        session_id = first.conversation.id.removeprefix("conv_")
+        removed = client.undo(session_id).removed_turns  # the last exchange: the answer and every result
+        assert [t.role for t in removed] == [common_pb2.ROLE_ASSISTANT, *[common_pb2.ROLE_TOOL] * len(calls)]
+        grpc_results = [(c.call_id, "again") for c in calls]
+        again = client.chat("", session_id, tool_results=grpc_results, max_tokens=8, temperature=0)
+        assert again.text and [t.role for t in client.history(session_id)[1]][-len(calls) - 1:] == \
+            [*[common_pb2.ROLE_TOOL] * len(calls), common_pb2.ROLE_ASSISTANT]

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatstack.core.errors import FailedPrecondition, NotFound, VersionConflict
+from chatstack.core.chat_message import ToolCall
+from chatstack.core.errors import FailedPrecondition, InvalidRequest, NotFound, VersionConflict
 from chatstack.core.redis_process import RedisProcess
 from chatstack.session.config import SessionConfig
 from chatstack.session.metrics import SessionMetrics
@@ -82,6 +83,44 @@ async def test_a_failed_exchange_takes_its_pending_turn_back_and_a_second_try_fi
     with pytest.raises(NotFound, match="pending turn"):
         await store.pop("o", sid, pending=pending.turn.turn_id)
     await store.push("o", sid, NewTurn("user", "next", 1), expected_version=popped.version)
+
+
+async def test_pending_turns_that_join_a_group_become_visible_or_go_together(store: RedisSessionStore) -> None:
+    sid = (await store.create("o", NewSession())).session_id
+    await store.push("o", sid, NewTurn("user", "q", 2))
+    call = ToolCall("c1", "f", "{}"), ToolCall("c2", "g", "{}")
+    asked = await store.push("o", sid, NewTurn("assistant", "", 4, tool_calls=call))
+
+    async def results(version: int) -> list[str]:
+        first = await store.push("o", sid, NewTurn("tool", "r1", 3, tool_call_id="c1"), expected_version=version,
+                                 pending_ms=LEASE_MS)
+        second = await store.push("o", sid, NewTurn("tool", "r2", 5, tool_call_id="c2"),
+                                  expected_version=first.version, pending_ms=LEASE_MS, join=first.turn.turn_id)
+        assert second.turn.position == 3
+        with pytest.raises(VersionConflict, match="lease ran out"):  # joins only the group's top
+            await store.push("o", sid, NewTurn("tool", "r3", 1, tool_call_id="c3"), pending_ms=LEASE_MS,
+                             join=first.turn.turn_id)
+        return [first.turn.turn_id, second.turn.turn_id, str(second.version)]
+
+    first, second, version = await results(asked.version)
+    assert await visible(store, sid) == ["q", ""] and (await store.get("o", sid)).total_tokens == 6
+    assert [t.content for t in (await store.context("o", sid, 100)).turns] == ["q", ""]
+    for hidden in (first, second):
+        with pytest.raises(NotFound):
+            await store.get_turns("o", sid, hidden)
+    popped = await store.pop("o", sid, pending=second)  # a failed exchange takes the group back
+    assert [t.content for t in popped.turns] == ["r2", "r1"] and [t.position for t in popped.turns] == [3, 2]
+    assert await visible(store, sid) == ["q", ""] and (await store.get("o", sid)).turn_count == 2
+    first, second, version = await results(popped.version)
+    answer = await store.push("o", sid, NewTurn("assistant", "done", 1), expected_version=int(version),
+                              commit=second)
+    assert answer.turn.position == 4 and await visible(store, sid) == ["q", "", "r1", "r2", "done"]
+    turns = (await store.list_turns("o", sid, 0, 10)).turns
+    assert [t.tool_call_id for t in turns] == ["", "", "c1", "c2", ""] and turns[1].tool_calls == call
+    header = await store.get("o", sid)
+    assert (header.turn_count, header.total_tokens) == (5, 15)
+    with pytest.raises(InvalidRequest, match="join_pending_turn_id"):
+        await store.push("o", sid, NewTurn("user", "x", 1), join=second)
 
 
 async def test_a_lapsed_pending_turn_is_reaped_by_the_next_change_and_cannot_be_committed(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chatstack.core.errors import InvalidRequest, Unauthenticated
-from chatstack.core.roles import USER
+from chatstack.core.roles import TOOL, USER
 from chatstack.gateway.answering import Answerer, PromptIds
 from chatstack.gateway.auth import ApiKeyAuthenticator, hash_key
 from chatstack.gateway.clients import Backends, Transport
@@ -165,7 +165,7 @@ async def test_fit_and_render_drops_the_oldest_turns_until_the_prompt_fits() -> 
         ctx.append(Message(USER, " ".join(["w"] * 10)), 10, f"t{i}")
     ctx.append(Message(USER, "the question"), None)
     prompt = await prompts.fit_and_render(ctx, budget=35, plan=EIGHT)  # by the counts: 1 + 3 x 10 + 2
-    assert prompt.truncated and prompt.context_turns == 4 and prompt.message_tokens == 2
+    assert prompt.truncated and prompt.context_turns == 4 and prompt.new_tokens == [2]
     assert [m.content for m in prompt.messages][-1] == "the question" and prompt.messages[0].content == "sys"
     fake.generation.GetModelInfo = _short_model  # type: ignore[attr-defined]
     short = PromptBuilder(backends.tokenizer, Backends(transport(fake)).generation)
@@ -178,6 +178,14 @@ async def test_fit_and_render_drops_the_oldest_turns_until_the_prompt_fits() -> 
     huge.append(Message(USER, " ".join(["w"] * 50)), None)
     with pytest.raises(InvalidRequest, match="does not fit"):
         await prompts.fit_and_render(huge, budget=35, plan=EIGHT)
+    results = ChatContext("sys", 1, 1)  # several new turns (tools' results): all kept, each counted
+    for i in range(10):
+        results.append(Message(USER, " ".join(["w"] * 10)), 10, f"t{i}")
+    for call in ("c1", "c2"):
+        results.append(Message(TOOL, "r r r", tool_call_id=call), None)
+    prompt = await prompts.fit_and_render(results, budget=35, plan=EIGHT)  # 1 + 3 x 10 + 2 x 3
+    assert prompt.new_tokens == [3, 3] and prompt.context_turns == 4
+    assert [m.tool_call_id for m in prompt.messages[-2:]] == ["c1", "c2"] and results.tokens[-2:] == [3, 3]
 
 
 async def _short_model(request: Any) -> generation_pb2.GetModelInfoResponse:
@@ -192,7 +200,7 @@ async def test_a_best_of_answer_records_its_candidates_in_the_background() -> No
     plan = Planner(config).plan(ChatOptions(max_tokens=8, best_of=3, temperature=1.0, seed=7))
     fake.generation.GetModelInfo = _named_model  # type: ignore[attr-defined]
     fake.reward.GetModelInfo = _named_reward  # type: ignore[attr-defined]
-    events = [e async for e in flows.dataplane.chat("alice", "s1", "", Message(USER, "hello there"), plan)]
+    events = [e async for e in flows.dataplane.chat("alice", "s1", "", [Message(USER, "hello there")], plan)]
     await flows.preferences.close(5.0)  # lets the background write finish
     [event] = fake.preferences
     assert event.kind == 2 and event.turn_id == events[-1].assistant_turn_id  # PREFERENCE_KIND_BEST_OF

@@ -28,7 +28,7 @@ from chatstack.gateway.session_records import Message
 from chatstack.v1 import common_pb2, generation_pb2, session_pb2, tokenizer_pb2
 
 TEXT = "hello there"
-MESSAGE = Message(USER, TEXT)
+MESSAGE = [Message(USER, TEXT)]
 
 
 class FakeDownstream:

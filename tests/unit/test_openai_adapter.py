@@ -73,22 +73,23 @@ def test_inconsistent_chat_completion_fields_are_refused(fields: dict, message: 
 
 def test_a_response_input_is_one_user_message_plus_instructions() -> None:
     plain = ResponseCreateRequest.model_validate({"model": "m", "input": "hello", "instructions": "terse"})
-    assert plain.message_and_instructions() == (ChatMessage(USER, "hello"), "input", "terse")
+    assert plain.input_and_instructions() == ([(ChatMessage(USER, "hello"), "input")], "terse")
     assert not plain.options().truncate  # OpenAI's default: disabled
     items = ResponseCreateRequest.model_validate({"model": "m", "truncation": "auto", "input": [
         {"role": "system", "content": "rules"}, {"role": "user", "content": [{"type": "input_text", "text": "q"}]}]})
-    assert items.message_and_instructions() == (ChatMessage(USER, "q"), "input", "rules")
+    assert items.input_and_instructions() == ([(ChatMessage(USER, "q"), "input")], "rules")
     assert items.options().truncate
     output = ResponseCreateRequest.model_validate({"model": "m", "input": [
         {"role": "user", "content": "a"}, {"type": "function_call_output", "call_id": "c1", "output": "o"}]})
-    with pytest.raises(errors.InvalidRequest, match="input: one user message or one function_call_output"):
-        output.message_and_instructions()
-    output.input = output.input[1:]  # type: ignore[assignment,index]
-    assert output.message_and_instructions() == (ChatMessage(TOOL, "o", tool_call_id="c1"), "input[0].output", None)
+    with pytest.raises(errors.InvalidRequest, match="input: one user message, or function_call_output items"):
+        output.input_and_instructions()
+    output.input = output.input[1:] * 2  # type: ignore[assignment,index,operator]
+    assert output.input_and_instructions() == ([(ChatMessage(TOOL, "o", tool_call_id="c1"), "input[0].output"),
+                                                (ChatMessage(TOOL, "o", tool_call_id="c1"), "input[1].output")], None)
     two = ResponseCreateRequest.model_validate({"model": "m", "input": [
         {"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})
     with pytest.raises(errors.InvalidRequest, match="input: one user message"):
-        two.message_and_instructions()
+        two.input_and_instructions()
 
 
 def test_response_ids_round_trip_and_foreign_ones_are_not_found() -> None:

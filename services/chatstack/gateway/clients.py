@@ -253,7 +253,7 @@ class SessionClient:
             expected_version=push.expected_version, pending_ms=push.pending_ms,
             commit_turn_id=push.commit_turn_id, replace_turn_id=push.replace_turn_id,
             commit_session=push.commit_session, tool_calls=tool_calls_to_proto(push.tool_calls),
-            tool_call_id=push.tool_call_id))
+            tool_call_id=push.tool_call_id, join_pending_turn_id=push.join_pending_turn_id))
         return PushResult(turn_from_proto(reply.turn), reply.version, reply.evicted_turns)
 
     async def pop(self, session_id: str, version: int | None, within: float | None = None,

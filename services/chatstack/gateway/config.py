@@ -78,6 +78,8 @@ class GatewayConfig(ServerConfig):
     max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens a Chat may ask.")
     max_best_of: int = Field(8, ge=1, description="Largest best_of.")
     max_tools: int = Field(128, ge=0, description="Most tools one request may offer the model.")
+    max_tool_results: int = Field(8, ge=1, le=14, description="Most tool results one Chat or response "
+                                  "answers with (a stored exchange reads back in one call of 16 turns).")
     tool_call_parser: Literal["hermes", "llama3_json"] = Field(
         "hermes", description="The model's tool-call format, read back from answers under tool_choice "
         "auto (hermes: <tool_call> JSON </tool_call>, as Hermes/Qwen and the tiny model; llama3_json: "

@@ -4,10 +4,11 @@ chat dataplane that holds them."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from chatstack.core.errors import FailedPrecondition
-from chatstack.core.roles import ASSISTANT, USER
+from chatstack.core.roles import ASSISTANT, TOOL, USER
 from chatstack.gateway.clients import Backends
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.rollback import lease_ms
@@ -82,17 +83,21 @@ class Conversations:
 
     async def undo_last(self, owner: str, session_id: str,
                         top_turn_id: str = "") -> tuple[list[Turn], int]:
-        """Pop the last user/assistant exchange (or a lone user turn) in one step, at the version
-        read (a change in between is ABORTED, never a newer exchange removed); if `top_turn_id`
-        is given, only while that turn is still the top (FAILED_PRECONDITION otherwise)."""
+        """Pop the last exchange (an answer and the user turn, or the tools' results, it answered;
+        or a lone top turn) in one step, at the version read (a change in between is ABORTED,
+        never a newer exchange removed); if `top_turn_id` is given, only while that turn is still
+        the top (FAILED_PRECONDITION otherwise)."""
         sessions = self.backends.sessions(owner)
-        top = await sessions.peek(session_id, 2)
+        top = await sessions.peek(session_id, self.config.max_tool_results + 1)
         turns = list(top.turns)
         if not turns:
             raise FailedPrecondition("nothing to undo: the session is empty")
         if top_turn_id and turns[0].turn_id != top_turn_id:
             raise FailedPrecondition("the exchange is no longer its conversation's latest; "
                                      "a conversation is a stack: delete from the top")
-        count = 2 if len(turns) == 2 and (turns[0].role, turns[1].role) == (ASSISTANT, USER) else 1
+        count = 1
+        if turns[0].role == ASSISTANT:
+            results = list(itertools.takewhile(lambda t: t.role == TOOL, turns[1:]))
+            count += len(results) or int(len(turns) > 1 and turns[1].role == USER)
         popped = await sessions.pop(session_id, top.version, count=count)
         return list(popped.turns), popped.version

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 
@@ -85,16 +85,28 @@ class ChatDataPlane:
                                  f"{self.config.max_message_chars}")
 
     # -- flows ----------------------------------------------------------------------------------
-    def chat(self, owner: str, session_id: str, system_prompt: str, message: Message, plan: Plan,
-             instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
-        """Read the window, render the prompt, answer it while the message (a user's, or a tool's
-        result) is stored, store the answer; undo everything on failure. `system_prompt` is a new
-        session's; `instructions` replace an existing session's for this call only. The message
-        is checked at once (a caller that names it otherwise checks it first: `check`)."""
-        self.check(message)
-        return self._chat(owner, session_id, system_prompt, message, plan, instructions)
+    def chat(self, owner: str, session_id: str, system_prompt: str, messages: Sequence[Message],
+             plan: Plan, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
+        """Read the window, render the prompt, answer it while the new turns (a user's message,
+        or the results of the last answer's tool calls) are stored, store the answer; undo
+        everything on failure. `system_prompt` is a new session's; `instructions` replace an
+        existing session's for this call only. The turns are checked at once (a caller that
+        names them otherwise checks them first: `check`)."""
+        self.check_turns(messages)
+        return self._chat(owner, session_id, system_prompt, messages, plan, instructions)
 
-    async def _chat(self, owner: str, session_id: str, system_prompt: str, message: Message,
+    def check_turns(self, messages: Sequence[Message], field: str = "message") -> None:
+        """A user's message, or up to max_tool_results tools' results (each checked as `check`)."""
+        tools = [m for m in messages if m.role == TOOL]
+        if not messages or (tools and len(tools) != len(messages)) or (not tools and len(messages) > 1):
+            raise InvalidRequest(f"{field}: one user message, or the results of tool calls")
+        if len(tools) > self.config.max_tool_results:
+            raise InvalidRequest(f"{field}: {len(tools)} tool results exceed the limit of "
+                                 f"{self.config.max_tool_results}")
+        for m in messages:
+            self.check(m, field)
+
+    async def _chat(self, owner: str, session_id: str, system_prompt: str, messages: Sequence[Message],
                     plan: Plan, instructions: str | None) -> AsyncGenerator[ChatEvent]:
         clock, sessions = StageClock(), self.backends.sessions(owner)
         rollback = Rollback(session_id=session_id)
@@ -109,20 +121,20 @@ class ChatDataPlane:
                 rollback.session_id = uuid.uuid4().hex  # chosen here, so a cancelled create is deleted
                 ctx = ChatContext(system_prompt, None, 0)
             t = clock.add("session_read", t)
-            if message.role == TOOL:
-                _check_answers_a_call(ctx, message.tool_call_id)
-            ctx.append(message, None)
-            prompt = await self.prompts.fit_and_render(ctx, budget, plan)  # counts the message too
+            _check_answers_open_calls(ctx, [m.tool_call_id for m in messages if m.role == TOOL])
+            for message in messages:
+                ctx.append(message, None)
+            prompt = await self.prompts.fit_and_render(ctx, budget, plan)  # counts the new turns too
             clock.add("template", t)
             if prompt.truncated and not plan.options.truncate:
                 raise InvalidRequest(
                     f"input: the conversation does not fit the context window with max_tokens "
                     f"{plan.max_tokens} "
                     f"({prompt.context_turns} newest turns would); truncation 'auto' lets the oldest leave")
-            # The user turn is stored (at the version read, so a concurrent change is ABORTED
+            # The new turns are stored (at the version read, so a concurrent change is ABORTED
             # rather than answered from a stale window) while the engine starts on the prompt.
             rollback.pending_push = asyncio.ensure_future(
-                self._store_user_turn(sessions, rollback, ctx, prompt, create=not session_id,
+                self._store_new_turns(sessions, rollback, ctx, prompt, create=not session_id,
                                       lease=lease_ms(self.config)))
             exchange = Exchange(sessions, rollback, prompt, plan, clock)
             async with aclosing(self._answer_and_store(exchange)) as source:
@@ -133,20 +145,28 @@ class ChatDataPlane:
             raise
 
     @staticmethod
-    async def _store_user_turn(sessions: SessionClient, rollback: Rollback, ctx: ChatContext, prompt: Prompt,
-                               create: bool, lease: int) -> PushResult:
-        """Push the message being answered (ctx's top) pending, at the version read, creating the
-        session (pending too) with ctx's system prompt first when `create`."""
+    async def _store_new_turns(sessions: SessionClient, rollback: Rollback, ctx: ChatContext, prompt: Prompt,
+                               create: bool, lease: int) -> tuple[str, PushResult]:
+        """Push the turns being answered (ctx's top ones) pending, as one group, at the version
+        read, creating the session (pending too) with ctx's system prompt first when `create`.
+        Returns the first turn's id and the last push (the group's top, recorded in `rollback`
+        as each push lands)."""
         version = ctx.version
         if create:
             rollback.created = True  # set before the call: a create cut short may still land
             session = await sessions.create(NewSession(rollback.session_id, ctx.system_prompt,
                                                        prompt.system_tokens, pending_ms=lease))
             version = session.version
-        message = ctx.messages[-1]
-        return await sessions.push(TurnPush(rollback.session_id, message.role, message.content,
-                                            prompt.message_tokens, expected_version=version, pending_ms=lease,
-                                            tool_call_id=message.tool_call_id))
+        first, pushed = "", None
+        for message, tokens in zip(ctx.messages[-len(prompt.new_tokens):], prompt.new_tokens, strict=True):
+            pushed = await sessions.push(TurnPush(
+                rollback.session_id, message.role, message.content, tokens, expected_version=version,
+                pending_ms=lease, tool_call_id=message.tool_call_id,
+                join_pending_turn_id=rollback.pending_turn_id))
+            rollback.pending_turn_id, version = pushed.turn.turn_id, pushed.version
+            first = first or pushed.turn.turn_id
+        assert pushed is not None  # at least the message being answered
+        return first, pushed
 
     async def edit(self, owner: str, session_id: str, turn_id: str, message: str,
                    plan: Plan, instructions: str | None = None) -> AsyncGenerator[ChatEvent]:
@@ -161,7 +181,7 @@ class ChatDataPlane:
             await sessions.fork(Fork(session_id, turn_id, fork_id, {"forked_from": session_id},
                                      lease_ms(self.config)))
             forked = True
-            async with aclosing(self._chat(owner, fork_id, "", Message(USER, message), plan,
+            async with aclosing(self._chat(owner, fork_id, "", [Message(USER, message)], plan,
                                            instructions)) as source:
                 async for event in source:
                     if isinstance(event, SessionEvent):
@@ -185,8 +205,9 @@ class ChatDataPlane:
         top = await sessions.peek(session_id, 2)
         turns = list(top.turns)
         replaced = turns.pop(0) if turns and turns[0].role == ASSISTANT else None
-        if not turns or turns[0].role != USER:
-            raise FailedPrecondition("nothing to regenerate: the session has no user turn to answer")
+        if not turns or turns[0].role not in (USER, TOOL):
+            raise FailedPrecondition("nothing to regenerate: the session has no user turn (or tool result) "
+                                     "to answer")
         # The answer being replaced is left out of the window, so its tokens are not budget.
         extra = replaced.token_count if replaced else 0
         ctx = await self.prompts.read(sessions, session_id, budget + extra)
@@ -222,9 +243,10 @@ class ChatDataPlane:
         answer: Answer | None = None
         try:
             if ex.rollback.pending_push is not None:
-                pushed = await asyncio.shield(ex.rollback.pending_push)  # a cancel must not cut it short
-                ex.rollback.pending_turn_id, ex.rollback.pending_push = pushed.turn.turn_id, None
-                ex.user_turn_id, ex.version = pushed.turn.turn_id, pushed.version
+                # shielded: a cancel must not cut the pushes short
+                first_turn, pushed = await asyncio.shield(ex.rollback.pending_push)
+                ex.rollback.pending_push = None
+                ex.user_turn_id, ex.version = first_turn, pushed.version
             yield SessionEvent(ex.session_id, ex.rollback.created, ex.user_turn_id,
                                prompt.context_turns, prompt.truncated, len(prompt.ids),
                                prompt.text if ex.plan.options.echo_prompt else "")
@@ -268,17 +290,22 @@ class ChatDataPlane:
             tool_calls=best.tool_calls))
 
 
-def _check_answers_a_call(ctx: ChatContext, call_id: str) -> None:
-    """A tool result answers a call of the conversation's last answer that has no result yet."""
+def _check_answers_open_calls(ctx: ChatContext, call_ids: list[str]) -> None:
+    """Tool results answer calls of the conversation's last answer, each a different one that has
+    no result yet."""
+    if not call_ids:
+        return
+    open_calls: set[str] = set()
     answered: set[str] = set()
     for m in reversed(ctx.messages):
         if m.role == TOOL:
             answered.add(m.tool_call_id)
-        elif m.role == ASSISTANT and m.tool_calls:
-            if call_id in {c.id for c in m.tool_calls} - answered:
-                return
-            break
-        else:
-            break
-    raise InvalidRequest(f"tool_call_id: {call_id!r} is not an unanswered tool call of the conversation's "
-                         "last answer")
+            continue
+        if m.role == ASSISTANT:
+            open_calls = {c.id for c in m.tool_calls} - answered
+        break
+    for call_id in call_ids:
+        if call_id not in open_calls:
+            raise InvalidRequest(f"tool_call_id: {call_id!r} is not an unanswered tool call of the "
+                                 "conversation's last answer")
+        open_calls.discard(call_id)

@@ -24,14 +24,15 @@ from chatstack.gateway.session_records import Message
 @dataclass
 class ChatContext:
     """A session's context as read (system prompt and newest turns, oldest first), plus the
-    message being answered as the last turn once it is appended."""
+    turns being answered on top once they are appended (a user's message, or tools' results),
+    not counted yet (`tokens` None)."""
 
     system_prompt: str
     system_tokens: int | None  # None: not counted yet (a new session's)
     version: int
     omitted: int = 0  # older turns the read already left out
     messages: list[Message] = field(default_factory=list)
-    tokens: list[int | None] = field(default_factory=list)  # None: not counted yet (the new message)
+    tokens: list[int | None] = field(default_factory=list)  # None: not counted yet (the new turns)
     turn_ids: list[str] = field(default_factory=list)
 
     def append(self, message: Message, tokens: int | None, turn_id: str = "") -> None:
@@ -45,6 +46,15 @@ class ChatContext:
         for column in (self.messages, self.tokens, self.turn_ids):
             column.pop()
 
+    @property
+    def answering(self) -> int:
+        """How many turns on top are being answered: the new ones (not counted yet), or the top
+        one (a regenerate answers a stored turn). Always kept in the prompt."""
+        new = 0
+        while new < len(self.tokens) and self.tokens[-1 - new] is None:
+            new += 1
+        return max(1, new)
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -55,7 +65,7 @@ class Prompt:
     ids: list[int]
     context_turns: int
     truncated: bool
-    message_tokens: int  # tokens of the message being answered
+    new_tokens: list[int]  # tokens of each turn being answered
     system_tokens: int  # tokens of the system prompt (0 without one)
 
 
@@ -119,28 +129,31 @@ class PromptBuilder:
         system = [Message(SYSTEM, ctx.system_prompt)] if ctx.system_prompt else []
         if not system:
             ctx.system_tokens = 0
-        older = ctx.tokens[:-1]
+        new = ctx.answering
+        older = ctx.tokens[:-new]
         first = len(older) - newest_that_fit(
-            [t or 0 for t in older], budget - (ctx.system_tokens or 0) - (ctx.tokens[-1] or 0))
+            [t or 0 for t in older],
+            budget - (ctx.system_tokens or 0) - sum(t or 0 for t in ctx.tokens[-new:]))
         while True:
             messages = system + ctx.messages[first:]
-            uncounted = ([len(messages) - 1] if ctx.tokens[-1] is None else []) + \
+            offset = len(system) - first  # a turn's index in `messages`: its index in ctx + offset
+            uncounted = [i + offset for i in range(first, len(ctx.tokens)) if ctx.tokens[i] is None] + \
                 ([0] if ctx.system_tokens is None else [])
             rendering = await self.tokenizer.render(messages, count=uncounted, tools=tools)
             for index, tokens in zip(uncounted, rendering.counts, strict=True):
                 if index == 0 and system:
                     ctx.system_tokens = tokens
                 else:
-                    ctx.tokens[-1] = tokens
+                    ctx.tokens[index - offset] = tokens
             kept = [t or 0 for t in ctx.tokens[first:]]
             over_budget = (ctx.system_tokens or 0) + sum(kept) - budget
             excess = len(rendering.ids) + max_tokens - limit
             if excess <= 0 and over_budget <= 0:
                 return Prompt(messages, rendering.text, rendering.ids, len(kept), ctx.omitted + first > 0,
-                              kept[-1], ctx.system_tokens or 0)
-            if len(kept) == 1:
-                break  # only the message being answered is left, and it does not fit
-            drop = max(_to_drop(kept[:-1], over_budget, 0), _to_drop(kept[:-1], excess, per_message))
+                              kept[-new:], ctx.system_tokens or 0)
+            if len(kept) == new:
+                break  # only the turns being answered are left, and they do not fit
+            drop = max(_to_drop(kept[:-new], over_budget, 0), _to_drop(kept[:-new], excess, per_message))
             first += max(1, drop)
         raise InvalidRequest(too_long(limit, max_tokens))
 

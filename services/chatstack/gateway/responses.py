@@ -15,7 +15,7 @@ Deleting a response pops its exchange, which only the latest one can be: a stack
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -30,6 +30,9 @@ from chatstack.gateway.session_records import Message
 from chatstack.session.model import Turn
 
 _HEX = frozenset("0123456789abcdef")
+#: Turns read to find a stored exchange: its tools' results (at most max_tool_results, 14), the
+#: answer and the turn after it.
+EXCHANGE_READ = 16
 
 
 @dataclass(frozen=True)
@@ -76,43 +79,52 @@ class Responses:
         self.conversations = conversations
         self.preferences = preferences
 
-    def check(self, message: Message, field: str) -> None:
-        """The input's limits, named by the caller's `field`, before any work."""
-        self.dataplane.check(message, field)
+    def check(self, inputs: Sequence[tuple[Message, str]]) -> None:
+        """The input's limits, each message named by the caller's field, before any work."""
+        self.dataplane.check_turns([m for m, _ in inputs], "input")
+        for message, field in inputs:
+            self.dataplane.check(message, field)
 
-    async def create(self, owner: str, message: Message, plan: Plan, instructions: str | None = None,
-                     conversation: str | None = None, previous: ResponseRef | None = None,
-                     ) -> AsyncGenerator[ChatEvent]:
-        """Answer `message` (a user's, or a tool's result) and store the exchange (see module
-        docstring); the chat events."""
+    async def create(self, owner: str, messages: Sequence[Message], plan: Plan,
+                     instructions: str | None = None, conversation: str | None = None,
+                     previous: ResponseRef | None = None) -> AsyncGenerator[ChatEvent]:
+        """Answer `messages` (a user's message, or the results of the last answer's tool calls)
+        and store the exchange (see module docstring); the chat events."""
         if conversation and previous:
             raise InvalidRequest("previous_response_id: cannot be used together with conversation")
         if previous is not None:
             exchange = await self.find(owner, previous, "previous_response_id")
             if not exchange.latest:  # fork below the turn that followed it
-                if message.role != USER:
-                    raise InvalidRequest("previous_response_id: a tool result continues only the "
+                if messages[0].role != USER:
+                    raise InvalidRequest("previous_response_id: tool results continue only the "
                                          "conversation's latest response")
                 async with aclosing(self.dataplane.edit(owner, previous.session_id, exchange.next_turn_id,
-                                    message.content, plan, instructions)) as source:
+                                    messages[0].content, plan, instructions)) as source:
                     async for event in source:
                         yield event
                 return
             conversation = previous.session_id
-        async with aclosing(self.dataplane.chat(owner, conversation or "", instructions or "", message,
+        async with aclosing(self.dataplane.chat(owner, conversation or "", instructions or "", messages,
                             plan, instructions)) as source:
             async for event in source:
                 yield event
 
     async def find(self, owner: str, ref: ResponseRef, field: str = "response_id") -> StoredExchange:
         """The stored exchange of a response id (NotFound for another owner's or a missing one): one
-        read of the user turn and the two above it, whatever the conversation's length."""
+        read of the turn it answers (a user's, or the first of its tools' results), the rest of
+        them, the answer and the turn after, whatever the conversation's length."""
         try:
-            turns = await self.conversations.turns_from(owner, ref.session_id, ref.user_turn_id, 3)
+            turns = await self.conversations.turns_from(owner, ref.session_id, ref.user_turn_id,
+                                                        EXCHANGE_READ)
         except (NotFound, InvalidRequest):  # no such session or turn, or ids no turn can have
             turns = []
-        if len(turns) >= 2 and turns[0].role in (USER, TOOL) and turns[1].role == ASSISTANT:
-            return StoredExchange(ref, turns[0], turns[1], turns[2].turn_id if len(turns) > 2 else "")
+        answer = 1
+        while turns and turns[0].role == TOOL and answer < len(turns) and turns[answer].role == TOOL:
+            answer += 1
+        found = answer < len(turns) and turns[answer].role == ASSISTANT
+        if found and turns[0].role in (USER, TOOL):
+            following = turns[answer + 1].turn_id if len(turns) > answer + 1 else ""
+            return StoredExchange(ref, turns[0], turns[answer], following)
         raise NotFound(f"{field}: no response {ref.encode()!r}")
 
     async def delete(self, owner: str, ref: ResponseRef) -> None:

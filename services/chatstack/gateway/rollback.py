@@ -1,7 +1,8 @@
 """Taking back a failed call's session writes, so the session is exactly as it was before the call.
 
-An exchange's user turn is pushed *pending* (see PushTurnRequest.pending_ms): invisible to every
-read and committed only together with the answer, in one script. A new conversation's session (or
+An exchange's new turns (a user's message, or tools' results) are pushed *pending* (see
+PushTurnRequest.pending_ms and join_pending_turn_id): invisible to every read and committed only
+together with the answer, in one script, or taken back as one. A new conversation's session (or
 an edit's fork) is created pending too: unlisted, and gone when its lease ends unless an answer was
 committed into it. So a call that fails leaves nothing anybody can see, even when the rollback
 below cannot reach the session store either (Redis down): its pending turn is reaped by the
@@ -9,8 +10,8 @@ session's next change once the lease (the call's deadline plus the rollback time
 pending session expires.
 
 A call records what it wrote in a `Rollback` as it goes; on failure or cancellation
-`roll_back` removes the pending turn or deletes the session it created, shielded so a second
-cancellation cannot cut it short.
+`roll_back` removes the pending turns (each push records the group's top as it lands) or deletes
+the session it created, shielded so a second cancellation cannot cut it short.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ class Rollback:
 
     session_id: str = ""
     created: bool = False  # the call created the session (pending until its answer is stored)
-    pending_turn_id: str = ""  # the call's pending user turn, committed with the answer
-    pending_push: asyncio.Future[PushResult] | None = None  # push not yet awaited
+    pending_turn_id: str = ""  # the top of the call's pending turns, committed with the answer
+    pending_push: asyncio.Future[tuple[str, PushResult]] | None = None  # pushes not yet awaited
 
     def done(self) -> None:
         """The call succeeded: nothing to take back any more."""
@@ -64,12 +65,11 @@ async def roll_back(sessions: SessionClient, rollback: Rollback, within: float,
         return
 
     async def run() -> None:
-        if rollback.pending_push is not None and not rollback.pending_turn_id:
-            try:  # the push may have landed although this call failed or was cancelled
-                pushed = await asyncio.wait_for(rollback.pending_push, within)
-                rollback.pending_turn_id = pushed.turn.turn_id
+        if rollback.pending_push is not None:
+            try:  # the pushes may have landed although this call failed or was cancelled
+                await asyncio.wait_for(rollback.pending_push, within)
             except (Exception, asyncio.CancelledError):
-                pass  # it did not land, or never will be seen: its lease ends it
+                pass  # what did not land is never seen; what did is in pending_turn_id
         if rollback.created:
             await sessions.delete(rollback.session_id, within=within)
         elif rollback.pending_turn_id:

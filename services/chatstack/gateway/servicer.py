@@ -54,17 +54,14 @@ def _tool_use(o: chat_pb2.ChatOptions) -> ToolUse | None:
     return tool_use(list(tools_from_proto(o.tools)), mode, named, parallel)
 
 
-def chat_message(request: chat_pb2.ChatRequest) -> tuple[Message, str]:
-    """The message a Chat answers (the user's, or a tool's result) and its field's name."""
+def chat_turns(request: chat_pb2.ChatRequest) -> list[tuple[Message, str]]:
+    """The turns a Chat answers (the user's message, or tools' results), each with its field."""
     if not request.tool_results:
-        return Message(USER, request.message), "message"
+        return [(Message(USER, request.message), "message")]
     if request.message:
         raise InvalidRequest("message: send a message or tool_results, not both")
-    if len(request.tool_results) > 1:
-        raise InvalidRequest("tool_results: one result per Chat is served (the results of parallel "
-                             "calls cannot yet be stored as one exchange)")
-    result = request.tool_results[0]
-    return Message(TOOL, result.output, tool_call_id=result.tool_call_id), "tool_results[0].output"
+    return [(Message(TOOL, r.output, tool_call_id=r.tool_call_id), f"tool_results[{i}].output")
+            for i, r in enumerate(request.tool_results)]
 
 
 def fill_event(message: Any, event: ChatEvent) -> Any:
@@ -119,10 +116,12 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                    context: grpc.aio.ServicerContext) -> AsyncGenerator[chat_pb2.ChatResponse]:
         """Send a message and stream the answer."""
         owner = self._owner(context)
-        message, field = chat_message(request)
-        self.dataplane.check(message, field)
+        turns = chat_turns(request)
+        self.dataplane.check_turns([m for m, _ in turns], "tool_results")
+        for message, field in turns:
+            self.dataplane.check(message, field)
         async with aclosing(self.dataplane.chat(owner, request.session_id, request.system_prompt,
-                            message, self._plan(request.options))) as source:
+                            [m for m, _ in turns], self._plan(request.options))) as source:
             async for event in source:
                 yield fill_event(chat_pb2.ChatResponse(), event)
 

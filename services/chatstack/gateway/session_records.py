@@ -100,7 +100,8 @@ class SessionsPage:
 class TurnPush:
     """A turn to push, and how (see PushTurnRequest): at `expected_version`, pending for
     `pending_ms`, committing the pending turn `commit_turn_id` or replacing the top turn
-    `replace_turn_id` with it, or committing a pending session (`commit_session`)."""
+    `replace_turn_id` with it, or committing a pending session (`commit_session`), or joining a
+    pending group (`join_pending_turn_id`)."""
 
     session_id: str
     role: str
@@ -114,6 +115,7 @@ class TurnPush:
     commit_session: bool = False
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""
+    join_pending_turn_id: str = ""  # pending too, joining the pending group whose top this is
 
 
 

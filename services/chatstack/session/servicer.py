@@ -41,7 +41,7 @@ class SessionStore(Protocol):
     async def delete(self, owner: str, sid: str, expected_version: int | None = None) -> None: ...
     async def push(self, owner: str, sid: str, turn: NewTurn, expected_version: int | None = None,
                    pending_ms: int = 0, commit: str = "", replace: str = "",
-                   commit_session: bool = False) -> PushResult: ...
+                   commit_session: bool = False, join: str = "") -> PushResult: ...
     async def pop(self, owner: str, sid: str, expected_version: int | None = None,
                   pending: str = "", count: int = 1) -> PopResult: ...
     async def peek(self, owner: str, sid: str, n: int) -> TurnPage: ...
@@ -143,7 +143,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             tool_calls=tool_calls_from_proto(request.tool_calls), tool_call_id=request.tool_call_id),
             _expected(request),
             pending_ms=request.pending_ms, commit=request.commit_turn_id, replace=request.replace_turn_id,
-            commit_session=request.commit_session)
+            commit_session=request.commit_session, join=request.join_pending_turn_id)
         return session_pb2.PushTurnResponse(turn=turn_to_proto(result.turn), version=result.version,
                                             evicted_turns=result.evicted_turns)
 

@@ -242,16 +242,22 @@ class RedisSessionStore:
 
     async def push(self, owner: str, sid: str, turn: NewTurn, expected_version: int | None = None,
                    pending_ms: int = 0, commit: str = "", replace: str = "",
-                   commit_session: bool = False) -> PushResult:
-        """Push a turn on top (O(1)); pending for `pending_ms` if > 0, committing the pending turn
-        `commit` with it, or replacing the top turn `replace`; `commit_session` makes a pending
-        session a session like any other (see PushTurnRequest)."""
+                   commit_session: bool = False, join: str = "") -> PushResult:
+        """Push a turn on top (O(1)); pending for `pending_ms` if > 0 (joining the pending group
+        whose top is `join`), committing the pending turns topped by `commit` with it, or
+        replacing the top turn `replace`; `commit_session` makes a pending session a session like
+        any other (see PushTurnRequest)."""
         self._check_session_id(sid)
         self._check_turn(turn)
         if commit:
             check_id(commit, "commit_turn_id")
         if replace:
             check_id(replace, "replace_turn_id")
+        if join:
+            check_id(join, "join_pending_turn_id")
+            if not pending_ms or commit or replace:
+                raise InvalidRequest("join_pending_turn_id: a pending push (pending_ms) that neither "
+                                     "commits nor replaces")
         turn_id = uuid.uuid4().hex[:16]
         now = _now_ms()
         fields = {"id": turn_id, "r": turn.role, "c": turn.content, "t": turn.token_count, "ts": now,
@@ -265,7 +271,7 @@ class RedisSessionStore:
         version, position, evicted = await self._run("push", self._keys(sid), [
             owner, _ver(expected_version), now, body[1:], turn.token_count, turn_id,
             self.config.max_turns, policy, self._pending_ms(pending_ms), commit, replace,
-            "1" if commit_session else "",
+            "1" if commit_session else "", join,
         ])
         self.metrics.turns_pushed.inc()
         self.metrics.turns_evicted.inc(int(evicted))
@@ -389,9 +395,9 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 
 
 def _header(sid: str, flat: list[Any]) -> SessionHeader:
-    """A header from its hash; a pending turn (see push.lua) is not counted."""
+    """A header from its hash; pending turns (see push.lua) are not counted."""
     f = _pairs(flat)
-    pending = 1 if f.get("pending") else 0
+    pending = int(f.get("pending_count") or 1) if f.get("pending") else 0
     pending_tokens = int(f.get("pending_tokens") or 0) if pending else 0
     return SessionHeader(
         session_id=sid, owner=f["owner"], create_time_ms=int(f["created_ms"]),

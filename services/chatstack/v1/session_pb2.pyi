@@ -143,7 +143,7 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PushTurnRequest(_message.Message):
-    __slots__ = ("session_id", "role", "content", "token_count", "metadata", "expected_version", "pending_ms", "commit_turn_id", "replace_turn_id", "commit_session", "tool_calls", "tool_call_id")
+    __slots__ = ("session_id", "role", "content", "token_count", "metadata", "expected_version", "pending_ms", "commit_turn_id", "replace_turn_id", "commit_session", "tool_calls", "tool_call_id", "join_pending_turn_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +163,7 @@ class PushTurnRequest(_message.Message):
     COMMIT_SESSION_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    JOIN_PENDING_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     role: _common_pb2.Role
     content: str
@@ -175,7 +176,8 @@ class PushTurnRequest(_message.Message):
     commit_session: bool
     tool_calls: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]
     tool_call_id: str
-    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expected_version: _Optional[int] = ..., pending_ms: _Optional[int] = ..., commit_turn_id: _Optional[str] = ..., replace_turn_id: _Optional[str] = ..., commit_session: _Optional[bool] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
+    join_pending_turn_id: str
+    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expected_version: _Optional[int] = ..., pending_ms: _Optional[int] = ..., commit_turn_id: _Optional[str] = ..., replace_turn_id: _Optional[str] = ..., commit_session: _Optional[bool] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., join_pending_turn_id: _Optional[str] = ...) -> None: ...
 
 class PushTurnResponse(_message.Message):
     __slots__ = ("turn", "version", "evicted_turns")

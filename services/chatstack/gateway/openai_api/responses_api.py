@@ -187,19 +187,20 @@ class ResponsesHandler:
                      ) -> AsyncGenerator[tuple[str, dict[str, Any], ResponseDraft]]:
         """(event type, event fields, the response so far) as the answer is made: created, the
         output items' events (`OutputItems`), then completed."""
-        message, field_name, instructions = body.message_and_instructions()
+        inputs, instructions = body.input_and_instructions()
+        messages = [m for m, _ in inputs]
         draft = ResponseDraft(body, model, instructions)
         items = OutputItems()
         events: AsyncGenerator[SessionEvent | DeltaEvent | FinalEvent | Answer]
         if not body.store:
-            events = self._unstored(body, message, instructions, draft)
+            events = self._unstored(body, messages, instructions, draft)
         else:
             conversation = body.conversation_id()
             previous = ResponseRef.decode(body.previous_response_id, "previous_response_id") \
                 if body.previous_response_id else None
             plan = self.planner.plan(body.options(), fields_of(body))
-            self.responses.check(message, field_name)
-            events = self.responses.create(owner, message, plan, instructions,
+            self.responses.check(inputs)
+            events = self.responses.create(owner, messages, plan, instructions,
                                            session_of(conversation, "conversation") if conversation else None,
                                            previous)
         async with aclosing(events):
@@ -222,19 +223,19 @@ class ResponsesHandler:
                     for kind, fields in items.done(draft.output):
                         yield kind, fields, draft
 
-    async def _unstored(self, body: ResponseCreateRequest, message: Message, instructions: str | None,
+    async def _unstored(self, body: ResponseCreateRequest, given: list[Message], instructions: str | None,
                         draft: ResponseDraft) -> AsyncGenerator[SessionEvent | DeltaEvent | Answer]:
         """`store: false`: a stateless completion; nothing is kept, the id finds nothing later."""
         if body.conversation_id() or body.previous_response_id:
             raise InvalidRequest("store: false answers without a stored conversation; drop conversation "
                                  "and previous_response_id, or store the response")
-        if message.role != USER:
+        if given[0].role != USER:
             raise InvalidRequest("input: a function_call_output continues a stored response "
                                  "(previous_response_id); with store: false send the conversation to "
                                  "/v1/chat/completions")
         plan = self.planner.plan(body.options(), fields_of(body), stateless=True)
         messages = [Message(SYSTEM, instructions)] if instructions else []
-        messages.append(message)
+        messages.append(given[0])
         draft.id = f"resp_{uuid.uuid4().hex}"
         yield SessionEvent("", True, "", 0, False, 0)  # nothing stored: the response is created
         async with aclosing(self.completions.complete(messages, plan)) as source:

@@ -420,26 +420,26 @@ class ResponseCreateRequest(OpenAIBody):
         """The conversation's public id, if one is named."""
         return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
 
-    def message_and_instructions(self) -> tuple[ChatMessage, str, str | None]:
-        """The message answered (a user's, or one tool's result), its field, and the instructions
-        (with any system/developer items)."""
+    def input_and_instructions(self) -> tuple[list[tuple[ChatMessage, str]], str | None]:
+        """The turns answered, each with its field (a user's message, or the results of the last
+        answer's tool calls), and the instructions (with any system/developer items)."""
         if isinstance(self.input, str):
-            return ChatMessage(USER, self.input), "input", self.instructions
+            return [(ChatMessage(USER, self.input), "input")], self.instructions
         messages = [m for m in self.input if isinstance(m, InputMessage)]
         users = [m for m in messages if m.role == "user"]
-        outputs = [i for i in self.input if isinstance(i, FunctionCallOutputItem)]
-        if len(users) + len(outputs) != 1 or any(m.role == "assistant" for m in messages) or \
-                any(isinstance(i, FunctionCallItem) for i in self.input):
-            raise InvalidRequest("input: one user message or one function_call_output per response "
+        outputs = [(i, item) for i, item in enumerate(self.input) if isinstance(item, FunctionCallOutputItem)]
+        assistant = any(m.role == "assistant" for m in messages)
+        if (len(users) != 1 and not outputs) or (users and outputs) or assistant \
+                or any(isinstance(i, FunctionCallItem) for i in self.input):
+            raise InvalidRequest("input: one user message, or function_call_output items, per response "
                                  "(chatstack stores the conversation, calls included: continue it with "
                                  "conversation or previous_response_id)")
         system = [m.text() for m in messages if m.role in ("system", "developer")]
         instructions = "\n\n".join([*([self.instructions] if self.instructions else []), *system]) or None
         if outputs:
-            index = self.input.index(outputs[0])
-            return (ChatMessage(TOOL, outputs[0].output, tool_call_id=outputs[0].call_id),
-                    f"input[{index}].output", instructions)
-        return ChatMessage(USER, users[0].text()), "input", instructions
+            return [(ChatMessage(TOOL, item.output, tool_call_id=item.call_id), f"input[{i}].output")
+                    for i, item in outputs], instructions
+        return [(ChatMessage(USER, users[0].text()), "input")], instructions
 
     def options(self) -> ChatOptions:
         """The sampling options as the flows take them."""

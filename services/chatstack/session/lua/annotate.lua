@@ -4,7 +4,7 @@
 local hd = header(KEYS[1], ARGV[1])
 if not hd then return redis.error_reply('NOTFOUND') end
 local pos = redis.call('HGET', KEYS[4], ARGV[2])
-if not pos or hd.pending == ARGV[2] then return redis.error_reply('NOTURN') end
+if not pos or tonumber(pos) >= hd.next then return redis.error_reply('NOTURN') end  -- pending
 local index = tonumber(pos) - hd.base
 local turn = cjson.decode(redis.call('LINDEX', KEYS[2], index))
 local meta = {}

@@ -9,7 +9,7 @@ if err then return err end
 local kept = tonumber(ARGV[3])
 if kept < 0 then
   local pos = redis.call('HGET', KEYS[3], ARGV[4])
-  if not pos or hd.pending == ARGV[4] then return redis.error_reply('NOTURN') end
+  if not pos or tonumber(pos) >= hd.next then return redis.error_reply('NOTURN') end  -- pending
   kept = tonumber(pos) - hd.base
 end
 if kept > hd.next - hd.base then return redis.error_reply('RANGE ' .. (hd.next - hd.base)) end

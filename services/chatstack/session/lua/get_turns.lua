@@ -4,7 +4,7 @@
 local hd = header(KEYS[1], ARGV[1])
 if not hd then return redis.error_reply('NOTFOUND') end
 local pos = redis.call('HGET', KEYS[4], ARGV[2])
-if not pos or hd.pending == ARGV[2] then return redis.error_reply('NOTURN') end
+if not pos or tonumber(pos) >= hd.next then return redis.error_reply('NOTURN') end  -- pending
 keep(KEYS, hd)
 local first = tonumber(pos) - hd.base
 local last = math.min(first + tonumber(ARGV[3]), hd.next - hd.base) - 1  -- never the pending top

@@ -1,6 +1,6 @@
 -- KEYS: header, turns, prefix_sums, ids
--- ARGV: owner, expected_version, now_ms, op_id, pending_id (remove that pending turn instead of
---       visible ones, or ''), count (visible turns to remove at once, all or none)
+-- ARGV: owner, expected_version, now_ms, op_id, pending_id (remove the pending turns, that one
+--       their top, instead of visible ones, or ''), count (visible turns to remove at once, all or none)
 -- Returns {version, position, turn_json...} (removed turns top first; position: the lowest one's).
 -- A retried pop (same op_id) returns the first result.
 local h, turns, z, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -13,9 +13,9 @@ local version = hd.version + 1
 local pending_id = ARGV[5] or ''
 if pending_id ~= '' then  -- a failed exchange takes its pending turn back
   if hd.pending ~= pending_id then return redis.error_reply('GONE') end
-  local position = hd.top - 1 - hd.base
-  local raw = drop_pending(KEYS, hd)
-  local result = {version, position, raw}
+  local position = hd.next - hd.base
+  local result = {version, position}
+  for _, raw in ipairs(drop_pending(KEYS, hd)) do result[#result + 1] = raw end
   redis.call('HSET', h, 'version', version, 'updated_ms', ARGV[3], 'last_op', ARGV[4],
     'last_result', cjson.encode(result))
   return result

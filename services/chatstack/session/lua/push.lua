@@ -3,7 +3,8 @@
 --       token_count, turn_id, max_turns (0 = unlimited), policy ('reject' | 'evict'),
 --       pending_ms (0 = visible at once), commit_id (pending turn this push commits, or ''),
 --       replace_id (top turn this push replaces, or ''), commit_session ('1': a pending session
---       becomes a session like any other)
+--       becomes a session like any other), join_id (the pending turn this pending push joins:
+--       the group becomes visible, or goes, as one; or '')
 -- Returns {version, position, evicted}. A retried push (same turn_id) returns the stored result.
 local h, turns, z, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local hd = header(h, ARGV[1])
@@ -13,9 +14,9 @@ if done then
   return {hd.version, tonumber(done) - hd.base, 0}
 end
 reap(KEYS, hd, ARGV[3])
-local commit, replace = ARGV[10] or '', ARGV[11] or ''
-if commit ~= '' then
-  if hd.pending ~= commit then return redis.error_reply('LAPSED') end
+local commit, replace, join = ARGV[10] or '', ARGV[11] or '', ARGV[13] or ''
+if commit ~= '' or join ~= '' then
+  if hd.pending ~= commit .. join then return redis.error_reply('LAPSED') end
 elseif hd.pending then
   return redis.error_reply('BUSY')
 end
@@ -23,7 +24,7 @@ local err = check_version(hd, ARGV[2])
 if err then return err end
 if commit ~= '' then  -- the pending turn joins the visible stack, under this one
   hd.next, hd.tok_end, hd.pending = hd.top, hd.top_tok, nil
-  redis.call('HSET', h, 'pending', '')
+  redis.call('HSET', h, 'pending', '', 'pending_count', '')
 end
 if (commit ~= '' or ARGV[12] == '1') and hd.pending_session then
   redis.call('HDEL', h, 'pending_session')
@@ -31,6 +32,9 @@ if (commit ~= '' or ARGV[12] == '1') and hd.pending_session then
 end
 local tc, max_turns = tonumber(ARGV[5]), tonumber(ARGV[7])
 local base, nxt, tok_base, tok_end = hd.base, hd.next, hd.tok_base, hd.tok_end
+if join ~= '' then  -- on top of the pending group, which it joins
+  nxt, tok_end = hd.top, hd.top_tok
+end
 if replace ~= '' then
   local raw = nxt > base and redis.call('LINDEX', turns, -1)
   if not raw then return redis.error_reply('NOTURN') end
@@ -61,8 +65,12 @@ redis.call('HSET', h, 'base', base, 'next', nxt + 1, 'tok_base', tok_base,
   'tok_end', tok_end + tc, 'version', version, 'updated_ms', ARGV[3])
 local pending_ms = tonumber(ARGV[9] or 0)
 if pending_ms > 0 then
+  local group_tokens, group_count = tc, 1
+  if join ~= '' then
+    group_tokens, group_count = hd.top_tok - hd.tok_end + tc, hd.pending_count + 1
+  end
   redis.call('HSET', h, 'pending', ARGV[6], 'pending_until', tonumber(ARGV[3]) + pending_ms,
-    'pending_tokens', tc)
+    'pending_tokens', group_tokens, 'pending_count', group_count)
 end
 keep(KEYS, hd)
 return {version, nxt - base, evicted}
