@@ -94,6 +94,19 @@ class ChatRepl:
         reply = self.client.feedback(self.session_id, self.last_answer, rating, preferred, rest.strip())
         print("(feedback replaced)" if reply.replaced else "(feedback recorded)")
 
+    def tool_result(self, output: str) -> None:
+        """Record the next open call's result; once every call has one, send them together."""
+        if len(self.results) >= len(self.open_calls) or not output:
+            print("usage: /result <output>  (answers the next open tool call of the last answer)")
+            return
+        self.results.append((self.open_calls[len(self.results)].id, output))
+        if len(self.results) < len(self.open_calls):
+            print(f"(result {len(self.results)} of {len(self.open_calls)} recorded)")
+            return
+        results = self.results
+        self.answer(lambda on_delta: self.client.chat(
+            "", self.session_id, on_delta=on_delta, tool_results=results, **self.options))
+
     def user_turns(self) -> list[Any]:
         if not self.session_id:
             return []
@@ -110,16 +123,7 @@ class ChatRepl:
         if command in ("/quit", "/exit"):
             return False
         if command == "/result":
-            if len(self.results) >= len(self.open_calls) or not rest.strip():
-                print("usage: /result <output>  (answers the next open tool call of the last answer)")
-                return True
-            self.results.append((self.open_calls[len(self.results)].id, rest.strip()))
-            if len(self.results) < len(self.open_calls):
-                print(f"(result {len(self.results)} of {len(self.open_calls)} recorded)")
-                return True
-            results = self.results
-            self.answer(lambda on_delta: self.client.chat(
-                "", self.session_id, on_delta=on_delta, tool_results=results, **self.options))
+            self.tool_result(rest.strip())
             return True
         if command == "/new":
             self.session_id, self.system_prompt = "", rest.strip() or self.system_prompt

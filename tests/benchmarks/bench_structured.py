@@ -94,13 +94,18 @@ async def run(address: str, args: argparse.Namespace) -> None:
                   f"{statistics.median(w.ttft_p50 for w in constrained) * 1000:>8.1f}ms {ttft:>6.2f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def wave_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of an alternating-wave comparison (this one and bench_structured_http)."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--models-dir", default=".models/tiny")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = wave_arguments(__doc__ or "").parse_args()
     port, metrics_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as logs:
         proc = start_grpc_service("generation", "generation", port, metrics_port, Path(logs),

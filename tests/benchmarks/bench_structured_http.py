@@ -37,7 +37,7 @@ from chatstack.core.process import ManagedProcess, free_port, wait_until
 from chatstack.core.redis_process import RedisProcess
 from chatstack.local_stack import engine_placement
 from tests.benchmarks.bench_peers import API_KEY, engine_config, engine_env, start_peer, start_stack, stop_all
-from tests.benchmarks.bench_structured import SCHEMA
+from tests.benchmarks.bench_structured import SCHEMA, wave_arguments
 from tests.benchmarks.measure import sse_events
 
 MESSAGES = [{"role": "user", "content": "List two hundred numbers."}]
@@ -140,11 +140,7 @@ def start_vllm_openai(args: argparse.Namespace, engine: Any, log_dir: Path) -> t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models-dir", default=".models/tiny")
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser = wave_arguments(__doc__ or "")
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--cpu-kvcache-space-gib", type=float, default=1.0)
     parser.add_argument("--startup-timeout", type=float, default=300.0)

@@ -93,18 +93,19 @@ class ChatDataPlane:
         existing session's for this call only. The turns are checked at once (a caller that
         names them otherwise checks them first: `check`)."""
         self.check_turns(messages)
+        for message in messages:
+            self.check(message)
         return self._chat(owner, session_id, system_prompt, messages, plan, instructions)
 
     def check_turns(self, messages: Sequence[Message], field: str = "message") -> None:
-        """A user's message, or up to max_tool_results tools' results (each checked as `check`)."""
+        """A user's message, or up to max_tool_results tools' results (each message is checked
+        by `check`)."""
         tools = [m for m in messages if m.role == TOOL]
         if not messages or (tools and len(tools) != len(messages)) or (not tools and len(messages) > 1):
             raise InvalidRequest(f"{field}: one user message, or the results of tool calls")
         if len(tools) > self.config.max_tool_results:
             raise InvalidRequest(f"{field}: {len(tools)} tool results exceed the limit of "
                                  f"{self.config.max_tool_results}")
-        for m in messages:
-            self.check(m, field)
 
     async def _chat(self, owner: str, session_id: str, system_prompt: str, messages: Sequence[Message],
                     plan: Plan, instructions: str | None) -> AsyncGenerator[ChatEvent]:

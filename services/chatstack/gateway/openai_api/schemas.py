@@ -327,19 +327,10 @@ class FunctionCallItem(BaseModel):
     arguments: str
 
 
-class ResponsesTool(BaseModel):
-    """A Responses function tool (name and schema at the top level)."""
+class ResponsesTool(FunctionDefinition):
+    """A Responses function tool (a chat-completions `function` with its `type` beside it)."""
 
     type: Literal["function"]
-    name: str
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-    def as_tool(self) -> FunctionTool:
-        """The tool as the flows take it."""
-        return FunctionTool(self.name, self.description or "",
-                            json.dumps(self.parameters) if self.parameters is not None else "")
 
 
 class ResponsesNamedTool(BaseModel):
