@@ -41,12 +41,12 @@ class Wave:
     ttft_p50: float
 
 
-def request(tokens: int, constrained: bool, seed: int) -> generation_pb2.GenerateStreamRequest:
+def request(tokens: int, constrained: bool, seed: int, prompt: list[int] = PROMPT) -> generation_pb2.GenerateStreamRequest:
     sampling = generation_pb2.SamplingParams(max_tokens=tokens, temperature=1.0, seed=seed,
                                              ignore_eos=not constrained)
     if constrained:
         sampling.constraint.CopyFrom(common_pb2.OutputConstraint(json_schema=json.dumps(SCHEMA)))
-    return generation_pb2.GenerateStreamRequest(token_ids=common_pb2.TokenIds(ids=PROMPT), sampling=sampling)
+    return generation_pb2.GenerateStreamRequest(token_ids=common_pb2.TokenIds(ids=prompt), sampling=sampling)
 
 
 async def one_stream(stub: generation_pb2_grpc.GenerationServiceStub,

@@ -1,6 +1,8 @@
 """Structured output over the OpenAI API: chatstack's gateway vs vLLM's own OpenAI server, the
 same JSON schema, the same prompt, the same engine settings, in alternating waves (this 2-core
-machine drifts 10-20 % between runs).
+machine drifts 10-20 % between runs); and, to tell the gateway's share from the engine's, the
+same constrained request straight to chatstack's generation service (gRPC GenerateStream with
+the prompt ids the tokenizer service renders for the messages).
 
 chatstack: the full stack (redis, tokenizer, session, generation, reward, gateway, as
 bench_peers starts it), called at `POST /v1/chat/completions` (stateless: the gateway renders
@@ -13,7 +15,7 @@ whose instances are longer than T tokens (200 integers), streamed with usage, te
 T = max_tokens: every stream runs exactly T tokens (checked). A wave starts C streams together
 (1, 8, 32); per round the two sides run back to back, their order alternating. Reported per
 side: median over rounds of the aggregate tokens/s and of the p50 time to first content; and
-the chatstack/vLLM ratios of each round's pair (median).
+the ratios to vLLM of each round's waves (median).
 
 Run: `python -m tests.benchmarks.bench_structured_http --models-dir .models/tiny` (in `make bench`).
 """
@@ -33,11 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from chatstack.core.process import ManagedProcess, free_port, wait_until
 from chatstack.core.redis_process import RedisProcess
 from chatstack.local_stack import engine_placement
+from chatstack.v1 import common_pb2, generation_pb2_grpc, tokenizer_pb2, tokenizer_pb2_grpc
 from tests.benchmarks.bench_peers import API_KEY, engine_config, engine_env, start_peer, start_stack, stop_all
-from tests.benchmarks.bench_structured import SCHEMA, wave_arguments
+from tests.benchmarks.bench_structured import SCHEMA, request, wave_arguments
+from tests.benchmarks.bench_structured import one_stream as generation_stream
 from tests.benchmarks.measure import sse_events
 
 MESSAGES = [{"role": "user", "content": "List two hundred numbers."}]
@@ -46,12 +52,14 @@ FORMAT = {"type": "json_schema", "json_schema": {"name": "numbers", "schema": SC
 
 @dataclass(frozen=True)
 class Side:
-    """One OpenAI server: its base URL, headers and served model name."""
+    """One server: an OpenAI one (base URL, headers, served model name), or the generation
+    service (`base` its gRPC address, `prompt` the rendered ids)."""
 
     name: str
     base: str
     headers: dict[str, str]
     model: str = ""
+    prompt: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,39 +97,59 @@ async def one_stream(session: Any, side: Side, tokens: int, seed: int) -> tuple[
     return first, used
 
 
-async def wave(session: Any, side: Side, concurrency: int, tokens: int, round_: int) -> Wave:
+async def one_grpc_stream(channel: grpc.aio.Channel, side: Side, tokens: int, seed: int) -> tuple[float, int]:
+    stub = generation_pb2_grpc.GenerationServiceStub(channel)
+    return await generation_stream(stub, request(tokens, True, seed, list(side.prompt)))
+
+
+async def wave(session: Any, channel: grpc.aio.Channel, side: Side, concurrency: int, tokens: int,
+               round_: int) -> Wave:
     started = time.perf_counter()
-    results = await asyncio.gather(*(one_stream(session, side, tokens, round_ * 1000 + i)
-                                     for i in range(concurrency)))
+    results = await asyncio.gather(*(
+        one_grpc_stream(channel, side, tokens, round_ * 1000 + i) if side.prompt
+        else one_stream(session, side, tokens, round_ * 1000 + i) for i in range(concurrency)))
     wall = time.perf_counter() - started
     assert all(t == tokens for _, t in results), (side.name, [t for _, t in results])
     return Wave(sum(t for _, t in results) / wall, statistics.median(f for f, _ in results))
 
 
 async def run(sides: list[Side], args: argparse.Namespace) -> None:
+    """Alternating waves of every side per concurrency; ratios to the last side (vLLM)."""
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=600)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
+    direct = next(side for side in sides if side.prompt)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session, \
+            grpc.aio.insecure_channel(direct.base) as channel:
         for side in sides:  # warm-up: compile the grammar once, as each server's cache would
-            await wave(session, side, 2, args.tokens, 99)
-        ours, theirs = sides
-        print(f"{'streams':>7} {'chatstack tok/s':>15} {'vLLM tok/s':>11} {'ratio':>6} "
-              f"{'chatstack TTFT':>15} {'vLLM TTFT':>10} {'ratio':>6}")
+            await wave(session, channel, side, 2, args.tokens, 99)
+        baseline = sides[-1]
+        print(f"{'streams':>7} " + " ".join(f"{s.name + ' tok/s':>18} {'ratio':>5} {'TTFT':>8} {'ratio':>5}"
+                                          for s in sides))
         for concurrency in args.concurrency:
             waves: dict[str, list[Wave]] = {side.name: [] for side in sides}
             for r in range(args.rounds):
                 for side in (sides if r % 2 == 0 else sides[::-1]):
-                    waves[side.name].append(await wave(session, side, concurrency, args.tokens, r))
-            pairs = list(zip(waves[ours.name], waves[theirs.name], strict=True))
-            tps = statistics.median(a.tokens_per_second / b.tokens_per_second for a, b in pairs)
-            ttft = statistics.median(a.ttft_p50 / b.ttft_p50 for a, b in pairs)
-            a_tps = statistics.median(w.tokens_per_second for w in waves[ours.name])
-            b_tps = statistics.median(w.tokens_per_second for w in waves[theirs.name])
-            a_ttft = statistics.median(w.ttft_p50 for w in waves[ours.name]) * 1000
-            b_ttft = statistics.median(w.ttft_p50 for w in waves[theirs.name]) * 1000
-            print(f"{concurrency:>7} {a_tps:>15.0f} {b_tps:>11.0f} {tps:>6.2f} "
-                  f"{a_ttft:>13.1f}ms {b_ttft:>8.1f}ms {ttft:>6.2f}", flush=True)
+                    waves[side.name].append(await wave(session, channel, side, concurrency, args.tokens, r))
+            cells = []
+            for side in sides:
+                pairs = list(zip(waves[side.name], waves[baseline.name], strict=True))
+                tps = statistics.median(a.tokens_per_second / b.tokens_per_second for a, b in pairs)
+                ttft = statistics.median(a.ttft_p50 / b.ttft_p50 for a, b in pairs)
+                cells.append(f"{statistics.median(w.tokens_per_second for w in waves[side.name]):>18.0f} "
+                             f"{tps:>5.2f} {statistics.median(w.ttft_p50 for w in waves[side.name]) * 1000:>6.1f}ms "
+                             f"{ttft:>5.2f}")
+            print(f"{concurrency:>7} " + " ".join(cells), flush=True)
+
+
+async def rendered_ids(tokenizer: str) -> list[int]:
+    """The prompt ids the tokenizer service renders for MESSAGES (what the gateway sends)."""
+    async with grpc.aio.insecure_channel(tokenizer) as channel:
+        reply = await tokenizer_pb2_grpc.TokenizerServiceStub(channel).ApplyChatTemplate(
+            tokenizer_pb2.ApplyChatTemplateRequest(messages=[common_pb2.ChatMessage(
+                role=common_pb2.ROLE_USER, content=MESSAGES[0]["content"])], add_generation_prompt=True),
+            timeout=60)
+    return list(reply.token_ids)
 
 
 def start_vllm_openai(args: argparse.Namespace, engine: Any, log_dir: Path) -> tuple[ManagedProcess, Side]:
@@ -154,7 +182,8 @@ def main() -> None:
         try:
             redis.start()
             http_port = free_port()
-            start_stack(models, engine, redis.url, "off", log_dir, args.startup_timeout, procs, http_port)
+            addresses = start_stack(models, engine, redis.url, "off", log_dir, args.startup_timeout, procs,
+                                    http_port)
             ours = Side("chatstack", f"http://127.0.0.1:{http_port}", {"authorization": f"Bearer {API_KEY}"})
             print("starting vLLM's OpenAI server ...", flush=True)
             vllm, theirs = start_vllm_openai(args, engine, log_dir)
@@ -165,6 +194,8 @@ def main() -> None:
                            f"{side.name} serving /v1/models")
                 sides.append(Side(side.name, side.base, side.headers,
                                   _get(f"{side.base}/v1/models", side.headers)["data"][0]["id"]))
+            rendered = asyncio.run(rendered_ids(addresses["tokenizer"]))
+            sides.insert(1, Side("generation", addresses["generation"], {}, prompt=tuple(rendered)))
             asyncio.run(run(sides, args))
         finally:
             stop_all(procs)
