@@ -286,8 +286,7 @@ async def _run(call: BurstCall) -> str:
 
 
 async def _unary(call: grpc.aio.UnaryUnaryCall, cut: str, after: float) -> None:  # type: ignore[type-arg]
-    if cut == "cancel-early":
-        await asyncio.sleep(0)  # sent; the engine is in the prefill
+    if cut == "cancel-early":  # before it is sent: a unary call's send is its whole invocation
         call.cancel()
     elif cut == "cancel-late":  # cut short if it has not finished within `after` seconds
         done, _ = await asyncio.wait({asyncio.ensure_future(call.code())}, timeout=after)
@@ -299,7 +298,7 @@ async def _unary(call: grpc.aio.UnaryUnaryCall, cut: str, after: float) -> None:
 async def _consume(call: grpc.aio.UnaryStreamCall, cut: str, after: float) -> None:  # type: ignore[type-arg]
     started = time.monotonic()
     if cut == "cancel-early":
-        await asyncio.sleep(0)
+        await call.wait_for_connection()  # the request is sent: the engine is in the prefill
         call.cancel()
     async for _ in call:
         if cut == "cancel-late" and time.monotonic() - started >= after:

@@ -61,7 +61,6 @@ class FakeDownstream:
     async def generate_stream(self, request: generation_pb2.GenerateStreamRequest, route_key: str | None = None
                               ) -> AsyncGenerator[generation_pb2.GenerateStreamResponse]:
         try:
-            await asyncio.sleep(0)
             if self.generation_error is not None:
                 raise self.generation_error
             yield generation_pb2.GenerateStreamResponse(delta=generation_pb2.GenerationDelta(text="hi", token_ids=[5]))

@@ -24,15 +24,32 @@ POLICIES = {"stream_first": MonitorPolicy(), "holdback": MonitorPolicy(mode="hol
 
 
 class LaggingChecker:
-    """The rules, answering after a few turns of the event loop (so checks fall behind)."""
+    """The rules, answering only once the stream has moved `lag` pieces past the check's start,
+    or once the stream waits for it (the monitor's `held`): checks that fall behind, by a
+    condition, not by time."""
 
     def __init__(self, lag: int) -> None:
         self.inner = RuleChecker(RuleSet())
         self.lag = lag
+        self.pulled = 0
+        self.moved = asyncio.Condition()
+        self.monitor: StreamMonitor | None = None
+
+    async def pull(self) -> None:
+        """The stream produced one more piece."""
+        async with self.moved:
+            self.pulled += 1
+            self.moved.notify_all()
 
     async def check(self, text: str) -> Verdict:
-        for _ in range(self.lag):
-            await asyncio.sleep(0)
+        assert self.monitor is not None
+        until = self.pulled + self.lag
+        async with self.moved:
+            stream_moved = asyncio.ensure_future(self.moved.wait_for(lambda: self.pulled >= until))
+        held = asyncio.ensure_future(self.monitor.held.wait())
+        await asyncio.wait({stream_moved, held}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stream_moved, held):
+            waiter.cancel()
         return await self.inner.check(text)
 
 
@@ -58,19 +75,22 @@ def cuts(n: int) -> list[list[int]]:
     return at_every_boundary + by_size
 
 
-async def replay(pieces: list[Piece], policy: MonitorPolicy, lag: int) -> tuple[int, str, Stopped | None]:
+async def replay(pieces: list[Piece], policy: MonitorPolicy, lag: int) -> tuple[int, str, Stopped | None, int]:
+    checker = LaggingChecker(lag)
+    monitor = checker.monitor = StreamMonitor(checker, policy)
+
     async def source() -> AsyncIterator[Piece]:
         for piece in pieces:
-            await asyncio.sleep(0)
+            await checker.pull()
             yield piece
 
     released, text, stopped = 0, "", None
-    async for item in StreamMonitor(LaggingChecker(lag), policy).watch(source()):
+    async for item in monitor.watch(source()):
         if isinstance(item, Stopped):
             stopped = item
         else:
             released, text = released + item.tokens, text + item.text
-    return released, text, stopped
+    return released, text, stopped, monitor.waits
 
 
 @pytest.mark.parametrize("mode", POLICIES)
@@ -78,7 +98,7 @@ def test_no_flagged_answer_gets_past_the_bound_however_it_is_cut(tokenizer: Toke
     policy = POLICIES[mode]
 
     async def run() -> int:
-        worst = 0
+        worst = waited = 0
         for example in UNSAFE_OUTPUTS:
             text = LEAD + example.texts[0]
             starts = token_starts(tokenizer, text)
@@ -86,7 +106,8 @@ def test_no_flagged_answer_gets_past_the_bound_however_it_is_cut(tokenizer: Toke
             assert hit.end - hit.start <= policy.margin, "the guarantee covers spans up to the margin"
             harm_token = max(i for i, s in enumerate(starts) if s <= hit.start)
             for i, bounds in enumerate(cuts(len(starts))):
-                released, _, stopped = await replay(cut(text, starts, bounds), policy, lag=(i * 7) % 41)
+                released, _, stopped, waits = await replay(cut(text, starts, bounds), policy, lag=i % 6)
+                waited += waits > 0
                 assert stopped is not None, f"bypass: {example.texts[0][:30]!r} cut {bounds[:4]}"
                 assert stopped.verdict.category == example.category and stopped.released == released
                 worst = max(worst, released - harm_token)
@@ -94,6 +115,7 @@ def test_no_flagged_answer_gets_past_the_bound_however_it_is_cut(tokenizer: Toke
                     assert released <= harm_token, (bounds[:4], released, harm_token)
                 else:
                     assert released - harm_token < policy.bound, (bounds[:4], released, harm_token)
+        assert waited, "some replays must have waited for a check that fell behind"
         return worst
 
     print(f"{mode}: at most {max(0, asyncio.run(run()))} flagged tokens reached the client")
@@ -106,7 +128,7 @@ def test_a_safe_answer_goes_out_whole_and_in_order(tokenizer: Tokenizer, mode: s
 
     async def run() -> None:
         for i, bounds in enumerate(cuts(len(starts))[::7]):
-            released, out, stopped = await replay(cut(text, starts, bounds), POLICIES[mode], lag=i % 4)
+            released, out, stopped, _ = await replay(cut(text, starts, bounds), POLICIES[mode], lag=i % 4)
             assert stopped is None and out == text and released == len(starts)
 
     asyncio.run(run())

@@ -30,11 +30,6 @@ def role_value(name: str) -> int:
     return ROLE_VALUES.get(name, common_pb2.ROLE_UNSPECIFIED)
 
 
-def messages_from_proto(messages: "list[common_pb2.ChatMessage]") -> list[tuple[str, str]]:  # noqa: UP037
-    """ChatMessage list -> (role, content) pairs; unknown roles become ""."""
-    return [(role_name(m.role), m.content) for m in messages]
-
-
 def tool_calls_from_proto(calls: "Iterable[common_pb2.ToolCall]") -> tuple[ToolCall, ...]:  # noqa: UP037
     """ToolCall messages -> records."""
     return tuple(ToolCall(c.id, c.name, c.arguments) for c in calls)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import grpc
 
-from chatstack.core.proto_convert import messages_from_proto
+from chatstack.core.proto_convert import chat_messages_from_proto
 from chatstack.reward.model import Ranked, RewardModelInfo, Score, ScoreItem
-from chatstack.v1 import reward_pb2, reward_pb2_grpc
+from chatstack.v1 import common_pb2, reward_pb2, reward_pb2_grpc
 
 
 class RewardEngine(Protocol):
@@ -23,9 +23,14 @@ class RewardEngine(Protocol):
     def info(self) -> RewardModelInfo: ...
 
 
+def _pairs(conversation: Iterable[common_pb2.ChatMessage]) -> tuple[tuple[str, str], ...]:
+    """A conversation as the reward model's template takes it: (role, text) pairs."""
+    return tuple((m.role, m.content) for m in chat_messages_from_proto(conversation))
+
+
 def item_from_proto(item: reward_pb2.ScoreItem) -> ScoreItem:
     """ScoreItem message -> ScoreItem."""
-    return ScoreItem(tuple(messages_from_proto(list(item.conversation))), item.response)
+    return ScoreItem(_pairs(item.conversation), item.response)
 
 
 def _auto(truncation: int) -> bool:
@@ -58,7 +63,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
     async def Rank(self, request: reward_pb2.RankRequest,
                    context: grpc.aio.ServicerContext) -> reward_pb2.RankResponse:
         """Candidates best first."""
-        ranked = await self.engine.rank(tuple(messages_from_proto(list(request.conversation))),
+        ranked = await self.engine.rank(_pairs(request.conversation),
                                         list(request.candidates), _auto(request.truncation))
         return reward_pb2.RankResponse(ranked=[
             reward_pb2.RankedCandidate(index=r.index, score=r.score, text=r.text) for r in ranked])

@@ -129,6 +129,8 @@ class StreamMonitor:
         self._check_seen = 0  # tokens the running check sees
         self._check_offset = 0  # where its text starts in the answer (characters)
         self.stopped: Stopped | None = None
+        self.held = asyncio.Event()  # set while the stream waits for a check (checks fell behind)
+        self.waits = 0  # how many times it did
 
     async def watch(self, deltas: AsyncIterator[Piece]) -> AsyncIterator[Piece | Stopped]:
         """The answer's pieces as they may go out, then a `Stopped` if it was flagged."""
@@ -178,7 +180,12 @@ class StreamMonitor:
             if self._check is None:
                 self._start_check()
             assert self._check is not None
-            await asyncio.wait({self._check})
+            self.waits += 1
+            self.held.set()
+            try:
+                await asyncio.wait({self._check})
+            finally:
+                self.held.clear()
 
     def _start_check(self) -> None:
         context_start = max(0, self._tokens - self.policy.context)

@@ -21,7 +21,7 @@ from chatstack.gateway.openai_api.schemas import (
     FeedbackRequest,
     ResponseCreateRequest,
 )
-from chatstack.gateway.plan import RESPONSES_FIELDS, OptionFields
+from chatstack.gateway.plan import RESPONSES_FIELDS, OptionFields, Plan
 from chatstack.gateway.responses import ResponseRef, StoredExchange
 from chatstack.gateway.session_records import AnswerMeta, Message
 from chatstack.session.model import SessionHeader, Turn
@@ -193,7 +193,10 @@ class ResponsesHandler:
         items = OutputItems()
         events: AsyncGenerator[SessionEvent | DeltaEvent | FinalEvent | Answer]
         if not body.store:
-            events = self._unstored(body, messages, instructions, draft)
+            plan, to_answer = self._unstored(body, messages, instructions)
+            draft.id = f"resp_{uuid.uuid4().hex}"
+            yield "response.created", {}, draft
+            events = self.completions.complete(to_answer, plan)
         else:
             conversation = body.conversation_id()
             previous = ResponseRef.decode(body.previous_response_id, "previous_response_id") \
@@ -206,9 +209,8 @@ class ResponsesHandler:
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, SessionEvent):
-                    if event.session_id:  # stored (an unstored response has its id already)
-                        draft.id = ResponseRef(event.session_id, event.user_turn_id).encode()
-                        draft.conversation = conversation_id(event.session_id)
+                    draft.id = ResponseRef(event.session_id, event.user_turn_id).encode()
+                    draft.conversation = conversation_id(event.session_id)
                     yield "response.created", {}, draft
                 elif isinstance(event, DeltaEvent):
                     for kind, fields in items.delta(event):
@@ -223,9 +225,10 @@ class ResponsesHandler:
                     for kind, fields in items.done(draft.output):
                         yield kind, fields, draft
 
-    async def _unstored(self, body: ResponseCreateRequest, given: list[Message], instructions: str | None,
-                        draft: ResponseDraft) -> AsyncGenerator[SessionEvent | DeltaEvent | Answer]:
-        """`store: false`: a stateless completion; nothing is kept, the id finds nothing later."""
+    def _unstored(self, body: ResponseCreateRequest, given: list[Message],
+                  instructions: str | None) -> tuple[Plan, list[Message]]:
+        """`store: false`: a stateless completion (its plan and messages, checked before anything is
+        sent); nothing is kept, the id finds nothing later."""
         if body.conversation_id() or body.previous_response_id:
             raise InvalidRequest("store: false answers without a stored conversation; drop conversation "
                                  "and previous_response_id, or store the response")
@@ -236,11 +239,7 @@ class ResponsesHandler:
         plan = self.planner.plan(body.options(), fields_of(body), stateless=True)
         messages = [Message(SYSTEM, instructions)] if instructions else []
         messages.append(given[0])
-        draft.id = f"resp_{uuid.uuid4().hex}"
-        yield SessionEvent("", True, "", 0, False, 0)  # nothing stored: the response is created
-        async with aclosing(self.completions.complete(messages, plan)) as source:
-            async for item in source:
-                yield item
+        return plan, messages
 
     async def create(self, owner: str, body: ResponseCreateRequest, model: str) -> dict[str, Any]:
         """The finished response."""
