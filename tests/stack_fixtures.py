@@ -14,7 +14,7 @@ import grpc
 import openai
 import pytest
 
-from chatstack.catalog import GATEWAY, GENERATION, REWARD, SESSION, TINY_ENGINE_FLAGS, TOKENIZER
+from chatstack.catalog import GATEWAY, GENERATION, REWARD, SAFETY, SESSION, TINY_ENGINE_FLAGS, TOKENIZER
 from chatstack.core.process import ManagedProcess, free_port, start_grpc_service
 from chatstack.core.redis_process import RedisProcess
 from chatstack.local_stack import engine_placement_flags
@@ -123,6 +123,31 @@ def start_reward_service(model_dir: Path, log_dir: Path, name: str = "reward"
 def reward_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, int]]:
     """One reward service (vLLM pooling runner on the tiny reward model) for the session."""
     proc, address, metrics_port = start_reward_service(models_dir / "reward", log_dir)
+    yield address, metrics_port
+    assert proc.stop(60) == 0, proc.tail()
+
+
+SAFETY_SERVICE = SAFETY.proto_service
+
+
+def start_safety_service(model_dir: Path, log_dir: Path, *flags: str, name: str = "safety"
+                         ) -> tuple[ManagedProcess, str, int]:
+    """Start the safety service (the guard on vLLM's pooling runner) on `model_dir`; returns
+    (process, address, metrics port). Its engine shares the reward engine's cores: both stay off
+    generation's."""
+    port, metrics_port = free_port(), free_port()
+    proc = start_grpc_service(
+        name, "safety", port, metrics_port, log_dir,
+        ("--model", str(model_dir), *TINY_ENGINE_FLAGS, *engine_placement_flags(1), "--log-level", "WARNING",
+         *flags),
+        health_service=SAFETY_SERVICE, timeout=300)
+    return proc, f"127.0.0.1:{port}", metrics_port
+
+
+@pytest.fixture(scope="session")
+def safety_service(models_dir: Path, log_dir: Path) -> Iterator[tuple[str, int]]:
+    """One safety service (vLLM pooling runner on the tiny guard) for the session."""
+    proc, address, metrics_port = start_safety_service(models_dir / "guard", log_dir)
     yield address, metrics_port
     assert proc.stop(60) == 0, proc.tail()
 

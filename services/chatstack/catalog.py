@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chatstack.v1 import chat_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
+from chatstack.v1 import chat_pb2, generation_pb2, reward_pb2, safety_pb2, session_pb2, tokenizer_pb2
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ TOKENIZER = ServiceInfo("tokenizer", _proto(tokenizer_pb2, "TokenizerService"), 
 GENERATION = ServiceInfo("generation", _proto(generation_pb2, "GenerationService"), 50052, 9102)
 REWARD = ServiceInfo("reward", _proto(reward_pb2, "RewardService"), 50053, 9103)
 SESSION = ServiceInfo("session", _proto(session_pb2, "SessionService"), 50054, 9104)
+SAFETY = ServiceInfo("safety", _proto(safety_pb2, "SafetyService"), 50055, 9105)
 
 #: The gateway's OpenAI-compatible HTTP API (`http://127.0.0.1:8080/v1` under `make run`).
 GATEWAY_HTTP_PORT = 8080

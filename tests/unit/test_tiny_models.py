@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from chatstack.models.tiny import TinyModelSpec, build_tiny_models, fingerprint
+from chatstack.safety.guard_data import LABELS
 
 
 def test_build_is_deterministic(tmp_path: Path, models_dir: Path) -> None:
@@ -19,3 +20,10 @@ def test_lm_has_head_dim_64_and_reward_one_label(models_dir: Path) -> None:
     assert rm["architectures"] == ["LlamaForSequenceClassification"]
     assert len(rm["id2label"]) == 1
     assert lm["vocab_size"] == TinyModelSpec().vocab_size
+
+
+def test_guard_is_a_classifier_over_the_safety_labels(models_dir: Path) -> None:
+    guard = json.loads((models_dir / "guard" / "config.json").read_text())
+    assert guard["architectures"] == ["LlamaForSequenceClassification"]
+    assert [guard["id2label"][str(i)] for i in range(len(LABELS))] == list(LABELS)
+    assert guard["hidden_size"] // guard["num_attention_heads"] == 64

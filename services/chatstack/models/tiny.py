@@ -4,6 +4,8 @@ Layout written under DIR:
 
     DIR/lm/       byte-level BPE tokenizer + chat template + random-init LlamaForCausalLM
     DIR/reward/   the same tokenizer + random-init LlamaForSequenceClassification (num_labels=1)
+    DIR/guard/    the same tokenizer + LlamaForSequenceClassification over the safety labels,
+                  trained in-repo on the labelled safety set (`chatstack.models.tiny_guard`)
 
 The training text is generated from a fixed seed (no third-party prose). head_dim is 64
 because vLLM's CPU attention rejects smaller heads.
@@ -159,7 +161,7 @@ def build_tiny_models(out_dir: str | Path, spec: TinyModelSpec | None = None) ->
     spec = spec or TinyModelSpec()
     out = Path(out_dir)
     tok = build_tokenizer(spec)
-    dirs = {"lm": out / "lm", "reward": out / "reward"}
+    dirs = {"lm": out / "lm", "reward": out / "reward", "guard": out / "guard"}
 
     torch.manual_seed(spec.seed)
     lm = LlamaForCausalLM(_llama_config(tok, spec))
@@ -174,8 +176,29 @@ def build_tiny_models(out_dir: str | Path, spec: TinyModelSpec | None = None) ->
         rm.score.weight.normal_(0.0, 1.0)
     _write_tokenizer_files(tok, dirs["reward"], spec)
     rm.save_pretrained(dirs["reward"], safe_serialization=True)
+    _build_guard(tok, spec, dirs["guard"])
     (out / "MANIFEST.json").write_text(json.dumps(fingerprint(out), indent=2, sort_keys=True))
     return dirs
+
+
+def _build_guard(tok, spec: TinyModelSpec, out: Path) -> None:  # type: ignore[no-untyped-def]
+    """Train the tiny guard (see `tiny_guard`) and write it with the tokenizer."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from chatstack.models.tiny_guard import GuardTraining, check_trained, train_guard, training_set
+    from chatstack.safety.guard_data import LABELS
+
+    settings = GuardTraining()
+    torch.manual_seed(spec.seed + 2)
+    config = _llama_config(tok, spec, num_labels=len(LABELS),
+                           id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    guard = LlamaForSequenceClassification(config)
+    data = training_set(_corpus(spec), tok, settings)
+    train_guard(guard, tok, data, settings, tok.token_to_id(PAD))
+    check_trained(guard, tok, data, tok.token_to_id(PAD))
+    _write_tokenizer_files(tok, out, spec)
+    guard.save_pretrained(out, safe_serialization=True)
 
 
 def fingerprint(out_dir: str | Path) -> dict[str, str]:
