@@ -59,6 +59,9 @@ class ChatResult:
     session_version: int = 0
     ttft_seconds: float = 0.0  # measured by the client: call start to first delta
     tool_calls: list[common_pb2.ToolCall] = field(default_factory=list)  # finish_reason TOOL_CALLS
+    moderation: chat_pb2.Moderation | None = None  # set when the safety stage stopped the answer
+    streamed_text: str = ""  # the deltas' text, as it arrived
+    streamed_tokens: int = 0  # the deltas' tokens
 
 
 def chat_options(**options: Any) -> chat_pb2.ChatOptions:
@@ -99,6 +102,8 @@ def collect(events: Iterator[Any], on_delta: Callable[[str], None] | None = None
         elif kind == "delta":
             if not result.ttft_seconds:
                 result.ttft_seconds = time.perf_counter() - start
+            result.streamed_text += event.delta.text
+            result.streamed_tokens += len(event.delta.token_ids)
             if on_delta:
                 on_delta(event.delta.text)
         elif kind == "final":
@@ -108,6 +113,7 @@ def collect(events: Iterator[Any], on_delta: Callable[[str], None] | None = None
             result.candidates, result.usage, result.timings = list(f.candidates), f.usage, f.timings
             result.finish_reason, result.session_version = f.finish_reason, f.session_version
             result.tool_calls = list(f.tool_calls)
+            result.moderation = f.moderation if f.HasField("moderation") else None
     return result
 
 

@@ -20,6 +20,7 @@ from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.model import Answer, ChatOptions, DeltaEvent
 from chatstack.gateway.plan import CHAT_COMPLETIONS_FIELDS, GRPC_FIELDS, RESPONSES_FIELDS, Planner
 from chatstack.gateway.prompting import ChatContext, PromptBuilder
+from chatstack.gateway.safety_stage import SafetyStage
 from chatstack.gateway.servicer import ChatServicer
 from chatstack.gateway.session_records import Message
 from chatstack.gateway.stage_clock import StageClock
@@ -77,7 +78,8 @@ def transport(fake: FakeBackends) -> Transport:
 async def answer_events(plan_options: ChatOptions, stateless: bool = False) -> tuple[list[Any], StageClock, list[str]]:
     fake = FakeBackends()
     backends = Backends(transport(fake))
-    answerer = Answerer(backends.generation, backends.reward, GatewayMetrics())
+    metrics = GatewayMetrics()
+    answerer = Answerer(backends.generation, backends.reward, metrics, SafetyStage(None, CONFIG, metrics))
     plan = Planner(CONFIG).plan(plan_options, stateless=stateless)
     clock = StageClock()
     events = [e async for e in answerer.answer(PromptIds([1, 2, 3], []), plan, clock)]

@@ -11,20 +11,27 @@ afterwards otherwise) and, last, the `Answer`.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, replace
+from typing import Any
 
 from chatstack.core.errors import InvalidRequest
 from chatstack.gateway.clients import GenerationClient, Messages, RewardClient
 from chatstack.gateway.metrics import GatewayMetrics
-from chatstack.gateway.model import Answer, Candidate, Choice, DeltaEvent, Generated, RewardStatus
+from chatstack.gateway.model import Answer, Candidate, Choice, DeltaEvent, Generated, Moderation, RewardStatus
 from chatstack.gateway.plan import Plan, Scoring
+from chatstack.gateway.safety_stage import GuardChecker, SafetyStage
 from chatstack.gateway.stage_clock import StageClock
 from chatstack.gateway.tool_parsers import CallDelta, Parsed, ToolCallCollector, ToolCallParser
+from chatstack.safety.stream_monitor import Stopped, StreamMonitor
 
 CONSTRAINT_FIELD = "sampling.constraint"
+CONTENT_FILTER = "content_filter"
+#: The input check running beside prefill (None: inputs are not checked).
+InputVerdict = asyncio.Task[Moderation | None] | None
 #: A single answer's reward status by the plan's scoring.
 REWARD_STATUS: dict[Scoring, RewardStatus] = {"sync": "scored", "async": "pending", "off": "off"}
 
@@ -42,10 +49,12 @@ class PromptIds:
 class Answerer:
     """Generation plus reward for one prompt (see module docstring)."""
 
-    def __init__(self, generation: GenerationClient, reward: RewardClient, metrics: GatewayMetrics) -> None:
+    def __init__(self, generation: GenerationClient, reward: RewardClient, metrics: GatewayMetrics,
+                 safety: SafetyStage) -> None:
         self.generation = generation
         self.reward = reward
         self.metrics = metrics
+        self.safety = safety
 
     async def answer(self, prompt: PromptIds, plan: Plan,
                      clock: StageClock) -> AsyncGenerator[DeltaEvent | Answer]:
@@ -61,49 +70,119 @@ class Answerer:
     async def _answer(self, prompt: PromptIds, plan: Plan,
                       clock: StageClock) -> AsyncGenerator[DeltaEvent | Answer]:
         started = time.perf_counter()
-        generated: Generated | None = None
-        calls = _CallReader.of(plan)
-        if plan.streams:
-            async with aclosing(self.generation.stream(prompt.ids, plan, prompt.route_key)) as source:
-                async for item in source:  # closed early: the stream is cancelled, the engine aborts
-                    if isinstance(item, DeltaEvent):
-                        clock.seconds.setdefault("ttft", time.perf_counter() - started)
-                        event = calls.read(item) if calls else item
-                        if event is not None:
-                            yield event
-                    else:
-                        generated = item
-            if calls and (event := calls.end(0)) is not None:
-                yield event
-        else:
-            generated = await self.generation.generate(prompt.ids, plan, prompt.route_key)
-            clock.seconds["ttft"] = time.perf_counter() - started  # nothing streams before it is whole
+        verdict = self.safety.start_input(prompt.messages)  # beside the engine's prefill
+        try:
+            if plan.streams:
+                async with aclosing(self._streamed(prompt, plan, clock, verdict)) as source:
+                    async for item in source:
+                        yield item
+                return
+            generated = await self._whole(prompt, plan, verdict)
+        finally:
+            if verdict is not None:
+                verdict.cancel()  # no-op once it is done
+        clock.seconds["ttft"] = time.perf_counter() - started  # nothing streams before it is whole
         clock.add("generation", started)
-        generated = generated or Generated([], 0)
+        if isinstance(generated, Moderation):
+            yield _blocked(generated, plan, len(prompt.ids))
+            return
+        generated = await self._screen(generated)
         answer = await self._judge(prompt.messages, plan, generated, clock)
         answer = replace(answer, prompt_tokens=len(prompt.ids))
-        if plan.streams:
-            if calls:
-                answer = replace(answer, choices=[calls.apply(c) for c in answer.choices])
-        else:
-            choices = []
-            for c in answer.choices:
-                reader = _CallReader.of(plan)
-                if reader:
-                    reader.whole(c)
-                choice = reader.apply(c) if reader else c
-                choices.append(choice)
-                yield DeltaEvent(choice.text, c.token_ids, c.index, c.logprobs,
-                                 reader.sent if reader else [])
-            answer = replace(answer, choices=choices)
+        choices = []
+        for c in answer.choices:
+            reader = _CallReader.of(plan)
+            if reader:
+                reader.whole(c)
+            choice = reader.apply(c) if reader else c
+            choices.append(choice)
+            yield DeltaEvent(choice.text, c.token_ids, c.index, c.logprobs, reader.sent if reader else [])
+        yield replace(answer, choices=choices)
+
+    async def _whole(self, prompt: PromptIds, plan: Plan, verdict: InputVerdict) -> Generated | Moderation:
+        """Every candidate at once; a flagged input cancels the generation."""
+        generating = asyncio.ensure_future(self.generation.generate(prompt.ids, plan, prompt.route_key))
+        try:
+            blocked = await verdict if verdict is not None else None
+        except BaseException:
+            await _cancelled(generating)
+            raise
+        if blocked is not None:
+            await _cancelled(generating)
+            return blocked
+        return await generating
+
+    async def _screen(self, generated: Generated) -> Generated:
+        """Whole candidates checked in one call: a flagged one keeps its place, emptied, with its
+        moderation."""
+        verdicts = await self.safety.check_texts([c.text for c in generated.choices])
+        choices = [c if v is None or not v.flagged else
+                   replace(c, text="", token_ids=[], logprobs=[], finish_reason=CONTENT_FILTER,
+                           moderation=self.safety.refusal("output", v, 0, 0))
+                   for c, v in zip(generated.choices, verdicts, strict=True)]
+        return replace(generated, choices=choices)
+
+    async def _streamed(self, prompt: PromptIds, plan: Plan, clock: StageClock,
+                        verdict: InputVerdict) -> AsyncGenerator[DeltaEvent | Answer]:
+        """One answer as it streams: no delta before the input passed, each delta through the
+        output monitor (when on) and the tool-call reader; a flag ends it with the refusal."""
+        started = time.perf_counter()
+        calls = _CallReader.of(plan)
+        monitor = self.safety.monitor()
+        run = _Run()
+        async with AsyncExitStack() as stack:  # closed inner first; the engine's stream last (it aborts)
+            engine = await stack.enter_async_context(
+                aclosing(self.generation.stream(prompt.ids, plan, prompt.route_key)))
+            deltas = await stack.enter_async_context(aclosing(run.deltas(engine, verdict)))
+            watched = await stack.enter_async_context(aclosing(monitor.watch(deltas))) if monitor else deltas
+            async for item in watched:
+                if isinstance(item, Stopped):
+                    run.stopped = item
+                    break
+                assert isinstance(item, DeltaEvent)
+                clock.seconds.setdefault("ttft", time.perf_counter() - started)
+                run.released.append(item)
+                event = calls.read(item) if calls else item
+                if event is not None:
+                    yield event
+        clock.add("generation", started)
+        if run.blocked is not None:
+            yield _blocked(run.blocked, plan, len(prompt.ids))
+            return
+        if run.stopped is not None:
+            assert monitor is not None
+            yield self._stopped(run, calls, monitor, len(prompt.ids))
+            return
+        if calls and (event := calls.end(0)) is not None:
+            yield event
+        answer = await self._judge(prompt.messages, plan, run.generated or Generated([], 0), clock)
+        answer = replace(answer, prompt_tokens=len(prompt.ids))
+        if calls:
+            answer = replace(answer, choices=[calls.apply(c) for c in answer.choices])
         yield answer
+
+    def _stopped(self, run: _Run, calls: _CallReader | None, monitor: StreamMonitor[DeltaEvent],
+                 prompt_tokens: int) -> Answer:
+        """The answer the output monitor stopped: what the client got, then the refusal."""
+        stopped = run.stopped
+        assert stopped is not None and isinstance(monitor.checker, GuardChecker)
+        verdict = monitor.checker.last
+        assert verdict is not None
+        moderation = self.safety.refusal("output", verdict, stopped.at_token, stopped.released)
+        text = calls.content if calls else "".join(d.text for d in run.released)
+        ids = [t for d in run.released for t in d.token_ids]
+        choice = Choice(0, text, ids, CONTENT_FILTER, moderation=moderation)
+        return Answer([choice], prompt_tokens, monitor.tokens, reward_status="off")
 
     async def _judge(self, messages: Messages, plan: Plan, generated: Generated, clock: StageClock) -> Answer:
         """Rank the candidates, or score the single answer as the plan says; a greedy answer n times."""
         choices = generated.choices
         t = time.perf_counter()
         if plan.ranked:
-            answer = await self._rank(messages, plan, choices)
+            clean = [c for c in choices if c.moderation is None]
+            if not clean:  # every candidate flagged: the first one's refusal
+                return Answer(choices[:1], 0, generated.completion_tokens, reward_status="off")
+            answer = await self._rank(messages, plan, clean)
             clock.add("reward", t)
             return replace(answer, completion_tokens=generated.completion_tokens)
         if plan.scoring == "sync" and choices and choices[0].text:
@@ -126,6 +205,58 @@ class Answerer:
         kept = [replace(choices[r.index], index=position, reward=r.score)
                 for position, r in enumerate(ranking[:plan.n])]
         return Answer(kept, 0, 0, candidates)
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and wait until it has stopped (a generator it was running is then free)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _blocked(moderation: Moderation, plan: Plan, prompt_tokens: int) -> Answer:
+    """The answer to an input the safety stage flagged: no text, the refusal, no tokens."""
+    choices = [Choice(i, "", [], CONTENT_FILTER, moderation=moderation) for i in range(plan.n)]
+    return Answer(choices, prompt_tokens, 0, reward_status="off")
+
+
+class _Run:
+    """One streamed answer's state: the engine's final result, the input's moderation when it
+    was flagged, the deltas released to the client, and the monitor's stop."""
+
+    def __init__(self) -> None:
+        self.generated: Generated | None = None
+        self.blocked: Moderation | None = None
+        self.released: list[DeltaEvent] = []
+        self.stopped: Stopped | None = None
+
+    async def deltas(self, source: AsyncIterator[DeltaEvent | Generated],
+                     verdict: InputVerdict) -> AsyncGenerator[DeltaEvent]:
+        """The engine's deltas, none before the input's verdict (the first one is awaited beside
+        it); a flagged input ends them (and cancels the engine's work at once, first token or not).
+        The engine's final result is kept aside."""
+        it = aiter(source)
+        if verdict is not None:
+            first = asyncio.ensure_future(anext(it, None))
+            try:
+                self.blocked = await verdict
+            except BaseException:
+                await _cancelled(first)
+                raise
+            if self.blocked is not None:
+                await _cancelled(first)  # the stream is then closed: the engine aborts
+                return
+            item = await first
+            if item is None:
+                return
+            if isinstance(item, DeltaEvent):
+                yield item
+            else:
+                self.generated = item
+        async for item in it:
+            if isinstance(item, DeltaEvent):
+                yield item
+            else:
+                self.generated = item
 
 
 def _renamed(exc: InvalidRequest, plan: Plan) -> InvalidRequest:

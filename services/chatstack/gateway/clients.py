@@ -1,4 +1,4 @@
-"""Typed clients of the four backend services, over a transport: gRPC channels (`Downstream`)
+"""Typed clients of the backend services, over a transport: gRPC channels (`Downstream`)
 or, on Ray Serve, deployment handles (`chatstack.serve.handle_downstream`).
 
 Each method is one call in the gateway's terms (texts in, counts out; a session's turns), with the
@@ -43,6 +43,8 @@ from chatstack.gateway.session_records import (
     TurnsPage,
     TurnStack,
 )
+from chatstack.safety import wire as safety_wire
+from chatstack.safety.model import CheckItem, Judgement, Policy
 from chatstack.session.model import ContextWindow, NewSession, PushResult, SessionHeader, Turn
 from chatstack.session.wire import context_from_proto, header_from_proto, turn_from_proto, turns_from_proto
 from chatstack.v1 import common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
@@ -312,14 +314,30 @@ class SessionClient:
         return RecordedPreference(reply.event_id, bool(reply.replaced_event_id))
 
 
-class Backends:
-    """The typed clients of one gateway (one set of channels)."""
+class SafetyClient:
+    """Verdicts of the safety service (the guard model and the rules)."""
 
     def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def check(self, items: Sequence[CheckItem], policy: Policy,
+                    timeout: float | None = None) -> list[Judgement]:  # noqa: ASYNC109
+        """The verdict on each item under `policy`, in order."""
+        reply = await self._transport.call("safety", "Check", safety_wire.check_request(items, policy),
+                                           timeout=timeout)
+        return safety_wire.judgements(reply)
+
+
+class Backends:
+    """The typed clients of one gateway (one set of channels); `safety` only when the gateway has
+    a safety service."""
+
+    def __init__(self, transport: Transport, safety: bool = False) -> None:
         self._transport = transport
         self.tokenizer = TokenizerClient(transport)
         self.generation = GenerationClient(transport)
         self.reward = RewardClient(transport)
+        self.safety = SafetyClient(transport) if safety else None
 
     def sessions(self, owner: str) -> SessionClient:
         """The session service as `owner`."""

@@ -50,6 +50,9 @@ class GatewayConfig(ServerConfig):
         description=f"The reward service's replicas: {_ADDRESS_FORMS}")
     session_address: str = Field(SESSION.local_address,
         description=f"The session service's replicas: {_ADDRESS_FORMS}")
+    safety_address: str = Field(
+        "", description="The safety service's replicas (the guard model and rules), in the same forms; "
+        "empty: no safety stage (nothing is moderated).")
     tokenizer_routing: RoutingPolicy = Field("round_robin", description="Tokenizer replica per call.")
     generation_routing: RoutingPolicy = Field(
         "session_affinity", description="Generation replica per call: `session_affinity` sends a "
@@ -57,6 +60,7 @@ class GatewayConfig(ServerConfig):
         "history, unless that replica is over its bounded load.")
     reward_routing: RoutingPolicy = Field("round_robin", description="Reward replica per call.")
     session_routing: RoutingPolicy = Field("round_robin", description="Session replica per call.")
+    safety_routing: RoutingPolicy = Field("round_robin", description="Safety replica per call.")
     affinity_load_factor: float = Field(
         0.25, ge=0, description="session_affinity's bound ε: a replica with more than (1+ε) times the "
         "mean in-flight calls passes a session on to the next replica on the ring.")
@@ -69,11 +73,45 @@ class GatewayConfig(ServerConfig):
     api_keys: str = Field(
         "", description="Extra keys as comma-separated `<owner>:<sha256 hex>` entries.")
 
-    @field_validator("tokenizer_address", "generation_address", "reward_address", "session_address")
+    @field_validator("tokenizer_address", "generation_address", "reward_address", "session_address",
+                     "safety_address")
     @classmethod
     def _valid_address(cls, value: str, info: ValidationInfo) -> str:
-        parse_target(value, str(info.field_name))
+        if value or info.field_name != "safety_address":
+            parse_target(value, str(info.field_name))
         return value
+    safety_input: bool = Field(
+        True, description="Check a Chat's input (the conversation's user and tool turns) beside the "
+        "engine's prefill: no token reaches the client before it passed; a flagged one aborts "
+        "generation. Needs safety_address.")
+    safety_output: Literal["stream_first", "holdback", "off"] = Field(
+        "stream_first", description="Monitor answers as they stream. stream_first: tokens go out at "
+        "once and at most safety_bound_tokens past the start of flagged text reach the client (the "
+        "stream waits when checks fall behind); holdback: safety_window_tokens are held until "
+        "checked, so no flagged token is delivered, at the cost of that many tokens of delay.")
+    safety_bound_tokens: int = Field(32, ge=1, description="stream_first: most tokens past the start "
+                                     "of flagged text that may reach the client.")
+    safety_window_tokens: int = Field(32, ge=1, description="holdback: tokens held until checked.")
+    safety_interval_tokens: int = Field(8, ge=1, description="Tokens of an answer between two checks.")
+    safety_context_tokens: int = Field(256, ge=16, description="Tokens of the answer each check reads "
+                                       "(a sliding window: text split across deltas is read whole).")
+    safety_fail_input: Literal["closed", "open"] = Field(
+        "closed", description="When the input cannot be checked (the safety service down or late): "
+        "closed refuses the call (UNAVAILABLE / 503, nothing stored); open answers unchecked. Both "
+        "count chatstack_gateway_guard_failures_total.")
+    safety_fail_output: Literal["closed", "open"] = Field(
+        "closed", description="When an answer cannot be checked mid-stream: closed ends the call "
+        "with UNAVAILABLE (nothing stored); open lets the rest stream unchecked.")
+    safety_categories: list[str] = Field(
+        default_factory=list, description="Categories moderated (empty: every one the safety "
+        "service knows).")
+    safety_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Guard probability per category at or above which it "
+        "flags (missing: the safety service's defaults).")
+    safety_timeout_seconds: float = Field(
+        5.0, gt=0, description="Deadline of one safety check.")
+    safety_refusal: str = Field(
+        "I can't help with that.", description="What the client is shown when an answer is stopped.")
     default_max_tokens: int = Field(128, ge=1, description="max_tokens when a Chat leaves it 0.")
     max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens a Chat may ask.")
     max_best_of: int = Field(8, ge=1, description="Largest best_of.")

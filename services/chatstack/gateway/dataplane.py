@@ -211,7 +211,7 @@ class ChatDataPlane:
                                      "to answer")
         # The answer being replaced is left out of the window, so its tokens are not budget.
         extra = replaced.token_count if replaced else 0
-        ctx = await self.prompts.read(sessions, session_id, budget + extra)
+        ctx = await self.prompts.read(sessions, session_id, budget + extra, keep_top_exchange=True)
         if replaced is not None and ctx.turn_ids and ctx.turn_ids[-1] == replaced.turn_id:
             ctx.drop_top()
         if ctx.version != top.version:
@@ -263,7 +263,7 @@ class ChatDataPlane:
                 first.cancel()
                 await asyncio.gather(first, return_exceptions=True)
             await answering.aclose()  # early: cancels the generation stream, the engine aborts
-        if answer is None or not (answer.best.text or answer.best.tool_calls):
+        if answer is None or not (answer.best.text or answer.best.tool_calls or answer.best.moderation):
             raise FailedPrecondition("the model produced an empty answer; regenerate")
         t = time.perf_counter()
         stored = await self._store(ex, answer)
@@ -279,12 +279,16 @@ class ChatDataPlane:
     async def _store(ex: Exchange, answer: Answer) -> PushResult:
         """Push the answer at the version the exchange read, in one script with what it completes:
         committing the pending user turn, or replacing the answer a regenerate replaces."""
-        best = answer.best
+        best, m = answer.best, answer.best.moderation
         meta = AnswerMeta(best.finish_reason, prompt_tokens=len(ex.prompt.ids),  # the window it was made from
                           reward_score=best.reward if answer.reward_status == "scored" else None,
-                          best_of=len(answer.candidates))
+                          best_of=len(answer.candidates),
+                          moderation=f"{m.stage}:{m.category}:{m.flagged_by}" if m else "")
+        # A stopped answer is stored as the client saw it: what streamed, then the refusal.
+        text = (best.text + m.refusal if not best.text or best.text.endswith(("\n", " ")) else
+                f"{best.text} {m.refusal}") if m else best.text
         return await ex.sessions.push(TurnPush(
-            ex.session_id, ASSISTANT, best.text,
+            ex.session_id, ASSISTANT, text,
             len(best.token_ids),  # the generated ids are the answer's tokens: no recount
             expected_version=ex.version, metadata=meta.encode(), commit_turn_id=ex.rollback.pending_turn_id,
             replace_turn_id=ex.replaced.turn_id if ex.replaced is not None else "",

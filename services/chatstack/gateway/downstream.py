@@ -1,4 +1,4 @@
-"""gRPC clients of the four backend services, with deadlines, request ids and error mapping.
+"""gRPC clients of the backend services, with deadlines, request ids and error mapping.
 
 Every call carries the request id (and the owner, for the session service), gets the client's
 remaining deadline (or the configured default), and maps a downstream status to a domain error
@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from chatstack.catalog import GENERATION, REWARD, SESSION, TOKENIZER
+from chatstack.catalog import GENERATION, REWARD, SAFETY, SESSION, TOKENIZER
 from chatstack.core import errors
 from chatstack.core.request_context import OWNER_KEY, downstream_metadata
 from chatstack.core.retry_policy import retry_channel_options
@@ -26,6 +26,7 @@ from chatstack.v1 import (
     generation_pb2,
     generation_pb2_grpc,
     reward_pb2_grpc,
+    safety_pb2_grpc,
     session_pb2_grpc,
     tokenizer_pb2_grpc,
 )
@@ -36,6 +37,7 @@ _BACKENDS: dict[str, tuple[str, Any]] = {
     GENERATION.name: (GENERATION.proto_service, generation_pb2_grpc.GenerationServiceStub),
     REWARD.name: (REWARD.proto_service, reward_pb2_grpc.RewardServiceStub),
     SESSION.name: (SESSION.proto_service, session_pb2_grpc.SessionServiceStub),
+    SAFETY.name: (SAFETY.proto_service, safety_pb2_grpc.SafetyServiceStub),  # when configured
 }
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -59,8 +61,9 @@ def map_rpc_error(service: str, err: grpc.aio.AioRpcError) -> errors.ChatstackEr
 
 
 class Downstream:
-    """The four backends over gRPC: a `ReplicaSet` each (one channel per replica, health-aware,
-    routed by the backend's policy), with deadlines, metadata and error mapping per call."""
+    """The backends over gRPC (the safety service only when it has an address): a `ReplicaSet`
+    each (one channel per replica, health-aware, routed by the backend's policy), with deadlines,
+    metadata and error mapping per call."""
 
     def __init__(self, config: GatewayConfig, metrics: BackendMetrics) -> None:
         self.config = config
@@ -69,7 +72,7 @@ class Downstream:
                 service, parse_target(getattr(config, f"{service}_address"), f"{service}_address"),
                 health_name, make_router(getattr(config, f"{service}_routing"), config.affinity_load_factor),
                 stub, CHANNEL_OPTIONS, metrics, config.resolve_interval_seconds)
-            for service, (health_name, stub) in _BACKENDS.items()
+            for service, (health_name, stub) in _BACKENDS.items() if getattr(config, f"{service}_address")
         }
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from chatstack.gateway.metrics import GatewayMetrics
 from chatstack.gateway.plan import Planner
 from chatstack.gateway.preferences import PreferenceRecorder
 from chatstack.gateway.responses import Responses
+from chatstack.gateway.safety_stage import SafetyStage
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class GatewayFlows:
     @classmethod
     def build(cls, config: GatewayConfig, backends: Backends, metrics: GatewayMetrics) -> GatewayFlows:
         """The flows over one set of backend clients; one answer stage serves them all."""
-        answerer = Answerer(backends.generation, backends.reward, metrics)
+        answerer = Answerer(backends.generation, backends.reward, metrics,
+                            SafetyStage(backends.safety, config, metrics))
         conversations = Conversations(backends, config)
         preferences = PreferenceRecorder(config, backends, metrics)
         dataplane = ChatDataPlane(config, backends, metrics, answerer, conversations, preferences)

@@ -38,6 +38,20 @@ class GatewayMetrics:
             "outcome: scored, gone (the turn was undone or deleted first), failed, dropped (too "
             "many pending), cancelled (shutdown).",
             ["outcome"])
+        self.moderated = f.counter(
+            "chatstack_gateway_moderated_answers",
+            "Answers the safety stage stopped, by stage (input, output), category and front door "
+            "(transport: grpc, http).",
+            ["stage", "category", "transport"])
+        self.guard_failures = f.counter(
+            "chatstack_gateway_guard_failures",
+            "Safety checks that could not be made (the safety service down, late or refusing), by "
+            "stage and what the fail mode did: refused (closed) or passed (open).",
+            ["stage", "outcome"])
+        self.guard_latency = f.histogram(
+            "chatstack_gateway_guard_duration_seconds",
+            "Seconds of one safety check as the gateway sees it, by stage (input, output).",
+            ["stage"], buckets=LATENCY_BUCKETS_SECONDS)
         self.backends = BackendMetrics(f)
 
     def observe_stage(self, stage: str, seconds: float) -> None:

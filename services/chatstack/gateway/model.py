@@ -89,6 +89,31 @@ class DeltaEvent:
     logprobs: list[PositionLogprobs] = field(default_factory=list)
     tool_calls: list[CallDelta] = field(default_factory=list)  # `text` is then what is not a call
 
+    @property
+    def tokens(self) -> int:
+        """How many tokens the delta is (what the output monitor counts)."""
+        return len(self.token_ids)
+
+
+ModerationStage = Literal["input", "output"]
+
+
+@dataclass(frozen=True)
+class Moderation:
+    """Why the safety stage stopped an answer: at which stage, the category and who flagged it
+    (rules or model), the guard's scores, the rule that matched, where the flagged text starts in
+    the answer (output: a token index) and how many of its tokens the client had got, and the
+    refusal the client is shown."""
+
+    stage: ModerationStage
+    category: str
+    flagged_by: str
+    scores: dict[str, float]
+    rule: str = ""
+    at_token: int = 0
+    released_tokens: int = 0
+    refusal: str = ""
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -97,10 +122,11 @@ class Choice:
     index: int
     text: str
     token_ids: list[int]
-    finish_reason: str  # stop, length, abort, tool_calls ("" unknown)
+    finish_reason: str  # stop, length, abort, tool_calls, content_filter ("" unknown)
     logprobs: list[PositionLogprobs] = field(default_factory=list)
     reward: float | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # parsed from the answer; `text` is then the rest
+    moderation: Moderation | None = None  # set when the safety stage stopped it (content_filter)
 
 
 @dataclass(frozen=True)

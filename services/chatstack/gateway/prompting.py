@@ -11,6 +11,7 @@ are dropped and the rest rendered again (only when the window is tight).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from chatstack.core.errors import InvalidRequest
@@ -18,7 +19,8 @@ from chatstack.core.roles import ASSISTANT, SYSTEM, USER
 from chatstack.gateway.clients import GenerationClient, SessionClient, TokenizerClient
 from chatstack.gateway.context_window import newest_that_fit, turns_to_drop
 from chatstack.gateway.plan import Plan
-from chatstack.gateway.session_records import Message
+from chatstack.gateway.session_records import AnswerMeta, Message
+from chatstack.session.model import Turn
 
 
 @dataclass
@@ -107,11 +109,14 @@ class PromptBuilder:
         return budget
 
     @staticmethod
-    async def read(sessions: SessionClient, session_id: str, budget: int) -> ChatContext:
-        """The newest turns that fit `budget` (GetContext), as a ChatContext."""
+    async def read(sessions: SessionClient, session_id: str, budget: int,
+                   keep_top_exchange: bool = False) -> ChatContext:
+        """The newest turns that fit `budget` (GetContext), as a ChatContext, without the
+        exchanges the safety stage stopped (the model never sees them again), except the top one
+        when `keep_top_exchange` (a regenerate answers it again)."""
         reply = await sessions.context(session_id, budget)
         ctx = ChatContext(reply.system_prompt, reply.system_prompt_tokens, reply.version, reply.omitted_turns)
-        for turn in reply.turns:
+        for turn in without_stopped_exchanges(reply.turns, keep_top_exchange):
             ctx.append(Message(turn.role, turn.content, turn.tool_calls, turn.tool_call_id), turn.token_count,
                        turn.turn_id)
         return ctx
@@ -156,6 +161,20 @@ class PromptBuilder:
             drop = max(_to_drop(kept[:-new], over_budget, 0), _to_drop(kept[:-new], excess, per_message))
             first += max(1, drop)
         raise InvalidRequest(too_long(limit, max_tokens))
+
+
+def without_stopped_exchanges(turns: Sequence[Turn], keep_top: bool = False) -> list[Turn]:
+    """`turns` (oldest first) without each exchange whose answer the safety stage stopped: that
+    assistant turn and the user or tool turns it answered. The top exchange stays when `keep_top`."""
+    kept: list[Turn] = []
+    dropping, top = False, True
+    for turn in reversed(turns):  # newest first: an answer comes before the turns it answered
+        if turn.role == ASSISTANT:
+            dropping = bool(AnswerMeta.decode(turn.metadata).moderation) and not (keep_top and top)
+            top = False
+        if not dropping:
+            kept.append(turn)
+    return kept[::-1]
 
 
 def _to_drop(older: list[int], excess: int, per_message: int) -> int:

@@ -38,7 +38,7 @@ def build_spec(config: GatewayConfig, registry: CollectorRegistry | MetricFactor
     Call it with an event loop running: the downstream channels are `grpc.aio` channels."""
     auth = ApiKeyAuthenticator.from_config(config.api_keys_file, config.api_keys)
     metrics = GatewayMetrics(registry)
-    backends = Backends(transport or Downstream(config, metrics.backends))
+    backends = Backends(transport or Downstream(config, metrics.backends), safety=bool(config.safety_address))
     flows = GatewayFlows.build(config, backends, metrics)
     app: FastAPI | None = None
     if config.http_enabled:

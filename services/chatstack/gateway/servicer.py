@@ -24,7 +24,9 @@ from chatstack.session.wire import header_to_proto, turn_to_proto
 from chatstack.v1 import chat_pb2, chat_pb2_grpc, common_pb2
 
 FINISH_VALUES = {"stop": common_pb2.FINISH_REASON_STOP, "length": common_pb2.FINISH_REASON_LENGTH,
-                 "abort": common_pb2.FINISH_REASON_ABORT, "tool_calls": common_pb2.FINISH_REASON_TOOL_CALLS}
+                 "abort": common_pb2.FINISH_REASON_ABORT, "tool_calls": common_pb2.FINISH_REASON_TOOL_CALLS,
+                 "content_filter": common_pb2.FINISH_REASON_CONTENT_FILTER}
+MODERATION_STAGES = {"input": chat_pb2.MODERATION_STAGE_INPUT, "output": chat_pb2.MODERATION_STAGE_OUTPUT}
 TOOL_MODES = {chat_pb2.TOOL_CHOICE_MODE_UNSPECIFIED: None, chat_pb2.TOOL_CHOICE_MODE_NONE: "none",
               chat_pb2.TOOL_CHOICE_MODE_AUTO: "auto", chat_pb2.TOOL_CHOICE_MODE_REQUIRED: "required"}
 REWARD_STATUS = {"scored": chat_pb2.REWARD_STATUS_SCORED, "pending": chat_pb2.REWARD_STATUS_PENDING,
@@ -88,6 +90,11 @@ def fill_event(message: Any, event: ChatEvent) -> Any:
         final.candidates.extend(chat_pb2.CandidateScore(
             index=c.index, reward_score=c.reward_score, text=c.text,
             completion_tokens=c.completion_tokens, chosen=c.chosen) for c in answer.candidates)
+        if (m := answer.best.moderation) is not None:
+            final.moderation.CopyFrom(chat_pb2.Moderation(
+                stage=MODERATION_STAGES[m.stage], category=m.category, flagged_by=m.flagged_by,
+                scores=m.scores, rule=m.rule, at_token=m.at_token, released_tokens=m.released_tokens,
+                refusal=m.refusal))
         final.usage.prompt_tokens = answer.prompt_tokens
         final.usage.completion_tokens = answer.completion_tokens
         final.usage.total_tokens = answer.prompt_tokens + answer.completion_tokens

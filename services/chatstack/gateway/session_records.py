@@ -31,19 +31,22 @@ Message = ChatMessage
 @dataclass(frozen=True)
 class AnswerMeta:
     """What the gateway records on an assistant turn: why generation stopped, the tokens of the
-    window it was made from, its reward (when scored) and its candidates (best-of)."""
+    window it was made from, its reward (when scored), its candidates (best-of) and, when the
+    safety stage stopped it, where and why (`stage:category:flagged_by`: such an exchange is
+    never context again)."""
 
     finish_reason: str = ""  # stop, length, abort (stored as the API's enum name: FINISH_REASON_STOP)
     prompt_tokens: int | None = None
     reward_score: float | None = None
     best_of: int = 0
+    moderation: str = ""
 
     def encode(self) -> dict[str, str]:
         """As turn metadata (only what is set)."""
         finish = f"{FINISH_PREFIX}{self.finish_reason.upper()}" if self.finish_reason else None
         fields = {"finish_reason": finish, "prompt_tokens": self.prompt_tokens,
                   "reward_score": self.reward_score,
-                  "best_of": self.best_of or None}
+                  "best_of": self.best_of or None, "moderation": self.moderation or None}
         return {k: repr(v) if isinstance(v, float) else str(v) for k, v in fields.items() if v is not None}
 
     @classmethod
@@ -52,7 +55,7 @@ class AnswerMeta:
         finish = metadata.get("finish_reason", "")
         return cls(finish.removeprefix(FINISH_PREFIX).lower() if finish.startswith(FINISH_PREFIX) else "",
                    _number(metadata.get("prompt_tokens"), int), _number(metadata.get("reward_score"), float),
-                   _number(metadata.get("best_of"), int) or 0)
+                   _number(metadata.get("best_of"), int) or 0, metadata.get("moderation", ""))
 
     @staticmethod
     def reward(score: float) -> dict[str, str]:

@@ -27,9 +27,9 @@ between them, so a delta longer than the allowance waits for the check that cove
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Generic, Literal, Protocol, TypeVar
 
 from chatstack.safety.rules import RuleSet
 
@@ -105,20 +105,32 @@ class Stopped:
     released: int
 
 
+class PieceLike(Protocol):
+    """What the monitor reads of a delta: its text and how many tokens it is."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def tokens(self) -> int: ...
+
+
+P = TypeVar("P", bound=PieceLike)
+
+
 @dataclass
-class _Held:
-    piece: Piece
+class _Held(Generic[P]):
+    piece: P
     start_token: int
     start_char: int
 
 
-class StreamMonitor:
-    """Watches one answer (see module docstring)."""
+class StreamMonitor(Generic[P]):
+    """Watches one answer (see module docstring); pieces go out as they came in."""
 
     def __init__(self, checker: Checker, policy: MonitorPolicy | None = None) -> None:
         self.checker = checker
         self.policy = policy or MonitorPolicy()
-        self._pieces: list[_Held] = []  # every piece so far, for positions
+        self._pieces: list[_Held[P]] = []  # every piece so far, for positions
         self._text = ""
         self._tokens = 0
         self._released = 0  # tokens
@@ -132,7 +144,12 @@ class StreamMonitor:
         self.held = asyncio.Event()  # set while the stream waits for a check (checks fell behind)
         self.waits = 0  # how many times it did
 
-    async def watch(self, deltas: AsyncIterator[Piece]) -> AsyncIterator[Piece | Stopped]:
+    @property
+    def tokens(self) -> int:
+        """Tokens of the answer seen so far (released or held)."""
+        return self._tokens
+
+    async def watch(self, deltas: AsyncIterator[P]) -> AsyncGenerator[P | Stopped]:
         """The answer's pieces as they may go out, then a `Stopped` if it was flagged."""
         try:
             async for piece in deltas:
@@ -151,7 +168,7 @@ class StreamMonitor:
             if self._check is not None and not self._check.done():
                 self._check.cancel()
 
-    async def _drain(self, final: bool) -> AsyncIterator[Piece | Stopped]:
+    async def _drain(self, final: bool) -> AsyncGenerator[P | Stopped]:
         """Release what the limit allows; wait for checks while the next piece is beyond it
         (and, at the end, until a check has seen everything)."""
         while True:

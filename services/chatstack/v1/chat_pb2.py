@@ -27,19 +27,23 @@ from chatstack.v1 import preference_pb2 as chatstack_dot_v1_dot_preference__pb2
 from chatstack.v1 import session_pb2 as chatstack_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63hatstack/v1/chat.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\x1a\x1d\x63hatstack/v1/preference.proto\x1a\x1a\x63hatstack/v1/session.proto\"\xbd\x03\n\x0b\x43hatOptions\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x0f\n\x07\x62\x65st_of\x18\x07 \x01(\r\x12\x1c\n\x14\x63ontext_token_budget\x18\x08 \x01(\r\x12\x13\n\x0b\x65\x63ho_prompt\x18\t \x01(\x08\x12\x32\n\nconstraint\x18\n \x01(\x0b\x32\x1e.chatstack.v1.OutputConstraint\x12)\n\x05tools\x18\x0b \x03(\x0b\x32\x1a.chatstack.v1.FunctionTool\x12-\n\x0btool_choice\x18\x0c \x01(\x0b\x32\x18.chatstack.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\r \x01(\x08H\x04\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seedB\x16\n\x14_parallel_tool_calls\"]\n\nToolChoice\x12,\n\x04mode\x18\x01 \x01(\x0e\x32\x1c.chatstack.v1.ToolChoiceModeH\x00\x12\x17\n\rfunction_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"2\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\"\xa5\x01\n\x0b\x43hatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\x12.\n\x0ctool_results\x18\x05 \x03(\x0b\x32\x18.chatstack.v1.ToolResult\"\xa5\x01\n\x0f\x43hatSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x14\n\x0cuser_turn_id\x18\x03 \x01(\t\x12\x15\n\rcontext_turns\x18\x04 \x01(\r\x12\x19\n\x11\x63ontext_truncated\x18\x05 \x01(\x08\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\x12\x0e\n\x06prompt\x18\x07 \x01(\t\"]\n\tChatDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12/\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1b.chatstack.v1.ToolCallDelta\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"n\n\x0e\x43\x61ndidateScore\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0creward_score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\r\x12\x0e\n\x06\x63hosen\x18\x05 \x01(\x08\"\xc6\x01\n\x0cStageTimings\x12\x1c\n\x14session_read_seconds\x18\x01 \x01(\x01\x12\x18\n\x10template_seconds\x18\x02 \x01(\x01\x12\x14\n\x0cttft_seconds\x18\x03 \x01(\x01\x12\x1a\n\x12generation_seconds\x18\x04 \x01(\x01\x12\x16\n\x0ereward_seconds\x18\x05 \x01(\x01\x12\x1d\n\x15session_write_seconds\x18\x06 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x07 \x01(\x01\"\xfd\x02\n\tChatFinal\x12\x19\n\x11\x61ssistant_turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x14\n\x0creward_score\x18\x03 \x01(\x01\x12\x30\n\ncandidates\x18\x04 \x03(\x0b\x32\x1c.chatstack.v1.CandidateScore\x12\'\n\x05usage\x18\x05 \x01(\x0b\x32\x18.chatstack.v1.TokenUsage\x12+\n\x07timings\x18\x06 \x01(\x0b\x32\x1a.chatstack.v1.StageTimings\x12\x31\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x1a.chatstack.v1.FinishReason\x12\x17\n\x0fsession_version\x18\x08 \x01(\x04\x12\x31\n\rreward_status\x18\t \x01(\x0e\x32\x1a.chatstack.v1.RewardStatus\x12*\n\ntool_calls\x18\n \x03(\x0b\x32\x16.chatstack.v1.ToolCall\"\x9d\x01\n\x0c\x43hatResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"S\n\x11RegenerateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\"\xa3\x01\n\x12RegenerateResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"o\n\x0b\x45\x64itRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\"\x9d\x01\n\x0c\x45\x64itResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"!\n\x0bUndoRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"R\n\x0cUndoResponse\x12)\n\rremoved_turns\x18\x01 \x03(\x0b\x32\x12.chatstack.v1.Turn\x12\x17\n\x0fsession_version\x18\x02 \x01(\x04\"\xb8\x01\n\x1f\x43hatServiceCreateSessionRequest\x12\x15\n\rsystem_prompt\x18\x01 \x01(\t\x12M\n\x08metadata\x18\x02 \x03(\x0b\x32;.chatstack.v1.ChatServiceCreateSessionRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n ChatServiceCreateSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.chatstack.v1.Session\"2\n\x1c\x43hatServiceGetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"G\n\x1d\x43hatServiceGetSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.chatstack.v1.Session\"G\n\x1e\x43hatServiceListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x1f\x43hatServiceListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.chatstack.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x1f\x43hatServiceDeleteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\"\n ChatServiceDeleteSessionResponse\"N\n\x11GetHistoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x12GetHistoryResponse\x12\x15\n\rsystem_prompt\x18\x01 \x01(\t\x12!\n\x05turns\x18\x02 \x03(\x0b\x32\x12.chatstack.v1.Turn\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\xac\x01\n\x15SubmitFeedbackRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12$\n\x06rating\x18\x03 \x01(\x0e\x32\x14.chatstack.v1.Rating\x12 \n\x13preferred_candidate\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\tB\x16\n\x14_preferred_candidate\"<\n\x16SubmitFeedbackResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08replaced\x18\x02 \x01(\x08*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*y\n\x0cRewardStatus\x12\x1d\n\x19REWARD_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14REWARD_STATUS_SCORED\x10\x01\x12\x19\n\x15REWARD_STATUS_PENDING\x10\x02\x12\x15\n\x11REWARD_STATUS_OFF\x10\x03\x32\x83\x07\n\x0b\x43hatService\x12?\n\x04\x43hat\x12\x19.chatstack.v1.ChatRequest\x1a\x1a.chatstack.v1.ChatResponse0\x01\x12Q\n\nRegenerate\x12\x1f.chatstack.v1.RegenerateRequest\x1a .chatstack.v1.RegenerateResponse0\x01\x12?\n\x04\x45\x64it\x12\x19.chatstack.v1.EditRequest\x1a\x1a.chatstack.v1.EditResponse0\x01\x12=\n\x04Undo\x12\x19.chatstack.v1.UndoRequest\x1a\x1a.chatstack.v1.UndoResponse\x12n\n\rCreateSession\x12-.chatstack.v1.ChatServiceCreateSessionRequest\x1a..chatstack.v1.ChatServiceCreateSessionResponse\x12\x65\n\nGetSession\x12*.chatstack.v1.ChatServiceGetSessionRequest\x1a+.chatstack.v1.ChatServiceGetSessionResponse\x12k\n\x0cListSessions\x12,.chatstack.v1.ChatServiceListSessionsRequest\x1a-.chatstack.v1.ChatServiceListSessionsResponse\x12n\n\rDeleteSession\x12-.chatstack.v1.ChatServiceDeleteSessionRequest\x1a..chatstack.v1.ChatServiceDeleteSessionResponse\x12O\n\nGetHistory\x12\x1f.chatstack.v1.GetHistoryRequest\x1a .chatstack.v1.GetHistoryResponse\x12[\n\x0eSubmitFeedback\x12#.chatstack.v1.SubmitFeedbackRequest\x1a$.chatstack.v1.SubmitFeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63hatstack/v1/chat.proto\x12\x0c\x63hatstack.v1\x1a\x19\x63hatstack/v1/common.proto\x1a\x1d\x63hatstack/v1/preference.proto\x1a\x1a\x63hatstack/v1/session.proto\"\xbd\x03\n\x0b\x43hatOptions\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x0f\n\x07\x62\x65st_of\x18\x07 \x01(\r\x12\x1c\n\x14\x63ontext_token_budget\x18\x08 \x01(\r\x12\x13\n\x0b\x65\x63ho_prompt\x18\t \x01(\x08\x12\x32\n\nconstraint\x18\n \x01(\x0b\x32\x1e.chatstack.v1.OutputConstraint\x12)\n\x05tools\x18\x0b \x03(\x0b\x32\x1a.chatstack.v1.FunctionTool\x12-\n\x0btool_choice\x18\x0c \x01(\x0b\x32\x18.chatstack.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\r \x01(\x08H\x04\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seedB\x16\n\x14_parallel_tool_calls\"]\n\nToolChoice\x12,\n\x04mode\x18\x01 \x01(\x0e\x32\x1c.chatstack.v1.ToolChoiceModeH\x00\x12\x17\n\rfunction_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"2\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\"\xa5\x01\n\x0b\x43hatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\x12.\n\x0ctool_results\x18\x05 \x03(\x0b\x32\x18.chatstack.v1.ToolResult\"\xa5\x01\n\x0f\x43hatSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x14\n\x0cuser_turn_id\x18\x03 \x01(\t\x12\x15\n\rcontext_turns\x18\x04 \x01(\r\x12\x19\n\x11\x63ontext_truncated\x18\x05 \x01(\x08\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\x12\x0e\n\x06prompt\x18\x07 \x01(\t\"]\n\tChatDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12/\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1b.chatstack.v1.ToolCallDelta\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"n\n\x0e\x43\x61ndidateScore\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0creward_score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\r\x12\x0e\n\x06\x63hosen\x18\x05 \x01(\x08\"\xc6\x01\n\x0cStageTimings\x12\x1c\n\x14session_read_seconds\x18\x01 \x01(\x01\x12\x18\n\x10template_seconds\x18\x02 \x01(\x01\x12\x14\n\x0cttft_seconds\x18\x03 \x01(\x01\x12\x1a\n\x12generation_seconds\x18\x04 \x01(\x01\x12\x16\n\x0ereward_seconds\x18\x05 \x01(\x01\x12\x1d\n\x15session_write_seconds\x18\x06 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x07 \x01(\x01\"\xab\x03\n\tChatFinal\x12\x19\n\x11\x61ssistant_turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x14\n\x0creward_score\x18\x03 \x01(\x01\x12\x30\n\ncandidates\x18\x04 \x03(\x0b\x32\x1c.chatstack.v1.CandidateScore\x12\'\n\x05usage\x18\x05 \x01(\x0b\x32\x18.chatstack.v1.TokenUsage\x12+\n\x07timings\x18\x06 \x01(\x0b\x32\x1a.chatstack.v1.StageTimings\x12\x31\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x1a.chatstack.v1.FinishReason\x12\x17\n\x0fsession_version\x18\x08 \x01(\x04\x12\x31\n\rreward_status\x18\t \x01(\x0e\x32\x1a.chatstack.v1.RewardStatus\x12*\n\ntool_calls\x18\n \x03(\x0b\x32\x16.chatstack.v1.ToolCall\x12,\n\nmoderation\x18\x0b \x01(\x0b\x32\x18.chatstack.v1.Moderation\"\x8f\x02\n\nModeration\x12,\n\x05stage\x18\x01 \x01(\x0e\x32\x1d.chatstack.v1.ModerationStage\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x12\n\nflagged_by\x18\x03 \x01(\t\x12\x34\n\x06scores\x18\x04 \x03(\x0b\x32$.chatstack.v1.Moderation.ScoresEntry\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x10\n\x08\x61t_token\x18\x06 \x01(\r\x12\x17\n\x0freleased_tokens\x18\x07 \x01(\r\x12\x0f\n\x07refusal\x18\x08 \x01(\t\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9d\x01\n\x0c\x43hatResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"S\n\x11RegenerateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\"\xa3\x01\n\x12RegenerateResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"o\n\x0b\x45\x64itRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.chatstack.v1.ChatOptions\"\x9d\x01\n\x0c\x45\x64itResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1d.chatstack.v1.ChatSessionInfoH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.chatstack.v1.ChatDeltaH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.chatstack.v1.ChatFinalH\x00\x42\x07\n\x05\x65vent\"!\n\x0bUndoRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"R\n\x0cUndoResponse\x12)\n\rremoved_turns\x18\x01 \x03(\x0b\x32\x12.chatstack.v1.Turn\x12\x17\n\x0fsession_version\x18\x02 \x01(\x04\"\xb8\x01\n\x1f\x43hatServiceCreateSessionRequest\x12\x15\n\rsystem_prompt\x18\x01 \x01(\t\x12M\n\x08metadata\x18\x02 \x03(\x0b\x32;.chatstack.v1.ChatServiceCreateSessionRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n ChatServiceCreateSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.chatstack.v1.Session\"2\n\x1c\x43hatServiceGetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"G\n\x1d\x43hatServiceGetSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.chatstack.v1.Session\"G\n\x1e\x43hatServiceListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x1f\x43hatServiceListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.chatstack.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x1f\x43hatServiceDeleteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\"\n ChatServiceDeleteSessionResponse\"N\n\x11GetHistoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x12GetHistoryResponse\x12\x15\n\rsystem_prompt\x18\x01 \x01(\t\x12!\n\x05turns\x18\x02 \x03(\x0b\x32\x12.chatstack.v1.Turn\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\xac\x01\n\x15SubmitFeedbackRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12$\n\x06rating\x18\x03 \x01(\x0e\x32\x14.chatstack.v1.Rating\x12 \n\x13preferred_candidate\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\tB\x16\n\x14_preferred_candidate\"<\n\x16SubmitFeedbackResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08replaced\x18\x02 \x01(\x08*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*l\n\x0fModerationStage\x12 \n\x1cMODERATION_STAGE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MODERATION_STAGE_INPUT\x10\x01\x12\x1b\n\x17MODERATION_STAGE_OUTPUT\x10\x02*y\n\x0cRewardStatus\x12\x1d\n\x19REWARD_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14REWARD_STATUS_SCORED\x10\x01\x12\x19\n\x15REWARD_STATUS_PENDING\x10\x02\x12\x15\n\x11REWARD_STATUS_OFF\x10\x03\x32\x83\x07\n\x0b\x43hatService\x12?\n\x04\x43hat\x12\x19.chatstack.v1.ChatRequest\x1a\x1a.chatstack.v1.ChatResponse0\x01\x12Q\n\nRegenerate\x12\x1f.chatstack.v1.RegenerateRequest\x1a .chatstack.v1.RegenerateResponse0\x01\x12?\n\x04\x45\x64it\x12\x19.chatstack.v1.EditRequest\x1a\x1a.chatstack.v1.EditResponse0\x01\x12=\n\x04Undo\x12\x19.chatstack.v1.UndoRequest\x1a\x1a.chatstack.v1.UndoResponse\x12n\n\rCreateSession\x12-.chatstack.v1.ChatServiceCreateSessionRequest\x1a..chatstack.v1.ChatServiceCreateSessionResponse\x12\x65\n\nGetSession\x12*.chatstack.v1.ChatServiceGetSessionRequest\x1a+.chatstack.v1.ChatServiceGetSessionResponse\x12k\n\x0cListSessions\x12,.chatstack.v1.ChatServiceListSessionsRequest\x1a-.chatstack.v1.ChatServiceListSessionsResponse\x12n\n\rDeleteSession\x12-.chatstack.v1.ChatServiceDeleteSessionRequest\x1a..chatstack.v1.ChatServiceDeleteSessionResponse\x12O\n\nGetHistory\x12\x1f.chatstack.v1.GetHistoryRequest\x1a .chatstack.v1.GetHistoryResponse\x12[\n\x0eSubmitFeedback\x12#.chatstack.v1.SubmitFeedbackRequest\x1a$.chatstack.v1.SubmitFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatstack.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MODERATION_SCORESENTRY']._loaded_options = None
+  _globals['_MODERATION_SCORESENTRY']._serialized_options = b'8\001'
   _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_TOOLCHOICEMODE']._serialized_start=3806
-  _globals['_TOOLCHOICEMODE']._serialized_end=3941
-  _globals['_REWARDSTATUS']._serialized_start=3943
-  _globals['_REWARDSTATUS']._serialized_end=4064
+  _globals['_TOOLCHOICEMODE']._serialized_start=4126
+  _globals['_TOOLCHOICEMODE']._serialized_end=4261
+  _globals['_MODERATIONSTAGE']._serialized_start=4263
+  _globals['_MODERATIONSTAGE']._serialized_end=4371
+  _globals['_REWARDSTATUS']._serialized_start=4373
+  _globals['_REWARDSTATUS']._serialized_end=4494
   _globals['_CHATOPTIONS']._serialized_start=128
   _globals['_CHATOPTIONS']._serialized_end=573
   _globals['_TOOLCHOICE']._serialized_start=575
@@ -59,47 +63,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STAGETIMINGS']._serialized_start=1343
   _globals['_STAGETIMINGS']._serialized_end=1541
   _globals['_CHATFINAL']._serialized_start=1544
-  _globals['_CHATFINAL']._serialized_end=1925
-  _globals['_CHATRESPONSE']._serialized_start=1928
-  _globals['_CHATRESPONSE']._serialized_end=2085
-  _globals['_REGENERATEREQUEST']._serialized_start=2087
-  _globals['_REGENERATEREQUEST']._serialized_end=2170
-  _globals['_REGENERATERESPONSE']._serialized_start=2173
-  _globals['_REGENERATERESPONSE']._serialized_end=2336
-  _globals['_EDITREQUEST']._serialized_start=2338
-  _globals['_EDITREQUEST']._serialized_end=2449
-  _globals['_EDITRESPONSE']._serialized_start=2452
-  _globals['_EDITRESPONSE']._serialized_end=2609
-  _globals['_UNDOREQUEST']._serialized_start=2611
-  _globals['_UNDOREQUEST']._serialized_end=2644
-  _globals['_UNDORESPONSE']._serialized_start=2646
-  _globals['_UNDORESPONSE']._serialized_end=2728
-  _globals['_CHATSERVICECREATESESSIONREQUEST']._serialized_start=2731
-  _globals['_CHATSERVICECREATESESSIONREQUEST']._serialized_end=2915
-  _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._serialized_start=2868
-  _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._serialized_end=2915
-  _globals['_CHATSERVICECREATESESSIONRESPONSE']._serialized_start=2917
-  _globals['_CHATSERVICECREATESESSIONRESPONSE']._serialized_end=2991
-  _globals['_CHATSERVICEGETSESSIONREQUEST']._serialized_start=2993
-  _globals['_CHATSERVICEGETSESSIONREQUEST']._serialized_end=3043
-  _globals['_CHATSERVICEGETSESSIONRESPONSE']._serialized_start=3045
-  _globals['_CHATSERVICEGETSESSIONRESPONSE']._serialized_end=3116
-  _globals['_CHATSERVICELISTSESSIONSREQUEST']._serialized_start=3118
-  _globals['_CHATSERVICELISTSESSIONSREQUEST']._serialized_end=3189
-  _globals['_CHATSERVICELISTSESSIONSRESPONSE']._serialized_start=3191
-  _globals['_CHATSERVICELISTSESSIONSRESPONSE']._serialized_end=3290
-  _globals['_CHATSERVICEDELETESESSIONREQUEST']._serialized_start=3292
-  _globals['_CHATSERVICEDELETESESSIONREQUEST']._serialized_end=3345
-  _globals['_CHATSERVICEDELETESESSIONRESPONSE']._serialized_start=3347
-  _globals['_CHATSERVICEDELETESESSIONRESPONSE']._serialized_end=3381
-  _globals['_GETHISTORYREQUEST']._serialized_start=3383
-  _globals['_GETHISTORYREQUEST']._serialized_end=3461
-  _globals['_GETHISTORYRESPONSE']._serialized_start=3463
-  _globals['_GETHISTORYRESPONSE']._serialized_end=3566
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=3569
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=3741
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=3743
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=3803
-  _globals['_CHATSERVICE']._serialized_start=4067
-  _globals['_CHATSERVICE']._serialized_end=4966
+  _globals['_CHATFINAL']._serialized_end=1971
+  _globals['_MODERATION']._serialized_start=1974
+  _globals['_MODERATION']._serialized_end=2245
+  _globals['_MODERATION_SCORESENTRY']._serialized_start=2200
+  _globals['_MODERATION_SCORESENTRY']._serialized_end=2245
+  _globals['_CHATRESPONSE']._serialized_start=2248
+  _globals['_CHATRESPONSE']._serialized_end=2405
+  _globals['_REGENERATEREQUEST']._serialized_start=2407
+  _globals['_REGENERATEREQUEST']._serialized_end=2490
+  _globals['_REGENERATERESPONSE']._serialized_start=2493
+  _globals['_REGENERATERESPONSE']._serialized_end=2656
+  _globals['_EDITREQUEST']._serialized_start=2658
+  _globals['_EDITREQUEST']._serialized_end=2769
+  _globals['_EDITRESPONSE']._serialized_start=2772
+  _globals['_EDITRESPONSE']._serialized_end=2929
+  _globals['_UNDOREQUEST']._serialized_start=2931
+  _globals['_UNDOREQUEST']._serialized_end=2964
+  _globals['_UNDORESPONSE']._serialized_start=2966
+  _globals['_UNDORESPONSE']._serialized_end=3048
+  _globals['_CHATSERVICECREATESESSIONREQUEST']._serialized_start=3051
+  _globals['_CHATSERVICECREATESESSIONREQUEST']._serialized_end=3235
+  _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._serialized_start=3188
+  _globals['_CHATSERVICECREATESESSIONREQUEST_METADATAENTRY']._serialized_end=3235
+  _globals['_CHATSERVICECREATESESSIONRESPONSE']._serialized_start=3237
+  _globals['_CHATSERVICECREATESESSIONRESPONSE']._serialized_end=3311
+  _globals['_CHATSERVICEGETSESSIONREQUEST']._serialized_start=3313
+  _globals['_CHATSERVICEGETSESSIONREQUEST']._serialized_end=3363
+  _globals['_CHATSERVICEGETSESSIONRESPONSE']._serialized_start=3365
+  _globals['_CHATSERVICEGETSESSIONRESPONSE']._serialized_end=3436
+  _globals['_CHATSERVICELISTSESSIONSREQUEST']._serialized_start=3438
+  _globals['_CHATSERVICELISTSESSIONSREQUEST']._serialized_end=3509
+  _globals['_CHATSERVICELISTSESSIONSRESPONSE']._serialized_start=3511
+  _globals['_CHATSERVICELISTSESSIONSRESPONSE']._serialized_end=3610
+  _globals['_CHATSERVICEDELETESESSIONREQUEST']._serialized_start=3612
+  _globals['_CHATSERVICEDELETESESSIONREQUEST']._serialized_end=3665
+  _globals['_CHATSERVICEDELETESESSIONRESPONSE']._serialized_start=3667
+  _globals['_CHATSERVICEDELETESESSIONRESPONSE']._serialized_end=3701
+  _globals['_GETHISTORYREQUEST']._serialized_start=3703
+  _globals['_GETHISTORYREQUEST']._serialized_end=3781
+  _globals['_GETHISTORYRESPONSE']._serialized_start=3783
+  _globals['_GETHISTORYRESPONSE']._serialized_end=3886
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=3889
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=4061
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=4063
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=4123
+  _globals['_CHATSERVICE']._serialized_start=4497
+  _globals['_CHATSERVICE']._serialized_end=5396
 # @@protoc_insertion_point(module_scope)

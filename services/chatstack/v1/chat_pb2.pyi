@@ -17,6 +17,12 @@ class ToolChoiceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOOL_CHOICE_MODE_AUTO: _ClassVar[ToolChoiceMode]
     TOOL_CHOICE_MODE_REQUIRED: _ClassVar[ToolChoiceMode]
 
+class ModerationStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODERATION_STAGE_UNSPECIFIED: _ClassVar[ModerationStage]
+    MODERATION_STAGE_INPUT: _ClassVar[ModerationStage]
+    MODERATION_STAGE_OUTPUT: _ClassVar[ModerationStage]
+
 class RewardStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REWARD_STATUS_UNSPECIFIED: _ClassVar[RewardStatus]
@@ -27,6 +33,9 @@ TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode
 TOOL_CHOICE_MODE_NONE: ToolChoiceMode
 TOOL_CHOICE_MODE_AUTO: ToolChoiceMode
 TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode
+MODERATION_STAGE_UNSPECIFIED: ModerationStage
+MODERATION_STAGE_INPUT: ModerationStage
+MODERATION_STAGE_OUTPUT: ModerationStage
 REWARD_STATUS_UNSPECIFIED: RewardStatus
 REWARD_STATUS_SCORED: RewardStatus
 REWARD_STATUS_PENDING: RewardStatus
@@ -165,7 +174,7 @@ class StageTimings(_message.Message):
     def __init__(self, session_read_seconds: _Optional[float] = ..., template_seconds: _Optional[float] = ..., ttft_seconds: _Optional[float] = ..., generation_seconds: _Optional[float] = ..., reward_seconds: _Optional[float] = ..., session_write_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
 
 class ChatFinal(_message.Message):
-    __slots__ = ("assistant_turn_id", "text", "reward_score", "candidates", "usage", "timings", "finish_reason", "session_version", "reward_status", "tool_calls")
+    __slots__ = ("assistant_turn_id", "text", "reward_score", "candidates", "usage", "timings", "finish_reason", "session_version", "reward_status", "tool_calls", "moderation")
     ASSISTANT_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     REWARD_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +185,7 @@ class ChatFinal(_message.Message):
     SESSION_VERSION_FIELD_NUMBER: _ClassVar[int]
     REWARD_STATUS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MODERATION_FIELD_NUMBER: _ClassVar[int]
     assistant_turn_id: str
     text: str
     reward_score: float
@@ -186,7 +196,35 @@ class ChatFinal(_message.Message):
     session_version: int
     reward_status: RewardStatus
     tool_calls: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]
-    def __init__(self, assistant_turn_id: _Optional[str] = ..., text: _Optional[str] = ..., reward_score: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., session_version: _Optional[int] = ..., reward_status: _Optional[_Union[RewardStatus, str]] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ...) -> None: ...
+    moderation: Moderation
+    def __init__(self, assistant_turn_id: _Optional[str] = ..., text: _Optional[str] = ..., reward_score: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., session_version: _Optional[int] = ..., reward_status: _Optional[_Union[RewardStatus, str]] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ..., moderation: _Optional[_Union[Moderation, _Mapping]] = ...) -> None: ...
+
+class Moderation(_message.Message):
+    __slots__ = ("stage", "category", "flagged_by", "scores", "rule", "at_token", "released_tokens", "refusal")
+    class ScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_BY_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    AT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    stage: ModerationStage
+    category: str
+    flagged_by: str
+    scores: _containers.ScalarMap[str, float]
+    rule: str
+    at_token: int
+    released_tokens: int
+    refusal: str
+    def __init__(self, stage: _Optional[_Union[ModerationStage, str]] = ..., category: _Optional[str] = ..., flagged_by: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., rule: _Optional[str] = ..., at_token: _Optional[int] = ..., released_tokens: _Optional[int] = ..., refusal: _Optional[str] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("session", "delta", "final")

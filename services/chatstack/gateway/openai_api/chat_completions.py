@@ -14,7 +14,7 @@ from typing import Any
 from chatstack.core.chat_message import ToolCall
 from chatstack.core.errors import ChatstackError
 from chatstack.gateway.flows import GatewayFlows
-from chatstack.gateway.model import Answer, DeltaEvent, PositionLogprobs, TokenLogprob
+from chatstack.gateway.model import Answer, DeltaEvent, Moderation, PositionLogprobs, TokenLogprob
 from chatstack.gateway.openai_api.errors import domain_error_body
 from chatstack.gateway.openai_api.schemas import ChatCompletionRequest
 from chatstack.gateway.plan import CHAT_COMPLETIONS_FIELDS, Plan
@@ -55,6 +55,16 @@ def usage_json(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
+def moderation_json(moderation: Moderation | None) -> dict[str, Any]:
+    """A stopped choice's `moderation` (a chatstack extension beside finish_reason
+    `content_filter`): where it stopped and why; nothing for an answer that was not stopped."""
+    if moderation is None:
+        return {}
+    m = moderation
+    return {"moderation": {"stage": m.stage, "category": m.category, "flagged_by": m.flagged_by,
+                           "scores": m.scores, "at_token": m.at_token, "released_tokens": m.released_tokens}}
+
+
 class ChatCompletionsHandler:
     """Runs one chat-completions request over `Completions` and shapes the answer."""
 
@@ -82,10 +92,12 @@ class ChatCompletionsHandler:
             message: dict[str, Any] = {"role": "assistant", "content": content}
             if c.tool_calls:
                 message["tool_calls"] = tool_calls_json(c.tool_calls)
+            if c.moderation is not None:
+                message["content"], message["refusal"] = c.text or None, c.moderation.refusal
             choice: dict[str, Any] = {
                 "index": c.index, "message": message,
                 "logprobs": logprobs_json(c.logprobs) if want_logprobs else None,
-                "finish_reason": c.finish_reason or "stop"}
+                "finish_reason": c.finish_reason or "stop", **moderation_json(c.moderation)}
             if c.reward is not None:
                 choice["reward"] = c.reward  # chatstack extension (best_of)
             choices.append(choice)
@@ -125,8 +137,10 @@ class ChatCompletionsHandler:
                         continue
                     sent = True
                     for c in item.choices:
-                        final: dict[str, Any] = {"index": c.index, "delta": {}, "logprobs": None,
-                                                 "finish_reason": c.finish_reason or "stop"}
+                        final: dict[str, Any] = {
+                            "index": c.index, "logprobs": None, "finish_reason": c.finish_reason or "stop",
+                            "delta": {"refusal": c.moderation.refusal} if c.moderation else {},
+                            **moderation_json(c.moderation)}
                         if c.reward is not None:
                             final["reward"] = c.reward
                         yield chunk([final])

@@ -54,8 +54,14 @@ def function_call_item(item_id: str, call: ToolCall, status: str = "completed") 
             "arguments": call.arguments, "status": status}
 
 
-def answer_items(turn_id: str, text: str, calls: Iterable[ToolCall]) -> list[dict[str, Any]]:
-    """An answer's output items: its text (if any), then its calls."""
+def answer_items(turn_id: str, text: str, calls: Iterable[ToolCall],
+                 refusal: str = "") -> list[dict[str, Any]]:
+    """An answer's output items: its text (if any), then its calls; a stopped answer's message
+    holds what streamed (if anything), then the refusal part."""
+    if refusal:
+        item = message_item(f"msg_{turn_id}", "assistant", text, "incomplete")
+        item["content"] = [*(item["content"] if text else []), {"type": "refusal", "refusal": refusal}]
+        return [item]
     items = [message_item(f"msg_{turn_id}", "assistant", text)] if text else []
     return items + [function_call_item(f"fc_{turn_id}_{i}", c) for i, c in enumerate(calls)]
 
@@ -104,6 +110,21 @@ class OutputItems:
                     "output_index": index, "item_id": f"fc_pending_{d.index}", "delta": d.arguments}))
         return out
 
+    def _message_parts_done(self, index: int, item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """A message's parts closing: its text's .done, and a refusal part added, streamed whole
+        (response.refusal.delta) and done."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for part_index, part in enumerate(item["content"]):
+            at = {"output_index": index, "content_index": part_index, "item_id": item["id"]}
+            if part["type"] == "output_text":
+                out.append(("response.output_text.done", {**at, "text": part["text"]}))
+                continue
+            out.append(("response.content_part.added", {**at, "part": {"type": "refusal", "refusal": ""}}))
+            out.append(("response.refusal.delta", {**at, "delta": part["refusal"]}))
+            out.append(("response.refusal.done", {**at, "refusal": part["refusal"]}))
+            out.append(("response.content_part.done", {**at, "part": part}))
+        return out
+
     def _call_index(self, call: int) -> int:
         return [i for i, kind in enumerate(self.kinds) if kind == "function_call"][call]
 
@@ -121,8 +142,7 @@ class OutputItems:
                 out.append(("response.output_item.added", {"output_index": opened[ordinal], "item": item}))
             index = opened[ordinal]
             if kind == "message":
-                out.append(("response.output_text.done", {"output_index": index, "content_index": 0,
-                            "item_id": item["id"], "text": item["content"][0]["text"]}))
+                out += self._message_parts_done(index, item)
             else:
                 out.append(("response.function_call_arguments.done", {"output_index": index,
                             "item_id": item["id"], "arguments": item["arguments"]}))
@@ -144,6 +164,7 @@ class ResponseDraft:
     output: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     reward: float | None = None  # chatstack extension: the answer's reward, when it was scored
+    incomplete: str | None = None  # why the response is incomplete (content_filter)
 
     def json(self) -> dict[str, Any]:
         """OpenAI's `response` object (with chatstack's `reward` when the answer was scored)."""
@@ -159,7 +180,8 @@ class ResponseDraft:
             "max_output_tokens": b.max_output_tokens,
             "parallel_tool_calls": b.parallel_tool_calls is not False, "tool_choice": tool_choice,
             "tools": tools, "text": b.text_json(), "metadata": {}, "error": None,
-            "incomplete_details": None, "usage": self.usage, **extension}
+            "incomplete_details": {"reason": self.incomplete} if self.incomplete else None,
+            "usage": self.usage, **extension}
 
 
 def fields_of(body: ResponseCreateRequest) -> OptionFields:
@@ -221,7 +243,11 @@ class ResponsesHandler:
                         else uuid.uuid4().hex[:16]
                     draft.status, draft.reward = "completed", answer.best.reward
                     draft.usage = usage(answer.prompt_tokens, answer.completion_tokens)
-                    draft.output = answer_items(turn_id, answer.best.text, answer.best.tool_calls)
+                    stopped = answer.best.moderation
+                    if stopped is not None:
+                        draft.status, draft.incomplete = "incomplete", "content_filter"
+                    draft.output = answer_items(turn_id, answer.best.text, answer.best.tool_calls,
+                                                stopped.refusal if stopped else "")
                     for kind, fields in items.done(draft.output):
                         yield kind, fields, draft
 
@@ -275,7 +301,7 @@ class ResponsesHandler:
                         continue
                     yield sse(kind, fields)
             if last is not None:
-                yield sse("response.completed", {"response": last.json()})
+                yield sse(f"response.{last.status}", {"response": last.json()})
         except ChatstackError as exc:
             if not sent:
                 raise
