@@ -38,6 +38,8 @@ from chatstack.v1 import (
     generation_pb2_grpc,
     reward_pb2,
     reward_pb2_grpc,
+    safety_pb2,
+    safety_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
     tokenizer_pb2,
@@ -76,6 +78,10 @@ def cheap_call(service: str, channel: grpc.aio.Channel) -> Callable[[float], Awa
         rew = reward_pb2_grpc.RewardServiceStub(channel)
         info = reward_pb2.RewardServiceGetModelInfoRequest()
         return lambda timeout: rew.GetModelInfo(info, timeout=timeout)
+    if service == "safety":
+        guard = safety_pb2_grpc.SafetyServiceStub(channel)
+        guard_info = safety_pb2.SafetyServiceGetModelInfoRequest()
+        return lambda timeout: guard.GetModelInfo(guard_info, timeout=timeout)
     if service == "session":
         ses = session_pb2_grpc.SessionServiceStub(channel)
         return lambda timeout: ses.GetSession(session_pb2.GetSessionRequest(session_id="probe-missing"),

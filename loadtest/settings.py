@@ -216,6 +216,7 @@ class LoadSettings:
     generation: str
     reward: str
     session: str
+    safety: str  # probed only (no user class drives it: the gateway calls it)
     openai_base_url: str
     api_key_given: str
     api_key_file: str

@@ -44,7 +44,8 @@ GATEWAY_HTTP_PORT = 8080
 
 #: The gateway's backends, in the order the gateway's settings name them.
 BACKENDS = (TOKENIZER, GENERATION, REWARD, SESSION)
-SERVICES = {s.name: s for s in (GATEWAY, *BACKENDS)}
+#: Every service; SAFETY is the gateway's optional backend (its `safety_address`, empty by default).
+SERVICES = {s.name: s for s in (GATEWAY, *BACKENDS, SAFETY)}
 
 #: The tiny LM's name under `make run` (what GET /v1/models lists; OpenAI clients send it as `model`).
 DEV_MODEL_NAME = "chatstack-tiny"

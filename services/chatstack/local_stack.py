@@ -26,6 +26,7 @@ from chatstack.catalog import (
     GATEWAY_HTTP_PORT,
     GENERATION,
     REWARD,
+    SAFETY,
     SESSION,
     TINY_ENGINE_FLAGS,
     TOKENIZER,
@@ -114,8 +115,11 @@ def local_services(models_dir: Path, redis_url: str, keys_file: Path) -> list[Lo
                                      *TINY_ENGINE_FLAGS, *engine_placement_flags(0))),
         LocalService.of(REWARD, ("--model", str(models_dir / "reward"), *TINY_ENGINE_FLAGS,
                                  *engine_placement_flags(1))),
+        # The guard shares the reward engine's cores: both stay off generation's.
+        LocalService.of(SAFETY, ("--model", str(models_dir / "guard"), *TINY_ENGINE_FLAGS,
+                                 *engine_placement_flags(1))),
         LocalService.of(GATEWAY, ("--api-keys-file", str(keys_file), "--http-port", str(GATEWAY_HTTP_PORT),
-                                  "--capture-preferences")),
+                                  "--capture-preferences", "--safety-address", SAFETY.local_address)),
     ]
 
 

@@ -12,13 +12,14 @@ from chatstack.gateway.config import GatewayConfig
 from chatstack.generation.config import GenerationConfig
 from chatstack.local_stack import local_services
 from chatstack.reward.config import RewardConfig
+from chatstack.safety.config import SafetyConfig
 from chatstack.session.config import SessionConfig
 from chatstack.tokenizer.config import TokenizerConfig
 from loadtest.settings import DEFAULT_TARGETS
 
 CONFIGS: dict[str, type[ServerConfig]] = {
     "gateway": GatewayConfig, "tokenizer": TokenizerConfig, "generation": GenerationConfig,
-    "reward": RewardConfig, "session": SessionConfig}
+    "reward": RewardConfig, "session": SessionConfig, "safety": SafetyConfig}
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

@@ -21,7 +21,7 @@ from chatstack.gateway.safety_stage import SafetyStage
 @dataclass(frozen=True)
 class GatewayFlows:
     """The flows a front door calls: plans, chats, session operations, preferences, stateless
-    completions, stored responses, and the served model's facts."""
+    completions, stored responses, moderation, and the served model's facts."""
 
     planner: Planner
     dataplane: ChatDataPlane
@@ -29,19 +29,20 @@ class GatewayFlows:
     preferences: PreferenceRecorder
     completions: Completions
     responses: Responses
+    safety: SafetyStage
     backends: Backends
 
     @classmethod
     def build(cls, config: GatewayConfig, backends: Backends, metrics: GatewayMetrics) -> GatewayFlows:
         """The flows over one set of backend clients; one answer stage serves them all."""
-        answerer = Answerer(backends.generation, backends.reward, metrics,
-                            SafetyStage(backends.safety, config, metrics))
+        safety = SafetyStage(backends.safety, config, metrics)
+        answerer = Answerer(backends.generation, backends.reward, metrics, safety)
         conversations = Conversations(backends, config)
         preferences = PreferenceRecorder(config, backends, metrics)
         dataplane = ChatDataPlane(config, backends, metrics, answerer, conversations, preferences)
         return cls(Planner(config), dataplane, conversations, preferences,
                    Completions(config, backends.tokenizer, backends.generation, answerer, metrics),
-                   Responses(dataplane, conversations, preferences), backends)
+                   Responses(dataplane, conversations, preferences), safety, backends)
 
     async def model_name(self) -> str:
         """The served model's name."""

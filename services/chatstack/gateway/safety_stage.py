@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from chatstack.core.errors import BackendUnavailable, ChatstackError
+from chatstack.core.errors import BackendUnavailable, ChatstackError, InvalidRequest, NotFound
 from chatstack.core.request_context import current_transport
 from chatstack.gateway.clients import SafetyClient
 from chatstack.gateway.config import GatewayConfig
@@ -98,6 +98,21 @@ class SafetyStage:
             return [None] * len(texts)
         verdicts = await self.check("output", [CheckItem(text=t) for t in texts])
         return list(verdicts) if verdicts is not None else [None] * len(texts)
+
+    async def moderate(self, texts: Sequence[str], field: str = "input") -> list[Judgement]:
+        """Verdicts on standalone texts (`POST /v1/moderations`), under the deployment's policy; a
+        refusal names the caller's `field`. Without a safety service: NotFound."""
+        if self.client is None:
+            raise NotFound("moderations: this gateway has no safety stage (safety_address is not set)")
+        for i, text in enumerate(texts):
+            if len(text) > self.config.max_message_chars:
+                raise InvalidRequest(f"{field}[{i}]: {len(text)} characters exceed the limit of "
+                                     f"{self.config.max_message_chars}")
+        try:
+            return await self.client.check([CheckItem(text=t) for t in texts], self.policy,
+                                           self.config.safety_timeout_seconds)
+        except InvalidRequest as exc:  # the service names its own field: items
+            raise InvalidRequest(str(exc).replace("items", field, 1)) from exc
 
     def monitor(self) -> StreamMonitor[DeltaEvent] | None:
         """A monitor for one streaming answer (None when answers are not checked)."""

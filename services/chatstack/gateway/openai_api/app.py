@@ -26,12 +26,19 @@ from chatstack.gateway.flows import GatewayFlows
 from chatstack.gateway.openai_api.door import HttpDoor
 from chatstack.gateway.openai_api.errors import error_response, framework_response, validation_response
 from chatstack.gateway.openai_api.http_scope import HttpCallScope, HttpMetrics
-from chatstack.gateway.openai_api.routes import chat_completions, conversations, feedback, models, responses
+from chatstack.gateway.openai_api.routes import (
+    chat_completions,
+    conversations,
+    feedback,
+    models,
+    moderations,
+    responses,
+)
 
 log = logging.getLogger(__name__)
 
 #: Every API's router, by module (`build_app(..., apis=...)` mounts a subset).
-APIS = (models, chat_completions, responses, feedback, conversations)
+APIS = (models, chat_completions, responses, feedback, conversations, moderations)
 
 
 @dataclass(frozen=True)

@@ -452,6 +452,18 @@ class FeedbackRequest(BaseModel):
     reason: str = Field("", max_length=2048)
 
 
+class ModerationRequest(OpenAIBody):
+    """`POST /v1/moderations`: texts to judge (a string, strings, or text parts; no images)."""
+
+    input: str | list[str | TextPart]
+    model: str | None = None
+
+    def texts(self) -> list[str]:
+        """The texts, in order."""
+        items = [self.input] if isinstance(self.input, str) else self.input
+        return [item if isinstance(item, str) else item.text for item in items]
+
+
 class ConversationCreateRequest(OpenAIBody):
     """`POST /v1/conversations`: system/developer items become the system prompt, user and
     assistant items its first turns."""
