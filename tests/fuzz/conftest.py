@@ -19,6 +19,7 @@ from tests.fuzz.profiles import PROFILE
 ADDRESS_FIXTURES: dict[str, tuple[str, int | None]] = {
     "tokenizer": ("tokenizer_address", None), "generation": ("generation_service", 0),
     "reward": ("reward_service", 0), "session": ("session_service", 0), "chat": ("gateway", 0),
+    "safety": ("safety_service", 0),
 }
 
 

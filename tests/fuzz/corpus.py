@@ -14,7 +14,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from chatstack.v1 import chat_pb2, common_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
+from chatstack.v1 import chat_pb2, common_pb2, generation_pb2, reward_pb2, safety_pb2, session_pb2, tokenizer_pb2
 from tests.fuzz.domain import (
     ANONYMOUS,
     GATEWAY_SPOOFS,
@@ -92,6 +92,24 @@ def reward_entries() -> list[Entry]:
     ]
 
 
+def safety_entries() -> list[Entry]:
+    """Unknown roles, a conversation of only unjudged turns, oversized texts and batches, odd policies."""
+    text = safety_pb2.CheckItem(text="ka to ri")
+    return [
+        ("Check", ANONYMOUS, lambda: safety_pb2.CheckRequest(items=[safety_pb2.CheckItem(
+            conversation=safety_pb2.CheckConversation(messages=[common_pb2.ChatMessage(role=UNKNOWN_ROLE)]))])),
+        ("Check", ANONYMOUS, lambda: safety_pb2.CheckRequest(items=[safety_pb2.CheckItem(
+            conversation=safety_pb2.CheckConversation())])),
+        ("Check", ANONYMOUS, lambda: safety_pb2.CheckRequest(items=[text] * 10_000)),
+        ("Check", ANONYMOUS, lambda: safety_pb2.CheckRequest(items=[safety_pb2.CheckItem(text="\x00" * 500_000)])),
+        ("Check", ANONYMOUS, lambda: safety_pb2.CheckRequest(items=[safety_pb2.CheckItem(text="ka " * 30_000)])),
+        ("Check", ANONYMOUS, lambda: safety_pb2.CheckRequest(items=[text], policy=safety_pb2.CheckPolicy(
+            thresholds={"hate": math.nan, "violence": math.inf}))),
+        ("Check", ANONYMOUS, lambda: safety_pb2.CheckRequest(items=[text], policy=safety_pb2.CheckPolicy(
+            categories=["", "hate", "hate"]))),
+    ]
+
+
 def session_entries() -> list[Entry]:
     """Unicode-digit page tokens, ids with newlines and globs, unbounded metadata, int extremes."""
     alice, bob, glob_owner = SESSION_IDENTITIES[0], SESSION_IDENTITIES[1], SESSION_IDENTITIES[5]
@@ -139,7 +157,7 @@ def chat_entries() -> list[Entry]:
 
 ENTRIES: dict[str, Callable[[], list[Entry]]] = {
     "tokenizer": tokenizer_entries, "generation": generation_entries, "reward": reward_entries,
-    "session": session_entries, "chat": chat_entries,
+    "session": session_entries, "chat": chat_entries, "safety": safety_entries,
 }
 
 

@@ -19,14 +19,14 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from hypothesis import strategies as st
 
-from chatstack.v1 import chat_pb2, generation_pb2, reward_pb2, session_pb2, tokenizer_pb2
+from chatstack.v1 import chat_pb2, generation_pb2, reward_pb2, safety_pb2, session_pb2, tokenizer_pb2
 from tests.fuzz.protobuf_strategies import MessageBuilder, Overrides, is_map, message_class, small_texts
 from tests.fuzz.wire import RawPayloads
 from tests.stack_fixtures import ALICE_KEY, BOB_KEY
 
 SERVICE_MODULES: dict[str, ModuleType] = {
     "tokenizer": tokenizer_pb2, "generation": generation_pb2, "reward": reward_pb2,
-    "session": session_pb2, "chat": chat_pb2,
+    "session": session_pb2, "chat": chat_pb2, "safety": safety_pb2,
 }
 SERVICES = tuple(SERVICE_MODULES)
 OWNER_KEY, AUTH_KEY, REQUEST_ID_KEY = "x-chatstack-owner", "authorization", "x-request-id"

@@ -20,7 +20,8 @@ from tests.fuzz.domain import FuzzCall, Rpc, health_name
 from tests.fuzz.protobuf_strategies import message_class
 
 # Deadlines per service: generous for the model services on 2 cores, short for the rest.
-DEADLINES = {"tokenizer": 10.0, "session": 10.0, "reward": 20.0, "generation": 30.0, "chat": 30.0}
+DEADLINES = {"tokenizer": 10.0, "session": 10.0, "reward": 20.0, "generation": 30.0, "chat": 30.0,
+             "safety": 20.0}
 DEADLINE_SLACK = 2.0
 # As a well-behaved client: read-only calls that race a server's max-connection-age GOAWAY are
 # retried (chatstack.core.retry_policy), so such a race is not reported as an outage.
