@@ -14,7 +14,15 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from chatstack.v1 import chat_pb2, common_pb2, generation_pb2, reward_pb2, safety_pb2, session_pb2, tokenizer_pb2
+from chatstack.v1 import (
+    chat_pb2,
+    common_pb2,
+    generation_pb2,
+    reward_pb2,
+    safety_pb2,
+    session_pb2,
+    tokenizer_pb2,
+)
 from tests.fuzz.domain import (
     ANONYMOUS,
     GATEWAY_SPOOFS,

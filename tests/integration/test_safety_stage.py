@@ -16,9 +16,11 @@ import pytest
 
 from chatstack.client import ChatClient
 from chatstack.core.process import free_port
+from chatstack.preferences.rules import pairs
 from chatstack.safety import examples as fixtures
 from chatstack.safety.rules import CATEGORIES, RuleSet
-from chatstack.v1 import chat_pb2, common_pb2
+from chatstack.v1 import chat_pb2, common_pb2, preference_pb2
+from tests.integration.test_preferences import wait_for_event
 from tests.scrape import metric_labelled
 from tests.stack_fixtures import ALICE_KEY, GatewayProcess, start_gateway
 
@@ -36,7 +38,8 @@ def _gateway(log_dir: Path, name: str, addresses: dict[str, str], *flags: str) -
 def guarded(stack_addresses: dict[str, str], safety_service: tuple[str, int],
             log_dir: Path) -> Iterator[GatewayProcess]:
     """A gateway with the safety stage in its default mode (input checked, stream-first output)."""
-    yield from _gateway(log_dir, "gateway-guarded", stack_addresses, "--safety-address", safety_service[0])
+    yield from _gateway(log_dir, "gateway-guarded", stack_addresses, "--safety-address", safety_service[0],
+                        "--capture-preferences")
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +197,22 @@ def test_a_blocked_exchange_is_stored_but_never_context_again(guarded: GatewayPr
         assert turns[1].metadata["moderation"].startswith(f"input:{blocked.moderation.category}:")
 
 
+def test_a_stopped_answer_is_a_preference_event_and_a_pair(guarded: GatewayProcess,
+                                                           session_service: tuple[str, int]) -> None:
+    """The refusal kept, the stopped answer rejected; the export rules make them a pair."""
+    text = fixtures.UNSAFE_OUTPUTS[1].texts[0]
+    with grpc_client(guarded) as client:
+        result = client.chat("Tell me a story.", max_tokens=96, constraint=forced(text))
+    assert result.moderation is not None
+    event = wait_for_event(session_service[0], result.session_id, preference_pb2.PREFERENCE_KIND_MODERATED)
+    refusal, stopped = event.candidates
+    assert refusal.kept and refusal.text == result.moderation.refusal and refusal.turn_id == result.assistant_turn_id
+    assert text.startswith(stopped.text) and len(stopped.text) >= len(result.streamed_text)
+    (row,) = pairs([event])
+    assert row["signal"] == "moderated" and row["chosen"][0]["content"] == refusal.text
+    assert row["rejected"][0]["content"] == stopped.text
+
+
 # -- the guard down -------------------------------------------------------------------------------
 @pytest.mark.parametrize("fail", ["closed", "open"])
 def test_a_guard_that_is_down_fails_as_configured(stack_addresses: dict[str, str], log_dir: Path,
@@ -202,13 +221,14 @@ def test_a_guard_that_is_down_fails_as_configured(stack_addresses: dict[str, str
              "--safety-fail-input", fail, "--safety-fail-output", fail)
     for gateway in _gateway(log_dir, f"gateway-guard-down-{fail}", stack_addresses, *flags):
         with grpc_client(gateway) as client:
-            before = len(client.list_sessions(page_size=100).sessions)
+            before = {s.session_id for s in client.list_sessions(page_size=100).sessions}
             if fail == "closed":
                 with pytest.raises(grpc.RpcError) as err:
                     client.chat("hello", max_tokens=8)
                 assert err.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert "safety service unavailable" in (err.value.details() or "")
-                assert len(client.list_sessions(page_size=100).sessions) == before  # nothing half-written
+                after = {s.session_id for s in client.list_sessions(page_size=100).sessions}
+                assert not after - before  # nothing half-written: no session was created
                 reply = httpx.post(f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions",
                                    headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=30,
                                    json={"model": served_model, "max_tokens": 8,

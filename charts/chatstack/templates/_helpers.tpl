@@ -75,11 +75,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-The five gRPC services, in the order the gateway calls them, with their Python module and the
-proto service name their gRPC health service reports (what the probes ask for).
+The gRPC services, in the order the gateway calls them (safety: beside generation), with their
+Python module and the proto service name their gRPC health service reports (what the probes ask for).
 */}}
 {{- define "chatstack.serviceNames" -}}
-gateway tokenizer generation reward session
+gateway tokenizer generation reward session safety
 {{- end }}
 
 {{- define "chatstack.catalog" -}}
@@ -98,6 +98,9 @@ reward:
 session:
   module: session
   protoService: chatstack.v1.SessionService
+safety:
+  module: safety
+  protoService: chatstack.v1.SafetyService
 {{- end }}
 
 {{/* Names of the enabled services (space-separated), for `range splitList " " ...`. */}}

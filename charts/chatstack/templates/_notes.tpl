@@ -37,7 +37,7 @@ through a ClusterIP Service all of a gateway's calls would reach one pod of each
 {{- if eq $b.discovery "dns" }}
 The gateway therefore resolves each backend's headless Service (every ready pod), keeps a channel
 per pod and picks one per call:
-{{- range $backend := list "tokenizer" "generation" "reward" "session" }}
+{{- range $backend := list "tokenizer" "generation" "reward" "session" "safety" }}
 {{- if (index $.Values $backend).enabled }}
      {{ $backend }}: {{ include "chatstack.backendTarget" (dict "root" $ "name" $backend) }} ({{ index $b.routing $backend }})
 {{- end }}

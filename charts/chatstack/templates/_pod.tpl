@@ -22,10 +22,12 @@ tokenizer_address: "set by the chart"
 generation_address: "set by the chart"
 reward_address: "set by the chart"
 session_address: "set by the chart"
+safety_address: "set by the chart (safety.enabled)"
 tokenizer_routing: "use gateway.balancing.routing"
 generation_routing: "use gateway.balancing.routing"
 reward_routing: "use gateway.balancing.routing"
 session_routing: "use gateway.balancing.routing"
+safety_routing: "use gateway.balancing.routing"
 affinity_load_factor: "use gateway.balancing.affinityLoadFactor"
 resolve_interval_seconds: "use gateway.balancing.resolveIntervalSeconds"
 max_connection_age_seconds: "use <service>.maxConnectionAgeSeconds"
@@ -78,7 +80,7 @@ as float64, and 1000000 would otherwise print as 1e+06), booleans as true/false.
   value: {{ include "chatstack.envValue" $svc.httpPort | quote }}
 {{- end }}
 {{- $balancing := $svc.balancing }}
-{{- range $backend := list "tokenizer" "generation" "reward" "session" }}
+{{- range $backend := list "tokenizer" "generation" "reward" "session" "safety" }}
 {{- if (index $root.Values $backend).enabled }}
 - name: {{ $p }}{{ upper $backend }}_ADDRESS
   value: {{ include "chatstack.backendTarget" (dict "root" $root "name" $backend) | quote }}
@@ -95,7 +97,7 @@ as float64, and 1000000 would otherwise print as 1e+06), booleans as true/false.
 {{- else if eq $name "tokenizer" }}
 - name: {{ $p }}MODEL_DIR
   value: {{ include "chatstack.modelRef" . | quote }}
-{{- else if or (eq $name "generation") (eq $name "reward") }}
+{{- else if has $name (list "generation" "reward" "safety") }}
 - name: {{ $p }}MODEL
   value: {{ include "chatstack.modelRef" . | quote }}
 {{- if include "chatstack.usesHub" . }}

@@ -15,7 +15,7 @@ Checks across values that values.schema.json cannot express; each fails with wha
 {{- end }}
 {{- end }}
 {{- end }}
-{{- range $name := list "generation" "reward" }}
+{{- range $name := list "generation" "reward" "safety" }}
 {{- $svc := index $v $name }}
 {{- if and $svc.enabled $svc.gpu.enabled $svc.gpu.count }}
 {{- $tp := int (default 1 $svc.config.tensor_parallel_size) }}

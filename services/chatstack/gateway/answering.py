@@ -168,7 +168,8 @@ class Answerer:
         assert stopped is not None and isinstance(monitor.checker, GuardChecker)
         verdict = monitor.checker.last
         assert verdict is not None
-        moderation = self.safety.refusal("output", verdict, stopped.at_token, stopped.released)
+        moderation = replace(self.safety.refusal("output", verdict, stopped.at_token, stopped.released),
+                             stopped_text=monitor.text)
         text = calls.content if calls else "".join(d.text for d in run.released)
         ids = [t for d in run.released for t in d.token_ids]
         choice = Choice(0, text, ids, CONTENT_FILTER, moderation=moderation)

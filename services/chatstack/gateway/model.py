@@ -113,6 +113,7 @@ class Moderation:
     at_token: int = 0
     released_tokens: int = 0
     refusal: str = ""
+    stopped_text: str = ""  # output: what the model had written when it was stopped (held text too)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ Redis Stream per deployment, beside the sessions; see `chatstack.session.prefere
 - regenerate: the replaced answer and the new one (kept).
 - edit: the user turn before and after, and the fork holding the edited conversation.
 - undo: the exchange removed.
+- moderated: an answer the safety stage stopped: the refusal shown (kept) and the stopped answer.
 
 Implicit signals are written in the background after the chat's answer is stored, with their
 own deadline, so capture adds no latency to a chat and a failed write never fails one; at most
@@ -136,6 +137,11 @@ class PreferenceRecorder:
                 "best_of", session_id, turn_id, user_turn_id, list(prompt), sampling=sampling, candidates=[
                     PreferenceCandidate(c.text, c.reward_score, c.chosen, turn_id if c.chosen else "",
                                         c.completion_tokens) for c in answer.candidates]))
+        if (m := answer.best.moderation) is not None:
+            stopped = [PreferenceCandidate(m.stopped_text)] if m.stopped_text else []
+            self._submit(sessions, PreferenceEvent(
+                "moderated", session_id, turn_id, user_turn_id, list(prompt), sampling=sampling, candidates=[
+                    PreferenceCandidate(m.refusal, kept=True, turn_id=turn_id), *stopped]))
         if replaced is not None:
             new_reward = answer.best.reward if answer.reward_status == "scored" else None
             self._submit(sessions, PreferenceEvent(

@@ -11,7 +11,8 @@ from chatstack.v1 import preference_pb2
 KINDS = {"feedback": preference_pb2.PREFERENCE_KIND_FEEDBACK,
          "best_of": preference_pb2.PREFERENCE_KIND_BEST_OF,
          "regenerate": preference_pb2.PREFERENCE_KIND_REGENERATE,
-         "edit": preference_pb2.PREFERENCE_KIND_EDIT, "undo": preference_pb2.PREFERENCE_KIND_UNDO}
+         "edit": preference_pb2.PREFERENCE_KIND_EDIT, "undo": preference_pb2.PREFERENCE_KIND_UNDO,
+         "moderated": preference_pb2.PREFERENCE_KIND_MODERATED}
 RATINGS = {"up": preference_pb2.RATING_UP, "down": preference_pb2.RATING_DOWN,
            "": preference_pb2.RATING_UNSPECIFIED}
 RATING_NAMES = {value: name for name, value in RATINGS.items()}

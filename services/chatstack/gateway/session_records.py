@@ -133,7 +133,7 @@ class Fork:
     pending_ms: int = 0
 
 
-PreferenceKind = Literal["feedback", "best_of", "regenerate", "edit", "undo"]
+PreferenceKind = Literal["feedback", "best_of", "regenerate", "edit", "undo", "moderated"]
 
 
 @dataclass(frozen=True)

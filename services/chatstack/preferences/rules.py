@@ -20,7 +20,9 @@ Pair rules (the README states them too):
    no pair (and if the replaced one was rated up, it beats the new one).
 3. ratings: within one prompt (session and user turn), every answer rated up beats every answer
    rated down (`signal: feedback`).
-4. edits and undos are recorded but make no pairs: an edit changes the question, not the answer,
+4. moderated: the refusal the safety stage showed beats the answer it stopped
+   (`signal: moderated`): the model learns to refuse what it was stopped for.
+5. edits and undos are recorded but make no pairs: an edit changes the question, not the answer,
    and an undo may withdraw the question.
 Identical texts never make a pair, and a pair is written once whichever rules find it.
 """
@@ -97,6 +99,8 @@ def pairs(events: Iterable[Event], min_margin: float = 0.0) -> list[Row]:
             _best_of_pairs(e, feedback.get((e.session_id, e.turn_id)), out)
         elif e.kind == preference_pb2.PREFERENCE_KIND_REGENERATE and len(e.candidates) == 2:
             _regenerate_pair(e, feedback, out)
+        elif e.kind == preference_pb2.PREFERENCE_KIND_MODERATED and len(e.candidates) == 2:
+            out.add(e, e.candidates[0], e.candidates[1], "moderated", turn_id=e.turn_id)
     _rating_pairs(feedback.values(), out)
     return out.rows
 

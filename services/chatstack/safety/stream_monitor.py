@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from chatstack.safety.rules import RuleSet
 
@@ -145,64 +145,91 @@ class StreamMonitor(Generic[P]):
         self.waits = 0  # how many times it did
 
     @property
+    def text(self) -> str:
+        """The answer so far (released or held)."""
+        return self._text
+
+    @property
     def tokens(self) -> int:
         """Tokens of the answer seen so far (released or held)."""
         return self._tokens
 
     async def watch(self, deltas: AsyncIterator[P]) -> AsyncGenerator[P | Stopped]:
-        """The answer's pieces as they may go out, then a `Stopped` if it was flagged."""
+        """The answer's pieces as they may go out, then a `Stopped` if it was flagged. The
+        stream is read on while a check runs (a piece beyond the limit waits, the reading does
+        not), so each check covers everything read by the time it starts."""
+        it = aiter(deltas)
+        reading: asyncio.Future[P | None] | None = asyncio.ensure_future(anext(it, None))
         try:
-            async for piece in deltas:
-                self._pieces.append(_Held(piece, self._tokens, len(self._text)))
-                self._text += piece.text
-                self._tokens += piece.tokens
-                if self._check is None and self._tokens - self._checked >= self.policy.interval:
+            while True:
+                ended = reading is None
+                if self._check is None and self._due(ended):
                     self._start_check()
-                async for item in self._drain(final=False):
+                async for item in self._release(ended):
                     yield item
                 if self.stopped:
                     return
-            async for item in self._drain(final=True):
-                yield item
+                if ended and self._next == len(self._pieces) and self._check is None:
+                    return
+                if not await self._wait(reading, ended):
+                    continue  # a check came back
+                assert reading is not None
+                piece = reading.result()
+                if piece is None:
+                    reading = None
+                    continue
+                self._pieces.append(_Held(piece, self._tokens, len(self._text)))
+                self._text += piece.text
+                self._tokens += piece.tokens
+                reading = asyncio.ensure_future(anext(it, None))
         finally:
-            if self._check is not None and not self._check.done():
-                self._check.cancel()
+            for task in (reading, self._check):
+                if task is not None and not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)  # the stream is then free
 
-    async def _drain(self, final: bool) -> AsyncGenerator[P | Stopped]:
-        """Release what the limit allows; wait for checks while the next piece is beyond it
-        (and, at the end, until a check has seen everything)."""
-        while True:
-            if self._check is not None and self._check.done():
-                verdict, seen_tokens = self._check.result(), self._check_seen
-                self._check = None
-                if verdict.flagged:
-                    self.stopped = Stopped(verdict, self._flagged_at(verdict), self._released)
-                    yield self.stopped
-                    return
-                self._checked, self._clean = seen_tokens, self._known_clean(seen_tokens)
-            everything = final and self._checked == self._tokens
-            limit = self._tokens if everything else self.policy.limit(self._clean, self._checked)
-            while self._next < len(self._pieces):
-                held = self._pieces[self._next]
-                if held.start_token + held.piece.tokens > limit:
-                    break
-                self._next += 1
-                self._released += held.piece.tokens
-                yield held.piece
-            if self._next == len(self._pieces):
-                if not final or self._checked == self._tokens:
-                    return
-            elif not final and self._check is None and self._checked == self._tokens:
-                return  # everything seen is clean, the rest waits for more text (or the end)
-            if self._check is None:
+    def _due(self, ended: bool) -> bool:
+        """Whether a check should start now (none is running): `interval` tokens unchecked, or
+        the end reached with any."""
+        unchecked = self._tokens - self._checked
+        return unchecked >= self.policy.interval or (ended and unchecked > 0)
+
+    async def _release(self, ended: bool) -> AsyncGenerator[P | Stopped]:
+        """Apply a check that came back (a flag stops the watch), then release what the limit
+        allows: everything once the end was checked whole."""
+        if self._check is not None and self._check.done():
+            verdict, seen_tokens = self._check.result(), self._check_seen
+            self._check = None
+            if verdict.flagged:
+                self.stopped = Stopped(verdict, self._flagged_at(verdict), self._released)
+                yield self.stopped
+                return
+            self._checked, self._clean = seen_tokens, self._known_clean(seen_tokens)
+            if self._due(ended):
                 self._start_check()
-            assert self._check is not None
+        everything = ended and self._checked == self._tokens
+        limit = self._tokens if everything else self.policy.limit(self._clean, self._checked)
+        while self._next < len(self._pieces):
+            held = self._pieces[self._next]
+            if held.start_token + held.piece.tokens > limit:
+                break
+            self._next += 1
+            self._released += held.piece.tokens
+            yield held.piece
+
+    async def _wait(self, reading: asyncio.Future[P | None] | None, ended: bool) -> bool:
+        """Wait for the next piece or the running check; True when a piece came. While pieces
+        wait for the check (or the end waits for its verdict) the monitor is `held`."""
+        waiting: set[asyncio.Future[Any]] = {t for t in (reading, self._check) if t is not None}
+        stalled = self._check is not None and (ended or self._next < len(self._pieces))
+        if stalled and not self.held.is_set():
             self.waits += 1
             self.held.set()
-            try:
-                await asyncio.wait({self._check})
-            finally:
-                self.held.clear()
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.held.clear()
+        return reading is not None and reading.done()
 
     def _start_check(self) -> None:
         context_start = max(0, self._tokens - self.policy.context)

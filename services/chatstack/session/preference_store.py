@@ -19,7 +19,7 @@ from chatstack.core.identifiers import check_id
 from chatstack.session.metrics import SessionMetrics
 from chatstack.session.store import RedisSessionStore
 
-KINDS = ("feedback", "best_of", "regenerate", "edit", "undo")
+KINDS = ("feedback", "best_of", "regenerate", "edit", "undo", "moderated")
 _MAX_ID_PART = 2**64 - 1  # each part of a stream id is an unsigned 64-bit integer
 _EXPORT_BATCH = 500
 

@@ -19,6 +19,7 @@ class PreferenceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PREFERENCE_KIND_REGENERATE: _ClassVar[PreferenceKind]
     PREFERENCE_KIND_EDIT: _ClassVar[PreferenceKind]
     PREFERENCE_KIND_UNDO: _ClassVar[PreferenceKind]
+    PREFERENCE_KIND_MODERATED: _ClassVar[PreferenceKind]
 
 class Rating(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +32,7 @@ PREFERENCE_KIND_BEST_OF: PreferenceKind
 PREFERENCE_KIND_REGENERATE: PreferenceKind
 PREFERENCE_KIND_EDIT: PreferenceKind
 PREFERENCE_KIND_UNDO: PreferenceKind
+PREFERENCE_KIND_MODERATED: PreferenceKind
 RATING_UNSPECIFIED: Rating
 RATING_UP: Rating
 RATING_DOWN: Rating
