@@ -115,6 +115,8 @@ def test_every_unsafe_input_is_a_refusal_on_responses(guarded: GatewayProcess, s
             assert response.incomplete_details.reason == "content_filter"
             parts = response.output[0].content  # type: ignore[union-attr]
             assert [p.type for p in parts] == ["refusal"]
+            stored = client.responses.retrieve(response.id)
+            assert stored.status == "incomplete" and stored.output == response.output
         events = list(client.responses.create(model=served_model, input=fixtures.UNSAFE_INPUTS[0].texts[0],
                                               max_output_tokens=16, stream=True))
         kinds = [e.type for e in events]

@@ -283,7 +283,8 @@ class ChatDataPlane:
         meta = AnswerMeta(best.finish_reason, prompt_tokens=len(ex.prompt.ids),  # the window it was made from
                           reward_score=best.reward if answer.reward_status == "scored" else None,
                           best_of=len(answer.candidates),
-                          moderation=f"{m.stage}:{m.category}:{m.flagged_by}" if m else "")
+                          moderation=f"{m.stage}:{m.category}:{m.flagged_by}" if m else "",
+                          refusal=m.refusal if m else "")
         # A stopped answer is stored as the client saw it: what streamed, then the refusal.
         text = (best.text + m.refusal if not best.text or best.text.endswith(("\n", " ")) else
                 f"{best.text} {m.refusal}") if m else best.text

@@ -40,13 +40,15 @@ class AnswerMeta:
     reward_score: float | None = None
     best_of: int = 0
     moderation: str = ""
+    refusal: str = ""  # the refusal shown (the stored content ends with it)
 
     def encode(self) -> dict[str, str]:
         """As turn metadata (only what is set)."""
         finish = f"{FINISH_PREFIX}{self.finish_reason.upper()}" if self.finish_reason else None
         fields = {"finish_reason": finish, "prompt_tokens": self.prompt_tokens,
                   "reward_score": self.reward_score,
-                  "best_of": self.best_of or None, "moderation": self.moderation or None}
+                  "best_of": self.best_of or None, "moderation": self.moderation or None,
+                  "refusal": self.refusal or None}
         return {k: repr(v) if isinstance(v, float) else str(v) for k, v in fields.items() if v is not None}
 
     @classmethod
@@ -55,7 +57,8 @@ class AnswerMeta:
         finish = metadata.get("finish_reason", "")
         return cls(finish.removeprefix(FINISH_PREFIX).lower() if finish.startswith(FINISH_PREFIX) else "",
                    _number(metadata.get("prompt_tokens"), int), _number(metadata.get("reward_score"), float),
-                   _number(metadata.get("best_of"), int) or 0, metadata.get("moderation", ""))
+                   _number(metadata.get("best_of"), int) or 0, metadata.get("moderation", ""),
+                   metadata.get("refusal", ""))
 
     @staticmethod
     def reward(score: float) -> dict[str, str]:

@@ -311,12 +311,16 @@ class ResponsesHandler:
         """A stored response."""
         exchange: StoredExchange = await self.responses.find(owner, ResponseRef.decode(response_id))
         tokens = exchange.answer.token_count
-        prompt_tokens = AnswerMeta.decode(exchange.answer.metadata).prompt_tokens or 0
+        meta = AnswerMeta.decode(exchange.answer.metadata)
         draft = ResponseDraft(ResponseCreateRequest(model=model, input=exchange.user.content), model, None,
                               id=response_id, conversation=conversation_id(exchange.ref.session_id),
                               created_at=exchange.answer.create_time_ms // 1000, status="completed",
-                              output=turn_items(exchange.answer), usage=usage(prompt_tokens, tokens),
-                              reward=AnswerMeta.decode(exchange.answer.metadata).reward_score)
+                              output=turn_items(exchange.answer),
+                              usage=usage(meta.prompt_tokens or 0, tokens), reward=meta.reward_score)
+        if meta.moderation:  # stopped by the safety stage: what streamed, then the refusal part
+            streamed = exchange.answer.content.removesuffix(meta.refusal).rstrip()
+            draft.status, draft.incomplete = "incomplete", "content_filter"
+            draft.output = answer_items(exchange.answer.turn_id, streamed, (), meta.refusal or "-")
         return draft.json()
 
     async def delete(self, owner: str, response_id: str) -> dict[str, Any]:
