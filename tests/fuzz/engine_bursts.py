@@ -24,7 +24,17 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chatstack.v1 import common_pb2, generation_pb2, generation_pb2_grpc, reward_pb2, reward_pb2_grpc
+from chatstack.safety.examples import UNSAFE_INPUTS, UNSAFE_OUTPUTS
+from chatstack.safety.rules import CATEGORIES
+from chatstack.v1 import (
+    common_pb2,
+    generation_pb2,
+    generation_pb2_grpc,
+    reward_pb2,
+    reward_pb2_grpc,
+    safety_pb2,
+    safety_pb2_grpc,
+)
 from tests.fuzz.domain import BAD_SCHEMAS, CONSTRAINT_REGEXES, GOOD_SCHEMAS, GRAMMARS
 
 # Codes a call may end with: answered, refused for a reason the message names, or cut short by
@@ -147,6 +157,8 @@ def constraint(rng: random.Random) -> common_pb2.OutputConstraint:
     return common_pb2.OutputConstraint(json_object=rng.random() < 0.9)
 
 
+UNSAFE_TEXTS = tuple("\n".join(e.texts) for e in (*UNSAFE_INPUTS, *UNSAFE_OUTPUTS))
+
 class EngineBurstFuzzer:
     """Bursts of concurrent requests to one engine service (see module docstring)."""
 
@@ -161,6 +173,7 @@ class EngineBurstFuzzer:
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.generation = generation_pb2_grpc.GenerationServiceStub(self.channel)
         self.reward = reward_pb2_grpc.RewardServiceStub(self.channel)
+        self.safety = safety_pb2_grpc.SafetyServiceStub(self.channel)
 
     async def close(self) -> None:
         """Close the channel."""
@@ -242,10 +255,36 @@ class EngineBurstFuzzer:
         return BurstCall("Rank", f"Rank candidates={len(rank.candidates)} words={words} cut={cut or '-'}",
                          send_rank, cut)
 
+    def safety_call(self) -> BurstCall:
+        """A Check of 1-65 items: texts from a few words to past the guard's window (read in
+        windows), conversations, the unsafe fixtures, odd policies."""
+        rng = self.rng
+        words = rng.choice((3, 40, 150, 400, 1500))
+        cut = self._cut()
+        timeout = self._timeout(cut)
+        items = []
+        for _ in range(rng.choice((1, 2, 8, 64, 65))):
+            if rng.random() < 0.3:
+                items.append(safety_pb2.CheckItem(conversation=safety_pb2.CheckConversation(
+                    messages=self._conversation(1 + 2 * rng.randint(0, 3), words))))
+            elif rng.random() < 0.3:
+                items.append(safety_pb2.CheckItem(text=rng.choice(UNSAFE_TEXTS)))
+            else:
+                items.append(safety_pb2.CheckItem(text=_text(rng, words)))
+        policy = safety_pb2.CheckPolicy(
+            categories=rng.sample(CATEGORIES, rng.randint(0, 2)),
+            thresholds={c: rng.choice((0.5, 1.0, 0.0, 1e-9)) for c in rng.sample(CATEGORIES, rng.randint(0, 2))})
+        check = safety_pb2.CheckRequest(items=items, policy=policy)
+
+        async def send_check() -> None:
+            await _unary(self.safety.Check(check, timeout=timeout), cut, rng.uniform(0, 0.1))
+        return BurstCall("Check", f"Check items={len(items)} words={words} cut={cut or '-'}", send_check, cut)
+
     # -- running ----------------------------------------------------------------------------
     async def burst(self, size: int) -> None:
         """Send `size` calls at once; record each code; check the service is still SERVING."""
-        make = self.generation_call if self.service == "generation" else self.reward_call
+        make = {"generation": self.generation_call, "reward": self.reward_call,
+                "safety": self.safety_call}[self.service]
         calls = [make() for _ in range(size)]
         codes = await asyncio.gather(*(_run(call) for call in calls))
         self.books.bursts[self.service] += 1
