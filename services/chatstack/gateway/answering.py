@@ -44,6 +44,7 @@ class PromptIds:
     ids: list[int]
     messages: Messages
     route_key: str | None = None  # the session id, when generation routing follows sessions
+    input_check: InputVerdict = None  # the input check, when the caller started it (before rendering)
 
 
 class Answerer:
@@ -70,7 +71,7 @@ class Answerer:
     async def _answer(self, prompt: PromptIds, plan: Plan,
                       clock: StageClock) -> AsyncGenerator[DeltaEvent | Answer]:
         started = time.perf_counter()
-        verdict = self.safety.start_input(prompt.messages)  # beside the engine's prefill
+        verdict = prompt.input_check or self.safety.start_input(prompt.messages)  # beside prefill
         try:
             if plan.streams:
                 async with aclosing(self._streamed(prompt, plan, clock, verdict)) as source:
@@ -105,10 +106,10 @@ class Answerer:
         try:
             blocked = await verdict if verdict is not None else None
         except BaseException:
-            await _cancelled(generating)
+            await cancelled(generating)
             raise
         if blocked is not None:
-            await _cancelled(generating)
+            await cancelled(generating)
             return blocked
         return await generating
 
@@ -208,7 +209,7 @@ class Answerer:
         return Answer(kept, 0, 0, candidates)
 
 
-async def _cancelled(task: asyncio.Future[Any]) -> None:
+async def cancelled(task: asyncio.Future[Any]) -> None:
     """Cancel `task` and wait until it has stopped (a generator it was running is then free)."""
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -241,10 +242,10 @@ class _Run:
             try:
                 self.blocked = await verdict
             except BaseException:
-                await _cancelled(first)
+                await cancelled(first)
                 raise
             if self.blocked is not None:
-                await _cancelled(first)  # the stream is then closed: the engine aborts
+                await cancelled(first)  # the stream is then closed: the engine aborts
                 return
             item = await first
             if item is None:

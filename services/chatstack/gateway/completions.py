@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 
 from chatstack.core.errors import InvalidRequest
-from chatstack.gateway.answering import Answerer, PromptIds
+from chatstack.gateway.answering import Answerer, PromptIds, cancelled
 from chatstack.gateway.clients import GenerationClient, TokenizerClient
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.metrics import GatewayMetrics
@@ -50,15 +50,21 @@ class Completions:
         clock = StageClock()
         t = time.perf_counter()
         tools = plan.options.tools
-        rendering = await self.tokenizer.render(list(messages), tools=tools.tools if tools else ())
-        limit = await self.generation.max_model_len()
-        if len(rendering.ids) + plan.max_tokens > limit:
-            raise InvalidRequest(f"messages: {len(rendering.ids)} prompt tokens + max_tokens "
-                                 f"{plan.max_tokens} "
-                                 f"exceed the model's context window of {limit} tokens")
-        clock.add("template", t)
-        async with aclosing(self.answerer.answer(PromptIds(rendering.ids, messages), plan, clock)) as source:
-            async for item in source:
-                if isinstance(item, Answer):
-                    clock.finish(self.metrics)
-                yield item
+        verdict = self.answerer.safety.start_input(messages)  # read while the prompt is rendered
+        try:
+            rendering = await self.tokenizer.render(list(messages), tools=tools.tools if tools else ())
+            limit = await self.generation.max_model_len()
+            if len(rendering.ids) + plan.max_tokens > limit:
+                raise InvalidRequest(f"messages: {len(rendering.ids)} prompt tokens + max_tokens "
+                                     f"{plan.max_tokens} "
+                                     f"exceed the model's context window of {limit} tokens")
+            clock.add("template", t)
+            prompt = PromptIds(rendering.ids, messages, input_check=verdict)
+            async with aclosing(self.answerer.answer(prompt, plan, clock)) as source:
+                async for item in source:
+                    if isinstance(item, Answer):
+                        clock.finish(self.metrics)
+                    yield item
+        finally:
+            if verdict is not None and not verdict.done():
+                await cancelled(verdict)

@@ -34,7 +34,7 @@ from chatstack.core.errors import (
     VersionConflict,
 )
 from chatstack.core.roles import ASSISTANT, TOOL, USER
-from chatstack.gateway.answering import Answerer, PromptIds
+from chatstack.gateway.answering import Answerer, InputVerdict, PromptIds, cancelled
 from chatstack.gateway.clients import Backends, SessionClient
 from chatstack.gateway.config import GatewayConfig
 from chatstack.gateway.conversations import Conversations
@@ -111,6 +111,7 @@ class ChatDataPlane:
                     plan: Plan, instructions: str | None) -> AsyncGenerator[ChatEvent]:
         clock, sessions = StageClock(), self.backends.sessions(owner)
         rollback = Rollback(session_id=session_id)
+        verdict: InputVerdict = None
         try:
             budget = await self.prompts.budget(plan)
             t = time.perf_counter()
@@ -125,6 +126,8 @@ class ChatDataPlane:
             _check_answers_open_calls(ctx, [m.tool_call_id for m in messages if m.role == TOOL])
             for message in messages:
                 ctx.append(message, None)
+            # The safety stage reads the input while it is rendered, and on beside the prefill.
+            verdict = self.answerer.safety.start_input(ctx.messages)
             prompt = await self.prompts.fit_and_render(ctx, budget, plan)  # counts the new turns too
             clock.add("template", t)
             if prompt.truncated and not plan.options.truncate:
@@ -137,13 +140,16 @@ class ChatDataPlane:
             rollback.pending_push = asyncio.ensure_future(
                 self._store_new_turns(sessions, rollback, ctx, prompt, create=not session_id,
                                       lease=lease_ms(self.config)))
-            exchange = Exchange(sessions, rollback, prompt, plan, clock)
+            exchange = Exchange(sessions, rollback, prompt, plan, clock, input_check=verdict)
             async with aclosing(self._answer_and_store(exchange)) as source:
                 async for event in source:
                     yield event
         except BaseException:
             await roll_back(sessions, rollback, self.config.rollback_timeout_seconds, self.metrics)
             raise
+        finally:
+            if verdict is not None and not verdict.done():
+                await cancelled(verdict)
 
     @staticmethod
     async def _store_new_turns(sessions: SessionClient, rollback: Rollback, ctx: ChatContext, prompt: Prompt,
@@ -238,7 +244,7 @@ class ChatDataPlane:
     # -- the shared end: answer, store ----------------------------------------------------------
     async def _answer_and_store(self, ex: Exchange) -> AsyncGenerator[ChatEvent]:
         prompt, clock = ex.prompt, ex.clock
-        to_answer = PromptIds(prompt.ids, prompt.messages, ex.session_id)
+        to_answer = PromptIds(prompt.ids, prompt.messages, ex.session_id, ex.input_check)
         answering = self.answerer.answer(to_answer, ex.plan, clock)
         first = asyncio.ensure_future(anext(answering))  # the engine starts while the turn is stored
         answer: Answer | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chatstack.gateway.answering import InputVerdict
 from chatstack.gateway.clients import SessionClient
 from chatstack.gateway.plan import Plan
 from chatstack.gateway.prompting import Prompt
@@ -26,6 +27,7 @@ class Exchange:
     user_turn_id: str = ""
     version: int = 0  # the session's version the answer is stored at
     replaced: Turn | None = None  # the assistant turn a regenerate replaces
+    input_check: InputVerdict = None  # the safety stage's input check, started before rendering
 
     @property
     def session_id(self) -> str:
