@@ -147,6 +147,8 @@ class Answerer:
                 if event is not None:
                     yield event
         clock.add("generation", started)
+        if monitor is not None and monitor.waits:
+            self.metrics.monitor_holds.inc(monitor.waits)
         if run.blocked is not None:
             yield _blocked(run.blocked, plan, len(prompt.ids))
             return

@@ -52,6 +52,10 @@ class GatewayMetrics:
             "chatstack_gateway_guard_duration_seconds",
             "Seconds of one safety check as the gateway sees it, by stage (input, output).",
             ["stage"], buckets=LATENCY_BUCKETS_SECONDS)
+        self.monitor_holds = f.counter(
+            "chatstack_gateway_monitor_holds",
+            "Times a streaming answer's delivery waited for the output monitor's check (the checks "
+            "fell behind the stream: stream-first's bound, or holdback's window).")
         self.backends = BackendMetrics(f)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
