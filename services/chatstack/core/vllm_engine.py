@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from chatstack.core.errors import BackendUnavailable, Overloaded
+from chatstack.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from chatstack.core.model_version import model_version
 from chatstack.core.offload import CpuOffload
-from chatstack.core.vllm_config import VllmEngineConfig, engine_args, engine_started
+from chatstack.core.vllm_config import VllmEngineConfig, engine_args, engine_started, engine_validation_errors
 
 
 class _Gauge(Protocol):
@@ -92,6 +92,25 @@ class VllmEngine:
         finally:
             self.in_flight -= units
             self.admission_metrics.in_flight.dec(units)
+
+    async def pool(self, ids: list[int], params: Any, request_id: str, aborted: _Counter) -> Any:
+        """One request on the pooling runner: its output tensor. A dead engine is reported
+        (`died`), a request the engine refuses is InvalidRequest, and a request that ends without
+        an output (cancelled, or its deadline passed) is counted in `aborted`."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        data: Any = None
+        try:
+            async for out in self.llm.encode({"prompt_token_ids": ids}, params, request_id):
+                data = out.outputs.data
+        except EngineDeadError as exc:
+            raise self.died(exc) from exc
+        except engine_validation_errors() as exc:  # whatever rule vLLM adds: the request's fault
+            raise InvalidRequest(f"request refused by the engine: {exc}") from exc
+        finally:
+            if data is None:
+                aborted.inc()
+        return data
 
     def died(self, exc: BaseException) -> BackendUnavailable:
         """The engine died under a request: report it (the runtime restarts the service) and the

@@ -18,7 +18,6 @@ from chatstack.core.errors import InvalidRequest
 from chatstack.core.offload import certainly_too_long, max_chars_per_token
 from chatstack.core.request_context import current_request_id
 from chatstack.core.roles import CHAT_ROLES
-from chatstack.core.vllm_config import engine_validation_errors
 from chatstack.core.vllm_engine import VllmEngine
 from chatstack.reward.config import RewardConfig
 from chatstack.reward.metrics import RewardMetrics
@@ -154,22 +153,9 @@ class VllmRewardEngine(VllmEngine):
 
     async def _score_one(self, ids: list[int], request_id: str) -> float:
         from vllm import PoolingParams
-        from vllm.v1.engine.exceptions import EngineDeadError
 
         params = PoolingParams(task="classify", use_activation=False)  # raw logit
-        value: float | None = None
-        try:
-            async for out in self.llm.encode({"prompt_token_ids": ids}, params, request_id):
-                value = float(out.outputs.data.reshape(-1)[0])
-        except EngineDeadError as exc:
-            raise self.died(exc) from exc
-        except engine_validation_errors() as exc:  # whatever rule vLLM adds: the request's fault
-            raise InvalidRequest(f"request refused by the engine: {exc}") from exc
-        finally:
-            if value is None:
-                self.metrics.aborted.inc()
-        assert value is not None
-        return value
+        return float((await self.pool(ids, params, request_id, self.metrics.aborted)).reshape(-1)[0])
 
     async def rank(self, conversation: tuple[tuple[str, str], ...],
                    candidates: Sequence[str], truncate: bool = False) -> list[Ranked]:

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from chatstack.core.errors import InvalidRequest
 from chatstack.core.offload import certainly_too_long, max_chars_per_token
 from chatstack.core.request_context import current_request_id
-from chatstack.core.vllm_config import engine_validation_errors
 from chatstack.core.vllm_engine import VllmEngine
 from chatstack.safety.config import SafetyConfig
 from chatstack.safety.metrics import SafetyMetrics
@@ -173,19 +172,7 @@ class VllmSafetyEngine(VllmEngine):
 
     async def _classify(self, ids: list[int], request_id: str) -> list[float]:
         from vllm import PoolingParams
-        from vllm.v1.engine.exceptions import EngineDeadError
 
         params = PoolingParams(task="classify")  # softmax over the labels
-        value: list[float] | None = None
-        try:
-            async for out in self.llm.encode({"prompt_token_ids": ids}, params, request_id):
-                value = [float(p) for p in out.outputs.data.reshape(-1)]
-        except EngineDeadError as exc:
-            raise self.died(exc) from exc
-        except engine_validation_errors() as exc:  # whatever rule vLLM adds: the request's fault
-            raise InvalidRequest(f"request refused by the engine: {exc}") from exc
-        finally:
-            if value is None:
-                self.metrics.aborted.inc()
-        assert value is not None
-        return value
+        probabilities = await self.pool(ids, params, request_id, self.metrics.aborted)
+        return [float(p) for p in probabilities.reshape(-1)]
