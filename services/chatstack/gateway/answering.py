@@ -249,18 +249,23 @@ class _Run:
             if self.blocked is not None:
                 await cancelled(first)  # the stream is then closed: the engine aborts
                 return
-            item = await first
-            if item is None:
+            head = await first
+            if head is None:
                 return
-            if isinstance(item, DeltaEvent):
-                yield item
-            else:
-                self.generated = item
+            it = _chained(head, it)
         async for item in it:
             if isinstance(item, DeltaEvent):
                 yield item
             else:
                 self.generated = item
+
+
+async def _chained(head: DeltaEvent | Generated, rest: AsyncIterator[DeltaEvent | Generated]
+                   ) -> AsyncGenerator[DeltaEvent | Generated]:
+    """`head`, then `rest`."""
+    yield head
+    async for item in rest:
+        yield item
 
 
 def _renamed(exc: InvalidRequest, plan: Plan) -> InvalidRequest:

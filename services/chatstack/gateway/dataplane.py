@@ -266,8 +266,7 @@ class ChatDataPlane:
                 item = await anext(answering, None)
         finally:
             if not first.done():
-                first.cancel()
-                await asyncio.gather(first, return_exceptions=True)
+                await cancelled(first)
             await answering.aclose()  # early: cancels the generation stream, the engine aborts
         if answer is None or not (answer.best.text or answer.best.tool_calls or answer.best.moderation):
             raise FailedPrecondition("the model produced an empty answer; regenerate")

@@ -1,8 +1,7 @@
 """The tiny guard model's labelled data, generated deterministically: request templates filled
 with harmful cores per category, role-play and instruction-override framings around them
 (jailbreak), and the same templates filled with benign cores that share words with harmful ones
-(safe), and everyday requests and chit-chat (safe). `split()` holds out whole cores, topics and
-templates, so a test of a guard trained on the rest measures more than memory.
+(safe), and everyday requests and chit-chat (safe).
 """
 
 from __future__ import annotations
@@ -111,22 +110,3 @@ def examples() -> list[Labelled]:
             for topic, f in itertools.product(BENIGN_TOPICS, BENIGN_FORMS)]
     out += [Labelled(text, LABELS.index("safe")) for text in CHIT_CHAT]
     return out
-
-
-def held_subjects() -> set[str]:
-    """The cores and topics `split` holds out."""
-    return {c for cores in (*CORES.values(), SAFE_CORES, BENIGN_TOPICS) for c in cores[3::4]}
-
-
-def split() -> tuple[list[Labelled], list[Labelled]]:
-    """(train, held out): examples whose core or topic is every fourth one of its list, or whose
-    template, framing or form is the last one, are held out."""
-    held_cores = held_subjects()
-    held_forms = (TEMPLATES[-1], FRAMINGS[-1], BENIGN_FORMS[-1])
-    train: list[Labelled] = []
-    held: list[Labelled] = []
-    for example in examples():
-        unseen = any(core in example.text for core in held_cores) or \
-            any(example.text.startswith(form.split("{}")[0]) for form in held_forms)
-        (held if unseen else train).append(example)
-    return train, held
